@@ -1,0 +1,39 @@
+"""The only part of xpnet that knows concrete array libraries.
+
+Namespace and device resolution, dtypes, the host RNG, conversion between libraries, and
+library fast paths that compute the same function as their generic Array API version.
+"""
+
+from ._convert import FLOAT_DTYPES, convert, dtype_name, resolve_dtype, to_numpy
+from ._namespace import (
+    SUPPORTED,
+    available,
+    device,
+    get,
+    library_name,
+    namespace,
+    resolve_device,
+)
+from ._random import host_rng, host_uniform
+from ._special import erf, erf_generic, erfc, erfc_generic
+
+__all__ = [
+    "FLOAT_DTYPES",
+    "SUPPORTED",
+    "available",
+    "convert",
+    "device",
+    "dtype_name",
+    "erf",
+    "erf_generic",
+    "erfc",
+    "erfc_generic",
+    "get",
+    "host_rng",
+    "host_uniform",
+    "library_name",
+    "namespace",
+    "resolve_device",
+    "resolve_dtype",
+    "to_numpy",
+]

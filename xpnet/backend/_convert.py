@@ -1,0 +1,84 @@
+"""Dtypes, host transfer and conversion between libraries and devices."""
+
+from __future__ import annotations
+
+import array_api_compat
+import numpy as np
+
+from ._namespace import get, library_name, namespace, resolve_device
+
+__all__ = ["FLOAT_DTYPES", "convert", "dtype_name", "resolve_dtype", "to_numpy"]
+
+#: The floating dtypes xpnet computes in.
+FLOAT_DTYPES = ("float32", "float64")
+
+
+def dtype_name(dtype) -> str:
+    """The standard name (``"float32"``, ``"int64"``, ...) of any library's dtype."""
+    if isinstance(dtype, str):
+        return dtype
+    try:
+        return np.dtype(dtype).name  # NumPy and CuPy dtypes, NumPy scalar types
+    except TypeError:
+        return str(dtype).rsplit(".", 1)[-1]  # torch.float32, array_api_strict.float32
+
+
+def resolve_dtype(xp, dtype=None):
+    """The namespace's floating dtype for ``dtype`` (a name or any library's dtype).
+
+    ``None`` means float32, the default of the whole library.
+
+    Raises
+    ------
+    ValueError
+        ``dtype`` is not float32 or float64.
+    """
+    name = "float32" if dtype is None else dtype_name(dtype)
+    if name not in FLOAT_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(FLOAT_DTYPES)}, got {dtype!r}")
+    return getattr(xp, name)
+
+
+def to_numpy(x) -> np.ndarray:
+    """Copy an array of any supported library to a NumPy array on the host.
+
+    This is the one place where xpnet moves data from a device to the host.
+    """
+    if isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, (int, float, bool, np.generic)):
+        return np.asarray(x)
+    name = library_name(namespace(x))
+    if name == "torch":
+        return x.detach().cpu().numpy()
+    if name == "cupy":
+        return x.get()
+    if name == "array_api_strict":
+        import array_api_strict
+
+        return np.asarray(x.to_device(array_api_strict.Device("CPU_DEVICE")))
+    return np.asarray(x)
+
+
+def convert(x, xp=None, *, device=None, dtype=None):
+    """``x`` as an array of namespace ``xp`` on ``device`` with ``dtype``.
+
+    Within one library this is a cast and a device move; across libraries the data goes
+    through the host once (:func:`to_numpy`). ``xp`` may be a library name or a namespace;
+    ``dtype`` may be a name; ``device`` ``None`` keeps the target library's default.
+    """
+    xp = get(xp)
+    device = resolve_device(xp, device)
+    if dtype is not None:
+        dtype = getattr(xp, dtype_name(dtype))
+    src = namespace(x) if not isinstance(x, np.ndarray) else get("numpy")
+    if library_name(src) == library_name(xp):
+        if dtype is not None and x.dtype != dtype:
+            x = xp.astype(x, dtype)
+        if device is not None and array_api_compat.device(x) != device:
+            x = array_api_compat.to_device(x, device)
+        return x
+    host = to_numpy(x)
+    if dtype is not None:
+        host = host.astype(dtype_name(dtype), copy=False)
+    return xp.asarray(host, device=device)

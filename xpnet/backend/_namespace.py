@@ -1,0 +1,214 @@
+"""Namespace and device resolution: the one place that knows which libraries exist.
+
+Everything outside ``xpnet.backend`` receives a namespace from :func:`namespace` (resolved
+from the arrays of a call) or :func:`get` (from a library name) and uses only the Array API
+standard through it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import array_api_compat
+
+__all__ = [
+    "SUPPORTED",
+    "available",
+    "device",
+    "get",
+    "library_name",
+    "namespace",
+    "resolve_device",
+]
+
+#: Library names accepted by :func:`get` and the ``xp=`` arguments, in preference order.
+SUPPORTED = ("numpy", "cupy", "torch", "array_api_strict")
+
+_COMPAT_MODULE = {
+    "numpy": "array_api_compat.numpy",
+    "cupy": "array_api_compat.cupy",
+    "torch": "array_api_compat.torch",
+    "array_api_strict": "array_api_strict",
+}
+_INSTALL_HINT = {
+    "numpy": "pip install numpy",
+    "cupy": "pip install 'xpnet[cuda12]' or 'xpnet[cuda13]'",
+    "torch": "pip install 'xpnet[torch]'",
+    "array_api_strict": "pip install 'xpnet[array-api-strict]'",
+}
+
+# type(array) -> (library name, namespace, library has more than one device)
+_BY_TYPE: dict[type, tuple[str, object, bool]] = {}
+
+
+def _library_of_type(x) -> tuple[str, object, bool]:
+    entry = _BY_TYPE.get(type(x))
+    if entry is None:
+        try:
+            xp = array_api_compat.array_namespace(x)
+        except TypeError:
+            raise TypeError(
+                f"expected an array (NumPy, CuPy, PyTorch or array-api-strict), "
+                f"got {type(x).__module__}.{type(x).__qualname__}; "
+                f"convert it first, e.g. with xpnet.backend.get('numpy').asarray(data)"
+            ) from None
+        name = library_name(xp)
+        entry = (name, xp, name != "numpy")
+        _BY_TYPE[type(x)] = entry
+    return entry
+
+
+def namespace(*arrays):
+    """The Array API namespace shared by ``arrays``; raise if they mix libraries or devices.
+
+    The resolution is cached per array type, so calling it once per public call costs about
+    a microsecond.
+
+    Raises
+    ------
+    TypeError
+        An argument is not an array, or the arrays come from different libraries.
+    ValueError
+        The arrays live on different devices.
+    """
+    if not arrays:
+        raise TypeError("namespace() needs at least one array")
+    first = arrays[0]
+    name, xp, multi_device = _library_of_type(first)
+    for other in arrays[1:]:
+        other_name = _library_of_type(other)[0]
+        if other_name != name:
+            raise TypeError(
+                f"arrays from two libraries: a {name} array and a {other_name} array; "
+                f"move one of them, e.g. model.to({other_name!r}) or "
+                f"xpnet.backend.convert(x, {name!r})"
+            )
+    if multi_device and len(arrays) > 1:
+        dev = array_api_compat.device(first)
+        for other in arrays[1:]:
+            other_dev = array_api_compat.device(other)
+            if other_dev != dev:
+                raise ValueError(
+                    f"arrays on two devices: {dev} and {other_dev}; move one of them, "
+                    f"e.g. model.to(xp, device=...) or xpnet.backend.convert(x, xp, device=...)"
+                )
+    return xp
+
+
+def library_name(xp) -> str:
+    """The library name (one of :data:`SUPPORTED`) behind a namespace."""
+    if array_api_compat.is_numpy_namespace(xp):
+        return "numpy"
+    if array_api_compat.is_cupy_namespace(xp):
+        return "cupy"
+    if array_api_compat.is_torch_namespace(xp):
+        return "torch"
+    if array_api_compat.is_array_api_strict_namespace(xp):
+        return "array_api_strict"
+    raise TypeError(f"unsupported array namespace {getattr(xp, '__name__', xp)!r}")
+
+
+def _cuda_visible() -> bool:
+    if importlib.util.find_spec("cupy") is None:
+        return False
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no driver, no device, broken install: all mean "not usable here"
+        return False
+
+
+def get(xp=None):
+    """The Array API namespace for a library name or namespace (default: NumPy).
+
+    ``xp`` may be ``None``, one of :data:`SUPPORTED`, a raw library module (``numpy``,
+    ``torch``, ``cupy``) or an already compatible namespace.
+
+    Raises
+    ------
+    ValueError
+        Unknown library name.
+    ModuleNotFoundError
+        The library is not installed (the message says which extra to install).
+    RuntimeError
+        ``"cupy"`` was asked for but no CUDA device is visible.
+    """
+    if xp is None:
+        xp = "numpy"
+    if not isinstance(xp, str):
+        module = getattr(xp, "__name__", "")
+        base = module.split(".")[-1] if module.startswith("array_api_compat.") else module
+        if base in _COMPAT_MODULE:
+            return get(base)
+        raise TypeError(
+            f"xp must be a library name {SUPPORTED} or an array namespace, got {xp!r}"
+        )
+    if xp not in _COMPAT_MODULE:
+        raise ValueError(f"unknown backend {xp!r}; expected one of {', '.join(SUPPORTED)}")
+    if importlib.util.find_spec(xp) is None:
+        raise ModuleNotFoundError(f"backend {xp!r} is not installed: {_INSTALL_HINT[xp]}")
+    if xp == "cupy" and not _cuda_visible():
+        raise RuntimeError(
+            "backend 'cupy' needs a visible CUDA device and none was found; "
+            "use --backend numpy (or torch) on this machine"
+        )
+    return importlib.import_module(_COMPAT_MODULE[xp])
+
+
+def available() -> list[str]:
+    """Library names usable here: installed, and for ``"cupy"`` with a visible CUDA device."""
+    names = []
+    for name in SUPPORTED:
+        if importlib.util.find_spec(name) is None:
+            continue
+        if name == "cupy" and not _cuda_visible():
+            continue
+        names.append(name)
+    return names
+
+
+def device(x):
+    """The device an array lives on (standard ``x.device``, uniform across libraries)."""
+    return array_api_compat.device(x)
+
+
+def resolve_device(xp, dev):
+    """Turn a user's device spelling into the library's device object.
+
+    ``None`` keeps the library default. Strings are accepted everywhere: ``"cpu"`` for
+    NumPy, ``"cpu"``/``"cuda:1"`` for PyTorch, ``"0"``/``"cuda:1"`` for CuPy,
+    ``"CPU_DEVICE"``/``"device1"`` for array-api-strict. Device objects pass through.
+    """
+    if dev is None:
+        return None
+    name = library_name(xp)
+    if name == "numpy":
+        if str(dev) != "cpu":
+            raise ValueError(f"NumPy arrays live on 'cpu' only, got device {dev!r}")
+        return "cpu"
+    if name == "torch":
+        import torch
+
+        return torch.device(dev) if isinstance(dev, (str, int)) else dev
+    if name == "cupy":
+        import cupy
+
+        if isinstance(dev, str):
+            dev = dev.removeprefix("cuda").lstrip(":") or "0"
+            if not dev.isdigit():
+                raise ValueError(f"CuPy devices are 'cuda:N' or N, got {dev!r}")
+            dev = int(dev)
+        return cupy.cuda.Device(dev) if isinstance(dev, int) else dev
+    # array_api_strict
+    if isinstance(dev, str):
+        import array_api_strict
+
+        devices = array_api_strict.__array_namespace_info__().devices()
+        for d in devices:
+            if dev == repr(d) or repr(d).endswith(f"({dev!r})"):
+                return d
+        names = ", ".join(repr(d) for d in devices)
+        raise ValueError(f"unknown array_api_strict device {dev!r}; known: {names}")
+    return dev

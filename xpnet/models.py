@@ -1,0 +1,205 @@
+"""Multilayer perceptrons: the handout's MLP0, MLP1, MLP4 and the general MLP."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from . import backend
+from .nn import GELU, BatchNorm1d, Identity, Linear, ReLU, Sigmoid, Tanh
+from .nn._checks import as_dtype, check_2d, check_float, check_same_shape, require_forward
+from .nn._init import check_size
+from .nn.module import Module
+
+__all__ = ["ACTIVATIONS", "MLP", "MLP0", "MLP1", "MLP4"]
+
+#: Activation names accepted by ``MLP(activation=...)``.
+ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "gelu": GELU, "identity": Identity}
+
+
+class MLP(Module):
+    """A stack of Linear layers with an activation (and optionally BatchNorm1d before it)
+    after every Linear except the last, which returns logits.
+
+    ``forward`` runs ``Z = layers[i](A)``, ``Z = bn_layers[i](Z)`` (with batchnorm),
+    ``A = f[i](Z)``; ``backward`` runs the chain in reverse and returns ``dLdA0``.
+    The last entry of ``f`` is an :class:`~xpnet.nn.Identity`, so ``f`` and ``layers``
+    always have the same length.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        ``[C_in, hidden..., C_out]``, at least two entries.
+    activation : str
+        One of ``"relu"``, ``"sigmoid"``, ``"tanh"``, ``"gelu"``, ``"identity"``.
+    batchnorm : bool
+        Put a BatchNorm1d (handout defaults: alpha 0.9, eps 1e-8) before each activation.
+    xp, device, dtype
+        As for :class:`~xpnet.nn.Linear`.
+    seed : int or numpy.random.Generator
+        One host generator initialises the layers in order; the same seed gives the same
+        model on every backend.
+
+    Attributes:
+        layers: the Linear layers. f: the activations. bn_layers: the BatchNorm1d layers
+        (empty without batchnorm). sizes, activation, batchnorm: the architecture.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> from xpnet.models import MLP
+    >>> from xpnet.nn import CrossEntropyLoss
+    >>> from xpnet.optim import SGD
+    >>> model = MLP([4, 16, 3], batchnorm=True, seed=0)
+    >>> loss, opt = CrossEntropyLoss(), SGD(model, lr=0.1, momentum=0.9)
+    >>> X = np.random.default_rng(0).standard_normal((32, 4)).astype(np.float32)
+    >>> y = np.arange(32) % 3
+    >>> L = loss.forward(model.forward(X), y)
+    >>> _ = model.backward(loss.backward()); opt.step()
+    """
+
+    _submodules = ("layers", "bn_layers", "f")
+    _activate_output = False
+
+    def __init__(
+        self,
+        sizes,
+        *,
+        activation="relu",
+        batchnorm=False,
+        xp=None,
+        device=None,
+        dtype=None,
+        seed=0,
+    ):
+        name = type(self).__name__
+        if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) < 2:
+            raise ValueError(
+                f"{name}: sizes must be a sequence of at least two layer widths "
+                f"[C_in, ..., C_out], got {sizes!r}"
+            )
+        self.sizes = [check_size(s, f"sizes[{i}]", name) for i, s in enumerate(sizes)]
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"{name}: unknown activation {activation!r}; expected one of "
+                f"{', '.join(ACTIVATIONS)}"
+            )
+        self.activation = activation
+        self.batchnorm = bool(batchnorm)
+        xp = backend.get(xp)
+        device = backend.resolve_device(xp, device)
+        dtype = backend.resolve_dtype(xp, dtype)
+        rng = backend.host_rng(seed)
+        pairs = list(zip(self.sizes[:-1], self.sizes[1:]))
+        self.layers = [
+            Linear(i, o, xp=xp, device=device, dtype=dtype, seed=rng) for i, o in pairs
+        ]
+        activated = len(pairs) if self._activate_output else len(pairs) - 1
+        make = ACTIVATIONS[activation]
+        self.f = [make() for _ in range(activated)] + [Identity()] * (len(pairs) - activated)
+        self.bn_layers = (
+            [BatchNorm1d(o, xp=xp, device=device, dtype=dtype) for _, o in pairs[:activated]]
+            if self.batchnorm
+            else []
+        )
+        self._out = None
+
+    def extra_repr(self):
+        return f"sizes={self.sizes}, activation={self.activation!r}, batchnorm={self.batchnorm}"
+
+    def config(self):
+        """The constructor arguments that rebuild this architecture (JSON-serialisable)."""
+        return {
+            "class": type(self).__name__,
+            "sizes": list(self.sizes),
+            "activation": self.activation,
+            "batchnorm": self.batchnorm,
+        }
+
+    @property
+    def dtype(self):
+        """The parameters' dtype."""
+        return self.layers[0].W.dtype
+
+    @property
+    def device(self):
+        """The parameters' device."""
+        return backend.device(self.layers[0].W)
+
+    @property
+    def xp(self):
+        """The parameters' Array API namespace."""
+        return backend.namespace(self.layers[0].W)
+
+    def forward(self, A0):
+        """Run the network on ``A0`` of shape ``(N, sizes[0])``; returns ``(N, sizes[-1])``."""
+        W = self.layers[0].W
+        xp = self._namespace(A0, W)
+        check_float(A0, xp, repr_short(self))
+        check_2d(A0, repr_short(self), features=self.sizes[0])
+        A = as_dtype(A0, W.dtype, xp)
+        if self.bn_layers and self.training and A.shape[0] < 2:
+            raise ValueError(
+                f"{repr_short(self)}: BatchNorm training needs a batch of at least 2 rows, "
+                f"got {A.shape[0]}; use a larger batch or call eval()"
+            )
+        n_bn = len(self.bn_layers)
+        evaluate = not self.training
+        for i, (layer, f) in enumerate(zip(self.layers, self.f)):
+            Z = layer._forward(A, xp)
+            if i < n_bn:
+                Z = self.bn_layers[i]._forward(Z, xp, evaluate)
+            A = f._forward(Z, xp)
+        self._out = A
+        return A
+
+    def backward(self, dLdA):
+        """Backpropagate ``dLdA`` (shaped like the output); returns ``dLdA0``."""
+        require_forward(self._out, repr_short(self))
+        xp = self._namespace(dLdA, self.layers[0].W)
+        check_float(dLdA, xp, f"{repr_short(self)}.backward", "dLdA")
+        check_same_shape(dLdA, self._out.shape, f"{repr_short(self)}.backward", "dLdA")
+        dLdA = as_dtype(dLdA, self._out.dtype, xp)
+        n_bn = len(self.bn_layers)
+        for i in range(len(self.layers) - 1, -1, -1):
+            dLdZ = self.f[i]._backward(dLdA, xp)
+            if i < n_bn:
+                dLdZ = self.bn_layers[i]._backward(dLdZ, xp)
+            dLdA = self.layers[i]._backward(dLdZ, xp)
+        return dLdA
+
+    def to(self, xp, device=None, dtype=None):
+        self._out = None
+        return super().to(xp, device=device, dtype=dtype)
+
+
+def repr_short(model):
+    return f"{type(model).__name__}(sizes={model.sizes})"
+
+
+class _HandoutMLP(MLP):
+    _activate_output = True
+    _sizes: tuple[int, ...] = ()
+
+    def __init__(self, *, activation="relu", batchnorm=False, xp=None, device=None,
+                 dtype=None, seed=0):
+        super().__init__(list(self._sizes), activation=activation, batchnorm=batchnorm,
+                         xp=xp, device=device, dtype=dtype, seed=seed)
+
+
+class MLP0(_HandoutMLP):
+    """The handout's MLP with no hidden layer: Linear(2, 3), ReLU."""
+
+    _sizes = (2, 3)
+
+
+class MLP1(_HandoutMLP):
+    """The handout's MLP with one hidden layer: Linear(2, 3), ReLU, Linear(3, 2), ReLU."""
+
+    _sizes = (2, 3, 2)
+
+
+class MLP4(_HandoutMLP):
+    """The handout's MLP with four hidden layers: widths 2, 4, 8, 8, 4, 2, a ReLU after
+    every Linear, the last included."""
+
+    _sizes = (2, 4, 8, 8, 4, 2)

@@ -1,0 +1,130 @@
+"""Batch normalisation over the batch axis of ``(N, C)`` activations."""
+
+from __future__ import annotations
+
+from .. import backend
+from ._checks import as_dtype, check_2d, check_float, check_same_shape, require_forward
+from ._init import check_real, check_size
+from .module import Module
+
+__all__ = ["BatchNorm1d"]
+
+
+class BatchNorm1d(Module):
+    """``BZ = BW ⊙ (Z - M)/sqrt(V + eps) + Bb`` with per-feature statistics.
+
+    Training: ``M`` and ``V`` are the batch mean and **biased** variance (divide by N), and
+    the running statistics follow ``running = alpha·running + (1 - alpha)·batch`` (the
+    handout's convention; PyTorch's ``momentum`` is ``1 - alpha`` and its running variance
+    is unbiased). Evaluation: ``running_M`` and ``running_V`` normalise, and stay untouched.
+
+    Backward (exact, the handout's appendix in compact form), with ``G = dLdBZ ⊙ BW``::
+
+        dLdBW = Σ_n dLdBZ ⊙ NZ        dLdBb = Σ_n dLdBZ
+        dLdZ  = (G - mean_n G - NZ ⊙ mean_n(G ⊙ NZ)) / sqrt(V + eps)
+
+    After an evaluation-mode forward, backward treats the running statistics as constants:
+    ``dLdZ = G / sqrt(running_V + eps)``.
+
+    Parameters
+    ----------
+    num_features : int
+        ``C``.
+    alpha : float
+        Weight of the old running statistics, in [0, 1]. Default 0.9.
+    eps : float
+        Added to the variance, > 0. Default 1e-8 (the handout's; PyTorch uses 1e-5).
+    xp, device, dtype
+        As for :class:`~xpnet.nn.Linear`.
+
+    Shape:
+        ``Z``: ``(N, C)`` -> ``BZ``: ``(N, C)``. Training needs ``N >= 2``.
+
+    Attributes:
+        BW, Bb: scale (ones) and shift (zeros), ``(1, C)``. dLdBW, dLdBb: their gradients.
+        running_M, running_V: ``(1, C)``, starting at zeros and ones.
+        M, V: the statistics of the last forward, ``(1, C)``.
+        Z, NZ, BZ: the last input, normalised input and output, ``(N, C)``.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> from xpnet.nn import BatchNorm1d
+    >>> bn = BatchNorm1d(2, dtype="float64")
+    >>> bn.forward(np.array([[1.0, 4.0], [3.0, 0.0]])).round(6).tolist()
+    [[-1.0, 1.0], [1.0, -1.0]]
+    """
+
+    _parameters = ("BW", "Bb")
+    _gradients = ("dLdBW", "dLdBb")
+    _buffers = ("running_M", "running_V")
+    _caches = ("Z", "NZ", "BZ", "M", "V", "_inv_std")
+
+    def __init__(self, num_features, alpha=0.9, eps=1e-8, *, xp=None, device=None, dtype=None):
+        self.num_features = check_size(num_features, "num_features", "BatchNorm1d")
+        self.alpha = check_real(alpha, "alpha", "BatchNorm1d", low=0.0, high=1.0)
+        self.eps = check_real(eps, "eps", "BatchNorm1d", low=0.0, low_open=True)
+        xp = backend.get(xp)
+        device = backend.resolve_device(xp, device)
+        dtype = backend.resolve_dtype(xp, dtype)
+        shape = (1, self.num_features)
+        self.BW = xp.ones(shape, dtype=dtype, device=device)
+        self.Bb = xp.zeros(shape, dtype=dtype, device=device)
+        self.running_M = xp.zeros(shape, dtype=dtype, device=device)
+        self.running_V = xp.ones(shape, dtype=dtype, device=device)
+        self.dLdBW = self.dLdBb = None
+        self.Z = self.NZ = self.BZ = self.M = self.V = self._inv_std = None
+        self._evaluated = False
+
+    def extra_repr(self):
+        return f"{self.num_features}, alpha={self.alpha}, eps={self.eps}"
+
+    def forward(self, Z, eval=None):
+        """Normalise ``Z``; ``eval=None`` follows ``train()``/``eval()``."""
+        xp = self._namespace(Z, self.BW)
+        check_float(Z, xp, repr(self))
+        check_2d(Z, repr(self), features=self.num_features)
+        evaluate = (not self.training) if eval is None else bool(eval)
+        if not evaluate and Z.shape[0] < 2:
+            raise ValueError(
+                f"{self!r}: training needs a batch of at least 2 rows to compute a "
+                f"variance, got {Z.shape[0]}; use a larger batch or call eval()"
+            )
+        return self._forward(as_dtype(Z, self.BW.dtype, xp), xp, evaluate)
+
+    def _forward(self, Z, xp, evaluate):
+        self.Z = Z
+        self._evaluated = evaluate
+        if evaluate:
+            M, V = self.running_M, self.running_V
+        else:
+            M = xp.mean(Z, axis=0, keepdims=True)
+            D = Z - M
+            V = xp.mean(D * D, axis=0, keepdims=True)
+            a = self.alpha
+            self.running_M = a * self.running_M + (1.0 - a) * M
+            self.running_V = a * self.running_V + (1.0 - a) * V
+        self.M, self.V = M, V
+        self._inv_std = 1.0 / xp.sqrt(V + self.eps)
+        self.NZ = (Z - M) * self._inv_std
+        self.BZ = self.BW * self.NZ + self.Bb
+        return self.BZ
+
+    def backward(self, dLdBZ):
+        """Store ``dLdBW``, ``dLdBb`` and return ``dLdZ`` for ``dLdBZ`` of shape ``(N, C)``."""
+        require_forward(self.NZ, repr(self))
+        xp = self._namespace(dLdBZ, self.BW)
+        check_float(dLdBZ, xp, f"{self!r}.backward", "dLdBZ")
+        check_same_shape(dLdBZ, self.NZ.shape, f"{self!r}.backward", "dLdBZ")
+        return self._backward(as_dtype(dLdBZ, self.BW.dtype, xp), xp)
+
+    def _backward(self, dLdBZ, xp):
+        NZ = self.NZ
+        self.dLdBW = xp.sum(dLdBZ * NZ, axis=0, keepdims=True)
+        self.dLdBb = xp.sum(dLdBZ, axis=0, keepdims=True)
+        G = dLdBZ * self.BW
+        if self._evaluated:
+            return G * self._inv_std
+        mean_G = xp.mean(G, axis=0, keepdims=True)
+        mean_GNZ = xp.mean(G * NZ, axis=0, keepdims=True)
+        return (G - mean_G - NZ * mean_GNZ) * self._inv_std

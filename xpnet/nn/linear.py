@@ -1,0 +1,105 @@
+"""The fully connected layer."""
+
+from __future__ import annotations
+
+import math
+
+from .. import backend
+from ._checks import as_dtype, check_2d, check_float, require_forward
+from ._init import check_size
+from .module import Module
+
+__all__ = ["Linear"]
+
+
+class Linear(Module):
+    """Affine map ``Z = A Wᵀ + ι bᵀ``.
+
+    Backward (exact gradients of the loss, no division by N)::
+
+        dLdW = dLdZᵀ A      dLdb = Σ_n dLdZ (as a column)      dLdA = dLdZ W
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        ``C_in`` and ``C_out``.
+    xp : str or namespace, optional
+        Library of the parameters (``"numpy"`` by default, ``"cupy"``, ``"torch"``,
+        ``"array_api_strict"``).
+    device : optional
+        Device of the parameters (library default when None).
+    dtype : optional
+        ``float32`` (default) or ``float64``, as a name or a library dtype.
+    seed : int, numpy.random.Generator or None
+        Source of the initial values; ``None`` draws fresh entropy. ``W`` and ``b`` are
+        drawn from U(-1/√C_in, 1/√C_in) in float64 on the host, as ``torch.nn.Linear``
+        does, rounded to ``dtype`` there and then moved: one seed gives bit-identical
+        parameters on every backend.
+
+    Shape:
+        ``A``: ``(N, C_in)`` -> ``Z``: ``(N, C_out)``. Float inputs of another precision
+        are cast to the parameters' dtype.
+
+    Attributes:
+        W: ``(C_out, C_in)``. b: ``(C_out, 1)``. dLdW, dLdb: like ``W`` and ``b``, set by
+        ``backward`` (None before). A: the last input, kept for ``backward``.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> from xpnet.nn import Linear
+    >>> layer = Linear(2, 3, seed=0)
+    >>> layer.forward(np.ones((4, 2), dtype=np.float32)).shape
+    (4, 3)
+    """
+
+    _parameters = ("W", "b")
+    _gradients = ("dLdW", "dLdb")
+    _caches = ("A",)
+
+    def __init__(self, in_features, out_features, *, xp=None, device=None, dtype=None, seed=None):
+        self.in_features = check_size(in_features, "in_features", "Linear")
+        self.out_features = check_size(out_features, "out_features", "Linear")
+        xp = backend.get(xp)
+        device = backend.resolve_device(xp, device)
+        dtype = backend.resolve_dtype(xp, dtype)
+        rng = backend.host_rng(seed)
+        bound = 1.0 / math.sqrt(self.in_features)
+        shape_W = (self.out_features, self.in_features)
+        self.W = backend.host_uniform(rng, -bound, bound, shape_W, xp, device=device, dtype=dtype)
+        shape_b = (self.out_features, 1)
+        self.b = backend.host_uniform(rng, -bound, bound, shape_b, xp, device=device, dtype=dtype)
+        self.dLdW = self.dLdb = None
+        self.A = None
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+    def forward(self, A):
+        """``Z = A Wᵀ + ι bᵀ`` for ``A`` of shape ``(N, in_features)``."""
+        xp = self._namespace(A, self.W)
+        check_float(A, xp, repr(self))
+        check_2d(A, repr(self), features=self.in_features)
+        return self._forward(as_dtype(A, self.W.dtype, xp), xp)
+
+    def _forward(self, A, xp):
+        self.A = A
+        return A @ self.W.T + self.b.T
+
+    def backward(self, dLdZ):
+        """Store ``dLdW``, ``dLdb`` and return ``dLdA`` for ``dLdZ`` of shape ``(N, out)``."""
+        require_forward(self.A, repr(self))
+        xp = self._namespace(dLdZ, self.W)
+        check_float(dLdZ, xp, f"{self!r}.backward", "dLdZ")
+        check_2d(dLdZ, f"{self!r}.backward", "dLdZ", features=self.out_features)
+        if dLdZ.shape[0] != self.A.shape[0]:
+            raise ValueError(
+                f"{self!r}.backward: dLdZ has {dLdZ.shape[0]} rows but the forward batch "
+                f"had {self.A.shape[0]}"
+            )
+        return self._backward(as_dtype(dLdZ, self.W.dtype, xp), xp)
+
+    def _backward(self, dLdZ, xp):
+        self.dLdW = dLdZ.T @ self.A
+        self.dLdb = xp.sum(dLdZ, axis=0, keepdims=True).T
+        return dLdZ @ self.W

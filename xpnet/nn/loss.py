@@ -1,0 +1,138 @@
+"""Losses: ``forward(A, Y)`` returns a 0-d array; ``backward()`` returns ``dL/dA``.
+
+The gradient is the exact gradient of the scalar that ``forward`` returned (the same
+numbers as PyTorch autograd), not the handout's ``A - Y``.
+"""
+
+from __future__ import annotations
+
+from .. import backend
+from ._checks import as_dtype, check_2d, check_float, require_forward
+from .module import Module
+
+__all__ = ["CrossEntropyLoss", "MSELoss"]
+
+
+class _Loss(Module):
+    _caches = ("A", "Y")
+
+    def __init__(self):
+        self.A = self.Y = None
+
+    def _inputs(self, A, Y):
+        xp = self._namespace(A, Y)
+        check_float(A, xp, repr(self), "A")
+        check_2d(A, repr(self), "A")
+        return xp
+
+    def backward(self):
+        """The gradient of the last ``forward``'s loss with respect to ``A``."""
+        require_forward(self.A, repr(self))
+        return self._backward(backend.namespace(self.A))
+
+
+class MSELoss(_Loss):
+    """Mean squared error: ``L = Σ (A - Y)² / (N C)``; ``dL/dA = 2 (A - Y) / (N C)``.
+
+    Shape:
+        ``A`` and ``Y``: ``(N, C)``, the same shape. ``Y`` is cast to ``A``'s dtype.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> from xpnet.nn import MSELoss
+    >>> float(MSELoss().forward(np.zeros((2, 2)), np.ones((2, 2))))
+    1.0
+    """
+
+    def forward(self, A, Y):
+        xp = self._inputs(A, Y)
+        if tuple(Y.shape) != tuple(A.shape):
+            raise ValueError(
+                f"{self!r}: A and Y must have the same shape, got A {tuple(A.shape)} and "
+                f"Y {tuple(Y.shape)}"
+            )
+        return self._forward(A, as_dtype(Y, A.dtype, xp), xp)
+
+    def _forward(self, A, Y, xp):
+        self.A, self.Y = A, Y
+        D = A - Y
+        return xp.sum(D * D) / (A.shape[0] * A.shape[1])
+
+    def _backward(self, xp):
+        N, C = self.A.shape
+        return (2.0 / (N * C)) * (self.A - self.Y)
+
+
+class CrossEntropyLoss(_Loss):
+    """Softmax cross-entropy from logits: ``L = -(1/N) Σ_n Σ_c Y log softmax(A)``;
+    ``dL/dA = (softmax(A) - Y) / N``.
+
+    ``log softmax`` is ``(A - m) - log Σ exp(A - m)`` with ``m`` the row maximum, so logits
+    of ±1e4 give a finite loss in float32.
+
+    Shape:
+        ``A``: ``(N, C)`` logits. ``Y``: ``(N, C)`` one-hot or soft targets (cast to ``A``'s
+        dtype), or ``(N,)`` integer class labels in ``[0, C)``.
+
+    Attributes:
+        A, Y: the last logits and the targets as ``(N, C)`` probabilities.
+        softmax: ``softmax(A)``, kept for ``backward``.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> from xpnet.nn import CrossEntropyLoss
+    >>> loss = CrossEntropyLoss()
+    >>> round(float(loss.forward(np.zeros((2, 3)), np.array([0, 2]))), 4)
+    1.0986
+    """
+
+    _caches = ("A", "Y", "softmax")
+
+    def __init__(self):
+        super().__init__()
+        self.softmax = None
+
+    def forward(self, A, Y):
+        xp = self._inputs(A, Y)
+        N, C = A.shape
+        if Y.ndim == 1:
+            Y = self._one_hot(Y, C, A, xp)
+        elif tuple(Y.shape) != (N, C):
+            raise ValueError(
+                f"{self!r}: targets must be (N,) class labels or (N, C) probabilities "
+                f"matching A {(N, C)}, got shape {tuple(Y.shape)}"
+            )
+        return self._forward(A, as_dtype(Y, A.dtype, xp), xp)
+
+    def _one_hot(self, labels, C, A, xp):
+        if not xp.isdtype(labels.dtype, "integral"):
+            raise TypeError(
+                f"{self!r}: (N,) targets must be integer class labels, got dtype "
+                f"{labels.dtype}; pass probabilities as an (N, C) array"
+            )
+        if labels.shape[0] != A.shape[0]:
+            raise ValueError(
+                f"{self!r}: {labels.shape[0]} labels for {A.shape[0]} rows of logits"
+            )
+        low, high = int(xp.min(labels)), int(xp.max(labels))
+        if low < 0 or high >= C:
+            raise ValueError(
+                f"{self!r}: class labels must lie in [0, {C}) for {C} logits per row, "
+                f"got values from {low} to {high}"
+            )
+        classes = xp.arange(C, dtype=labels.dtype, device=backend.device(labels))
+        return xp.astype(xp.reshape(labels, (-1, 1)) == classes, A.dtype)
+
+    def _forward(self, A, Y, xp):
+        self.A, self.Y = A, Y
+        shifted = A - xp.max(A, axis=1, keepdims=True)
+        e = xp.exp(shifted)
+        total = xp.sum(e, axis=1, keepdims=True)
+        self.softmax = e / total
+        log_softmax = shifted - xp.log(total)
+        return -xp.sum(Y * log_softmax) / A.shape[0]
+
+    def _backward(self, xp):
+        return (self.softmax - self.Y) / self.A.shape[0]

@@ -1,0 +1,5 @@
+"""Optimizers."""
+
+from .sgd import SGD
+
+__all__ = ["SGD"]
