@@ -89,10 +89,8 @@ class MLP(Module):
         device = backend.resolve_device(xp, device)
         dtype = backend.resolve_dtype(xp, dtype)
         rng = backend.host_rng(seed)
-        pairs = list(zip(self.sizes[:-1], self.sizes[1:]))
-        self.layers = [
-            Linear(i, o, xp=xp, device=device, dtype=dtype, seed=rng) for i, o in pairs
-        ]
+        pairs = list(zip(self.sizes[:-1], self.sizes[1:], strict=True))
+        self.layers = [Linear(i, o, xp=xp, device=device, dtype=dtype, seed=rng) for i, o in pairs]
         activated = len(pairs) if self._activate_output else len(pairs) - 1
         make = ACTIVATIONS[activation]
         self.f = [make() for _ in range(activated)] + [Identity()] * (len(pairs) - activated)
@@ -134,17 +132,17 @@ class MLP(Module):
         """Run the network on ``A0`` of shape ``(N, sizes[0])``; returns ``(N, sizes[-1])``."""
         W = self.layers[0].W
         xp = self._namespace(A0, W)
-        check_float(A0, xp, repr_short(self))
-        check_2d(A0, repr_short(self), features=self.sizes[0])
+        check_float(A0, xp, self._label())
+        check_2d(A0, self._label(), features=self.sizes[0])
         A = as_dtype(A0, W.dtype, xp)
         if self.bn_layers and self.training and A.shape[0] < 2:
             raise ValueError(
-                f"{repr_short(self)}: BatchNorm training needs a batch of at least 2 rows, "
+                f"{self._label()}: BatchNorm training needs a batch of at least 2 rows, "
                 f"got {A.shape[0]}; use a larger batch or call eval()"
             )
         n_bn = len(self.bn_layers)
         evaluate = not self.training
-        for i, (layer, f) in enumerate(zip(self.layers, self.f)):
+        for i, (layer, f) in enumerate(zip(self.layers, self.f, strict=True)):
             Z = layer._forward(A, xp)
             if i < n_bn:
                 Z = self.bn_layers[i]._forward(Z, xp, evaluate)
@@ -154,10 +152,10 @@ class MLP(Module):
 
     def backward(self, dLdA):
         """Backpropagate ``dLdA`` (shaped like the output); returns ``dLdA0``."""
-        require_forward(self._out, repr_short(self))
+        require_forward(self._out, self._label())
         xp = self._namespace(dLdA, self.layers[0].W)
-        check_float(dLdA, xp, f"{repr_short(self)}.backward", "dLdA")
-        check_same_shape(dLdA, self._out.shape, f"{repr_short(self)}.backward", "dLdA")
+        check_float(dLdA, xp, f"{self._label()}.backward", "dLdA")
+        check_same_shape(dLdA, self._out.shape, f"{self._label()}.backward", "dLdA")
         dLdA = as_dtype(dLdA, self._out.dtype, xp)
         n_bn = len(self.bn_layers)
         for i in range(len(self.layers) - 1, -1, -1):
@@ -172,18 +170,22 @@ class MLP(Module):
         return super().to(xp, device=device, dtype=dtype)
 
 
-def repr_short(model):
-    return f"{type(model).__name__}(sizes={model.sizes})"
-
-
 class _HandoutMLP(MLP):
     _activate_output = True
     _sizes: tuple[int, ...] = ()
 
-    def __init__(self, *, activation="relu", batchnorm=False, xp=None, device=None,
-                 dtype=None, seed=0):
-        super().__init__(list(self._sizes), activation=activation, batchnorm=batchnorm,
-                         xp=xp, device=device, dtype=dtype, seed=seed)
+    def __init__(
+        self, *, activation="relu", batchnorm=False, xp=None, device=None, dtype=None, seed=0
+    ):
+        super().__init__(
+            list(self._sizes),
+            activation=activation,
+            batchnorm=batchnorm,
+            xp=xp,
+            device=device,
+            dtype=dtype,
+            seed=seed,
+        )
 
 
 class MLP0(_HandoutMLP):

@@ -12,6 +12,7 @@ from ._namespace import (
     get,
     library_name,
     namespace,
+    placement,
     resolve_device,
 )
 from ._random import host_rng, host_uniform
@@ -33,6 +34,7 @@ __all__ = [
     "host_uniform",
     "library_name",
     "namespace",
+    "placement",
     "resolve_device",
     "resolve_dtype",
     "to_numpy",

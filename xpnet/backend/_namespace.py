@@ -19,6 +19,7 @@ __all__ = [
     "get",
     "library_name",
     "namespace",
+    "placement",
     "resolve_device",
 ]
 
@@ -80,9 +81,8 @@ def namespace(*arrays):
         other_name = _library_of_type(other)[0]
         if other_name != name:
             raise TypeError(
-                f"arrays from two libraries: a {name} array and a {other_name} array; "
-                f"move one of them, e.g. model.to({other_name!r}) or "
-                f"xpnet.backend.convert(x, {name!r})"
+                f"arrays from two libraries ({name} and {other_name}); convert one of them "
+                f"with xpnet.backend.convert(x, {name!r}) or move the model with .to(...)"
             )
     if multi_device and len(arrays) > 1:
         dev = array_api_compat.device(first)
@@ -90,10 +90,16 @@ def namespace(*arrays):
             other_dev = array_api_compat.device(other)
             if other_dev != dev:
                 raise ValueError(
-                    f"arrays on two devices: {dev} and {other_dev}; move one of them, "
-                    f"e.g. model.to(xp, device=...) or xpnet.backend.convert(x, xp, device=...)"
+                    f"arrays on two devices ({dev} and {other_dev}); move one of them with "
+                    f"xpnet.backend.convert(x, xp, device=...) or model.to(xp, device=...)"
                 )
     return xp
+
+
+def placement(x) -> tuple[str, object]:
+    """``(library name, device)`` of an array, for messages and metadata."""
+    name, _, multi_device = _library_of_type(x)
+    return name, (array_api_compat.device(x) if multi_device else "cpu")
 
 
 def library_name(xp) -> str:
@@ -142,9 +148,7 @@ def get(xp=None):
         base = module.split(".")[-1] if module.startswith("array_api_compat.") else module
         if base in _COMPAT_MODULE:
             return get(base)
-        raise TypeError(
-            f"xp must be a library name {SUPPORTED} or an array namespace, got {xp!r}"
-        )
+        raise TypeError(f"xp must be a library name {SUPPORTED} or an array namespace, got {xp!r}")
     if xp not in _COMPAT_MODULE:
         raise ValueError(f"unknown backend {xp!r}; expected one of {', '.join(SUPPORTED)}")
     if importlib.util.find_spec(xp) is None:

@@ -32,17 +32,17 @@ class Activation(Module):
     def forward(self, Z):
         """Apply the activation to ``Z`` and cache what ``backward`` needs."""
         xp = self._namespace(Z)
-        check_float(Z, xp, repr(self))
+        check_float(Z, xp, self._label())
         return self._forward(Z, xp)
 
     def backward(self, dLdA=None):
         """``dLdZ = dLdA * dA/dZ``; without ``dLdA``, the elementwise ``dA/dZ`` itself."""
-        require_forward(self.A, repr(self))
+        require_forward(self.A, self._label())
         if dLdA is None:
             return self._derivative(backend.namespace(self.A))
         xp = self._namespace(dLdA, self.A)
-        check_float(dLdA, xp, f"{self!r}.backward", "dLdA")
-        check_same_shape(dLdA, self.A.shape, f"{self!r}.backward", "dLdA")
+        check_float(dLdA, xp, f"{self._label()}.backward", "dLdA")
+        check_same_shape(dLdA, self.A.shape, f"{self._label()}.backward", "dLdA")
         return self._backward(as_dtype(dLdA, self.A.dtype, xp), xp)
 
     def _backward(self, dLdA, xp):
@@ -144,8 +144,8 @@ class Softmax(Activation):
 
     def forward(self, Z):
         xp = self._namespace(Z)
-        check_float(Z, xp, repr(self))
-        check_2d(Z, repr(self))
+        check_float(Z, xp, self._label())
+        check_2d(Z, self._label())
         return self._forward(Z, xp)
 
     def _forward(self, Z, xp):

@@ -82,12 +82,12 @@ class BatchNorm1d(Module):
     def forward(self, Z, eval=None):
         """Normalise ``Z``; ``eval=None`` follows ``train()``/``eval()``."""
         xp = self._namespace(Z, self.BW)
-        check_float(Z, xp, repr(self))
-        check_2d(Z, repr(self), features=self.num_features)
+        check_float(Z, xp, self._label())
+        check_2d(Z, self._label(), features=self.num_features)
         evaluate = (not self.training) if eval is None else bool(eval)
         if not evaluate and Z.shape[0] < 2:
             raise ValueError(
-                f"{self!r}: training needs a batch of at least 2 rows to compute a "
+                f"{self._label()}: training needs a batch of at least 2 rows to compute a "
                 f"variance, got {Z.shape[0]}; use a larger batch or call eval()"
             )
         return self._forward(as_dtype(Z, self.BW.dtype, xp), xp, evaluate)
@@ -112,10 +112,10 @@ class BatchNorm1d(Module):
 
     def backward(self, dLdBZ):
         """Store ``dLdBW``, ``dLdBb`` and return ``dLdZ`` for ``dLdBZ`` of shape ``(N, C)``."""
-        require_forward(self.NZ, repr(self))
+        require_forward(self.NZ, self._label())
         xp = self._namespace(dLdBZ, self.BW)
-        check_float(dLdBZ, xp, f"{self!r}.backward", "dLdBZ")
-        check_same_shape(dLdBZ, self.NZ.shape, f"{self!r}.backward", "dLdBZ")
+        check_float(dLdBZ, xp, f"{self._label()}.backward", "dLdBZ")
+        check_same_shape(dLdBZ, self.NZ.shape, f"{self._label()}.backward", "dLdBZ")
         return self._backward(as_dtype(dLdBZ, self.BW.dtype, xp), xp)
 
     def _backward(self, dLdBZ, xp):

@@ -21,13 +21,13 @@ class _Loss(Module):
 
     def _inputs(self, A, Y):
         xp = self._namespace(A, Y)
-        check_float(A, xp, repr(self), "A")
-        check_2d(A, repr(self), "A")
+        check_float(A, xp, self._label(), "A")
+        check_2d(A, self._label(), "A")
         return xp
 
     def backward(self):
         """The gradient of the last ``forward``'s loss with respect to ``A``."""
-        require_forward(self.A, repr(self))
+        require_forward(self.A, self._label())
         return self._backward(backend.namespace(self.A))
 
 
@@ -49,7 +49,7 @@ class MSELoss(_Loss):
         xp = self._inputs(A, Y)
         if tuple(Y.shape) != tuple(A.shape):
             raise ValueError(
-                f"{self!r}: A and Y must have the same shape, got A {tuple(A.shape)} and "
+                f"{self._label()}: A and Y must have the same shape, got A {tuple(A.shape)} and "
                 f"Y {tuple(Y.shape)}"
             )
         return self._forward(A, as_dtype(Y, A.dtype, xp), xp)
@@ -101,7 +101,7 @@ class CrossEntropyLoss(_Loss):
             Y = self._one_hot(Y, C, A, xp)
         elif tuple(Y.shape) != (N, C):
             raise ValueError(
-                f"{self!r}: targets must be (N,) class labels or (N, C) probabilities "
+                f"{self._label()}: targets must be (N,) class labels or (N, C) probabilities "
                 f"matching A {(N, C)}, got shape {tuple(Y.shape)}"
             )
         return self._forward(A, as_dtype(Y, A.dtype, xp), xp)
@@ -109,17 +109,17 @@ class CrossEntropyLoss(_Loss):
     def _one_hot(self, labels, C, A, xp):
         if not xp.isdtype(labels.dtype, "integral"):
             raise TypeError(
-                f"{self!r}: (N,) targets must be integer class labels, got dtype "
+                f"{self._label()}: (N,) targets must be integer class labels, got dtype "
                 f"{labels.dtype}; pass probabilities as an (N, C) array"
             )
         if labels.shape[0] != A.shape[0]:
             raise ValueError(
-                f"{self!r}: {labels.shape[0]} labels for {A.shape[0]} rows of logits"
+                f"{self._label()}: {labels.shape[0]} labels for {A.shape[0]} rows of logits"
             )
         low, high = int(xp.min(labels)), int(xp.max(labels))
         if low < 0 or high >= C:
             raise ValueError(
-                f"{self!r}: class labels must lie in [0, {C}) for {C} logits per row, "
+                f"{self._label()}: class labels must lie in [0, {C}) for {C} logits per row, "
                 f"got values from {low} to {high}"
             )
         classes = xp.arange(C, dtype=labels.dtype, device=backend.device(labels))

@@ -93,9 +93,7 @@ class Module:
             setattr(
                 m,
                 name,
-                backend.convert(
-                    value, xp, device=backend.device(target), dtype=target.dtype
-                ),
+                backend.convert(value, xp, device=backend.device(target), dtype=target.dtype),
             )
         return self
 
@@ -133,12 +131,34 @@ class Module:
         return self
 
     # -- helpers for subclasses ------------------------------------------------------------
-    def _namespace(self, *arrays):
-        """Resolve the namespace of a call, naming this module when libraries or devices mix."""
+    def _namespace(self, data, *own):
+        """The namespace of a call on ``data`` with this module's arrays ``own``.
+
+        Mixed libraries raise TypeError, mixed devices ValueError, each naming this module,
+        where the data and the module live, and how to move one to the other.
+        """
         try:
-            return backend.namespace(*arrays)
+            return backend.namespace(data, *own)
         except (TypeError, ValueError) as err:
-            raise type(err)(f"{self!r}: {err}") from None
+            if not own or not _is_array(data):
+                raise type(err)(f"{self._label()}: {err}") from None
+            (lib, dev), (own_lib, own_dev) = backend.placement(data), backend.placement(own[0])
+            what = "parameters" if self.parameters() else "cached forward arrays"
+            if lib != own_lib:
+                raise TypeError(
+                    f"{self._label()}: the input is a {lib} array but the {what} are from "
+                    f"{own_lib}; move the model with .to({lib!r}) or the data with "
+                    f"xpnet.backend.convert(data, {own_lib!r})"
+                ) from None
+            raise ValueError(
+                f"{self._label()}: the input is on device {dev} but the {what} are on "
+                f"{own_dev}; move the model with .to(xp, device=...) or the data with "
+                f"xpnet.backend.convert(data, xp, device=...)"
+            ) from None
+
+    def _label(self):
+        """A one-line name for messages: ``Linear(in_features=2, out_features=3)``."""
+        return f"{type(self).__name__}({self.extra_repr()})"
 
     def extra_repr(self):
         return ""
@@ -149,5 +169,13 @@ class Module:
             for name in self._submodules
             for prefix, m in ((f"{name}.{i}.", c) for i, c in enumerate(getattr(self, name)))
         ]
-        head = f"{type(self).__name__}({self.extra_repr()}"
+        head = self._label()[:-1]
         return head + (")" if not children else "\n" + "\n".join(children) + "\n)")
+
+
+def _is_array(x):
+    try:
+        backend.placement(x)
+    except TypeError:
+        return False
+    return True

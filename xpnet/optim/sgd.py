@@ -94,8 +94,7 @@ class SGD:
             p, g = getattr(module, p_name), getattr(module, g_name)
             if g is None:
                 raise RuntimeError(
-                    f"SGD.step(): {label}.{g_name} is None; call model.backward(...) "
-                    f"before step()"
+                    f"SGD.step(): {label}.{g_name} is None; call model.backward(...) before step()"
                 )
             if wd:
                 g = g + wd * p

@@ -1,0 +1,262 @@
+"""Bad input gets a clear exception at the call that received it (SPEC section 6)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.helpers import asarray
+from xpnet import backend
+from xpnet.models import MLP, MLP0
+from xpnet.nn import (
+    GELU,
+    BatchNorm1d,
+    CrossEntropyLoss,
+    Identity,
+    Linear,
+    MSELoss,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
+from xpnet.optim import SGD
+
+ACTIVATIONS = [Identity, Sigmoid, Tanh, ReLU, GELU, Softmax]
+
+
+def test_linear_wrong_ndim(xp, device):
+    layer = Linear(2, 3, xp=xp, device=device)
+    for shape in [(2,), (1, 4, 2)]:
+        with pytest.raises(ValueError, match=r"expected input of shape \(N, 2\), got shape"):
+            layer.forward(xp.zeros(shape, dtype=xp.float32, device=device))
+
+
+def test_linear_wrong_features(xp, device):
+    layer = Linear(2, 3, xp=xp, device=device)
+    with pytest.raises(ValueError, match=r"Linear\(in_features=2.*\(N, 2\), got shape \(4, 5\)"):
+        layer.forward(xp.zeros((4, 5), dtype=xp.float32, device=device))
+
+
+def test_empty_batch(xp, device):
+    with pytest.raises(ValueError, match="empty batch"):
+        Linear(2, 3, xp=xp, device=device).forward(xp.zeros((0, 2), device=device))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda xp, d: Linear(2, 3, xp=xp, device=d),
+        lambda xp, d: BatchNorm1d(2, xp=xp, device=d),
+        lambda xp, d: MLP([2, 3], xp=xp, device=d),
+        *[lambda xp, d, c=c: c() for c in ACTIVATIONS],
+    ],
+    ids=["Linear", "BatchNorm1d", "MLP", *[c.__name__ for c in ACTIVATIONS]],
+)
+def test_non_float_input(xp, device, make):
+    module = make(xp, device)
+    with pytest.raises(TypeError, match=r"must be a floating array.*got dtype"):
+        module.forward(xp.ones((4, 2), dtype=xp.int32, device=device))
+
+
+@pytest.mark.parametrize("loss_cls", [MSELoss, CrossEntropyLoss])
+def test_loss_non_float_logits(xp, device, loss_cls):
+    with pytest.raises(TypeError, match="floating"):
+        loss_cls().forward(
+            xp.ones((4, 2), dtype=xp.int64, device=device),
+            xp.ones((4, 2), dtype=xp.float32, device=device),
+        )
+
+
+@pytest.mark.parametrize(
+    ("make", "call"),
+    [
+        (lambda xp, d: Linear(2, 3, xp=xp, device=d), lambda m, x: m.backward(x)),
+        (lambda xp, d: BatchNorm1d(2, xp=xp, device=d), lambda m, x: m.backward(x)),
+        (lambda xp, d: MLP([2, 3], xp=xp, device=d), lambda m, x: m.backward(x)),
+        (lambda xp, d: MSELoss(), lambda m, x: m.backward()),
+        (lambda xp, d: CrossEntropyLoss(), lambda m, x: m.backward()),
+        *[(lambda xp, d, c=c: c(), lambda m, x: m.backward(x)) for c in ACTIVATIONS],
+        *[(lambda xp, d, c=c: c(), lambda m, x: m.backward()) for c in ACTIVATIONS],
+    ],
+)
+def test_backward_before_forward(xp, device, make, call):
+    module = make(xp, device)
+    with pytest.raises(RuntimeError, match=r"backward\(\) called before forward\(\)"):
+        call(module, xp.ones((4, 2), dtype=xp.float32, device=device))
+
+
+def test_softmax_backward_needs_upstream(xp, device):
+    f = Softmax()
+    f.forward(xp.ones((2, 3), device=device))
+    with pytest.raises(TypeError, match="needs dLdA"):
+        f.backward()
+
+
+def test_backward_wrong_shape(xp, device):
+    layer = Linear(2, 3, xp=xp, device=device)
+    layer.forward(xp.ones((4, 2), device=device))
+    with pytest.raises(ValueError, match=r"dLdZ of shape \(N, 3\)"):
+        layer.backward(xp.ones((4, 2), device=device))
+    with pytest.raises(ValueError, match="3 rows but the forward batch had 4"):
+        layer.backward(xp.ones((3, 3), device=device))
+    f = ReLU()
+    f.forward(xp.ones((4, 2), device=device))
+    with pytest.raises(ValueError, match=r"dLdA must have shape \(4, 2\), got \(4, 3\)"):
+        f.backward(xp.ones((4, 3), device=device))
+
+
+def test_mse_shape_mismatch(xp, device):
+    with pytest.raises(ValueError, match=r"same shape, got A \(4, 2\) and Y \(4, 3\)"):
+        MSELoss().forward(xp.ones((4, 2), device=device), xp.ones((4, 3), device=device))
+
+
+def test_cross_entropy_shape_mismatch(xp, device):
+    A = xp.ones((4, 3), device=device)
+    with pytest.raises(ValueError, match=r"matching A \(4, 3\), got shape \(4, 2\)"):
+        CrossEntropyLoss().forward(A, xp.ones((4, 2), device=device))
+    with pytest.raises(ValueError, match="3 labels for 4 rows"):
+        CrossEntropyLoss().forward(A, asarray(xp, device, [0, 1, 2], "int64"))
+    with pytest.raises(ValueError, match=r"expected A of shape \(N, C\)"):
+        CrossEntropyLoss().forward(
+            xp.ones((4,), device=device), asarray(xp, device, [0] * 4, "int64")
+        )
+
+
+@pytest.mark.parametrize("labels", [[0, 1, 3, 2], [0, -1, 1, 2]])
+def test_labels_out_of_range(xp, device, labels):
+    with pytest.raises(ValueError, match=r"class labels must lie in \[0, 3\)"):
+        CrossEntropyLoss().forward(
+            xp.ones((4, 3), device=device), asarray(xp, device, labels, "int64")
+        )
+
+
+def test_float_labels_rejected(xp, device):
+    with pytest.raises(TypeError, match="integer class labels"):
+        CrossEntropyLoss().forward(
+            xp.ones((4, 3), device=device), asarray(xp, device, [0.0, 1.0, 2.0, 1.0])
+        )
+
+
+def _other_library(xp):
+    name = backend.library_name(xp)
+    other = "array_api_strict" if name == "numpy" else "numpy"
+    pytest.importorskip(other)
+    return backend.get(other)
+
+
+def test_mixed_libraries(xp, device):
+    other = _other_library(xp)
+    layer = Linear(2, 3, xp=xp, device=device)
+    data = other.ones((4, 2), dtype=other.float32)
+    with pytest.raises(TypeError, match=r"Linear\(in_features=2.*two libraries.*move"):
+        layer.forward(data)
+    model = MLP([2, 3], xp=xp, device=device)
+    with pytest.raises(TypeError, match=r"MLP\(.*two libraries.*\.to\("):
+        model.forward(data)
+    with pytest.raises(TypeError, match="two libraries"):
+        CrossEntropyLoss().forward(xp.ones((4, 2), device=device), other.ones((4, 2)))
+
+
+def test_mixed_devices(xp, device):
+    name = backend.library_name(xp)
+    if name != "array_api_strict":
+        pytest.skip("needs a library with two devices; array_api_strict has them on CPU")
+    import array_api_strict
+
+    here = device or array_api_strict.Device("CPU_DEVICE")
+    there = next(d for d in xp.__array_namespace_info__().devices() if d != here)
+    layer = Linear(2, 3, xp=xp, device=here)
+    data = xp.ones((4, 2), device=there)
+    with pytest.raises(ValueError, match=r"Linear\(.*two devices.*move"):
+        layer.forward(data)
+    assert "device" in str(there)
+
+
+def test_not_an_array(xp, device):
+    with pytest.raises(TypeError, match=r"expected an array.*got builtins\.list"):
+        Linear(2, 3, xp=xp, device=device).forward([[1.0, 2.0]])
+
+
+def test_batchnorm_batch_of_one(xp, device):
+    bn = BatchNorm1d(3, xp=xp, device=device)
+    one = xp.ones((1, 3), device=device)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        bn.forward(one)
+    assert tuple(bn.forward(one, eval=True).shape) == (1, 3)
+    model = MLP([3, 4, 2], batchnorm=True, xp=xp, device=device)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        model.forward(one)
+    assert tuple(model.eval().forward(one).shape) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"lr": 0.0}, ValueError, r"lr must lie in \(0.0, inf\)"),
+        ({"lr": -1.0}, ValueError, "lr must lie"),
+        ({"lr": float("nan")}, ValueError, "lr must lie"),
+        ({"lr": "0.1"}, TypeError, "lr must be a number"),
+        ({"momentum": 1.0}, ValueError, r"momentum must lie in \[0.0, 1.0\)"),
+        ({"momentum": -0.1}, ValueError, "momentum must lie"),
+        ({"weight_decay": -1e-4}, ValueError, "weight_decay must lie"),
+        ({"nesterov": True}, ValueError, "nesterov momentum needs momentum > 0"),
+        ({"nesterov": 1, "momentum": 0.9}, TypeError, "nesterov must be a bool"),
+    ],
+)
+def test_sgd_hyperparameters(xp, device, kwargs, exc, match):
+    model = MLP([2, 3], xp=xp, device=device)
+    with pytest.raises(exc, match=match):
+        SGD(model, **kwargs)
+
+
+def test_sgd_needs_layers():
+    with pytest.raises(TypeError, match="'layers' list"):
+        SGD(object())
+
+
+def test_sgd_step_before_backward(xp, device):
+    opt = SGD(MLP([2, 3], xp=xp, device=device))
+    with pytest.raises(RuntimeError, match=r"layers.0.dLdW is None; call model.backward"):
+        opt.step()
+
+
+@pytest.mark.parametrize(
+    ("build", "exc", "match"),
+    [
+        (lambda: Linear(0, 3), ValueError, "in_features must be positive"),
+        (lambda: Linear(2.5, 3), TypeError, "in_features must be an int"),
+        (lambda: Linear(True, 3), TypeError, "in_features must be an int"),
+        (lambda: Linear(2, 3, dtype="int32"), ValueError, "dtype must be one of"),
+        (lambda: Linear(2, 3, xp="jax"), ValueError, "unknown backend 'jax'"),
+        (lambda: Linear(2, 3, device="cuda"), ValueError, "NumPy arrays live on 'cpu'"),
+        (lambda: BatchNorm1d(3, alpha=1.5), ValueError, r"alpha must lie in \[0.0, 1.0\]"),
+        (lambda: BatchNorm1d(3, eps=0.0), ValueError, "eps must lie"),
+        (lambda: MLP([3]), ValueError, "at least two layer widths"),
+        (lambda: MLP("3,4"), ValueError, "at least two layer widths"),
+        (lambda: MLP([3, -4]), ValueError, r"sizes\[1\] must be positive"),
+        (lambda: MLP([3, 4], activation="swish"), ValueError, "unknown activation 'swish'"),
+        (lambda: MLP0(dtype="float16"), ValueError, "dtype must be one of"),
+    ],
+)
+def test_constructor_arguments(build, exc, match):
+    with pytest.raises(exc, match=match):
+        build()
+
+
+def test_unknown_device_name():
+    pytest.importorskip("array_api_strict")
+    with pytest.raises(ValueError, match="unknown array_api_strict device 'gpu7'"):
+        Linear(2, 3, xp="array_api_strict", device="gpu7")
+
+
+def test_load_state_dict_errors(xp, device):
+    model = MLP([2, 3, 2], xp=xp, device=device)
+    state = dict(model.state_dict())
+    del state["layers.1.b"]
+    with pytest.raises(ValueError, match=r"missing keys \['layers.1.b'\]"):
+        model.load_state_dict(state)
+    state = dict(model.state_dict())
+    state["layers.0.W"] = np.zeros((4, 2), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"'layers.0.W' has shape \(4, 2\), expected \(3, 2\)"):
+        model.load_state_dict(state)
