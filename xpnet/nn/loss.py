@@ -20,7 +20,12 @@ class _Loss(Module):
         self.A = self.Y = None
 
     def _inputs(self, A, Y):
-        xp = self._namespace(A, Y)
+        try:
+            xp = backend.namespace(A, Y)
+        except (TypeError, ValueError) as err:
+            raise type(err)(
+                f"{self._label()}: A and Y must be arrays of one library on one device: {err}"
+            ) from None
         check_float(A, xp, self._label(), "A")
         check_2d(A, self._label(), "A")
         return xp

@@ -1,0 +1,117 @@
+"""xpnet.backend: namespaces, devices, conversion and the error function."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tests.helpers import asarray, assert_close
+from xpnet import backend
+
+# The documented float64 bound for erfc (xpnet/backend/_special.py): just below the split,
+# erfc is 1 - erf, which amplifies erf's rounding by 1/erfc(split) (about 30).
+ERFC_RTOL = 2e-14
+GRID = np.concatenate([np.linspace(-9, 9, 3001), [0.0, 1e-300, -1e-8, 1.5, -1.5, 2.0, 26.0]])
+
+
+def test_available_lists_installed_cpu_libraries():
+    names = backend.available()
+    assert names[0] == "numpy"
+    assert set(names) <= set(backend.SUPPORTED)
+
+
+def test_get_accepts_names_and_modules():
+    import numpy
+
+    assert backend.get() is backend.get("numpy") is backend.get(numpy)
+    assert backend.get(backend.get("numpy")) is backend.get("numpy")
+    with pytest.raises(TypeError, match="xp must be a library name"):
+        backend.get(42)
+
+
+def test_namespace_round_trip(xp, device):
+    x = asarray(xp, device, [[1.0, 2.0]])
+    assert backend.namespace(x) is xp
+    assert backend.device(x) == (device if device is not None else backend.device(x))
+    np.testing.assert_array_equal(backend.to_numpy(x), [[1.0, 2.0]])
+
+
+def test_convert_between_libraries(xp, device):
+    x = np.arange(6.0).reshape(2, 3)
+    moved = backend.convert(x, xp, device=device, dtype="float32")
+    assert_close(moved, x, xp=xp, dtype="float32", rtol=0, atol=0)
+    back = backend.convert(moved, "numpy", dtype="float64")
+    assert isinstance(back, np.ndarray) and back.dtype == np.float64
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    ("generic", "reference"), [(backend.erf_generic, math.erf), (backend.erfc_generic, math.erfc)]
+)
+def test_generic_erf_against_math(xp, device, dtype, generic, reference):
+    """The Array API erf/erfc against Python's math module, relative error everywhere."""
+    x = GRID.astype(dtype)
+    expected = np.array([reference(float(v)) for v in x])
+    got = backend.to_numpy(generic(asarray(xp, device, x, dtype)))
+    assert got.dtype == np.dtype(dtype)
+    rtol = {"float64": ERFC_RTOL if generic is backend.erfc_generic else 1e-15, "float32": 5e-6}
+    tiny = np.finfo(dtype).tiny  # below it, float32 results underflow to zero
+    np.testing.assert_allclose(got, expected, rtol=rtol[dtype], atol=tiny)
+
+
+@pytest.mark.parametrize("name", ["erf", "erfc"])
+def test_library_erf_equals_generic(xp, device, name):
+    """The dispatching erf (the library's own where it has one) equals the generic one."""
+    x = asarray(xp, device, GRID)
+    fast = getattr(backend, name)(x)
+    generic = getattr(backend, f"{name}_generic")(x)
+    rtol = ERFC_RTOL if name == "erfc" else 1e-15
+    assert_close(fast, backend.to_numpy(generic), xp=xp, dtype="float64", rtol=rtol, atol=1e-300)
+
+
+def test_generic_erf_against_torch():
+    """The generic path against a library implementation, whatever --backend is."""
+    torch = pytest.importorskip("torch")
+    t = torch.asarray(GRID)
+    for ours, theirs, rtol in [
+        (backend.erf_generic, torch.special.erf, 1e-15),
+        (backend.erfc_generic, torch.special.erfc, ERFC_RTOL),
+    ]:
+        np.testing.assert_allclose(ours(GRID), theirs(t).numpy(), rtol=rtol, atol=1e-300)
+
+
+def test_erf_edge_values(xp, device):
+    x = asarray(xp, device, [np.inf, -np.inf, 0.0, 40.0, -40.0, 1e30])
+    np.testing.assert_array_equal(backend.to_numpy(backend.erf_generic(x)), [1, -1, 0, 1, -1, 1])
+    np.testing.assert_array_equal(backend.to_numpy(backend.erfc_generic(x)), [0, 2, 1, 0, 2, 0])
+
+
+def test_gelu_matches_torch_to_double_precision(xp, device):
+    torch = pytest.importorskip("torch")
+    from xpnet.nn import GELU
+
+    z = np.linspace(-12, 12, 2401)
+    ours = GELU().forward(asarray(xp, device, z))
+    ref = torch.nn.functional.gelu(torch.asarray(z), approximate="none").numpy()
+    # torch computes 0.5 z (1 + erf(z/√2)), which cancels for z << 0: compare there
+    # with an absolute tolerance at torch's own rounding level.
+    assert_close(ours, ref, xp=xp, dtype="float64", rtol=1e-12, atol=1e-15)
+
+
+def test_resolve_device_spellings():
+    assert backend.resolve_device(backend.get("numpy"), "cpu") == "cpu"
+    assert backend.resolve_device(backend.get("numpy"), None) is None
+    strict = pytest.importorskip("array_api_strict")
+    xp = backend.get("array_api_strict")
+    assert backend.resolve_device(xp, "device1") == strict.Device("device1")
+    torch = pytest.importorskip("torch")
+    assert backend.resolve_device(backend.get("torch"), "cpu") == torch.device("cpu")
+
+
+def test_get_cupy_without_gpu_says_so():
+    if "cupy" in backend.available():
+        pytest.skip("a CUDA device is visible here")
+    with pytest.raises((RuntimeError, ModuleNotFoundError), match="cupy"):
+        backend.get("cupy")

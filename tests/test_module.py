@@ -1,0 +1,127 @@
+"""Module bookkeeping: parameters, state dicts, modes, dtype casting and ``to()``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.helpers import asarray, assert_close
+from xpnet import backend
+from xpnet.backend import to_numpy
+from xpnet.models import MLP, MLP4
+from xpnet.nn import BatchNorm1d, CrossEntropyLoss, Linear, ReLU
+from xpnet.optim import SGD
+
+
+def test_state_dict_keys_and_parameters(xp, device):
+    model = MLP([4, 6, 5, 3], batchnorm=True, xp=xp, device=device)
+    keys = list(model.state_dict())
+    assert keys == [
+        "layers.0.W", "layers.0.b", "layers.1.W", "layers.1.b", "layers.2.W", "layers.2.b",
+        "bn_layers.0.BW", "bn_layers.0.Bb", "bn_layers.0.running_M", "bn_layers.0.running_V",
+        "bn_layers.1.BW", "bn_layers.1.Bb", "bn_layers.1.running_M", "bn_layers.1.running_V",
+    ]  # fmt: skip
+    params = model.parameters()
+    assert len(params) == 6 + 4
+    assert params[0] is model.layers[0].W and params[-1] is model.bn_layers[1].Bb
+    assert MLP([4, 3], xp=xp, device=device).bn_layers == []
+
+
+def test_load_state_dict_round_trip(xp, device):
+    rng = np.random.default_rng(0)
+    X = asarray(xp, device, rng.standard_normal((5, 4)), "float32")
+    source = MLP([4, 6, 3], batchnorm=True, xp=xp, device=device, seed=1)
+    source.forward(X)  # moves the running statistics away from their initial values
+    target = MLP([4, 6, 3], batchnorm=True, xp=xp, device=device, seed=2).eval()
+    host_state = {k: to_numpy(v) for k, v in source.state_dict().items()}
+    target.load_state_dict(host_state)  # NumPy arrays load into any backend
+    source.eval()
+    assert_close(target.forward(X), source.forward(X), xp=xp, dtype="float32", rtol=0, atol=0)
+    for key, value in target.state_dict().items():
+        assert backend.library_name(backend.namespace(value)) == backend.library_name(xp), key
+
+
+def test_train_eval_switch_batchnorm(xp, device):
+    model = MLP([3, 4, 2], batchnorm=True, xp=xp, device=device, dtype="float64")
+    X = asarray(xp, device, np.arange(12.0).reshape(4, 3))
+    assert model.training and all(m.training for _, m in model.named_modules())
+    model.forward(X)
+    after_train = to_numpy(model.bn_layers[0].running_M).copy()
+    assert not np.allclose(after_train, 0)
+    assert model.eval() is model
+    assert not any(m.training for _, m in model.named_modules())
+    model.forward(X)
+    np.testing.assert_array_equal(to_numpy(model.bn_layers[0].running_M), after_train)
+    model.train()
+    assert model.bn_layers[0].training
+
+
+def test_float_inputs_cast_to_parameter_dtype(xp, device):
+    layer = Linear(2, 3, xp=xp, device=device, dtype="float64")
+    out = layer.forward(xp.ones((4, 2), dtype=xp.float32, device=device))
+    assert out.dtype == xp.float64
+    model = MLP([2, 3], xp=xp, device=device)  # float32 by default
+    assert model.dtype == xp.float32
+    assert model.forward(xp.ones((4, 2), dtype=xp.float64, device=device)).dtype == xp.float32
+
+
+def test_activation_keeps_dtype(xp, device):
+    Z = xp.ones((2, 2), dtype=xp.float32, device=device)
+    assert ReLU().forward(Z).dtype == xp.float32
+
+
+@pytest.mark.parametrize("target", ["numpy", "array_api_strict", "torch"])
+def test_to_moves_everything(xp, device, target):
+    """Train on the backend under test, move with .to(), get the same outputs there."""
+    pytest.importorskip(target)
+    rng = np.random.default_rng(3)
+    model = MLP([4, 8, 3], batchnorm=True, xp=xp, device=device, dtype="float64", seed=0)
+    loss = CrossEntropyLoss()
+    opt = SGD(model, lr=0.1, momentum=0.9)
+    X, y = rng.standard_normal((16, 4)), rng.integers(0, 3, 16)
+    for _ in range(3):
+        loss.forward(model.forward(asarray(xp, device, X)), asarray(xp, device, y, "int64"))
+        model.backward(loss.backward())
+        opt.step()
+    expected = to_numpy(model.eval().forward(asarray(xp, device, X)))
+    moved = model.to(target)
+    assert moved is model
+    txp = backend.get(target)
+    for key, value in model.state_dict().items():
+        assert backend.library_name(backend.namespace(value)) == target, key
+    assert backend.library_name(backend.namespace(model.layers[0].dLdW)) == target
+    assert model.layers[0].A is None  # caches are dropped
+    with pytest.raises(RuntimeError, match="before forward"):
+        model.backward(txp.ones((16, 3), dtype=txp.float64))
+    out = model.forward(txp.asarray(X))
+    assert_close(out, expected, xp=txp, dtype="float64", rtol=1e-12, atol=1e-14)
+
+
+def test_to_changes_dtype(xp, device):
+    model = MLP4(xp=xp, device=device, dtype="float64")
+    model.to(xp, device=device, dtype="float32")
+    assert all(p.dtype == xp.float32 for p in model.parameters())
+
+
+def test_repr_names_the_architecture():
+    model = MLP([2, 3, 4], batchnorm=True)
+    text = repr(model)
+    assert text.startswith("MLP(sizes=[2, 3, 4], activation='relu', batchnorm=True")
+    assert "(layers.1): Linear(in_features=3, out_features=4)" in text
+    assert "(bn_layers.0): BatchNorm1d(3, alpha=0.9, eps=1e-08)" in text
+    assert repr(BatchNorm1d(5)) == "BatchNorm1d(5, alpha=0.9, eps=1e-08)"
+
+
+def test_sgd_state_dict_round_trip(xp, device):
+    model = MLP([3, 4, 2], batchnorm=True, xp=xp, device=device, dtype="float64")
+    opt = SGD(model, lr=0.1, momentum=0.9)
+    X, y = asarray(xp, device, np.eye(3)[[0, 1, 2, 0]]), asarray(xp, device, [0, 1, 1, 0], "int64")
+    loss = CrossEntropyLoss()
+    loss.forward(model.forward(X), y)
+    model.backward(loss.backward())
+    opt.step()
+    state = {k: to_numpy(v) for k, v in opt.state_dict().items()}
+    assert sorted(state) == sorted(["v_W.0", "v_W.1", "v_b.0", "v_b.1", "v_BW.0", "v_Bb.0"])
+    fresh = SGD(model, lr=0.1, momentum=0.9).load_state_dict(state)
+    for key, value in fresh.state_dict().items():
+        assert_close(value, state[key], xp=xp, dtype="float64", rtol=0, atol=0)
