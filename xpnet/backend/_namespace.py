@@ -16,6 +16,8 @@ __all__ = [
     "SUPPORTED",
     "available",
     "device",
+    "device_name",
+    "devices",
     "get",
     "library_name",
     "namespace",
@@ -96,10 +98,10 @@ def namespace(*arrays):
     return xp
 
 
-def placement(x) -> tuple[str, object]:
-    """``(library name, device)`` of an array, for messages and metadata."""
+def placement(x) -> tuple[str, str]:
+    """``(library name, device name)`` of an array, for messages and metadata."""
     name, _, multi_device = _library_of_type(x)
-    return name, (array_api_compat.device(x) if multi_device else "cpu")
+    return name, (device_name(array_api_compat.device(x)) if multi_device else "cpu")
 
 
 def library_name(xp) -> str:
@@ -171,6 +173,34 @@ def available() -> list[str]:
             continue
         names.append(name)
     return names
+
+
+def device_name(dev) -> str:
+    """A short, user-facing name for a device: ``cpu``, ``cuda:0``, ``device1``."""
+    if dev is None:
+        return "default"
+    text = str(dev)
+    if text.startswith("array_api_strict.Device("):
+        return text[len("array_api_strict.Device(") : -1].strip("'\"")
+    if text.startswith("<CUDA Device "):  # cupy.cuda.Device
+        return f"cuda:{dev.id}"
+    return text
+
+
+def devices(xp) -> list[str]:
+    """Names of the devices a library offers here (for ``xpnet info``)."""
+    name = library_name(xp)
+    if name == "numpy":
+        return ["cpu"]
+    if name == "torch":
+        import torch
+
+        return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if name == "cupy":
+        import cupy
+
+        return [f"cuda:{i}" for i in range(cupy.cuda.runtime.getDeviceCount())]
+    return [device_name(d) for d in xp.__array_namespace_info__().devices()]
 
 
 def device(x):

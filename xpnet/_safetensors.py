@@ -1,0 +1,102 @@
+"""A minimal reader and writer for the safetensors format (float32/float64 only).
+
+Layout: an 8-byte little-endian header length ``n``, ``n`` bytes of JSON header mapping
+each tensor name to ``{"dtype", "shape", "data_offsets"}`` (plus ``"__metadata__"``, a
+string-to-string map), then the raw little-endian tensor bytes. Reading parses JSON and
+copies bytes into NumPy arrays: nothing in a file is ever executed.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+
+_TO_CODE = {np.dtype("<f4"): "F32", np.dtype("<f8"): "F64"}
+_FROM_CODE = {code: dtype for dtype, code in _TO_CODE.items()}
+MAX_HEADER = 100 * 1024 * 1024
+
+
+class FormatError(ValueError):
+    """The bytes are not a safetensors file this reader accepts."""
+
+
+def encode(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    """The file's bytes for ``tensors`` (name -> float32/float64 array) and ``metadata``."""
+    header: dict[str, object] = {"__metadata__": metadata}
+    chunks, offset = [], 0
+    for name, array in tensors.items():
+        array = np.ascontiguousarray(array, dtype=np.asarray(array).dtype.newbyteorder("<"))
+        if array.dtype not in _TO_CODE:
+            raise TypeError(f"tensor {name!r}: dtype {array.dtype} is not float32/float64")
+        data = array.tobytes()
+        header[name] = {
+            "dtype": _TO_CODE[array.dtype],
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
+        chunks.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # align the data section to 8 bytes
+    return struct.pack("<Q", len(text)) + text + b"".join(chunks)
+
+
+def decode(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str], bytes]:
+    """``(tensors, metadata, data section)`` from a file's bytes; FormatError if malformed."""
+    if len(blob) < 8:
+        raise FormatError(f"file too short ({len(blob)} bytes) to hold a safetensors header")
+    (n,) = struct.unpack("<Q", blob[:8])
+    if n > MAX_HEADER or 8 + n > len(blob):
+        raise FormatError(f"header length {n} does not fit a file of {len(blob)} bytes")
+    try:
+        header = json.loads(blob[8 : 8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise FormatError(f"header is not valid JSON ({err})") from None
+    if not isinstance(header, dict):
+        raise FormatError("header is not a JSON object")
+    metadata = header.pop("__metadata__", {}) or {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise FormatError("__metadata__ must map strings to strings")
+    data = blob[8 + n :]
+    tensors, end = {}, 0
+    for name, info in sorted(header.items(), key=lambda item: _offsets(item)[0]):
+        begin, stop = _offsets((name, info))
+        code = info.get("dtype")
+        shape = info.get("shape")
+        if code not in _FROM_CODE:
+            raise FormatError(f"tensor {name!r}: unsupported dtype {code!r}")
+        if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+            raise FormatError(f"tensor {name!r}: bad shape {shape!r}")
+        dtype = _FROM_CODE[code]
+        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if begin != end or stop - begin != size or stop > len(data):
+            raise FormatError(
+                f"tensor {name!r}: offsets {[begin, stop]} do not match its shape {shape} "
+                f"or the data section ({len(data)} bytes)"
+            )
+        tensors[name] = (
+            np.frombuffer(data, dtype=dtype, count=size // dtype.itemsize, offset=begin)
+            .reshape(shape)
+            .copy()
+        )
+        end = stop
+    if end != len(data):
+        raise FormatError(f"data section has {len(data) - end} trailing bytes")
+    return tensors, metadata, data
+
+
+def _offsets(item):
+    name, info = item
+    offsets = info.get("data_offsets") if isinstance(info, dict) else None
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
+        raise FormatError(f"tensor {name!r}: bad data_offsets {offsets!r}")
+    return offsets

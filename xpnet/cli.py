@@ -1,0 +1,530 @@
+"""The ``xpnet`` command: train, evaluate, predict, parity, info."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, backend
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A bad argument or input file: reported in one line, exit status 2."""
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _hidden(text):
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer widths like 128,64, got {text!r}"
+        ) from None
+    if any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"layer widths must be positive, got {text!r}")
+    return sizes
+
+
+def _float(text):
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+BACKEND_CHOICES = ["auto", *backend.SUPPORTED]
+
+
+def _pick_backend(name):
+    if name == "auto":
+        return "cupy" if "cupy" in backend.available() else "numpy"
+    return name
+
+
+def _namespace(name, device):
+    try:
+        xp = backend.get(_pick_backend(name))
+        return xp, backend.resolve_device(xp, device)
+    except (ValueError, ModuleNotFoundError, RuntimeError, TypeError) as err:
+        raise UsageError(str(err)) from None
+
+
+def _echo(args, text):
+    if not args.json and not getattr(args, "quiet", False):
+        print(text, flush=True)
+
+
+# -- train ---------------------------------------------------------------------------------
+def cmd_train(args):
+    from .checkpoint import save
+    from .data import load_dataset
+    from .models import MLP
+    from .nn import CrossEntropyLoss
+    from .optim import SGD
+    from .train import evaluate, fit, to_model
+
+    wall = time.perf_counter()
+    xp, device = _namespace(args.backend, args.device)
+    data = load_dataset(args.dataset, label_column=args.label_column, seed=args.seed)
+    sizes = [data.n_features, *args.hidden, data.n_classes]
+    try:
+        model = MLP(
+            sizes,
+            activation=args.activation,
+            batchnorm=args.batchnorm,
+            xp=xp,
+            device=device,
+            dtype=args.dtype,
+            seed=args.seed,
+        )
+        optimizer = SGD(model, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    except (TypeError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    out_dir = (
+        Path(args.out)
+        if args.out
+        else Path("runs") / (f"{Path(str(data.name)).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot create output folder {out_dir}: {err.strerror}") from None
+    lib, dev = backend.placement(model.layers[0].W)
+    _echo(
+        args,
+        f"data: {data.name}, {len(data.y_train)} train / {len(data.y_test)} test, "
+        f"{data.n_features} features, {data.n_classes} classes",
+    )
+    _echo(args, f"model: {model._label()} on {lib} ({dev}), {args.dtype}")
+
+    X_train, y_train = data.X_train, data.y_train
+    validation = None
+    if args.early_stopping:
+        from .data import stratified_split
+
+        keep, held = stratified_split(y_train, test_fraction=0.1, seed=args.seed + 1)
+        validation = (X_train[held], y_train[held])
+        X_train, y_train = X_train[keep], y_train[keep]
+    loss = CrossEntropyLoss()
+    show = not args.quiet and sys.stderr.isatty()
+
+    def log(record):
+        if show:
+            from tqdm.auto import tqdm
+
+            extra = (
+                f"  val_loss {record['val_loss']:.4f}  val_acc {record['val_accuracy']:.4f}"
+                if "val_loss" in record
+                else ""
+            )
+            tqdm.write(
+                f"epoch {record['epoch']:>3}/{args.epochs}  loss {record['loss']:.4f}  "
+                f"acc {record['accuracy']:.4f}{extra}",
+                file=sys.stderr,
+            )
+
+    start = time.perf_counter()
+    history = fit(
+        model,
+        loss,
+        optimizer,
+        (X_train, y_train),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        validation=validation,
+        seed=args.seed,
+        progress=show,
+        early_stopping=args.early_stopping,
+        log=log,
+    )
+    train_seconds = time.perf_counter() - start
+    X_test, y_test = to_model(model, data.X_test, data.y_test)
+    test_loss, test_accuracy = evaluate(model, loss, X_test, y_test)
+
+    config = {
+        "dataset": str(data.name),
+        "label_column": args.label_column,
+        "split_seed": args.seed,
+        "hidden": args.hidden,
+        "activation": args.activation,
+        "batchnorm": args.batchnorm,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "momentum": args.momentum,
+        "weight_decay": args.weight_decay,
+        "backend": lib,
+        "device": str(dev),
+        "dtype": args.dtype,
+        "seed": args.seed,
+        "early_stopping": args.early_stopping,
+    }
+    checkpoint = out_dir / "model.safetensors"
+    save(
+        model,
+        checkpoint,
+        probe=data.X_test[:8],
+        metadata={
+            "dataset": str(data.name),
+            "classes": data.classes,
+            "config": config,
+            "test_accuracy": test_accuracy,
+            "test_loss": test_loss,
+        },
+    )
+    metrics = {
+        "test_accuracy": test_accuracy,
+        "test_loss": test_loss,
+        "epochs_run": len(history),
+        "history": history,
+        "config": config,
+        "train_seconds": train_seconds,
+        "wall_seconds": time.perf_counter() - wall,
+        "checkpoint": str(checkpoint),
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    plot = _plot_curves(history, out_dir / "curves.png")
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        _echo(
+            args,
+            f"trained {len(history)} epochs in {train_seconds:.1f} s; "
+            f"saved {checkpoint}" + (f" and {plot}" if plot else ""),
+        )
+        print(f"test accuracy: {test_accuracy:.4f}")
+    return 0
+
+
+def _plot_curves(history, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for key, label in (("loss", "train"), ("val_loss", "validation")):
+        if key in history[0]:
+            ax_loss.plot(epochs, [r[key] for r in history], label=label)
+    for key, label in (("accuracy", "train"), ("val_accuracy", "validation")):
+        if key in history[0]:
+            ax_acc.plot(epochs, [r[key] for r in history], label=label)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    ax_loss.legend()
+    ax_acc.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# -- evaluate / predict ----------------------------------------------------------------------
+def _load(args):
+    from .checkpoint import load, read_metadata
+
+    xp, device = _namespace(args.backend, getattr(args, "device", None))
+    model = load(args.checkpoint, xp=xp, device=device)
+    return model, read_metadata(args.checkpoint)
+
+
+def cmd_evaluate(args):
+    from .data import load_dataset, read_arrays
+    from .nn import CrossEntropyLoss
+    from .train import evaluate
+
+    model, meta = _load(args)
+    user = meta.get("user", {})
+    config = user.get("config", {})
+    classes = user.get("classes")
+    spec = args.dataset or user.get("dataset")
+    if spec is None:
+        raise UsageError("the checkpoint does not name its dataset; pass --dataset")
+    if spec in ("digits", "mnist1d") or spec == user.get("dataset"):
+        data = load_dataset(
+            spec,
+            label_column=args.label_column or config.get("label_column"),
+            seed=config.get("split_seed", 0),
+        )
+        X, y, source = data.X_test, data.y_test, f"{spec} (test split)"
+        if classes is not None and data.classes != classes:
+            raise UsageError(f"{spec}: classes {data.classes} differ from the checkpoint's")
+    else:
+        X, labels = read_arrays(spec, label_column=args.label_column)
+        y, source = _label_ids(labels, classes, spec), spec
+    if X.shape[1] != model.sizes[0]:
+        raise UsageError(f"{source}: {X.shape[1]} features, the model expects {model.sizes[0]}")
+    loss, accuracy = evaluate(model, CrossEntropyLoss(), X, y)
+    lib, dev = backend.placement(model.layers[0].W)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "accuracy": accuracy,
+                    "loss": loss,
+                    "n": int(X.shape[0]),
+                    "dataset": source,
+                    "backend": lib,
+                    "device": str(dev),
+                }
+            )
+        )
+    else:
+        print(f"{source} on {lib} ({dev}): {X.shape[0]} samples")
+        print(f"loss: {loss:.4f}")
+        print(f"accuracy: {accuracy:.4f}")
+    return 0
+
+
+def _label_ids(labels, classes, source):
+    if classes is None:
+        raise UsageError("the checkpoint records no classes; cannot map the labels")
+    index = {str(c): i for i, c in enumerate(classes)}
+    try:
+        return np.asarray([index[str(v.item() if hasattr(v, "item") else v)] for v in labels])
+    except KeyError as err:
+        raise UsageError(
+            f"{source}: label {err.args[0]} is not one of the model's classes {classes}"
+        ) from None
+
+
+def cmd_predict(args):
+    from .data import read_features
+    from .nn import Softmax
+
+    model, meta = _load(args)
+    X = read_features(args.input)
+    if X.shape[1] != model.sizes[0]:
+        raise UsageError(f"{args.input}: {X.shape[1]} features, the model expects {model.sizes[0]}")
+    xp = model.xp
+    logits = model.forward(
+        xp.asarray(X.astype(backend.dtype_name(model.dtype)), device=model.device)
+    )
+    classes = meta.get("user", {}).get("classes") or list(range(model.sizes[-1]))
+    if args.proba:
+        result = backend.to_numpy(Softmax().forward(logits)).astype(np.float64)
+        header = [str(c) for c in classes]
+        lines = [",".join(header)] + [",".join(f"{p:.6g}" for p in row) for row in result]
+    else:
+        ids = backend.to_numpy(xp.argmax(logits, axis=1))
+        result = np.asarray([classes[i] for i in ids])
+        lines = [str(v) for v in result]
+    if args.out:
+        out = Path(args.out)
+        try:
+            if out.suffix.lower() == ".npy":
+                np.save(out, result, allow_pickle=False)
+            else:
+                out.write_text("\n".join(lines) + "\n")
+        except (OSError, ValueError) as err:
+            raise UsageError(f"cannot write {out}: {err}") from None
+    else:
+        sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+# -- parity / info ---------------------------------------------------------------------------
+def cmd_parity(args):
+    from .parity import format_table, run_parity
+
+    names = None
+    if args.backends:
+        names = [b.strip() for b in args.backends.split(",") if b.strip()]
+        unknown = [b for b in names if b not in backend.SUPPORTED]
+        if unknown:
+            raise UsageError(f"unknown backend(s) {unknown}; expected {list(backend.SUPPORTED)}")
+    results = run_parity(names, steps=args.steps, dtype=args.dtype, seed=args.seed)
+    if args.json:
+        print(json.dumps({"dtype": args.dtype, "steps": args.steps, "results": results}))
+    else:
+        print(format_table(results, steps=args.steps, dtype=args.dtype))
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+def cmd_info(args):
+    import platform
+    from importlib import metadata, util
+
+    def version(dist):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    usable = backend.available()
+    rows = []
+    for name in backend.SUPPORTED:
+        dist = {"cupy": None, "array_api_strict": "array-api-strict"}.get(name, name)
+        ver = version(dist) if dist else None
+        if name == "cupy" and util.find_spec("cupy"):
+            import cupy
+
+            ver = cupy.__version__
+        if ver is None and util.find_spec(name) is None:
+            state = "not installed"
+        elif name in usable:
+            state = "usable"
+        else:
+            state = "installed, no CUDA device visible"
+        devices = backend.devices(backend.get(name)) if name in usable else []
+        rows.append({"backend": name, "version": ver, "state": state, "devices": devices})
+    info = {
+        "xpnet": __version__,
+        "python": platform.python_version(),
+        "numpy": version("numpy"),
+        "array-api-compat": version("array-api-compat"),
+        "backends": rows,
+    }
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(
+        f"xpnet {info['xpnet']} (python {info['python']}, numpy {info['numpy']}, "
+        f"array-api-compat {info['array-api-compat']})"
+    )
+    for r in rows:
+        devs = f"  devices: {', '.join(r['devices'])}" if r["devices"] else ""
+        print(f"  {r['backend']:<18}{r['version'] or '-':<14}{r['state']}{devs}")
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------------
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="xpnet",
+        description="Train MLPs on a GPU or CPU, save checkpoints that run anywhere, and "
+        "check that the array backends agree.",
+    )
+    parser.add_argument("--version", action="version", version=f"xpnet {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "train",
+        help="train an MLP classifier and save it",
+        description="Train an MLP classifier (default: the bundled digits).",
+    )
+    p.add_argument(
+        "--dataset",
+        default="digits",
+        help="digits (bundled, default), mnist1d, or a .npz/.csv file",
+    )
+    p.add_argument(
+        "--label-column",
+        default=None,
+        help="CSV label column: index or header name (default: the last)",
+    )
+    p.add_argument(
+        "--hidden", type=_hidden, default=[128, 64], help="hidden layer widths (default: 128,64)"
+    )
+    p.add_argument("--activation", choices=["relu", "sigmoid", "tanh", "gelu"], default="relu")
+    p.add_argument(
+        "--batchnorm",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="BatchNorm1d before each hidden activation (default: on)",
+    )
+    p.add_argument("--epochs", type=_positive_int, default=40)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--lr", type=_float, default=0.05)
+    p.add_argument("--momentum", type=_float, default=0.9)
+    p.add_argument("--weight-decay", type=_float, default=0.0)
+    p.add_argument(
+        "--early-stopping",
+        type=_positive_int,
+        default=None,
+        metavar="PATIENCE",
+        help="hold out 10%% of the training set and stop when its loss has not "
+        "improved for PATIENCE epochs",
+    )
+    _add_backend(p)
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder (default: runs/<dataset>-<time>)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy and loss of a checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="default: the test split of the dataset the model was trained on",
+    )
+    p.add_argument("--label-column", default=None)
+    _add_backend(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="class predictions for a .npy or .csv of features")
+    p.add_argument("checkpoint")
+    p.add_argument("input", help="a .npy array (N, F) or a .csv of features (header allowed)")
+    _add_backend(p)
+    p.add_argument("--proba", action="store_true", help="class probabilities instead of labels")
+    p.add_argument("--out", default=None, help="write to FILE (.npy or .csv) instead of stdout")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("parity", help="check that the backends agree with NumPy")
+    p.add_argument(
+        "--backends", default=None, help="comma-separated (default: every backend usable here)"
+    )
+    p.add_argument("--steps", type=_positive_int, default=20)
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_parity)
+
+    p = sub.add_parser("info", help="versions, usable backends and devices")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def _add_backend(p):
+    p.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        default="auto",
+        help="array library (auto: cupy when a CUDA device is usable, else numpy)",
+    )
+    p.add_argument("--device", default=None, help="device, e.g. cuda:1 or device1")
+
+
+def main(argv=None):
+    from .checkpoint import CheckpointError
+    from .data import DataError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, DataError, CheckpointError) as err:
+        print(f"xpnet {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"xpnet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

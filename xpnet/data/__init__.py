@@ -1,0 +1,327 @@
+"""Datasets and minibatches.
+
+Every loader returns a :class:`Dataset` of host (NumPy) arrays: float64 features, int64
+class ids ``0..K-1`` and the original labels in ``classes``. Training code moves the
+arrays to the model's backend and device once (:meth:`Dataset.to`), and :func:`batches`
+slices them there, so no step copies data from the host.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import zipfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .. import backend
+
+__all__ = [
+    "DataError",
+    "Dataset",
+    "batches",
+    "load_dataset",
+    "load_digits",
+    "load_file",
+    "load_mnist1d",
+    "read_arrays",
+    "read_features",
+    "stratified_split",
+]
+
+TEST_FRACTION = 0.25
+
+
+class DataError(ValueError):
+    """A dataset name or data file that cannot be used; the message says why."""
+
+
+@dataclass
+class Dataset:
+    """A train/test split of a classification dataset (host arrays).
+
+    Attributes:
+        name: ``"digits"``, ``"mnist1d"`` or the file path.
+        X_train, X_test: ``(N, F)`` float64 features.
+        y_train, y_test: ``(N,)`` int64 class ids in ``[0, K)``.
+        classes: the original label of each class id (JSON-serialisable).
+    """
+
+    name: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    classes: list = field(default_factory=list)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X_train.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+
+def stratified_split(y, *, test_fraction=TEST_FRACTION, seed=0):
+    """Indices ``(train, test)`` holding ``test_fraction`` of every class out (rounded,
+    at least one sample of each class stays in train), drawn with a seeded generator."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_test = min(round(len(idx) * test_fraction), len(idx) - 1)
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def _from_arrays(name, X, labels, *, seed, source):
+    X = np.asarray(X)
+    labels = np.asarray(labels)
+    if X.ndim != 2 or X.shape[0] < 2 or X.shape[1] < 1:
+        raise DataError(f"{source}: X must be a 2-D array (samples, features), got {X.shape}")
+    if labels.ndim != 1 or labels.shape[0] != X.shape[0]:
+        raise DataError(
+            f"{source}: y must be 1-D with one label per row of X ({X.shape[0]}), "
+            f"got shape {labels.shape}"
+        )
+    if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+        raise DataError(f"{source}: X must be numeric, got dtype {X.dtype}")
+    X = X.astype(np.float64)
+    if not np.all(np.isfinite(X)):
+        bad = np.argwhere(~np.isfinite(X))[0]
+        raise DataError(f"{source}: X has a non-finite value at row {bad[0]}, column {bad[1]}")
+    if np.issubdtype(labels.dtype, np.floating):
+        if not np.all(labels == np.round(labels)):
+            raise DataError(f"{source}: y must hold class labels; got non-integer values")
+        labels = labels.astype(np.int64)
+    classes, y = np.unique(labels, return_inverse=True)
+    if len(classes) < 2:
+        raise DataError(f"{source}: need at least 2 classes, found {len(classes)}")
+    train, test = stratified_split(y, seed=seed)
+    return Dataset(
+        name,
+        X[train],
+        y[train].astype(np.int64),
+        X[test],
+        y[test].astype(np.int64),
+        [c.item() for c in classes],
+    )
+
+
+def load_digits(*, seed=0) -> Dataset:
+    """The bundled 8x8 digits (1797 images, 10 classes), pixels scaled to [0, 1], split
+    75/25 stratified by ``seed``. See ``xpnet/data/DIGITS.md`` for source and license."""
+    with resources.files(__package__).joinpath("digits.npz").open("rb") as fh:
+        with np.load(fh, allow_pickle=False) as data:
+            X, y = data["X"] / 16.0, data["y"]
+    return _from_arrays("digits", X, y, seed=seed, source="digits")
+
+
+def load_file(path, *, label_column=None, seed=0) -> Dataset:
+    """A user dataset: ``.npz`` with arrays ``X`` and ``y``, or ``.csv`` with the label in
+    the last column (or ``label_column``, an index or a header name). A CSV header row is
+    detected when its feature cells are not numbers. Split 75/25 stratified by ``seed``.
+
+    Raises
+    ------
+    DataError
+        The file is missing, unreadable or malformed; the message names the place.
+    """
+    X, y = read_arrays(path, label_column=label_column)
+    return _from_arrays(str(path), X, y, seed=seed, source=str(path))
+
+
+def read_arrays(path, *, label_column=None):
+    """``(X, labels)`` of a ``.npz`` or ``.csv`` data file, unsplit (see :func:`load_file`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        X, y = _read_npz(path)
+    elif suffix == ".csv":
+        X, y = _read_csv(path, label_column)
+    else:
+        raise DataError(f"{path}: unsupported data file type {suffix!r}; use .npz or .csv")
+    _from_arrays(str(path), X, y, seed=0, source=str(path))  # validates
+    return np.asarray(X, dtype=np.float64), np.asarray(y)
+
+
+def read_features(path):
+    """Features ``(N, F)`` float64 for prediction: a ``.npy`` array (a 1-D array is one
+    sample) or a ``.csv`` of numbers (a header row is skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            X = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise DataError(f"{path}: not a readable .npy array ({err})") from None
+    elif suffix == ".csv":
+        rows = _csv_rows(path)
+        if rows and not all(_is_number(c) for c in rows[0]):
+            rows = rows[1:]
+        try:
+            X = np.asarray([[float(c) for c in row] for row in rows])
+        except ValueError:
+            raise DataError(f"{path}: every cell must be a number (ragged or text rows)") from None
+    else:
+        raise DataError(f"{path}: unsupported input type {suffix!r}; use .npy or .csv")
+    if X.ndim == 1:
+        X = X[None, :]
+    if X.ndim != 2 or X.shape[0] == 0 or not np.issubdtype(X.dtype, np.number):
+        raise DataError(
+            f"{path}: expected a numeric (N, F) array, got shape {X.shape}, dtype {X.dtype}"
+        )
+    if not np.all(np.isfinite(X)):
+        raise DataError(f"{path}: features contain NaN or infinite values")
+    return X.astype(np.float64)
+
+
+def _read_npz(path):
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = {"X", "y"} - set(data.files)
+            if missing:
+                raise DataError(
+                    f"{path}: expected arrays 'X' and 'y', missing {sorted(missing)} "
+                    f"(found {sorted(data.files)})"
+                )
+            return data["X"], data["y"]
+    except DataError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise DataError(f"{path}: not a readable .npz file ({err})") from None
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _csv_rows(path):
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return [row for row in csv.reader(fh) if row and any(c.strip() for c in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{path}: cannot read CSV ({err})") from None
+
+
+def _read_csv(path, label_column):
+    rows = _csv_rows(path)
+    if not rows:
+        raise DataError(f"{path}: empty file")
+    width = len(rows[0])
+    if width < 2:
+        raise DataError(f"{path}: need at least one feature column and a label column")
+    header = None
+    if label_column is None:
+        label_index = width - 1
+    elif isinstance(label_column, int) or str(label_column).lstrip("-").isdigit():
+        label_index = int(label_column) % width if -width <= int(label_column) < width else None
+        if label_index is None:
+            raise DataError(f"{path}: label column {label_column} out of range for {width} columns")
+    else:
+        label_index = None
+    features_of_first = [c for i, c in enumerate(rows[0]) if i != label_index]
+    if not all(_is_number(c) for c in features_of_first) or label_index is None:
+        header, rows = [c.strip() for c in rows[0]], rows[1:]
+        if label_index is None:
+            if label_column not in header:
+                raise DataError(f"{path}: no column named {label_column!r} in header {header}")
+            label_index = header.index(label_column)
+    X, y = [], []
+    for line, row in enumerate(rows, start=2 if header else 1):
+        if len(row) != width:
+            raise DataError(f"{path}, line {line}: {len(row)} columns, expected {width}")
+        try:
+            X.append([float(c) for i, c in enumerate(row) if i != label_index])
+        except ValueError:
+            bad = next(c for i, c in enumerate(row) if i != label_index and not _is_number(c))
+            raise DataError(f"{path}, line {line}: feature value {bad!r} is not a number") from None
+        y.append(row[label_index].strip())
+    if not X:
+        raise DataError(f"{path}: no data rows")
+    labels = np.asarray(y)
+    if all(_is_number(v) for v in y):
+        numeric = np.asarray([float(v) for v in y])
+        labels = numeric.astype(np.int64) if np.all(numeric == np.round(numeric)) else numeric
+    return np.asarray(X), labels
+
+
+def _cache_dir():
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "xpnet"
+
+
+def load_mnist1d(*, seed=0, cache_dir=None) -> Dataset:
+    """MNIST-1D (4000 train, 1000 test sequences of length 40, 10 classes), generated
+    offline by the ``mnist1d`` package (``pip install 'xpnet[datasets]'``) with its default
+    arguments and cached as ``.npz`` in the user's cache directory. ``seed`` does not
+    change the dataset's own train/test split."""
+    del seed
+    cache = Path(cache_dir) if cache_dir is not None else _cache_dir()
+    file = cache / "mnist1d.npz"
+    if not file.is_file():
+        try:
+            from mnist1d.data import get_dataset_args, make_dataset
+        except ImportError:
+            raise DataError(
+                "dataset 'mnist1d' needs the mnist1d package: pip install 'xpnet[datasets]'"
+            ) from None
+        data = make_dataset(get_dataset_args())
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_suffix(".tmp.npz")
+        np.savez_compressed(
+            tmp, x=data["x"], y=data["y"], x_test=data["x_test"], y_test=data["y_test"]
+        )
+        os.replace(tmp, file)
+    with np.load(file, allow_pickle=False) as d:
+        X, y, Xt, yt = d["x"], d["y"], d["x_test"], d["y_test"]
+    classes = np.unique(np.concatenate([y, yt]))
+    return Dataset(
+        "mnist1d",
+        X.astype(np.float64),
+        np.searchsorted(classes, y),
+        Xt.astype(np.float64),
+        np.searchsorted(classes, yt),
+        [c.item() for c in classes],
+    )
+
+
+def load_dataset(spec="digits", *, label_column=None, seed=0) -> Dataset:
+    """``"digits"`` (bundled), ``"mnist1d"`` or a path to a ``.npz``/``.csv`` file."""
+    if spec == "digits":
+        return load_digits(seed=seed)
+    if spec == "mnist1d":
+        return load_mnist1d(seed=seed)
+    return load_file(spec, label_column=label_column, seed=seed)
+
+
+def batches(X, y, batch_size, *, rng=None, drop_last=False):
+    """Yield ``(X_batch, y_batch)`` minibatches of arrays already on their device.
+
+    With ``rng`` (a ``numpy.random.Generator``) the order is a fresh permutation drawn on
+    the host; the permutation moves to the device once and the data are gathered there
+    with one ``take`` per epoch. ``drop_last`` drops a last batch smaller than
+    ``batch_size`` (with shuffling, different rows each epoch).
+    """
+    xp = backend.namespace(X, y)
+    n = X.shape[0]
+    if rng is not None:
+        perm = xp.asarray(rng.permutation(n), device=backend.device(X))
+        X, y = xp.take(X, perm, axis=0), xp.take(y, perm, axis=0)
+    stop_at = n - n % batch_size if drop_last and n >= batch_size else n
+    for start in range(0, stop_at, batch_size):
+        stop = min(start + batch_size, n)
+        yield X[start:stop, ...], y[start:stop]

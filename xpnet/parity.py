@@ -1,0 +1,111 @@
+"""Cross-backend parity: the same seeded model and batches on every backend, compared with
+NumPy after forward, backward and a number of SGD steps."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend
+from .models import MLP
+from .nn import CrossEntropyLoss
+from .optim import SGD
+
+__all__ = ["TOLERANCE", "format_table", "run_parity"]
+
+#: dtype -> largest accepted relative difference from NumPy.
+TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
+SIZES = [20, 32, 16, 5]
+BATCH = 64
+
+
+def _relative(arrays, references):
+    """max |a - b| / max |b| over a group of arrays (0 when all are zero).
+
+    Normwise over the whole group: a bias followed by BatchNorm has a gradient that is
+    zero up to rounding, and its own relative difference would measure only noise.
+    """
+    diff = scale = 0.0
+    for a, b in zip(arrays, references, strict=True):
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        if b.size:
+            diff = max(diff, float(np.max(np.abs(a - b))))
+            scale = max(scale, float(np.max(np.abs(b))))
+    return diff / scale if scale > 0 else diff
+
+
+def _trace(name, device, dtype, steps, seed):
+    """Everything parity compares, as host arrays, for one backend."""
+    xp = backend.get(name)
+    device = backend.resolve_device(xp, device)
+    model = MLP(SIZES, batchnorm=True, xp=xp, device=device, dtype=dtype, seed=seed)
+    loss = CrossEntropyLoss()
+    opt = SGD(model, lr=0.05, momentum=0.9)
+    rng = np.random.default_rng(seed)
+    out = {"outputs": [], "gradients": [], "losses": []}
+    for step in range(steps):
+        X = xp.asarray(rng.standard_normal((BATCH, SIZES[0])).astype(dtype), device=device)
+        y = xp.asarray(rng.integers(0, SIZES[-1], BATCH), device=device)
+        logits = model.forward(X)
+        L = loss.forward(logits, y)
+        dX = model.backward(loss.backward())
+        if step == 0:
+            out["outputs"] = [backend.to_numpy(logits)]
+            out["gradients"] = [backend.to_numpy(dX)] + [
+                backend.to_numpy(getattr(m, g))
+                for _, m in model.named_modules()
+                for g in m._gradients
+            ]
+        opt.step()
+        out["losses"].append(float(L))
+    out["parameters"] = [backend.to_numpy(v) for v in model.state_dict().values()]
+    return out, backend.device_name(model.device)
+
+
+def run_parity(backends=None, *, steps=20, dtype="float64", seed=0):
+    """Compare every backend with NumPy; returns a list of result dicts (NumPy first).
+
+    Each result has ``backend``, ``device``, the relative differences ``outputs``,
+    ``gradients``, ``parameters`` and ``losses`` (each normwise over its group of arrays:
+    ``max |a - b| / max |b|``), ``tolerance``
+    and ``ok``; a backend that cannot run has ``error`` instead.
+    """
+    if dtype not in TOLERANCE:
+        raise ValueError(f"dtype must be one of {', '.join(TOLERANCE)}, got {dtype!r}")
+    if backends is None:
+        backends = backend.available()
+    names = ["numpy"] + [b for b in backends if b != "numpy"]
+    reference, _ = _trace("numpy", None, dtype, steps, seed)
+    tol = TOLERANCE[dtype]
+    results = []
+    for name in names:
+        try:
+            trace, device = _trace(name, None, dtype, steps, seed)
+        except (ImportError, RuntimeError) as err:
+            results.append({"backend": name, "error": str(err), "ok": False, "tolerance": tol})
+            continue
+        row = {"backend": name, "device": device}
+        for key in ("outputs", "gradients", "parameters"):
+            row[key] = _relative(trace[key], reference[key])
+        row["losses"] = _relative([trace["losses"]], [reference["losses"]])
+        row["tolerance"] = tol
+        row["ok"] = all(row[k] <= tol for k in ("outputs", "gradients", "parameters", "losses"))
+        results.append(row)
+    return results
+
+
+def format_table(results, *, steps, dtype):
+    """The results as a text table."""
+    head = (
+        f"parity with numpy: MLP {SIZES} with BatchNorm, batch {BATCH}, {steps} SGD steps, "
+        f"{dtype}; max |x - x_numpy| / max |x_numpy| per group, tolerance {TOLERANCE[dtype]:g}"
+    )
+    cols = ("backend", "device", "outputs", "gradients", "parameters", "losses", "status")
+    lines = [head, f"{cols[0]:<18}{cols[1]:<14}" + "".join(f"{c:>12}" for c in cols[2:])]
+    for r in results:
+        if "error" in r:
+            lines.append(f"{r['backend']:<18}{'-':<14}  unavailable: {r['error']}")
+            continue
+        cells = "".join(f"{r[k]:>12.2e}" for k in ("outputs", "gradients", "parameters", "losses"))
+        status = "ok" if r["ok"] else "FAIL"
+        lines.append(f"{r['backend']:<18}{r['device']:<14}{cells}{status:>12}")
+    return "\n".join(lines)

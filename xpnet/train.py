@@ -1,0 +1,172 @@
+"""The training loop: minibatch SGD with progress, validation and early stopping."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from . import backend
+from .data import batches
+
+__all__ = ["evaluate", "fit", "to_model"]
+
+
+def to_model(model, X, y=None):
+    """``X`` (and integer labels ``y``) moved once to the model's library, device and
+    dtype. Arrays already there are returned as they are."""
+    xp, device = model.xp, model.device
+    X = backend.convert(X, xp, device=device, dtype=model.dtype)
+    if y is not None:
+        y = backend.convert(y, xp, device=device, dtype="int64")
+    return X, y
+
+
+def evaluate(model, loss, X, y, *, batch_size=4096):
+    """``(mean loss, accuracy)`` of ``model`` on ``(X, y)`` in evaluation mode.
+
+    ``X`` and ``y`` (integer class ids) may live anywhere; they are moved to the model
+    once. The model's train/eval mode is restored afterwards.
+    """
+    X, y = to_model(model, X, y)
+    xp = model.xp
+    was_training = model.training
+    model.eval()
+    total_loss = correct = 0.0
+    try:
+        n = X.shape[0]
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)  # in bounds: the standard leaves others open
+            Xb, yb = X[start:stop, ...], y[start:stop]
+            out = model.forward(Xb)
+            total_loss = total_loss + loss.forward(out, yb) * Xb.shape[0]
+            correct = correct + xp.sum(xp.astype(xp.argmax(out, axis=1) == yb, out.dtype))
+    finally:
+        model.train(was_training)
+    n = X.shape[0]
+    return float(total_loss) / n, float(correct) / n
+
+
+def _progress(total, desc, enabled):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        desc=desc,
+        leave=False,
+        unit="batch",
+        file=sys.stderr,
+        disable=not enabled,
+        dynamic_ncols=True,
+    )
+
+
+def fit(
+    model,
+    loss,
+    optimizer,
+    train_data,
+    *,
+    epochs,
+    batch_size,
+    validation=None,
+    seed=0,
+    progress=None,
+    early_stopping=None,
+    log=None,
+):
+    """Train ``model`` and return its history, one dict per epoch.
+
+    Parameters
+    ----------
+    model, loss, optimizer
+        An :class:`~xpnet.models.MLP`, a loss (``CrossEntropyLoss``) and an optimizer.
+    train_data : tuple (X, y)
+        Features ``(N, F)`` and integer class ids ``(N,)`` of any library; moved to the
+        model's backend and device once, then shuffled and sliced there every epoch.
+    epochs, batch_size : int
+        Passes over the data and rows per step. With BatchNorm the last, smaller batch of
+        each epoch is dropped (different rows every epoch, as the order is shuffled): its
+        statistics would be noisy, and they would enter the running statistics last.
+    validation : tuple (X, y), optional
+        Evaluated after every epoch (``val_loss``, ``val_accuracy``).
+    seed : int
+        Seeds the shuffling (a ``numpy.random.Generator`` on the host).
+    progress : bool, optional
+        A tqdm bar per epoch on stderr showing loss and accuracy. ``None``: only when
+        stderr is a terminal.
+    early_stopping : int, optional
+        Stop when the validation loss has not improved for this many epochs, and restore
+        the parameters of the best epoch. Needs ``validation``.
+    log : callable, optional
+        Called with each epoch's dict when it ends (the CLI prints with it).
+
+    Returns
+    -------
+    list of dict
+        ``epoch``, ``loss``, ``accuracy`` (training, averaged over the epoch's steps),
+        ``seconds`` and, with validation, ``val_loss`` and ``val_accuracy``.
+    """
+    if early_stopping is not None and validation is None:
+        raise ValueError("fit: early_stopping needs a validation set")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"fit: {name} must be a positive int, got {value!r}")
+    if progress is None:
+        progress = sys.stderr.isatty()
+    X, y = to_model(model, *train_data)
+    if validation is not None:
+        validation = to_model(model, *validation)
+    xp = model.xp
+    rng = np.random.default_rng(seed)
+    n_batches = (
+        X.shape[0] // batch_size
+        if model.bn_layers and X.shape[0] >= batch_size
+        else -(-X.shape[0] // batch_size)
+    )
+    history, best, best_state, waited = [], float("inf"), None, 0
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        total_loss = correct = 0.0
+        seen = 0
+        with _progress(n_batches, f"epoch {epoch}/{epochs}", progress) as bar:
+            for step, (Xb, yb) in enumerate(
+                batches(X, y, batch_size, rng=rng, drop_last=bool(model.bn_layers)), 1
+            ):
+                out = model.forward(Xb)
+                L = loss.forward(out, yb)
+                model.backward(loss.backward())
+                optimizer.step()
+                n = Xb.shape[0]
+                seen += n
+                total_loss = total_loss + L * n
+                correct = correct + xp.sum(xp.astype(xp.argmax(out, axis=1) == yb, out.dtype))
+                bar.update(1)
+                if progress and (step % 10 == 0 or step == n_batches):
+                    bar.set_postfix(
+                        loss=f"{float(total_loss) / seen:.4f}", acc=f"{float(correct) / seen:.4f}"
+                    )
+        record = {
+            "epoch": epoch,
+            "loss": float(total_loss) / seen,
+            "accuracy": float(correct) / seen,
+        }
+        if validation is not None:
+            record["val_loss"], record["val_accuracy"] = evaluate(model, loss, *validation)
+        record["seconds"] = time.perf_counter() - start
+        history.append(record)
+        if log is not None:
+            log(record)
+        if early_stopping is not None:
+            if record["val_loss"] < best:
+                best, waited = record["val_loss"], 0
+                best_state = {k: xp.asarray(v, copy=True) for k, v in model.state_dict().items()}
+            else:
+                waited += 1
+                if waited >= early_stopping:
+                    break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return history
