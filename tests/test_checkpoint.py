@@ -1,0 +1,193 @@
+"""Checkpoints: round trips across backends, the safetensors format, and refusal of
+truncated, corrupted, wrong-format, wrong-architecture and tampered files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.helpers import asarray, assert_close
+from xpnet import backend
+from xpnet._safetensors import decode, encode
+from xpnet.checkpoint import CheckpointError, load, read_metadata, save
+from xpnet.models import MLP, MLP4
+
+
+def _trained(xp, device, dtype="float64"):
+    from xpnet.nn import CrossEntropyLoss
+    from xpnet.optim import SGD
+
+    rng = np.random.default_rng(0)
+    model = MLP(
+        [6, 10, 4], batchnorm=True, activation="gelu", xp=xp, device=device, dtype=dtype, seed=3
+    )
+    loss, opt = CrossEntropyLoss(), SGD(model, lr=0.1, momentum=0.9)
+    for _ in range(3):
+        X = asarray(xp, device, rng.standard_normal((16, 6)), dtype)
+        y = asarray(xp, device, rng.integers(0, 4, 16), "int64")
+        loss.forward(model.forward(X), y)
+        model.backward(loss.backward())
+        opt.step()
+    return model
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("target", ["numpy", "array_api_strict", "torch"])
+def test_round_trip_across_backends(tmp_path, xp, device, dtype, target):
+    pytest.importorskip(target)
+    model = _trained(xp, device, dtype)
+    path = save(model, tmp_path / "m.safetensors", metadata={"note": "hello"})
+    restored = load(path, xp=target)
+    txp = backend.get(target)
+    assert not restored.training and restored.config() == model.config()
+    X = np.random.default_rng(1).standard_normal((5, 6))
+    expected = backend.to_numpy(model.eval().forward(asarray(xp, device, X, dtype)))
+    got = restored.forward(txp.asarray(X.astype(dtype)))
+    assert_close(got, expected, xp=txp, dtype=dtype)
+    meta = read_metadata(path)
+    lib, dev = backend.placement(model.layers[0].W)
+    assert meta["trained_on"] == {"backend": lib, "device": dev}
+    assert meta["dtype"] == dtype and meta["user"] == {"note": "hello"}
+    assert meta["architecture"] == {
+        "class": "MLP",
+        "sizes": [6, 10, 4],
+        "activation": "gelu",
+        "batchnorm": True,
+    }
+    assert {"python", "numpy", "array-api-compat"} <= set(meta["versions"])
+
+
+def test_handout_model_round_trip(tmp_path):
+    model = MLP4(dtype="float64", seed=5)
+    restored = load(save(model, tmp_path / "m4.safetensors"))
+    assert type(restored) is MLP4
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(backend.to_numpy(restored.state_dict()[key]), value)
+
+
+def test_readable_by_the_safetensors_library(tmp_path):
+    st = pytest.importorskip("safetensors.numpy")
+    model = _trained(np, None)
+    path = save(model, tmp_path / "m.safetensors")
+    tensors = st.load_file(str(path))
+    assert tensors.keys() == model.state_dict().keys()
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(tensors[key], value)
+    # and a file written by the library decodes the same way here
+    st.save_file(tensors, str(tmp_path / "lib.safetensors"), metadata={"k": "v"})
+    decoded, meta, _ = decode((tmp_path / "lib.safetensors").read_bytes())
+    assert meta == {"k": "v"}
+    for key, value in tensors.items():
+        np.testing.assert_array_equal(decoded[key], value)
+
+
+def _rewrite(path, *, tensors=None, info=None, rehash=True):
+    """Rewrite a checkpoint with edited tensors or metadata (as an attacker could)."""
+    old_tensors, header, _ = decode(Path(path).read_bytes())
+    tensors = old_tensors if tensors is None else tensors(old_tensors)
+    meta = json.loads(header["xpnet"])
+    if info is not None:
+        info(meta)
+    if rehash:
+        blob = encode(tensors, {})
+        data = blob[8 + int.from_bytes(blob[:8], "little") :]
+        meta["sha256"] = hashlib.sha256(data).hexdigest()
+    Path(path).write_bytes(encode(tensors, {"xpnet": json.dumps(meta)}))
+
+
+@pytest.fixture
+def saved(tmp_path):
+    return save(_trained(np, None, "float32"), tmp_path / "m.safetensors")
+
+
+def test_corrupted_bytes_are_refused(saved):
+    blob = bytearray(saved.read_bytes())
+    blob[-3] ^= 0xFF
+    saved.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="do not match the checksum"):
+        load(saved)
+
+
+def test_tampered_weights_are_refused(saved):
+    def shift(t):
+        t = dict(t)
+        t["layers.1.W"] = t["layers.1.W"] + np.float32(0.05)
+        return t
+
+    _rewrite(saved, tensors=shift)  # checksum recomputed: the probe catches it
+    with pytest.raises(CheckpointError, match="outputs on the saved probe batch differ"):
+        load(saved)
+
+
+def test_tampered_probe_is_refused(saved):
+    def edit(meta):
+        meta["probe"]["outputs"][0][0] += 0.01
+
+    _rewrite(saved, info=edit)
+    with pytest.raises(CheckpointError, match="probe batch differ"):
+        load(saved)
+
+
+def test_wrong_architecture_is_refused(saved):
+    def edit(meta):
+        meta["architecture"]["sizes"] = [6, 12, 4]
+
+    _rewrite(saved, info=edit)
+    with pytest.raises(CheckpointError, match="do not fit the recorded architecture"):
+        load(saved)
+
+
+@pytest.mark.parametrize(
+    ("mangle", "match"),
+    [
+        (lambda b: b[: len(b) // 2], "not a valid checkpoint"),
+        (lambda b: b[:5], "too short"),
+        (lambda b: b"\x10" + b[1:], "not a valid checkpoint"),
+        (lambda b: b"PK\x03\x04 this is a zip file", "not a valid checkpoint"),
+        (lambda b: b"", "too short"),
+    ],
+    ids=["truncated", "header-only", "bad-header-length", "other-format", "empty"],
+)
+def test_malformed_files_are_refused(saved, mangle, match):
+    saved.write_bytes(mangle(saved.read_bytes()))
+    with pytest.raises(CheckpointError, match=match):
+        load(saved)
+
+
+def test_foreign_format_version_is_refused(saved):
+    _rewrite(saved, info=lambda meta: meta.update(format="xpnet-checkpoint/99"))
+    with pytest.raises(CheckpointError, match="unsupported checkpoint format"):
+        load(saved)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load(tmp_path / "absent.safetensors")
+
+
+def test_failed_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
+    path = save(_trained(np, None), tmp_path / "m.safetensors")
+    before = path.read_bytes()
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="No space left"):
+        save(MLP([6, 10, 4], batchnorm=True, activation="gelu", seed=9), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary left
+    monkeypatch.undo()
+    load(path)
+
+
+def test_no_pickle_anywhere():
+    root = Path(__file__).resolve().parents[1] / "xpnet"
+    for source in root.rglob("*.py"):
+        text = source.read_text()
+        assert "import pickle" not in text and "allow_pickle=True" not in text, source

@@ -1,0 +1,159 @@
+"""The ``xpnet`` command end to end, through subprocesses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from xpnet import backend
+
+
+def xpnet(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "xpnet", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+def _backend_args(backend_case):
+    lib, dev = backend_case
+    return ["--backend", lib] + (["--device", dev] if dev else [])
+
+
+@pytest.fixture
+def trained(tmp_path_factory, xp, backend_case):
+    out = tmp_path_factory.mktemp("run")
+    result = xpnet(
+        "train",
+        "--epochs",
+        4,
+        "--hidden",
+        "32",
+        "--out",
+        out,
+        "--json",
+        *_backend_args(backend_case),
+    )
+    assert result.returncode == 0, result.stderr
+    return out, json.loads(result.stdout)
+
+
+def test_train_writes_checkpoint_and_metrics(trained, backend_case):
+    out, metrics = trained
+    assert (out / "model.safetensors").is_file()
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["test_accuracy"] == metrics["test_accuracy"] > 0.8
+    assert len(metrics["history"]) == 4 and metrics["config"]["backend"] == backend_case[0]
+    assert {"loss", "accuracy", "epoch", "seconds"} <= set(metrics["history"][0])
+
+
+def test_evaluate_on_numpy_reports_the_same_accuracy(trained):
+    out, metrics = trained
+    result = xpnet("evaluate", out / "model.safetensors", "--backend", "numpy", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["accuracy"] == metrics["test_accuracy"]
+    assert report["loss"] == pytest.approx(metrics["test_loss"], rel=1e-4)
+    human = xpnet("evaluate", out / "model.safetensors", "--backend", "numpy")
+    assert human.stdout.strip().endswith(f"accuracy: {metrics['test_accuracy']:.4f}")
+
+
+def test_predict(trained, tmp_path):
+    from xpnet.data import load_digits
+
+    out, _ = trained
+    data = load_digits()
+    np.save(tmp_path / "x.npy", data.X_test[:20])
+    labels = xpnet("predict", out / "model.safetensors", tmp_path / "x.npy", "--backend", "numpy")
+    assert labels.returncode == 0, labels.stderr
+    predicted = [int(v) for v in labels.stdout.split()]
+    assert len(predicted) == 20 and np.mean(np.array(predicted) == data.y_test[:20]) > 0.7
+    np.savetxt(tmp_path / "x.csv", data.X_test[:20], delimiter=",")
+    proba = xpnet(
+        "predict",
+        out / "model.safetensors",
+        tmp_path / "x.csv",
+        "--proba",
+        "--out",
+        tmp_path / "p.csv",
+    )
+    assert proba.returncode == 0, proba.stderr
+    rows = (tmp_path / "p.csv").read_text().splitlines()
+    assert rows[0] == ",".join(str(c) for c in range(10))
+    p = np.array([[float(v) for v in row.split(",")] for row in rows[1:]])
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-4)
+    assert list(p.argmax(axis=1)) == predicted
+    npy = xpnet(
+        "predict", out / "model.safetensors", tmp_path / "x.npy", "--out", tmp_path / "labels.npy"
+    )
+    assert npy.returncode == 0 and list(np.load(tmp_path / "labels.npy")) == predicted
+
+
+def test_train_human_output_ends_with_accuracy(tmp_path):
+    result = xpnet(
+        "train", "--epochs", 2, "--hidden", "16", "--out", tmp_path / "r", "--backend", "numpy"
+    )
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("test accuracy: ")
+    assert result.stderr == ""  # no progress bar when stderr is not a terminal
+
+
+def test_parity_across_cpu_backends():
+    names = [b for b in ("numpy", "array_api_strict", "torch") if b in backend.available()]
+    result = xpnet("parity", "--backends", ",".join(names), "--steps", 5, "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert [r["backend"] for r in report["results"]] == names
+    assert all(r["ok"] and r["parameters"] <= 1e-10 for r in report["results"])
+    table = xpnet("parity", "--backends", ",".join(names), "--steps", 2)
+    assert table.returncode == 0 and "parameters" in table.stdout
+
+
+def test_info():
+    result = xpnet("info", "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    states = {row["backend"]: row["state"] for row in info["backends"]}
+    assert states["numpy"] == "usable"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--hidden", "12,x"], "expected comma-separated layer widths"),
+        (["train", "--epochs", "0"], "expected a positive integer"),
+        (["train", "--dataset", "missing.csv"], "missing.csv: no such file"),
+        (["train", "--dataset", "bad.csv"], "line 2: 1 columns, expected 3"),
+        (["train", "--lr", "-1"], r"lr must lie in (0.0, inf)"),
+        (["train", "--momentum", "1.5"], "momentum must lie in"),
+        (["train", "--backend", "jax"], "invalid choice: 'jax'"),
+        (["train", "--backend", "numpy", "--device", "cuda:0"], "NumPy arrays live on 'cpu'"),
+        (["evaluate", "missing.safetensors"], "no such checkpoint"),
+        (["evaluate", "bad.csv"], "not a valid checkpoint"),
+        (["predict", "bad.csv", "x.npy"], "not a valid checkpoint"),
+        (["parity", "--backends", "numpy,jax"], "unknown backend(s) ['jax']"),
+    ],
+)
+def test_bad_arguments_exit_2_in_one_line(tmp_path, args, message):
+    (tmp_path / "bad.csv").write_text("1,2,0\n3\n")
+    result = xpnet(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len([ln for ln in result.stderr.splitlines() if ln.startswith("xpnet")]) == 1
+
+
+def test_predict_wrong_feature_count(trained, tmp_path):
+    out, _ = trained
+    np.save(tmp_path / "x.npy", np.zeros((3, 5)))
+    result = xpnet("predict", out / "model.safetensors", tmp_path / "x.npy")
+    assert result.returncode == 2
+    assert "5 features, the model expects 64" in result.stderr

@@ -1,0 +1,135 @@
+"""Datasets, file loading and minibatches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.helpers import asarray
+from xpnet import backend
+from xpnet.data import (
+    DataError,
+    batches,
+    load_dataset,
+    load_digits,
+    load_file,
+    read_features,
+    stratified_split,
+)
+
+
+def test_digits_split():
+    d = load_digits(seed=0)
+    assert d.X_train.shape == (1347, 64) and d.X_test.shape == (450, 64)
+    assert d.classes == list(range(10))
+    assert d.X_train.min() == 0.0 and d.X_train.max() == 1.0
+    # stratified: every class keeps a quarter of its samples in the test split
+    counts = np.bincount(np.concatenate([d.y_train, d.y_test]), minlength=10)
+    np.testing.assert_array_equal(np.bincount(d.y_test, minlength=10), np.round(counts * 0.25))
+    again = load_digits(seed=0)
+    np.testing.assert_array_equal(d.X_test, again.X_test)
+    other = load_digits(seed=1)
+    assert not np.array_equal(d.y_test, other.y_test)
+
+
+def test_stratified_split_keeps_a_training_sample_per_class():
+    y = np.array([0, 0, 0, 0, 1, 2, 2])
+    train, test = stratified_split(y, seed=0)
+    assert sorted(np.concatenate([train, test])) == list(range(7))
+    assert set(y[train]) == {0, 1, 2}
+
+
+def test_npz_and_csv_files(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 3)), np.repeat([3, 7], 20)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    d = load_file(tmp_path / "d.npz")
+    assert d.classes == [3, 7] and d.n_features == 3 and len(d.y_test) == 10
+    rows = ["a,b,c,label"] + [
+        f"{a},{b},{c},{'cat' if t == 3 else 'dog'}" for (a, b, c), t in zip(X, y, strict=True)
+    ]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    d = load_file(tmp_path / "d.csv")
+    assert d.classes == ["cat", "dog"] and d.n_features == 3
+    first = [f"{t},{a},{b},{c}" for (a, b, c), t in zip(X, y, strict=True)]
+    (tmp_path / "first.csv").write_text("\n".join(first))
+    assert load_file(tmp_path / "first.csv", label_column=0).classes == [3, 7]
+    (tmp_path / "named.csv").write_text("\n".join(rows))
+    d = load_dataset(str(tmp_path / "named.csv"), label_column="label")
+    assert d.n_features == 3 and d.classes == ["cat", "dog"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "match"),
+    [
+        ("missing.npz", None, "no such file"),
+        ("d.txt", "1,2\n", "unsupported data file type '.txt'"),
+        ("ragged.csv", "1,2,0\n3,1\n", r"line 2: 2 columns, expected 3"),
+        ("text.csv", "1,2,0\n3,x,1\n", r"line 2: feature value 'x' is not a number"),
+        ("nan.csv", "1,2,0\nnan,1,1\n", "non-finite value at row 1, column 0"),
+        ("one.csv", "1,2,0\n3,1,0\n", "need at least 2 classes"),
+        ("empty.csv", "\n", "empty file"),
+        ("noheader.csv", "a,b,c\n1,2,0\n2,3,1\n", r"no column named 'z'"),
+        ("bad.npz", "not a zip", "not a readable .npz"),
+    ],
+)
+def test_malformed_files(tmp_path, name, content, match):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    label_column = "z" if name == "noheader.csv" else None
+    with pytest.raises(DataError, match=match):
+        load_file(path, label_column=label_column)
+
+
+def test_npz_missing_arrays_and_pickled_objects(tmp_path):
+    np.savez(tmp_path / "a.npz", features=np.zeros((4, 2)))
+    with pytest.raises(DataError, match=r"expected arrays 'X' and 'y', missing \['X', 'y'\]"):
+        load_file(tmp_path / "a.npz")
+    np.savez(tmp_path / "o.npz", X=np.array([object(), object()], dtype=object), y=[0, 1])
+    with pytest.raises(DataError, match=r"not a readable \.npz"):
+        load_file(tmp_path / "o.npz")  # object arrays need pickle, which is never allowed
+
+
+def test_read_features(tmp_path):
+    np.save(tmp_path / "x.npy", np.arange(6.0))
+    assert read_features(tmp_path / "x.npy").shape == (1, 6)
+    (tmp_path / "x.csv").write_text("f1,f2\n1,2\n3,4\n")
+    np.testing.assert_array_equal(read_features(tmp_path / "x.csv"), [[1, 2], [3, 4]])
+    (tmp_path / "bad.csv").write_text("1,2\n3\n")
+    with pytest.raises(DataError, match="every cell must be a number"):
+        read_features(tmp_path / "bad.csv")
+
+
+def test_mnist1d_needs_its_package(monkeypatch, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_mnist1d(name, *args, **kwargs):
+        if name.startswith("mnist1d"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_mnist1d)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with pytest.raises(DataError, match=r"pip install 'xpnet\[datasets\]'"):
+        load_dataset("mnist1d")
+
+
+def test_batches_cover_every_row_on_device(xp, device):
+    X = asarray(xp, device, np.arange(20.0).reshape(10, 2))
+    y = asarray(xp, device, np.arange(10), "int64")
+    rng = np.random.default_rng(0)
+    seen = []
+    for Xb, yb in batches(X, y, 4, rng=rng):
+        assert backend.namespace(Xb) is xp and backend.device(Xb) == backend.device(X)
+        np.testing.assert_array_equal(backend.to_numpy(Xb)[:, 0] / 2, backend.to_numpy(yb))
+        seen.extend(backend.to_numpy(yb).tolist())
+    assert sorted(seen) == list(range(10)) and seen != list(range(10))
+    again = [
+        backend.to_numpy(yb).tolist() for _, yb in batches(X, y, 4, rng=np.random.default_rng(0))
+    ]
+    assert [v for chunk in again for v in chunk] == seen
+    sizes = [int(yb.shape[0]) for _, yb in batches(X, y, 4, drop_last=True)]
+    assert sizes == [4, 4]
