@@ -97,7 +97,7 @@ def format_table(results, *, steps, dtype):
     """The results as a text table."""
     head = (
         f"parity with numpy: MLP {SIZES} with BatchNorm, batch {BATCH}, {steps} SGD steps, "
-        f"{dtype}; max |x - x_numpy| / max |x_numpy| per group, tolerance {TOLERANCE[dtype]:g}"
+        f"{dtype}\nmax |x - x_numpy| / max |x_numpy| per group; tolerance {TOLERANCE[dtype]:g}"
     )
     cols = ("backend", "device", "outputs", "gradients", "parameters", "losses", "status")
     lines = [head, f"{cols[0]:<18}{cols[1]:<14}" + "".join(f"{c:>12}" for c in cols[2:])]
