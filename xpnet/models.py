@@ -132,8 +132,8 @@ class MLP(Module):
         """Run the network on ``A0`` of shape ``(N, sizes[0])``; returns ``(N, sizes[-1])``."""
         W = self.layers[0].W
         xp = self._namespace(A0, W)
-        check_float(A0, xp, self._label())
-        check_2d(A0, self._label(), features=self.sizes[0])
+        check_float(A0, xp, self)
+        check_2d(A0, self, features=self.sizes[0])
         A = as_dtype(A0, W.dtype, xp)
         if self.bn_layers and self.training and A.shape[0] < 2:
             raise ValueError(
@@ -150,19 +150,24 @@ class MLP(Module):
         self._out = A
         return A
 
-    def backward(self, dLdA):
-        """Backpropagate ``dLdA`` (shaped like the output); returns ``dLdA0``."""
-        require_forward(self._out, self._label())
+    def backward(self, dLdA, *, input_grad=True):
+        """Backpropagate ``dLdA`` (shaped like the output); returns ``dLdA0``.
+
+        Every layer's parameter gradients are set. ``input_grad=False`` skips the last
+        product, the gradient with respect to the input ``A0`` (which training does not
+        need, as PyTorch skips it for inputs that do not require grad), and returns None.
+        """
+        require_forward(self._out, self)
         xp = self._namespace(dLdA, self.layers[0].W)
-        check_float(dLdA, xp, f"{self._label()}.backward", "dLdA")
-        check_same_shape(dLdA, self._out.shape, f"{self._label()}.backward", "dLdA")
+        check_float(dLdA, xp, (self, ".backward"), "dLdA")
+        check_same_shape(dLdA, self._out.shape, (self, ".backward"), "dLdA")
         dLdA = as_dtype(dLdA, self._out.dtype, xp)
         n_bn = len(self.bn_layers)
         for i in range(len(self.layers) - 1, -1, -1):
             dLdZ = self.f[i]._backward(dLdA, xp)
             if i < n_bn:
                 dLdZ = self.bn_layers[i]._backward(dLdZ, xp)
-            dLdA = self.layers[i]._backward(dLdZ, xp)
+            dLdA = self.layers[i]._backward(dLdZ, xp, input_grad=i > 0 or input_grad)
         return dLdA
 
     def to(self, xp, device=None, dtype=None):

@@ -137,7 +137,7 @@ def fit(
             ):
                 out = model.forward(Xb)
                 L = loss.forward(out, yb)
-                model.backward(loss.backward())
+                model.backward(loss.backward(), input_grad=False)
                 optimizer.step()
                 n = Xb.shape[0]
                 seen += n

@@ -4,7 +4,8 @@ Namespace and device resolution, dtypes, the host RNG, conversion between librar
 library fast paths that compute the same function as their generic Array API version.
 """
 
-from ._convert import FLOAT_DTYPES, convert, dtype_name, resolve_dtype, to_numpy
+from ._capabilities import inplace_updates
+from ._convert import FLOAT_DTYPES, convert, dtype_name, is_floating, resolve_dtype, to_numpy
 from ._namespace import (
     SUPPORTED,
     available,
@@ -36,6 +37,8 @@ __all__ = [
     "get",
     "host_rng",
     "host_uniform",
+    "inplace_updates",
+    "is_floating",
     "library_name",
     "namespace",
     "placement",

@@ -7,7 +7,14 @@ import numpy as np
 
 from ._namespace import get, library_name, namespace, resolve_device
 
-__all__ = ["FLOAT_DTYPES", "convert", "dtype_name", "resolve_dtype", "to_numpy"]
+__all__ = [
+    "FLOAT_DTYPES",
+    "convert",
+    "dtype_name",
+    "is_floating",
+    "resolve_dtype",
+    "to_numpy",
+]
 
 #: The floating dtypes xpnet computes in.
 FLOAT_DTYPES = ("float32", "float64")
@@ -21,6 +28,21 @@ def dtype_name(dtype) -> str:
         return np.dtype(dtype).name  # NumPy and CuPy dtypes, NumPy scalar types
     except TypeError:
         return str(dtype).rsplit(".", 1)[-1]  # torch.float32, array_api_strict.float32
+
+
+_FLOATING: dict[tuple[int, object], bool] = {}
+
+
+def is_floating(xp, dtype) -> bool:
+    """``xp.isdtype(dtype, "real floating")``, cached per dtype (it runs on every call)."""
+    key = (id(xp), dtype)  # per namespace: dtypes of two libraries must not be compared
+    try:
+        return _FLOATING[key]
+    except KeyError:
+        result = _FLOATING[key] = bool(xp.isdtype(dtype, "real floating"))
+        return result
+    except TypeError:  # an unhashable dtype object
+        return bool(xp.isdtype(dtype, "real floating"))
 
 
 def resolve_dtype(xp, dtype=None):

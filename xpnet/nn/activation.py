@@ -32,17 +32,17 @@ class Activation(Module):
     def forward(self, Z):
         """Apply the activation to ``Z`` and cache what ``backward`` needs."""
         xp = self._namespace(Z)
-        check_float(Z, xp, self._label())
+        check_float(Z, xp, self)
         return self._forward(Z, xp)
 
     def backward(self, dLdA=None):
         """``dLdZ = dLdA * dA/dZ``; without ``dLdA``, the elementwise ``dA/dZ`` itself."""
-        require_forward(self.A, self._label())
+        require_forward(self.A, self)
         if dLdA is None:
             return self._derivative(backend.namespace(self.A))
         xp = self._namespace(dLdA, self.A)
-        check_float(dLdA, xp, f"{self._label()}.backward", "dLdA")
-        check_same_shape(dLdA, self.A.shape, f"{self._label()}.backward", "dLdA")
+        check_float(dLdA, xp, (self, ".backward"), "dLdA")
+        check_same_shape(dLdA, self.A.shape, (self, ".backward"), "dLdA")
         return self._backward(as_dtype(dLdA, self.A.dtype, xp), xp)
 
     def _backward(self, dLdA, xp):
@@ -101,9 +101,6 @@ class ReLU(Activation):
     def _derivative(self, xp):
         return xp.astype(self.A > 0, self.A.dtype)
 
-    def _backward(self, dLdA, xp):
-        return xp.where(self.A > 0, dLdA, 0.0)
-
 
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -144,8 +141,8 @@ class Softmax(Activation):
 
     def forward(self, Z):
         xp = self._namespace(Z)
-        check_float(Z, xp, self._label())
-        check_2d(Z, self._label())
+        check_float(Z, xp, self)
+        check_2d(Z, self)
         return self._forward(Z, xp)
 
     def _forward(self, Z, xp):

@@ -82,8 +82,8 @@ class BatchNorm1d(Module):
     def forward(self, Z, eval=None):
         """Normalise ``Z``; ``eval=None`` follows ``train()``/``eval()``."""
         xp = self._namespace(Z, self.BW)
-        check_float(Z, xp, self._label())
-        check_2d(Z, self._label(), features=self.num_features)
+        check_float(Z, xp, self)
+        check_2d(Z, self, features=self.num_features)
         evaluate = (not self.training) if eval is None else bool(eval)
         if not evaluate and Z.shape[0] < 2:
             raise ValueError(
@@ -112,10 +112,10 @@ class BatchNorm1d(Module):
 
     def backward(self, dLdBZ):
         """Store ``dLdBW``, ``dLdBb`` and return ``dLdZ`` for ``dLdBZ`` of shape ``(N, C)``."""
-        require_forward(self.NZ, self._label())
+        require_forward(self.NZ, self)
         xp = self._namespace(dLdBZ, self.BW)
-        check_float(dLdBZ, xp, f"{self._label()}.backward", "dLdBZ")
-        check_same_shape(dLdBZ, self.NZ.shape, f"{self._label()}.backward", "dLdBZ")
+        check_float(dLdBZ, xp, (self, ".backward"), "dLdBZ")
+        check_same_shape(dLdBZ, self.NZ.shape, (self, ".backward"), "dLdBZ")
         return self._backward(as_dtype(dLdBZ, self.BW.dtype, xp), xp)
 
     def _backward(self, dLdBZ, xp):

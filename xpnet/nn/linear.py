@@ -78,8 +78,8 @@ class Linear(Module):
     def forward(self, A):
         """``Z = A Wᵀ + ι bᵀ`` for ``A`` of shape ``(N, in_features)``."""
         xp = self._namespace(A, self.W)
-        check_float(A, xp, self._label())
-        check_2d(A, self._label(), features=self.in_features)
+        check_float(A, xp, self)
+        check_2d(A, self, features=self.in_features)
         return self._forward(as_dtype(A, self.W.dtype, xp), xp)
 
     def _forward(self, A, xp):
@@ -88,10 +88,10 @@ class Linear(Module):
 
     def backward(self, dLdZ):
         """Store ``dLdW``, ``dLdb`` and return ``dLdA`` for ``dLdZ`` of shape ``(N, out)``."""
-        require_forward(self.A, self._label())
+        require_forward(self.A, self)
         xp = self._namespace(dLdZ, self.W)
-        check_float(dLdZ, xp, f"{self._label()}.backward", "dLdZ")
-        check_2d(dLdZ, f"{self._label()}.backward", "dLdZ", features=self.out_features)
+        check_float(dLdZ, xp, (self, ".backward"), "dLdZ")
+        check_2d(dLdZ, (self, ".backward"), "dLdZ", features=self.out_features)
         if dLdZ.shape[0] != self.A.shape[0]:
             raise ValueError(
                 f"{self._label()}.backward: dLdZ has {dLdZ.shape[0]} rows but the forward batch "
@@ -99,7 +99,7 @@ class Linear(Module):
             )
         return self._backward(as_dtype(dLdZ, self.W.dtype, xp), xp)
 
-    def _backward(self, dLdZ, xp):
+    def _backward(self, dLdZ, xp, input_grad=True):
         self.dLdW = dLdZ.T @ self.A
         self.dLdb = xp.sum(dLdZ, axis=0, keepdims=True).T
-        return dLdZ @ self.W
+        return dLdZ @ self.W if input_grad else None

@@ -90,11 +90,9 @@ class Module:
                     f"{tuple(value.shape)}, expected {tuple(target.shape)}"
                 )
             xp = backend.namespace(target)
-            setattr(
-                m,
-                name,
-                backend.convert(value, xp, device=backend.device(target), dtype=target.dtype),
-            )
+            new = backend.convert(value, xp, device=backend.device(target), dtype=target.dtype)
+            # Own the array: optimizers may update parameters in place.
+            setattr(m, name, xp.asarray(new, copy=True) if new is value else new)
         return self
 
     # -- modes and placement ---------------------------------------------------------------

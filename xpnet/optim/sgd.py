@@ -77,6 +77,7 @@ class SGD:
         self.v_b = [_zeros_like(layer.b) for layer in self.l]
         self.v_BW = [_zeros_like(bn.BW) for bn in self.bn]
         self.v_Bb = [_zeros_like(bn.Bb) for bn in self.bn]
+        self._slot_list = list(self._slots())
 
     def _slots(self):
         """(module, parameter, gradient, buffer list, index, label) for every parameter."""
@@ -88,21 +89,44 @@ class SGD:
             yield bn, "Bb", "dLdBb", self.v_Bb, i, f"bn_layers.{i}"
 
     def step(self):
-        """Update every parameter once from its current gradient."""
-        lr, mu, wd = self.lr, self.mu, self.weight_decay
-        for module, p_name, g_name, buffers, i, label in self._slots():
-            p, g = getattr(module, p_name), getattr(module, g_name)
-            if g is None:
+        """Update every parameter once from its current gradient.
+
+        Where the library's arrays are mutable (``backend.inplace_updates``) parameters and
+        buffers are updated in place with the standard's in-place operators, which saves
+        an allocation per operation; otherwise new arrays are assigned. Both compute the
+        same numbers.
+        """
+        slots = self._slot_list
+        for module, _, g_name, _, _, label in slots:
+            if getattr(module, g_name) is None:
                 raise RuntimeError(
                     f"SGD.step(): {label}.{g_name} is None; call model.backward(...) before step()"
                 )
-            if wd:
-                g = g + wd * p
-            if mu:
-                v = mu * buffers[i] + g
-                buffers[i] = v
-                g = g + mu * v if self.nesterov else v
-            setattr(module, p_name, p - lr * g)
+        inplace = backend.inplace_updates(backend.namespace(self.l[0].W))
+        update = self._update_inplace if inplace else self._update_assign
+        for module, p_name, g_name, buffers, i, _ in slots:
+            update(module, p_name, getattr(module, g_name), buffers, i)
+
+    def _update_assign(self, module, p_name, g, buffers, i):
+        p = getattr(module, p_name)
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        if self.mu:
+            v = self.mu * buffers[i] + g
+            buffers[i] = v
+            g = g + self.mu * v if self.nesterov else v
+        setattr(module, p_name, p - self.lr * g)
+
+    def _update_inplace(self, module, p_name, g, buffers, i):
+        p = getattr(module, p_name)
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        if self.mu:
+            v = buffers[i]
+            v *= self.mu
+            v += g
+            g = g + self.mu * v if self.nesterov else v
+        p -= self.lr * g
 
     def state_dict(self):
         """The momentum buffers by key (``"v_W.0"``, ``"v_BW.1"``); hyperparameters are

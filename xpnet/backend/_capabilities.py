@@ -1,0 +1,24 @@
+"""What a library allows beyond the functions of the standard, decided once per library."""
+
+from __future__ import annotations
+
+from ._namespace import library_name
+
+__all__ = ["inplace_updates"]
+
+# Libraries whose arrays support the standard's in-place operators (``p -= lr * v``) on
+# parameters without copying: all of xpnet's supported libraries. A namespace not listed
+# (an immutable-array library) gets the assignment path ``p = p - lr * v``.
+_MUTABLE = frozenset({"numpy", "cupy", "torch", "array_api_strict"})
+_CACHE: dict[int, bool] = {}
+
+
+def inplace_updates(xp) -> bool:
+    """Whether optimizers may update ``xp`` arrays in place."""
+    key = id(xp)
+    if key not in _CACHE:
+        try:
+            _CACHE[key] = library_name(xp) in _MUTABLE
+        except TypeError:
+            _CACHE[key] = False
+    return _CACHE[key]

@@ -1,0 +1,168 @@
+"""Reference training steps of other libraries, for the benchmark (``xpnet bench``).
+
+Each peer runs the same training step as xpnet (forward, softmax cross-entropy, backward,
+SGD with momentum) on the same arrays, so that timings compare like with like:
+
+* :class:`NumpyStep`, a minimal hand-written NumPy step: the floor for any NumPy code;
+* :class:`TorchStep`, PyTorch eager (``torch.nn`` + ``torch.optim.SGD``) on the CPU;
+* :class:`SklearnStep`, scikit-learn's ``MLPClassifier.partial_fit`` (no BatchNorm).
+
+They live here because this package is the only one that knows concrete libraries.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+__all__ = ["NumpyStep", "SklearnStep", "TorchStep"]
+
+
+def _init(sizes, seed, dtype):
+    """Linear parameters like xpnet's: U(±1/sqrt(in)) from one seeded generator."""
+    rng = np.random.default_rng(seed)
+    params = []
+    for fan_in, fan_out in itertools.pairwise(sizes):
+        bound = 1.0 / np.sqrt(fan_in)
+        W = rng.uniform(-bound, bound, (fan_out, fan_in)).astype(dtype)
+        b = rng.uniform(-bound, bound, (fan_out, 1)).astype(dtype)
+        params.append((W, b[:, 0].copy()))
+    return params
+
+
+class NumpyStep:
+    """A hand-written NumPy training step with the same math as xpnet (the floor)."""
+
+    name = "numpy (hand)"
+
+    def __init__(self, sizes, X, y, *, batchnorm=False, lr=0.01, momentum=0.9, seed=0):
+        dtype = X.dtype
+        self.X = X
+        self.Y = np.eye(sizes[-1], dtype=dtype)[y]  # one-hot once
+        self.lr, self.mu = lr, momentum
+        self.params = [[W, b] for W, b in _init(sizes, seed, dtype)]
+        self.bn = (
+            [[np.ones(c, dtype), np.zeros(c, dtype)] for c in sizes[1:-1]] if batchnorm else []
+        )
+        self.running = [[np.zeros(c, dtype), np.ones(c, dtype)] for c in sizes[1:-1]]
+        self.velocity = [np.zeros_like(p) for group in self.params + self.bn for p in group]
+
+    def __call__(self):
+        X, Y = self.X, self.Y
+        n = X.shape[0]
+        last = len(self.params) - 1
+        acts, caches = [X], []
+        A = X
+        for i, (W, b) in enumerate(self.params):
+            Z = A @ W.T + b
+            if i < last:
+                if self.bn:
+                    gamma, beta = self.bn[i]
+                    mean = Z.mean(axis=0)
+                    D = Z - mean
+                    var = (D * D).mean(axis=0)
+                    inv = 1.0 / np.sqrt(var + 1e-8)
+                    NZ = D * inv
+                    caches.append((NZ, inv))
+                    rm, rv = self.running[i]
+                    rm *= 0.9
+                    rm += 0.1 * mean
+                    rv *= 0.9
+                    rv += 0.1 * var
+                    Z = gamma * NZ + beta
+                A = np.maximum(Z, 0)
+                acts.append(A)
+        shifted = Z - Z.max(axis=1, keepdims=True)
+        e = np.exp(shifted)
+        s = e.sum(axis=1, keepdims=True)
+        loss = -(Y * (shifted - np.log(s))).sum() / n
+        dZ = (e / s - Y) / n
+        grads = [None] * len(self.params)
+        bn_grads = [None] * len(self.bn)
+        for i in range(last, -1, -1):
+            W = self.params[i][0]
+            grads[i] = (dZ.T @ acts[i], dZ.sum(axis=0))
+            if i == 0:
+                break
+            dA = dZ @ W
+            dZ = dA * (acts[i] > 0)
+            if self.bn:
+                NZ, inv = caches[i - 1]
+                gamma = self.bn[i - 1][0]
+                bn_grads[i - 1] = ((dZ * NZ).sum(axis=0), dZ.sum(axis=0))
+                G = dZ * gamma
+                dZ = (G - G.mean(axis=0) - NZ * (G * NZ).mean(axis=0)) * inv
+        flat = [g for pair in grads + bn_grads for g in pair]
+        params = [p for group in self.params + self.bn for p in group]
+        for p, g, v in zip(params, flat, self.velocity, strict=True):
+            v *= self.mu
+            v += g
+            p -= self.lr * v
+        return loss
+
+
+class TorchStep:
+    """PyTorch eager on the CPU: ``torch.nn`` layers, ``cross_entropy``, ``optim.SGD``."""
+
+    name = "pytorch eager"
+
+    def __init__(
+        self, sizes, X, y, *, batchnorm=False, lr=0.01, momentum=0.9, seed=0, threads=None
+    ):
+        import torch
+
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        layers = []
+        for i, (W, b) in enumerate(_init(sizes, seed, X.dtype)):
+            lin = torch.nn.Linear(W.shape[1], W.shape[0])
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(W))
+                lin.bias.copy_(torch.from_numpy(b))
+            layers.append(lin)
+            if i < len(sizes) - 2:
+                if batchnorm:
+                    layers.append(torch.nn.BatchNorm1d(W.shape[0], eps=1e-8, momentum=0.1))
+                layers.append(torch.nn.ReLU())
+        self.model = torch.nn.Sequential(*layers)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum)
+        self.X, self.y = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
+
+    def __call__(self):
+        self.opt.zero_grad(set_to_none=True)
+        loss = self.torch.nn.functional.cross_entropy(self.model(self.X), self.y)
+        loss.backward()
+        self.opt.step()
+        return loss
+
+
+class SklearnStep:
+    """scikit-learn ``MLPClassifier.partial_fit`` on one batch (SGD, momentum, no L2)."""
+
+    name = "scikit-learn"
+
+    def __init__(self, sizes, X, y, *, batchnorm=False, lr=0.01, momentum=0.9, seed=0):
+        if batchnorm:
+            raise ValueError("scikit-learn's MLPClassifier has no BatchNorm")
+        from sklearn.neural_network import MLPClassifier
+
+        self.clf = MLPClassifier(
+            hidden_layer_sizes=tuple(sizes[1:-1]),
+            activation="relu",
+            solver="sgd",
+            learning_rate_init=lr,
+            momentum=momentum,
+            nesterovs_momentum=False,
+            alpha=0.0,
+            batch_size=X.shape[0],
+            shuffle=False,
+            random_state=seed,
+        )
+        self.X, self.y = X, y
+        self.classes = np.arange(sizes[-1])
+        self.clf.partial_fit(X, y, classes=self.classes)
+
+    def __call__(self):
+        self.clf.partial_fit(self.X, self.y)
