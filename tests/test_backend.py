@@ -115,3 +115,31 @@ def test_get_cupy_without_gpu_says_so():
         pytest.skip("a CUDA device is visible here")
     with pytest.raises((RuntimeError, ModuleNotFoundError), match="cupy"):
         backend.get("cupy")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32", "int64"])
+@pytest.mark.parametrize("name", ["sum", "max", "mean"])
+def test_fast_numpy_namespace_matches_compat(dtype, name):
+    """xpnet's NumPy namespace shortcuts return what array_api_compat.numpy returns."""
+    import array_api_compat.numpy as compat
+
+    fast = backend.get("numpy")
+    x = (np.random.default_rng(0).standard_normal((7, 5)) * 100).astype(dtype)
+    if name == "mean" and dtype.startswith("int"):
+        pytest.skip("mean is defined for floating arrays")
+    for axis in (None, 0, 1, -1):
+        for keepdims in (False, True):
+            got = getattr(fast, name)(x, axis=axis, keepdims=keepdims)
+            want = getattr(compat, name)(x, axis=axis, keepdims=keepdims)
+            assert np.asarray(got).dtype == np.asarray(want).dtype
+            assert np.shape(got) == np.shape(want)
+            np.testing.assert_array_equal(got, want)
+    assert fast.astype(x, np.float32).dtype == np.float32
+    np.testing.assert_array_equal(fast.astype(x, np.float64), compat.astype(x, np.float64))
+
+
+def test_fast_numpy_namespace_is_numpy():
+    xp = backend.get("numpy")
+    assert backend.library_name(xp) == "numpy"
+    assert backend.namespace(np.ones(2)) is xp
+    assert backend.get(xp) is xp

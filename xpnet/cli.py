@@ -361,6 +361,16 @@ def cmd_parity(args):
     return 0 if all(r["ok"] for r in results) else 1
 
 
+def cmd_bench(args):
+    from .bench import main as bench_main
+
+    try:
+        bench_main(args)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return 0
+
+
 def cmd_info(args):
     import platform
     from importlib import metadata, util
@@ -493,6 +503,16 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_parity)
+
+    from . import bench
+
+    p = sub.add_parser(
+        "bench",
+        help="time a training step against NumPy, PyTorch, sklearn",
+        description=bench.__doc__,
+    )
+    bench.build_parser(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("info", help="versions, usable backends and devices")
     p.add_argument("--json", action="store_true")

@@ -57,6 +57,8 @@ def _library_of_type(x) -> tuple[str, object, bool]:
                 f"convert it first, e.g. with xpnet.backend.get('numpy').asarray(data)"
             ) from None
         name = library_name(xp)
+        if name == "numpy":
+            xp = _numpy_namespace()
         entry = (name, xp, name != "numpy")
         _BY_TYPE[type(x)] = entry
     return entry
@@ -104,9 +106,17 @@ def placement(x) -> tuple[str, str]:
     return name, (device_name(array_api_compat.device(x)) if multi_device else "cpu")
 
 
+def _numpy_namespace():
+    from . import _numpy_fast
+
+    return _numpy_fast.namespace
+
+
 def library_name(xp) -> str:
     """The library name (one of :data:`SUPPORTED`) behind a namespace."""
-    if array_api_compat.is_numpy_namespace(xp):
+    if getattr(xp, "__name__", None) == "xpnet.backend.numpy" or (
+        array_api_compat.is_numpy_namespace(xp)
+    ):
         return "numpy"
     if array_api_compat.is_cupy_namespace(xp):
         return "cupy"
@@ -147,12 +157,16 @@ def get(xp=None):
         xp = "numpy"
     if not isinstance(xp, str):
         module = getattr(xp, "__name__", "")
+        if module == "xpnet.backend.numpy":
+            return xp
         base = module.split(".")[-1] if module.startswith("array_api_compat.") else module
         if base in _COMPAT_MODULE:
             return get(base)
         raise TypeError(f"xp must be a library name {SUPPORTED} or an array namespace, got {xp!r}")
     if xp not in _COMPAT_MODULE:
         raise ValueError(f"unknown backend {xp!r}; expected one of {', '.join(SUPPORTED)}")
+    if xp == "numpy":
+        return _numpy_namespace()
     if importlib.util.find_spec(xp) is None:
         raise ModuleNotFoundError(f"backend {xp!r} is not installed: {_INSTALL_HINT[xp]}")
     if xp == "cupy" and not _cuda_visible():

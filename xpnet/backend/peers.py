@@ -90,9 +90,9 @@ class NumpyStep:
             if self.bn:
                 NZ, inv = caches[i - 1]
                 gamma = self.bn[i - 1][0]
-                bn_grads[i - 1] = ((dZ * NZ).sum(axis=0), dZ.sum(axis=0))
-                G = dZ * gamma
-                dZ = (G - G.mean(axis=0) - NZ * (G * NZ).mean(axis=0)) * inv
+                d_gamma, d_beta = (dZ * NZ).sum(axis=0), dZ.sum(axis=0)
+                bn_grads[i - 1] = (d_gamma, d_beta)
+                dZ = (dZ - d_beta / n - NZ * (d_gamma / n)) * (gamma * inv)
         flat = [g for pair in grads + bn_grads for g in pair]
         params = [p for group in self.params + self.bn for p in group]
         for p, g, v in zip(params, flat, self.velocity, strict=True):
@@ -116,15 +116,18 @@ class TorchStep:
             torch.set_num_threads(threads)
         self.torch = torch
         layers = []
+        dtype = torch.from_numpy(X[:0]).dtype
         for i, (W, b) in enumerate(_init(sizes, seed, X.dtype)):
-            lin = torch.nn.Linear(W.shape[1], W.shape[0])
+            lin = torch.nn.Linear(W.shape[1], W.shape[0], dtype=dtype)
             with torch.no_grad():
                 lin.weight.copy_(torch.from_numpy(W))
                 lin.bias.copy_(torch.from_numpy(b))
             layers.append(lin)
             if i < len(sizes) - 2:
                 if batchnorm:
-                    layers.append(torch.nn.BatchNorm1d(W.shape[0], eps=1e-8, momentum=0.1))
+                    layers.append(
+                        torch.nn.BatchNorm1d(W.shape[0], eps=1e-8, momentum=0.1, dtype=dtype)
+                    )
                 layers.append(torch.nn.ReLU())
         self.model = torch.nn.Sequential(*layers)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum)

@@ -22,7 +22,9 @@ class BatchNorm1d(Module):
 
         dLdBW = Σ_n dLdBZ ⊙ NZ        dLdBb = Σ_n dLdBZ
         dLdZ  = (G - mean_n G - NZ ⊙ mean_n(G ⊙ NZ)) / sqrt(V + eps)
+              = BW/sqrt(V + eps) ⊙ (dLdBZ - dLdBb/N - NZ ⊙ dLdBW/N)
 
+    (the second form reuses the parameter gradients and saves two passes over the batch).
     After an evaluation-mode forward, backward treats the running statistics as constants:
     ``dLdZ = G / sqrt(running_V + eps)``.
 
@@ -122,9 +124,10 @@ class BatchNorm1d(Module):
         NZ = self.NZ
         self.dLdBW = xp.sum(dLdBZ * NZ, axis=0, keepdims=True)
         self.dLdBb = xp.sum(dLdBZ, axis=0, keepdims=True)
-        G = dLdBZ * self.BW
+        scale = self.BW * self._inv_std  # (1, C)
         if self._evaluated:
-            return G * self._inv_std
-        mean_G = xp.mean(G, axis=0, keepdims=True)
-        mean_GNZ = xp.mean(G * NZ, axis=0, keepdims=True)
-        return (G - mean_G - NZ * mean_GNZ) * self._inv_std
+            return dLdBZ * scale
+        # mean_n(G) = BW·dLdBb/N and mean_n(G ⊙ NZ) = BW·dLdBW/N, so the exact gradient
+        # needs no further pass over the batch for them:
+        n = dLdBZ.shape[0]
+        return (dLdBZ - self.dLdBb / n - NZ * (self.dLdBW / n)) * scale
