@@ -135,6 +135,10 @@ def test_fast_numpy_namespace_matches_compat(dtype, name):
             assert np.shape(got) == np.shape(want)
             np.testing.assert_array_equal(got, want)
     assert fast.astype(x, np.float32).dtype == np.float32
+    for shape in [(-1,), (5, 7), (35, 1)]:
+        got, want = fast.reshape(x, shape), compat.reshape(x, shape)
+        assert got.shape == want.shape and np.shares_memory(got, x)
+        np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(fast.astype(x, np.float64), compat.astype(x, np.float64))
 
 

@@ -4,7 +4,7 @@ Namespace and device resolution, dtypes, the host RNG, conversion between librar
 library fast paths that compute the same function as their generic Array API version.
 """
 
-from ._capabilities import inplace_updates
+from ._capabilities import flat_views, inplace_updates
 from ._convert import FLOAT_DTYPES, convert, dtype_name, is_floating, resolve_dtype, to_numpy
 from ._namespace import (
     SUPPORTED,
@@ -34,6 +34,7 @@ __all__ = [
     "erf_generic",
     "erfc",
     "erfc_generic",
+    "flat_views",
     "get",
     "host_rng",
     "host_uniform",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._namespace import library_name
 
-__all__ = ["inplace_updates"]
+__all__ = ["flat_views", "inplace_updates"]
 
 # Libraries whose arrays support the standard's in-place operators (``p -= lr * v``) on
 # parameters without copying: all of xpnet's supported libraries. A namespace not listed
@@ -22,3 +22,16 @@ def inplace_updates(xp) -> bool:
         except TypeError:
             _CACHE[key] = False
     return _CACHE[key]
+
+
+# Libraries whose slices and reshapes of contiguous arrays are views sharing memory, so
+# that parameters can live inside one flat array (array-api-strict does not promise it).
+_VIEWS = frozenset({"numpy", "cupy", "torch"})
+
+
+def flat_views(xp) -> bool:
+    """Whether ``xp.reshape(flat[a:b], shape)`` is a writable view of ``flat``."""
+    try:
+        return library_name(xp) in _VIEWS
+    except TypeError:
+        return False

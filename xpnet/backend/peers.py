@@ -169,3 +169,34 @@ class SklearnStep:
 
     def __call__(self):
         self.clf.partial_fit(self.X, self.y)
+
+
+def sklearn_fit(X, y, *, hidden, epochs, batch_size, lr, momentum, seed=0):
+    """Train scikit-learn's MLPClassifier like ``xpnet train`` trains (SGD with momentum,
+    no L2, a fixed number of epochs); returns ``(seconds in fit, test predictor)``."""
+    import time
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    clf = MLPClassifier(
+        hidden_layer_sizes=tuple(hidden),
+        activation="relu",
+        solver="sgd",
+        learning_rate_init=lr,
+        momentum=momentum,
+        nesterovs_momentum=False,
+        alpha=0.0,
+        batch_size=batch_size,
+        max_iter=epochs,
+        n_iter_no_change=epochs + 1,
+        tol=0.0,
+        random_state=seed,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        start = time.perf_counter()
+        clf.fit(X, y)
+        seconds = time.perf_counter() - start
+    return seconds, clf.predict

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 from .. import backend
 from ..nn._init import check_real
 
-__all__ = ["SGD"]
+__all__ = ["FLAT_LIMIT", "SGD"]
+
+#: Largest model (number of parameter values) that SGD updates through flat arrays.
+FLAT_LIMIT = 1 << 16
 
 
 class SGD:
@@ -78,6 +83,7 @@ class SGD:
         self.v_BW = [_zeros_like(bn.BW) for bn in self.bn]
         self.v_Bb = [_zeros_like(bn.Bb) for bn in self.bn]
         self._slot_list = list(self._slots())
+        self._flat = None  # (P, V, parameter views, velocity views) of the flat path
 
     def _slots(self):
         """(module, parameter, gradient, buffer list, index, label) for every parameter."""
@@ -91,10 +97,16 @@ class SGD:
     def step(self):
         """Update every parameter once from its current gradient.
 
-        Where the library's arrays are mutable (``backend.inplace_updates``) parameters and
-        buffers are updated in place with the standard's in-place operators, which saves
-        an allocation per operation; otherwise new arrays are assigned. Both compute the
-        same numbers.
+        Three equivalent implementations, chosen once per library (``xpnet.backend``
+        capabilities); each computes the same numbers as the assignment path:
+
+        * arrays that cannot be changed in place: new arrays are assigned;
+        * mutable arrays: parameters and buffers are updated in place;
+        * mutable arrays with views, in small models (at most ``FLAT_LIMIT`` parameter
+          values): all parameters and momentum buffers live in two flat arrays, of which
+          the model's ``W``, ``b``, ``BW``, ``Bb`` are views, and one step is a handful of
+          operations on the flat arrays instead of four per parameter (PyTorch's
+          "foreach" idea). A parameter that was reassigned since is copied back in.
         """
         slots = self._slot_list
         for module, _, g_name, _, _, label in slots:
@@ -102,10 +114,59 @@ class SGD:
                 raise RuntimeError(
                     f"SGD.step(): {label}.{g_name} is None; call model.backward(...) before step()"
                 )
-        inplace = backend.inplace_updates(backend.namespace(self.l[0].W))
-        update = self._update_inplace if inplace else self._update_assign
-        for module, p_name, g_name, buffers, i, _ in slots:
-            update(module, p_name, getattr(module, g_name), buffers, i)
+        xp = backend.namespace(self.l[0].W)
+        if not backend.inplace_updates(xp):
+            for module, p_name, g_name, buffers, i, _ in slots:
+                self._update_assign(module, p_name, getattr(module, g_name), buffers, i)
+        elif backend.flat_views(xp) and self._n_values() <= FLAT_LIMIT:
+            self._update_flat(xp)
+        else:
+            for module, p_name, g_name, buffers, i, _ in slots:
+                self._update_inplace(module, p_name, getattr(module, g_name), buffers, i)
+
+    def _n_values(self):
+        if self._flat is not None:
+            return self._flat[0].shape[0]
+        return sum(math.prod(getattr(m, p).shape) for m, p, *_ in self._slot_list)
+
+    def _flatten(self, xp):
+        """Copy parameters and buffers into two flat arrays and make them views of those."""
+        slots = self._slot_list
+        params = [getattr(m, p) for m, p, *_ in slots]
+        P = xp.concat([xp.reshape(p, (-1,)) for p in params])
+        V = xp.concat([xp.reshape(buffers[i], (-1,)) for _, _, _, buffers, i, _ in slots])
+        p_views, v_views, offset = [], [], 0
+        for (module, p_name, _, buffers, i, _), p in zip(slots, params, strict=True):
+            n = math.prod(p.shape)
+            p_view = xp.reshape(P[offset : offset + n], tuple(p.shape))
+            v_view = xp.reshape(V[offset : offset + n], tuple(p.shape))
+            setattr(module, p_name, p_view)
+            buffers[i] = v_view
+            p_views.append(p_view)
+            v_views.append(v_view)
+            offset += n
+        self._flat = (P, V, p_views, v_views)
+
+    def _update_flat(self, xp):
+        slots = self._slot_list
+        flat = self._flat
+        if flat is None or not all(
+            getattr(m, p) is pv and buffers[i] is vv
+            for (m, p, _, buffers, i, _), pv, vv in zip(slots, flat[2], flat[3], strict=True)
+        ):
+            self._flatten(xp)
+        P, V = self._flat[0], self._flat[1]
+        g = xp.concat([xp.reshape(getattr(m, g), (-1,)) for m, _, g, *_ in slots])
+        if self.weight_decay:
+            g += self.weight_decay * P
+        if self.mu:
+            V *= self.mu
+            V += g
+            if self.nesterov:
+                g += self.mu * V
+            else:
+                g = V
+        P -= self.lr * g
 
     def _update_assign(self, module, p_name, g, buffers, i):
         p = getattr(module, p_name)
