@@ -257,6 +257,11 @@ def build_parser(parser=None):
     parser.add_argument(
         "--seconds", type=float, default=2.0, help="timing window per measurement (default 2)"
     )
+    parser.add_argument(
+        "--train",
+        action="store_true",
+        help="also time the default training run against scikit-learn",
+    )
     return parser
 
 
