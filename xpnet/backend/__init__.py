@@ -5,7 +5,15 @@ library fast paths that compute the same function as their generic Array API ver
 """
 
 from ._capabilities import flat_views, inplace_updates
-from ._convert import FLOAT_DTYPES, convert, dtype_name, is_floating, resolve_dtype, to_numpy
+from ._convert import (
+    FLOAT_DTYPES,
+    convert,
+    dtype_name,
+    is_floating,
+    is_integral,
+    resolve_dtype,
+    to_numpy,
+)
 from ._namespace import (
     SUPPORTED,
     available,
@@ -40,6 +48,7 @@ __all__ = [
     "host_uniform",
     "inplace_updates",
     "is_floating",
+    "is_integral",
     "library_name",
     "namespace",
     "placement",

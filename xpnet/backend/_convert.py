@@ -12,6 +12,7 @@ __all__ = [
     "convert",
     "dtype_name",
     "is_floating",
+    "is_integral",
     "resolve_dtype",
     "to_numpy",
 ]
@@ -43,6 +44,21 @@ def is_floating(xp, dtype) -> bool:
         return result
     except TypeError:  # an unhashable dtype object
         return bool(xp.isdtype(dtype, "real floating"))
+
+
+_INTEGRAL: dict[tuple[int, object], bool] = {}
+
+
+def is_integral(xp, dtype) -> bool:
+    """``xp.isdtype(dtype, "integral")``, cached per namespace and dtype."""
+    key = (id(xp), dtype)
+    try:
+        return _INTEGRAL[key]
+    except KeyError:
+        result = _INTEGRAL[key] = bool(xp.isdtype(dtype, "integral"))
+        return result
+    except TypeError:
+        return bool(xp.isdtype(dtype, "integral"))
 
 
 def resolve_dtype(xp, dtype=None):

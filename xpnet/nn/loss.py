@@ -93,11 +93,12 @@ class CrossEntropyLoss(_Loss):
     1.0986
     """
 
-    _caches = ("A", "Y", "softmax")
+    _caches = ("A", "Y", "softmax", "_classes")
 
     def __init__(self):
         super().__init__()
         self.softmax = None
+        self._classes = None  # (key, arange(C)) for one-hot targets of integer labels
 
     def forward(self, A, Y):
         xp = self._inputs(A, Y)
@@ -112,7 +113,7 @@ class CrossEntropyLoss(_Loss):
         return self._forward(A, as_dtype(Y, A.dtype, xp), xp)
 
     def _one_hot(self, labels, C, A, xp):
-        if not xp.isdtype(labels.dtype, "integral"):
+        if not backend.is_integral(xp, labels.dtype):
             raise TypeError(
                 f"{self._label()}: (N,) targets must be integer class labels, got dtype "
                 f"{labels.dtype}; pass probabilities as an (N, C) array"
@@ -121,8 +122,10 @@ class CrossEntropyLoss(_Loss):
             raise ValueError(
                 f"{self._label()}: {labels.shape[0]} labels for {A.shape[0]} rows of logits"
             )
-        classes = xp.arange(C, dtype=labels.dtype, device=backend.device(labels))
-        Y = xp.astype(xp.reshape(labels, (-1, 1)) == classes, A.dtype)
+        key = (type(labels), C, labels.dtype, backend.device(labels))
+        if self._classes is None or self._classes[0] != key:
+            self._classes = (key, xp.arange(C, dtype=labels.dtype, device=key[3]))
+        Y = xp.astype(xp.reshape(labels, (-1, 1)) == self._classes[1], A.dtype)
         # One reduction checks the range: a label outside [0, C) leaves its row all zero.
         if float(xp.sum(Y)) != labels.shape[0]:
             low, high = int(xp.min(labels)), int(xp.max(labels))
