@@ -24,7 +24,7 @@ from . import backend
 from ._safetensors import FormatError, decode, encode
 from .models import MLP, MLP0, MLP1, MLP4
 
-__all__ = ["PROBE_TOLERANCE", "CheckpointError", "load", "read_metadata", "save"]
+__all__ = ["PROBE_TOLERANCE", "CheckpointError", "load", "load_all", "read_metadata", "save"]
 
 FORMAT = "xpnet-checkpoint/1"
 _CLASSES = {cls.__name__: cls for cls in (MLP, MLP0, MLP1, MLP4)}
@@ -179,6 +179,12 @@ def load(path, *, xp="numpy", device=None):
         Missing, truncated, corrupted, wrong-format, wrong-architecture or tampered file,
         or outputs that differ from the probe.
     """
+    return load_all(path, xp=xp, device=device)[0]
+
+
+def load_all(path, *, xp="numpy", device=None):
+    """``(model, extra tensors, metadata)``: :func:`load` plus the arrays stored with
+    ``extra_tensors`` (host NumPy arrays by key) and the metadata."""
     tensors, info = _read(path)
     arch = info.get("architecture") or {}
     cls = _CLASSES.get(arch.get("class"))
@@ -191,8 +197,11 @@ def load(path, *, xp="numpy", device=None):
             model = cls(arch["sizes"], xp=xp, device=device, dtype=dtype, **kwargs)
         else:
             model = cls(xp=xp, device=device, dtype=dtype, **kwargs)
-        state = {k: v for k, v in tensors.items() if not k.startswith("optimizer.")}
-        model.load_state_dict(state)
+        keys = set(model.state_dict())
+        model.load_state_dict({k: v for k, v in tensors.items() if k in keys}, strict=False)
+        missing = sorted(keys - set(tensors))
+        if missing:
+            raise ValueError(f"missing arrays {missing}")
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(
             f"{path}: arrays do not fit the recorded architecture: {err}"
@@ -217,4 +226,5 @@ def load(path, *, xp="numpy", device=None):
             f"ones (max difference {diff:.3g}, tolerance {rtol:g} relative + {atol:g}); "
             f"the file was modified or the backend computes differently"
         )
-    return model
+    extras = {k: v for k, v in tensors.items() if k not in keys}
+    return model, extras, info

@@ -6,7 +6,6 @@ import argparse
 import datetime
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -73,170 +72,86 @@ def _echo(args, text):
 
 # -- train ---------------------------------------------------------------------------------
 def cmd_train(args):
-    from .checkpoint import save
-    from .data import load_dataset
-    from .models import MLP
-    from .nn import CrossEntropyLoss
-    from .optim import SGD
-    from .train import evaluate, fit, to_model
+    from .runs import RESUME_FILE, RunError, config_of_run, train_run
+    from .train import TrainingDiverged
 
-    wall = time.perf_counter()
-    xp, device = _namespace(args.backend, args.device)
-    data = load_dataset(args.dataset, label_column=args.label_column, seed=args.seed)
-    sizes = [data.n_features, *args.hidden, data.n_classes]
-    try:
-        model = MLP(
-            sizes,
-            activation=args.activation,
-            batchnorm=args.batchnorm,
-            xp=xp,
-            device=device,
-            dtype=args.dtype,
-            seed=args.seed,
-        )
-        optimizer = SGD(model, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    except (TypeError, ValueError) as err:
-        raise UsageError(str(err)) from None
-    out_dir = (
-        Path(args.out)
-        if args.out
-        else Path("runs") / (f"{Path(str(data.name)).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
-    )
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"cannot create output folder {out_dir}: {err.strerror}") from None
-    lib, dev = backend.placement(model.layers[0].W)
-    _echo(
-        args,
-        f"data: {data.name}, {len(data.y_train)} train / {len(data.y_test)} test, "
-        f"{data.n_features} features, {data.n_classes} classes",
-    )
-    _echo(args, f"model: {model._label()} on {lib} ({dev}), {args.dtype}")
-
-    X_train, y_train = data.X_train, data.y_train
-    validation = None
-    if args.early_stopping:
-        from .data import stratified_split
-
-        keep, held = stratified_split(y_train, test_fraction=0.1, seed=args.seed + 1)
-        validation = (X_train[held], y_train[held])
-        X_train, y_train = X_train[keep], y_train[keep]
-    loss = CrossEntropyLoss()
-    show = not args.quiet and sys.stderr.isatty()
-
-    def log(record):
-        if show:
-            from tqdm.auto import tqdm
-
-            extra = (
-                f"  val_loss {record['val_loss']:.4f}  val_acc {record['val_accuracy']:.4f}"
-                if "val_loss" in record
-                else ""
-            )
-            tqdm.write(
-                f"epoch {record['epoch']:>3}/{args.epochs}  loss {record['loss']:.4f}  "
-                f"acc {record['accuracy']:.4f}{extra}",
-                file=sys.stderr,
-            )
-
-    start = time.perf_counter()
-    history = fit(
-        model,
-        loss,
-        optimizer,
-        (X_train, y_train),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        validation=validation,
-        seed=args.seed,
-        progress=show,
-        early_stopping=args.early_stopping,
-        log=log,
-    )
-    train_seconds = time.perf_counter() - start
-    X_test, y_test = to_model(model, data.X_test, data.y_test)
-    test_loss, test_accuracy = evaluate(model, loss, X_test, y_test)
-
-    config = {
-        "dataset": str(data.name),
-        "label_column": args.label_column,
-        "split_seed": args.seed,
-        "hidden": args.hidden,
-        "activation": args.activation,
-        "batchnorm": args.batchnorm,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "momentum": args.momentum,
-        "weight_decay": args.weight_decay,
-        "backend": lib,
-        "device": str(dev),
-        "dtype": args.dtype,
-        "seed": args.seed,
-        "early_stopping": args.early_stopping,
-    }
-    checkpoint = out_dir / "model.safetensors"
-    save(
-        model,
-        checkpoint,
-        probe=data.X_test[:8],
-        metadata={
-            "dataset": str(data.name),
-            "classes": data.classes,
-            "config": config,
-            "test_accuracy": test_accuracy,
-            "test_loss": test_loss,
-        },
-    )
-    metrics = {
-        "test_accuracy": test_accuracy,
-        "test_loss": test_loss,
-        "epochs_run": len(history),
-        "history": history,
-        "config": config,
-        "train_seconds": train_seconds,
-        "wall_seconds": time.perf_counter() - wall,
-        "checkpoint": str(checkpoint),
-    }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot = _plot_curves(history, out_dir / "curves.png")
-    if args.json:
-        print(json.dumps(metrics))
+    if args.resume:
+        folder = Path(args.resume)
+        try:
+            config = config_of_run(folder)
+        except RunError as err:
+            raise UsageError(str(err)) from None
+        if args.epochs is not None:
+            config["epochs"] = args.epochs
     else:
+        _, device = _namespace(args.backend, args.device)
+        if args.seed < 0:
+            raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
+        config = {
+            "dataset": args.dataset,
+            "label_column": args.label_column,
+            "hidden": args.hidden,
+            "activation": args.activation,
+            "batchnorm": args.batchnorm,
+            "epochs": args.epochs or 40,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "momentum": args.momentum,
+            "weight_decay": args.weight_decay,
+            "early_stopping": args.early_stopping,
+            "backend": _pick_backend(args.backend),
+            "device": None if device is None else backend.device_name(device),
+            "dtype": args.dtype,
+            "seed": args.seed,
+        }
+        folder = (
+            Path(args.out)
+            if args.out
+            else Path("runs")
+            / (f"{Path(str(args.dataset)).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+        )
+        if (folder / RESUME_FILE).exists():
+            raise UsageError(
+                f"{folder} already holds a run; continue it with "
+                f"--resume {folder} or choose another --out"
+            )
+    try:
+        metrics = train_run(
+            config,
+            folder,
+            resume=bool(args.resume),
+            quiet=args.quiet,
+            echo=lambda text: _echo(args, text),
+        )
+    except RunError as err:
+        raise UsageError(str(err)) from None
+    except TrainingDiverged as err:
+        print(
+            f"xpnet train: error: {err}; the last good state (end of epoch "
+            f"{err.epoch - 1}) is in {folder / RESUME_FILE}",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        print(
+            f"xpnet train: interrupted; {folder / RESUME_FILE} holds the state at the end "
+            f"of the last completed epoch. Continue with: xpnet train --resume {folder}",
+            file=sys.stderr,
+        )
+        return 130
+    except OSError as err:
+        raise UsageError(f"cannot write to {folder}: {err.strerror or err}") from None
+    if args.json:
+        print(json.dumps({k: v for k, v in metrics.items() if k != "curves"}))
+    else:
+        plot = metrics.get("curves")
         _echo(
             args,
-            f"trained {len(history)} epochs in {train_seconds:.1f} s; "
-            f"saved {checkpoint}" + (f" and {plot}" if plot else ""),
+            f"trained {metrics['epochs_run']} epochs in {metrics['train_seconds']:.1f} "
+            f"s; saved {metrics['checkpoint']}" + (f" and {plot}" if plot else ""),
         )
-        print(f"test accuracy: {test_accuracy:.4f}")
+        print(f"test accuracy: {metrics['test_accuracy']:.4f}")
     return 0
-
-
-def _plot_curves(history, path):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    epochs = [r["epoch"] for r in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
-    for key, label in (("loss", "train"), ("val_loss", "validation")):
-        if key in history[0]:
-            ax_loss.plot(epochs, [r[key] for r in history], label=label)
-    for key, label in (("accuracy", "train"), ("val_accuracy", "validation")):
-        if key in history[0]:
-            ax_acc.plot(epochs, [r[key] for r in history], label=label)
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    ax_loss.legend()
-    ax_acc.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 # -- evaluate / predict ----------------------------------------------------------------------
@@ -453,7 +368,12 @@ def build_parser():
         default=True,
         help="BatchNorm1d before each hidden activation (default: on)",
     )
-    p.add_argument("--epochs", type=_positive_int, default=40)
+    p.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help="passes over the data (default 40; with --resume: a new total)",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--lr", type=_float, default=0.05)
     p.add_argument("--momentum", type=_float, default=0.9)
@@ -472,6 +392,12 @@ def build_parser():
     p.add_argument("--out", default=None, help="output folder (default: runs/<dataset>-<time>)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="DIR",
+        help="continue the interrupted run in DIR with its saved configuration",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy and loss of a checkpoint")

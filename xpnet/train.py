@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import backend
 from .data import batches
 
-__all__ = ["evaluate", "fit", "to_model"]
+__all__ = ["FitState", "TrainingDiverged", "evaluate", "fit", "to_model"]
 
 
 def to_model(model, X, y=None):
@@ -62,6 +64,36 @@ def _progress(total, desc, enabled):
     )
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; ``epoch`` and ``step`` say where (1-based)."""
+
+    def __init__(self, epoch, step, value):
+        self.epoch, self.step, self.value = epoch, step, value
+        super().__init__(
+            f"the training loss became {value} at epoch {epoch}, step {step}; the parameters "
+            f"were not updated with it. Lower the learning rate (or check the data for "
+            f"NaN/inf values)"
+        )
+
+
+@dataclass
+class FitState:
+    """Everything :func:`fit` needs to continue a run exactly where an epoch ended.
+
+    ``rng_state`` is the shuffling generator's state (``bit_generator.state``) after
+    ``epoch`` completed epochs; ``best``, ``waited`` and ``best_state`` are early
+    stopping's bookkeeping.
+    """
+
+    epoch: int = 0
+    history: list = field(default_factory=list)
+    rng_state: dict | None = None
+    best: float = math.inf
+    waited: int = 0
+    best_state: dict | None = None
+    stopped_early: bool = False
+
+
 def fit(
     model,
     loss,
@@ -75,6 +107,8 @@ def fit(
     progress=None,
     early_stopping=None,
     log=None,
+    state=None,
+    on_epoch_end=None,
 ):
     """Train ``model`` and return its history, one dict per epoch.
 
@@ -86,9 +120,10 @@ def fit(
         Features ``(N, F)`` and integer class ids ``(N,)`` of any library; moved to the
         model's backend and device once, then shuffled and sliced there every epoch.
     epochs, batch_size : int
-        Passes over the data and rows per step. With BatchNorm the last, smaller batch of
-        each epoch is dropped (different rows every epoch, as the order is shuffled): its
-        statistics would be noisy, and they would enter the running statistics last.
+        Total passes over the data (counting those a resumed ``state`` has done) and rows
+        per step. With BatchNorm the last, smaller batch of each epoch is dropped
+        (different rows every epoch, as the order is shuffled): its statistics would be
+        noisy, and they would enter the running statistics last.
     validation : tuple (X, y), optional
         Evaluated after every epoch (``val_loss``, ``val_accuracy``).
     seed : int
@@ -101,12 +136,23 @@ def fit(
         the parameters of the best epoch. Needs ``validation``.
     log : callable, optional
         Called with each epoch's dict when it ends (the CLI prints with it).
+    state : FitState, optional
+        Continue from this state (as saved by ``on_epoch_end``); updated as training goes.
+        Together with the model's parameters and running statistics and the optimizer's
+        momentum buffers, it makes a resumed run identical to an uninterrupted one.
+    on_epoch_end : callable, optional
+        Called with the :class:`FitState` after every completed epoch (to checkpoint).
 
     Returns
     -------
     list of dict
         ``epoch``, ``loss``, ``accuracy`` (training, averaged over the epoch's steps),
         ``seconds`` and, with validation, ``val_loss`` and ``val_accuracy``.
+
+    Raises
+    ------
+    TrainingDiverged
+        A step's loss is NaN or infinite; raised before that step updates anything.
     """
     if early_stopping is not None and validation is None:
         raise ValueError("fit: early_stopping needs a validation set")
@@ -119,14 +165,18 @@ def fit(
     if validation is not None:
         validation = to_model(model, *validation)
     xp = model.xp
+    state = FitState() if state is None else state
     rng = np.random.default_rng(seed)
+    if state.rng_state is not None:
+        rng.bit_generator.state = state.rng_state
     n_batches = (
         X.shape[0] // batch_size
         if model.bn_layers and X.shape[0] >= batch_size
         else -(-X.shape[0] // batch_size)
     )
-    history, best, best_state, waited = [], float("inf"), None, 0
-    for epoch in range(1, epochs + 1):
+    for epoch in range(state.epoch + 1, epochs + 1):
+        if state.stopped_early:
+            break
         start = time.perf_counter()
         model.train()
         total_loss = correct = 0.0
@@ -137,36 +187,40 @@ def fit(
             ):
                 out = model.forward(Xb)
                 L = loss.forward(out, yb)
+                value = float(L)
+                if not math.isfinite(value):
+                    raise TrainingDiverged(epoch, step, value)
                 model.backward(loss.backward(), input_grad=False)
                 optimizer.step()
                 n = Xb.shape[0]
                 seen += n
-                total_loss = total_loss + L * n
+                total_loss += value * n
                 correct = correct + xp.sum(xp.astype(xp.argmax(out, axis=1) == yb, out.dtype))
                 bar.update(1)
                 if progress and (step % 10 == 0 or step == n_batches):
                     bar.set_postfix(
-                        loss=f"{float(total_loss) / seen:.4f}", acc=f"{float(correct) / seen:.4f}"
+                        loss=f"{total_loss / seen:.4f}", acc=f"{float(correct) / seen:.4f}"
                     )
-        record = {
-            "epoch": epoch,
-            "loss": float(total_loss) / seen,
-            "accuracy": float(correct) / seen,
-        }
+        record = {"epoch": epoch, "loss": total_loss / seen, "accuracy": float(correct) / seen}
         if validation is not None:
             record["val_loss"], record["val_accuracy"] = evaluate(model, loss, *validation)
         record["seconds"] = time.perf_counter() - start
-        history.append(record)
+        state.history.append(record)
+        state.epoch = epoch
+        state.rng_state = rng.bit_generator.state
+        if early_stopping is not None:
+            if record["val_loss"] < state.best:
+                state.best, state.waited = record["val_loss"], 0
+                state.best_state = {
+                    k: xp.asarray(v, copy=True) for k, v in model.state_dict().items()
+                }
+            else:
+                state.waited += 1
+                state.stopped_early = state.waited >= early_stopping
         if log is not None:
             log(record)
-        if early_stopping is not None:
-            if record["val_loss"] < best:
-                best, waited = record["val_loss"], 0
-                best_state = {k: xp.asarray(v, copy=True) for k, v in model.state_dict().items()}
-            else:
-                waited += 1
-                if waited >= early_stopping:
-                    break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return history
+        if on_epoch_end is not None:
+            on_epoch_end(state)
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
+    return state.history

@@ -4,7 +4,7 @@ Namespace and device resolution, dtypes, the host RNG, conversion between librar
 library fast paths that compute the same function as their generic Array API version.
 """
 
-from ._capabilities import flat_views, inplace_updates
+from ._capabilities import flat_views, inplace_updates, quiet_float_errors
 from ._convert import (
     FLOAT_DTYPES,
     convert,
@@ -52,6 +52,7 @@ __all__ = [
     "library_name",
     "namespace",
     "placement",
+    "quiet_float_errors",
     "resolve_device",
     "resolve_dtype",
     "to_numpy",

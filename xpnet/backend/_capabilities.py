@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._namespace import library_name
 
-__all__ = ["flat_views", "inplace_updates"]
+__all__ = ["flat_views", "inplace_updates", "quiet_float_errors"]
 
 # Libraries whose arrays support the standard's in-place operators (``p -= lr * v``) on
 # parameters without copying: all of xpnet's supported libraries. A namespace not listed
@@ -35,3 +35,15 @@ def flat_views(xp) -> bool:
         return library_name(xp) in _VIEWS
     except TypeError:
         return False
+
+
+def quiet_float_errors(xp):
+    """A context manager that silences the library's floating-point warnings (overflow,
+    invalid value) where it emits them (NumPy), for code that checks results itself."""
+    import contextlib
+
+    if library_name(xp) == "numpy":
+        import numpy as np
+
+        return np.errstate(all="ignore")
+    return contextlib.nullcontext()
