@@ -139,7 +139,10 @@ def _setup(config, folder, resume):
         )
         optimizer = _optimizer(model, config)
         state = FitState()
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise RunError(f"cannot create the run folder {folder}: {err.strerror}") from None
         _save_resume(resume_path, model, optimizer, state, config, data)
     return model, optimizer, state, data, config
 

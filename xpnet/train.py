@@ -25,12 +25,25 @@ def to_model(model, X, y=None):
     return X, y
 
 
+def _check_data(data, name):
+    """``data`` must be ``(X, y)``: X ``(N, F)``, y ``(N,)`` integer class ids, N >= 1."""
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise TypeError(f"{name} must be a pair (X, y), got {type(data).__name__}")
+    X, y = data
+    if len(X.shape) != 2 or len(y.shape) != 1 or X.shape[0] != y.shape[0] or X.shape[0] < 1:
+        raise ValueError(
+            f"{name} must be X of shape (N, features) and y of shape (N,) with N >= 1, "
+            f"got X {tuple(X.shape)} and y {tuple(y.shape)}"
+        )
+
+
 def evaluate(model, loss, X, y, *, batch_size=4096):
     """``(mean loss, accuracy)`` of ``model`` on ``(X, y)`` in evaluation mode.
 
     ``X`` and ``y`` (integer class ids) may live anywhere; they are moved to the model
     once. The model's train/eval mode is restored afterwards.
     """
+    _check_data((X, y), "evaluate: the data")
     X, y = to_model(model, X, y)
     xp = model.xp
     was_training = model.training
@@ -161,6 +174,9 @@ def fit(
             raise ValueError(f"fit: {name} must be a positive int, got {value!r}")
     if progress is None:
         progress = sys.stderr.isatty()
+    _check_data(train_data, "fit: train_data")
+    if validation is not None:
+        _check_data(validation, "fit: validation")
     X, y = to_model(model, *train_data)
     if validation is not None:
         validation = to_model(model, *validation)

@@ -104,7 +104,7 @@ class ReLU(Activation):
 
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_PDF_CLIP = 40.0  # phi(40) underflows to 0 in float64; clipping keeps Z*Z finite
+_CLIP = 40.0  # Φ(-40) and φ(±40) underflow to 0 in float64 (and float32)
 
 
 class GELU(Activation):
@@ -124,12 +124,14 @@ class GELU(Activation):
     def _forward(self, Z, xp):
         self.Z = Z
         self.cdf = 0.5 * backend.erfc(-_SQRT1_2 * Z, xp=xp)
-        self.A = Z * self.cdf
+        # Φ(Z) is exactly 0 below -40, so clipping there changes no value and keeps
+        # -inf * 0 (NaN) out: GELU(-inf) = -0.
+        self.A = xp.clip(Z, min=-_CLIP) * self.cdf
         return self.A
 
     def _derivative(self, xp):
-        Zc = xp.clip(self.Z, min=-_PDF_CLIP, max=_PDF_CLIP)
-        return self.cdf + self.Z * (_INV_SQRT_2PI * xp.exp(-0.5 * (Zc * Zc)))
+        Zc = xp.clip(self.Z, min=-_CLIP, max=_CLIP)  # φ is exactly 0 beyond ±40
+        return self.cdf + Zc * (_INV_SQRT_2PI * xp.exp(-0.5 * (Zc * Zc)))
 
 
 class Softmax(Activation):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from .. import backend
 
 
@@ -65,6 +67,11 @@ class Module:
         ValueError
             With ``strict``, keys are missing or unexpected; or a shape differs.
         """
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"{type(self).__name__}.load_state_dict expects a mapping of keys to arrays "
+                f"(as state_dict() returns), got {type(state).__name__}"
+            )
         slots = {
             prefix + name: (m, name)
             for prefix, m in self.named_modules()
@@ -84,6 +91,11 @@ class Module:
                 continue
             m, name = slots[key]
             target = getattr(m, name)
+            if not _is_array(value):
+                raise TypeError(
+                    f"{type(self).__name__}.load_state_dict: {key!r} must be an array, got "
+                    f"{type(value).__name__}; expected an array of any supported library"
+                )
             if tuple(value.shape) != tuple(target.shape):
                 raise ValueError(
                     f"{type(self).__name__}.load_state_dict: {key!r} has shape "
