@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 
 from xpnet import backend
@@ -46,4 +49,15 @@ def assert_close(actual, expected, *, xp=None, dtype=None, rtol=None, atol=None)
         expected,
         rtol=default_rtol if rtol is None else rtol,
         atol=default_atol if atol is None else atol,
+    )
+
+
+def run_cli(*args, cwd=None):
+    """``python -m xpnet ARGS`` in a subprocess; the CompletedProcess with text output."""
+    return subprocess.run(
+        [sys.executable, "-m", "xpnet", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
     )

@@ -14,21 +14,16 @@ from tests.helpers import asarray, assert_close
 from xpnet.backend import to_numpy
 from xpnet.models import MLP, MLP0, MLP1, MLP4
 from xpnet.nn import (
-    GELU,
     BatchNorm1d,
     CrossEntropyLoss,
-    Identity,
     Linear,
     MSELoss,
-    ReLU,
-    Sigmoid,
     Softmax,
-    Tanh,
 )
 from xpnet.optim import SGD
 
 torch = pytest.importorskip("torch")
-F = torch.nn.functional
+from tests.torch_reference import TORCH_ACTIVATIONS, F, t, torch_copy  # noqa: E402
 
 SEEDS = range(6)
 RTOL = 1e-12  # float64 against float64: both are exact to rounding
@@ -37,20 +32,6 @@ RTOL = 1e-12  # float64 against float64: both are exact to rounding
 def shapes(seed, min_n=1):
     rng = np.random.default_rng(seed)
     return rng, int(rng.integers(min_n, 10)), int(rng.integers(1, 10))
-
-
-def t(x, grad=False):
-    return torch.tensor(np.asarray(x), dtype=torch.float64, requires_grad=grad)
-
-
-TORCH_ACTIVATIONS = {
-    Identity: lambda z: z,
-    Sigmoid: torch.sigmoid,
-    Tanh: torch.tanh,
-    ReLU: torch.relu,
-    GELU: lambda z: F.gelu(z, approximate="none"),
-    Softmax: lambda z: torch.softmax(z, dim=1),
-}
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -177,36 +158,6 @@ def test_batchnorm_eval(xp, device, seed):
     assert_close(bn.dLdBW, w.grad.numpy()[None], xp=xp, rtol=1e-11, atol=1e-14)
     assert_close(bn.running_M, mean, xp=xp, rtol=0, atol=0)  # untouched
     assert_close(bn.running_V, var, xp=xp, rtol=0, atol=0)
-
-
-def torch_copy(model):
-    """The xpnet MLP as torch.nn modules with the same parameters (float64)."""
-    mods = []
-    n_bn = len(model.bn_layers)
-    acts = {
-        ReLU: torch.nn.ReLU,
-        Sigmoid: torch.nn.Sigmoid,
-        Tanh: torch.nn.Tanh,
-        GELU: torch.nn.GELU,
-        Identity: torch.nn.Identity,
-    }
-    for i, (layer, f) in enumerate(zip(model.layers, model.f, strict=True)):
-        lin = torch.nn.Linear(layer.in_features, layer.out_features, dtype=torch.float64)
-        with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(to_numpy(layer.W)))
-            lin.bias.copy_(torch.from_numpy(to_numpy(layer.b)[:, 0]))
-        mods.append(lin)
-        if i < n_bn:
-            bn = model.bn_layers[i]
-            tbn = torch.nn.BatchNorm1d(
-                bn.num_features, eps=bn.eps, momentum=1 - bn.alpha, dtype=torch.float64
-            )
-            with torch.no_grad():
-                tbn.weight.copy_(torch.from_numpy(to_numpy(bn.BW)[0]))
-                tbn.bias.copy_(torch.from_numpy(to_numpy(bn.Bb)[0]))
-            mods.append(tbn)
-        mods.append(acts[type(f)]())
-    return torch.nn.Sequential(*mods)
 
 
 @pytest.mark.parametrize("cls", [MLP0, MLP1, MLP4], ids=lambda c: c.__name__)

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from tests.helpers import run_cli
 from xpnet import backend
-
-
-def xpnet(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "xpnet", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-    )
 
 
 def _backend_args(backend_case):
@@ -30,7 +19,7 @@ def _backend_args(backend_case):
 @pytest.fixture
 def trained(tmp_path_factory, xp, backend_case):
     out = tmp_path_factory.mktemp("run")
-    result = xpnet(
+    result = run_cli(
         "train",
         "--epochs",
         4,
@@ -56,12 +45,12 @@ def test_train_writes_checkpoint_and_metrics(trained, backend_case):
 
 def test_evaluate_on_numpy_reports_the_same_accuracy(trained):
     out, metrics = trained
-    result = xpnet("evaluate", out / "model.safetensors", "--backend", "numpy", "--json")
+    result = run_cli("evaluate", out / "model.safetensors", "--backend", "numpy", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["accuracy"] == metrics["test_accuracy"]
     assert report["loss"] == pytest.approx(metrics["test_loss"], rel=1e-4)
-    human = xpnet("evaluate", out / "model.safetensors", "--backend", "numpy")
+    human = run_cli("evaluate", out / "model.safetensors", "--backend", "numpy")
     assert human.stdout.strip().endswith(f"accuracy: {metrics['test_accuracy']:.4f}")
 
 
@@ -71,12 +60,12 @@ def test_predict(trained, tmp_path):
     out, _ = trained
     data = load_digits()
     np.save(tmp_path / "x.npy", data.X_test[:20])
-    labels = xpnet("predict", out / "model.safetensors", tmp_path / "x.npy", "--backend", "numpy")
+    labels = run_cli("predict", out / "model.safetensors", tmp_path / "x.npy", "--backend", "numpy")
     assert labels.returncode == 0, labels.stderr
     predicted = [int(v) for v in labels.stdout.split()]
     assert len(predicted) == 20 and np.mean(np.array(predicted) == data.y_test[:20]) > 0.7
     np.savetxt(tmp_path / "x.csv", data.X_test[:20], delimiter=",")
-    proba = xpnet(
+    proba = run_cli(
         "predict",
         out / "model.safetensors",
         tmp_path / "x.csv",
@@ -90,14 +79,14 @@ def test_predict(trained, tmp_path):
     p = np.array([[float(v) for v in row.split(",")] for row in rows[1:]])
     np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-4)
     assert list(p.argmax(axis=1)) == predicted
-    npy = xpnet(
+    npy = run_cli(
         "predict", out / "model.safetensors", tmp_path / "x.npy", "--out", tmp_path / "labels.npy"
     )
     assert npy.returncode == 0 and list(np.load(tmp_path / "labels.npy")) == predicted
 
 
 def test_train_human_output_ends_with_accuracy(tmp_path):
-    result = xpnet(
+    result = run_cli(
         "train", "--epochs", 2, "--hidden", "16", "--out", tmp_path / "r", "--backend", "numpy"
     )
     assert result.returncode == 0, result.stderr
@@ -108,17 +97,17 @@ def test_train_human_output_ends_with_accuracy(tmp_path):
 
 def test_parity_across_cpu_backends():
     names = [b for b in ("numpy", "array_api_strict", "torch") if b in backend.available()]
-    result = xpnet("parity", "--backends", ",".join(names), "--steps", 5, "--json")
+    result = run_cli("parity", "--backends", ",".join(names), "--steps", 5, "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert [r["backend"] for r in report["results"]] == names
     assert all(r["ok"] and r["parameters"] <= 1e-10 for r in report["results"])
-    table = xpnet("parity", "--backends", ",".join(names), "--steps", 2)
+    table = run_cli("parity", "--backends", ",".join(names), "--steps", 2)
     assert table.returncode == 0 and "parameters" in table.stdout
 
 
 def test_info():
-    result = xpnet("info", "--json")
+    result = run_cli("info", "--json")
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     states = {row["backend"]: row["state"] for row in info["backends"]}
@@ -140,11 +129,28 @@ def test_info():
         (["evaluate", "bad.csv"], "not a valid checkpoint"),
         (["predict", "bad.csv", "x.npy"], "not a valid checkpoint"),
         (["parity", "--backends", "numpy,jax"], "unknown backend(s) ['jax']"),
+        (["train", "--seed", "-1"], "--seed must be a non-negative integer, got -1"),
+        (["train", "--batch-size", "0"], "expected a positive integer, got 0"),
+        (["train", "--weight-decay", "-0.1"], "weight_decay must lie in"),
+        (["train", "--dataset", "x.txt"], "unsupported data file type '.txt'"),
+        (["train", "--dataset", "d.csv", "--label-column", "7"], "label column 7 out of range"),
+        (["train", "--dataset", "d.csv", "--label-column", "z"], "no column named 'z'"),
+        (["train", "--lr", "abc"], "expected a number, got 'abc'"),
+        (["train", "--out", "file.txt"], "cannot create the run folder file.txt: File exists"),
+        (["train", "--resume", "nowhere"], "no resume.safetensors here"),
+        (
+            ["train", "--backend", "array_api_strict", "--device", "gpu9"],
+            "unknown array_api_strict device",
+        ),
+        (["predict", "m.safetensors", "x.txt"], "no such checkpoint"),
     ],
 )
 def test_bad_arguments_exit_2_in_one_line(tmp_path, args, message):
     (tmp_path / "bad.csv").write_text("1,2,0\n3\n")
-    result = xpnet(*args, cwd=tmp_path)
+    (tmp_path / "x.txt").write_text("1,2\n")
+    (tmp_path / "file.txt").write_text("not a folder")
+    (tmp_path / "d.csv").write_text("a,b,c\n1,2,0\n2,3,1\n3,4,0\n4,5,1\n")
+    result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -154,6 +160,6 @@ def test_bad_arguments_exit_2_in_one_line(tmp_path, args, message):
 def test_predict_wrong_feature_count(trained, tmp_path):
     out, _ = trained
     np.save(tmp_path / "x.npy", np.zeros((3, 5)))
-    result = xpnet("predict", out / "model.safetensors", tmp_path / "x.npy")
+    result = run_cli("predict", out / "model.safetensors", tmp_path / "x.npy")
     assert result.returncode == 2
     assert "5 features, the model expects 64" in result.stderr

@@ -1,4 +1,5 @@
-"""SGD: the in-place update path equals the assignment path bit for bit."""
+"""SGD: the three update paths (assignment, in-place per parameter, flat arrays) compute
+the same numbers bit for bit, and each is the one taken when its capability says so."""
 
 from __future__ import annotations
 
@@ -9,40 +10,72 @@ from tests.helpers import asarray
 from xpnet import backend
 from xpnet.models import MLP
 from xpnet.nn import CrossEntropyLoss
-from xpnet.optim import SGD
+from xpnet.optim import SGD, sgd
+
+PATHS = {  # path -> (inplace_updates, flat_views, the method that must run)
+    "assign": (False, False, "_update_assign"),
+    "inplace": (True, False, "_update_inplace"),
+    "flat": (True, True, "_update_flat"),
+}
 
 
-def _run(xp, device, inplace, monkeypatch, **sgd):
+def _run(xp, device, path, monkeypatch, **options):
+    inplace, flat, method = PATHS[path]
+    calls = []
     with monkeypatch.context() as m:
         m.setattr(backend, "inplace_updates", lambda _xp: inplace)
+        m.setattr(backend, "flat_views", lambda _xp: flat)
+        real = getattr(SGD, method)
+
+        def spy(self, *args):
+            calls.append(method)
+            return real(self, *args)
+
+        m.setattr(SGD, method, spy)
         model = MLP([5, 7, 3], batchnorm=True, xp=xp, device=device, dtype="float64", seed=2)
-        opt = SGD(model, **sgd)
+        opt = SGD(model, **options)
         loss = CrossEntropyLoss()
         rng = np.random.default_rng(0)
-        for _ in range(5):
+        for step in range(5):
             X = asarray(xp, device, rng.standard_normal((8, 5)))
             y = asarray(xp, device, rng.integers(0, 3, 8), "int64")
             loss.forward(model.forward(X), y)
             model.backward(loss.backward())
             opt.step()
+            if step == 2:  # a parameter replaced from outside must be picked up
+                model.layers[0].W = model.layers[0].W * 1.0
+        assert calls and set(calls) == {method}
         return {k: backend.to_numpy(v) for k, v in model.state_dict().items()}
 
 
+@pytest.mark.parametrize("path", ["inplace", "flat"])
 @pytest.mark.parametrize(
-    "sgd",
+    "options",
     [
         {"lr": 0.1},
         {"lr": 0.1, "momentum": 0.9},
         {"lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 1e-2},
+        {"lr": 0.05, "weight_decay": 1e-2},
     ],
-    ids=["plain", "momentum", "nesterov+wd"],
+    ids=["plain", "momentum", "nesterov+wd", "wd"],
 )
-def test_inplace_path_equals_assignment_path(xp, device, monkeypatch, sgd):
-    fast = _run(xp, device, True, monkeypatch, **sgd)
-    generic = _run(xp, device, False, monkeypatch, **sgd)
+def test_fast_paths_equal_the_assignment_path(xp, device, monkeypatch, path, options):
+    fast = _run(xp, device, path, monkeypatch, **options)
+    generic = _run(xp, device, "assign", monkeypatch, **options)
     for key in generic:
         np.testing.assert_array_equal(fast[key], generic[key], err_msg=key)
 
 
-def test_inplace_capability():
-    assert backend.inplace_updates(backend.get("numpy"))
+def test_path_choice():
+    xp = backend.get("numpy")
+    assert backend.inplace_updates(xp) and backend.flat_views(xp)
+    small = MLP([4, 8, 2])
+    big = MLP([300, 300, 2])
+    assert sum(int(np.prod(p.shape)) for p in big.parameters()) > sgd.FLAT_LIMIT
+    for model, flat in ((small, True), (big, False)):
+        opt = SGD(model, lr=0.1, momentum=0.9)
+        loss = CrossEntropyLoss()
+        loss.forward(model.forward(np.ones((4, model.sizes[0]), np.float32)), np.arange(4) % 2)
+        model.backward(loss.backward())
+        opt.step()
+        assert (opt._flat is not None) is flat

@@ -12,20 +12,14 @@ from hypothesis.extra.numpy import arrays
 from tests.helpers import asarray, assert_close
 from xpnet.models import MLP
 from xpnet.nn import (
-    GELU,
     BatchNorm1d,
     CrossEntropyLoss,
-    Identity,
     Linear,
     MSELoss,
-    ReLU,
-    Sigmoid,
-    Softmax,
-    Tanh,
 )
 
 torch = pytest.importorskip("torch")
-F = torch.nn.functional
+from tests.torch_reference import TORCH_ACTIVATIONS, F, t, torch_copy  # noqa: E402
 
 PROPERTY = settings(
     max_examples=200,
@@ -46,25 +40,11 @@ def matrices(draw, min_rows=1, bound=30.0, columns=None):
     return draw(arrays(np.float64, (n, c), elements=floats(bound)))
 
 
-def t(x, grad=False):
-    return torch.tensor(np.asarray(x), dtype=torch.float64, requires_grad=grad)
-
-
 def close(actual, expected, xp, rtol=1e-10):
     """Relative to the largest reference value, so that near-zero entries compare sensibly."""
     expected = np.asarray(expected)
     scale = float(np.max(np.abs(expected))) if expected.size else 0.0
     assert_close(actual, expected, xp=xp, dtype="float64", rtol=rtol, atol=1e-13 + rtol * scale)
-
-
-TORCH_ACTIVATIONS = {
-    Identity: lambda z: z,
-    Sigmoid: torch.sigmoid,
-    Tanh: torch.tanh,
-    ReLU: torch.relu,
-    GELU: lambda z: F.gelu(z, approximate="none"),
-    Softmax: lambda z: torch.softmax(z, dim=1),
-}
 
 
 @pytest.mark.parametrize("cls", list(TORCH_ACTIVATIONS), ids=lambda c: c.__name__)
@@ -182,8 +162,6 @@ def test_batchnorm(xp, device, mode, data):
 @PROPERTY
 @given(data=st.data())
 def test_mlp_with_batchnorm(xp, device, data):
-    from tests.test_autograd import torch_copy
-
     sizes = data.draw(st.lists(st.integers(1, 6), min_size=2, max_size=4))
     activation = data.draw(st.sampled_from(["relu", "sigmoid", "tanh", "gelu"]))
     X = data.draw(matrices(min_rows=2, bound=3.0, columns=sizes[0]))

@@ -141,6 +141,24 @@ class TorchStep:
         return loss
 
 
+def _classifier(hidden, *, lr, momentum, batch_size, seed, **options):
+    """scikit-learn's MLPClassifier set up like xpnet's SGD: ReLU, plain momentum, no L2."""
+    from sklearn.neural_network import MLPClassifier
+
+    return MLPClassifier(
+        hidden_layer_sizes=tuple(hidden),
+        activation="relu",
+        solver="sgd",
+        learning_rate_init=lr,
+        momentum=momentum,
+        nesterovs_momentum=False,
+        alpha=0.0,
+        batch_size=batch_size,
+        random_state=seed,
+        **options,
+    )
+
+
 class SklearnStep:
     """scikit-learn ``MLPClassifier.partial_fit`` on one batch (SGD, momentum, no L2)."""
 
@@ -149,19 +167,8 @@ class SklearnStep:
     def __init__(self, sizes, X, y, *, batchnorm=False, lr=0.01, momentum=0.9, seed=0):
         if batchnorm:
             raise ValueError("scikit-learn's MLPClassifier has no BatchNorm")
-        from sklearn.neural_network import MLPClassifier
-
-        self.clf = MLPClassifier(
-            hidden_layer_sizes=tuple(sizes[1:-1]),
-            activation="relu",
-            solver="sgd",
-            learning_rate_init=lr,
-            momentum=momentum,
-            nesterovs_momentum=False,
-            alpha=0.0,
-            batch_size=X.shape[0],
-            shuffle=False,
-            random_state=seed,
+        self.clf = _classifier(
+            sizes[1:-1], lr=lr, momentum=momentum, batch_size=X.shape[0], seed=seed, shuffle=False
         )
         self.X, self.y = X, y
         self.classes = np.arange(sizes[-1])
@@ -178,21 +185,16 @@ def sklearn_fit(X, y, *, hidden, epochs, batch_size, lr, momentum, seed=0):
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPClassifier
 
-    clf = MLPClassifier(
-        hidden_layer_sizes=tuple(hidden),
-        activation="relu",
-        solver="sgd",
-        learning_rate_init=lr,
+    clf = _classifier(
+        hidden,
+        lr=lr,
         momentum=momentum,
-        nesterovs_momentum=False,
-        alpha=0.0,
         batch_size=batch_size,
+        seed=seed,
         max_iter=epochs,
         n_iter_no_change=epochs + 1,
         tol=0.0,
-        random_state=seed,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
