@@ -224,22 +224,21 @@ def _read_csv(path, label_column):
     width = len(rows[0])
     if width < 2:
         raise DataError(f"{path}: need at least one feature column and a label column")
-    header = None
-    if label_column is None:
-        label_index = width - 1
-    elif isinstance(label_column, int) or str(label_column).lstrip("-").isdigit():
-        label_index = int(label_column) % width if -width <= int(label_column) < width else None
-        if label_index is None:
-            raise DataError(f"{path}: label column {label_column} out of range for {width} columns")
+    first = [c.strip() for c in rows[0]]
+    text = None if label_column is None else str(label_column)
+    if text is not None and not text.lstrip("-").isdigit():
+        # a label column given by name: the first row is the header that names it
+        if text not in first:
+            raise DataError(f"{path}: no column named {text!r} in header {first}")
+        label_index, header, rows = first.index(text), first, rows[1:]
     else:
-        label_index = None
-    features_of_first = [c for i, c in enumerate(rows[0]) if i != label_index]
-    if not all(_is_number(c) for c in features_of_first) or label_index is None:
-        header, rows = [c.strip() for c in rows[0]], rows[1:]
-        if label_index is None:
-            if label_column not in header:
-                raise DataError(f"{path}: no column named {label_column!r} in header {header}")
-            label_index = header.index(label_column)
+        label_index = width - 1 if text is None else int(text)
+        if not -width <= label_index < width:
+            raise DataError(f"{path}: label column {text} out of range for {width} columns")
+        label_index %= width
+        # a header is a first row whose feature cells are not all numbers
+        is_header = not all(_is_number(c) for i, c in enumerate(first) if i != label_index)
+        header, rows = (first, rows[1:]) if is_header else (None, rows)
     X, y = [], []
     for line, row in enumerate(rows, start=2 if header else 1):
         if len(row) != width:
