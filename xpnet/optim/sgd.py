@@ -212,9 +212,10 @@ class SGD:
                         f"SGD.load_state_dict: {key!r} has shape {tuple(new.shape)}, "
                         f"expected {tuple(old.shape)}"
                     )
-                current[i] = backend.convert(
-                    new, backend.namespace(old), device=backend.device(old), dtype=old.dtype
-                )
+                xp = backend.namespace(old)
+                moved = backend.convert(new, xp, device=backend.device(old), dtype=old.dtype)
+                # own the buffer: the update changes it in place
+                current[i] = xp.asarray(moved, copy=True) if moved is new else moved
         return self
 
 
