@@ -142,7 +142,7 @@ class CrossEntropyLoss(_Loss):
         total = xp.sum(e, axis=1, keepdims=True)
         self.softmax = e / total
         log_softmax = shifted - xp.log(total)
-        return -xp.sum(Y * log_softmax) / A.shape[0]
+        return xp.sum(Y * log_softmax) / -A.shape[0]
 
     def _backward(self, xp):
         return (self.softmax - self.Y) / self.A.shape[0]

@@ -109,20 +109,22 @@ class SGD:
           "foreach" idea). A parameter that was reassigned since is copied back in.
         """
         slots = self._slot_list
-        for module, _, g_name, _, _, label in slots:
-            if getattr(module, g_name) is None:
-                raise RuntimeError(
-                    f"SGD.step(): {label}.{g_name} is None; call model.backward(...) before step()"
-                )
+        grads = [getattr(module, g_name) for module, _, g_name, *_ in slots]
+        missing = next((k for k, g in enumerate(grads) if g is None), None)
+        if missing is not None:
+            _, _, g_name, _, _, label = slots[missing]
+            raise RuntimeError(
+                f"SGD.step(): {label}.{g_name} is None; call model.backward(...) before step()"
+            )
         xp = backend.namespace(self.l[0].W)
         if not backend.inplace_updates(xp):
-            for module, p_name, g_name, buffers, i, _ in slots:
-                self._update_assign(module, p_name, getattr(module, g_name), buffers, i)
+            update = self._update_assign
         elif backend.flat_views(xp) and self._n_values() <= FLAT_LIMIT:
-            self._update_flat(xp)
+            return self._update_flat(xp, grads)
         else:
-            for module, p_name, g_name, buffers, i, _ in slots:
-                self._update_inplace(module, p_name, getattr(module, g_name), buffers, i)
+            update = self._update_inplace
+        for (module, p_name, _, buffers, i, _), g in zip(slots, grads, strict=True):
+            update(module, p_name, g, buffers, i)
 
     def _n_values(self):
         if self._flat is not None:
@@ -147,7 +149,7 @@ class SGD:
             offset += n
         self._flat = (P, V, p_views, v_views)
 
-    def _update_flat(self, xp):
+    def _update_flat(self, xp, grads):
         slots = self._slot_list
         flat = self._flat
         if flat is None or not all(
@@ -156,7 +158,7 @@ class SGD:
         ):
             self._flatten(xp)
         P, V = self._flat[0], self._flat[1]
-        g = xp.concat([xp.reshape(getattr(m, g), (-1,)) for m, _, g, *_ in slots])
+        g = xp.concat([xp.reshape(g, (-1,)) for g in grads])
         if self.weight_decay:
             g += self.weight_decay * P
         if self.mu:
