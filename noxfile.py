@@ -16,7 +16,7 @@ nox.options.error_on_missing_interpreters = True
 @nox.parametrize("backend", BACKENDS)
 def tests(session, backend):
     """The test suite on one array library (torch==2.13.0 is installed as the reference)."""
-    extras = "test,cuda13" if backend == "cupy" else "test"
+    extras = "test,plot,cuda13" if backend == "cupy" else "test,plot"
     session.install(f".[{extras}]")
     session.run("pytest", f"--backend={backend}", *session.posargs)
 

@@ -163,3 +163,14 @@ def test_predict_wrong_feature_count(trained, tmp_path):
     result = run_cli("predict", out / "model.safetensors", tmp_path / "x.npy")
     assert result.returncode == 2
     assert "5 features, the model expects 64" in result.stderr
+
+
+def test_train_draws_curves_when_matplotlib_is_installed(tmp_path):
+    pytest.importorskip("matplotlib")
+    result = run_cli(
+        "train", "--epochs", 2, "--hidden", "8", "--out", tmp_path / "r", "--backend", "numpy"
+    )
+    assert result.returncode == 0, result.stderr
+    png = (tmp_path / "r" / "curves.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 1000
+    assert "curves.png" in result.stdout

@@ -133,3 +133,35 @@ def test_batches_cover_every_row_on_device(xp, device):
     assert [v for chunk in again for v in chunk] == seen
     sizes = [int(yb.shape[0]) for _, yb in batches(X, y, 4, drop_last=True)]
     assert sizes == [4, 4]
+
+
+def test_mnist1d_generated_once_then_cached(monkeypatch, tmp_path):
+    """The loader calls the package's generator once and reads the cache afterwards."""
+    import sys
+    import types
+
+    calls = []
+
+    def make_dataset(args):
+        calls.append(args)
+        rng = np.random.default_rng(0)
+        return {
+            "x": rng.standard_normal((40, 40)),
+            "y": np.arange(40) % 10,
+            "x_test": rng.standard_normal((10, 40)),
+            "y_test": np.arange(10),
+        }
+
+    package = types.ModuleType("mnist1d")
+    module = types.ModuleType("mnist1d.data")
+    module.get_dataset_args = lambda: "default-args"
+    module.make_dataset = make_dataset
+    monkeypatch.setitem(sys.modules, "mnist1d", package)
+    monkeypatch.setitem(sys.modules, "mnist1d.data", module)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = load_dataset("mnist1d")
+    second = load_dataset("mnist1d")
+    assert calls == ["default-args"]
+    assert (tmp_path / "xpnet" / "mnist1d.npz").is_file()
+    assert first.X_train.shape == (40, 40) and first.classes == list(range(10))
+    np.testing.assert_array_equal(first.X_test, second.X_test)
