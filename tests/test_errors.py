@@ -272,3 +272,16 @@ def test_load_state_dict_errors(xp, device):
     state["layers.0.W"] = np.zeros((4, 2), dtype=np.float32)
     with pytest.raises(ValueError, match=r"'layers.0.W' has shape \(4, 2\), expected \(3, 2\)"):
         model.load_state_dict(state)
+
+
+def test_sgd_after_moving_the_model(xp, device):
+    other = _other_library(xp)
+    model = MLP([2, 3], xp=xp, device=device)
+    opt = SGD(model)
+    model.to(backend.library_name(other))
+    X = other.ones((4, 2), dtype=other.float32)
+    loss = CrossEntropyLoss()
+    loss.forward(model.forward(X), other.asarray([0, 1, 2, 0]))
+    model.backward(loss.backward())
+    with pytest.raises(TypeError, match=r"create the optimizer after moving the model"):
+        opt.step()

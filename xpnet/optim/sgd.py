@@ -116,7 +116,13 @@ class SGD:
             raise RuntimeError(
                 f"SGD.step(): {label}.{g_name} is None; call model.backward(...) before step()"
             )
-        xp = backend.namespace(self.l[0].W)
+        try:
+            xp = backend.namespace(self.l[0].W, self.v_W[0])
+        except (TypeError, ValueError) as err:
+            raise type(err)(
+                f"SGD.step(): the model's parameters and this optimizer's momentum buffers "
+                f"live apart ({err}); create the optimizer after moving the model with .to()"
+            ) from None
         if not backend.inplace_updates(xp):
             update = self._update_assign
         elif backend.flat_views(xp) and self._n_values() <= FLAT_LIMIT:
