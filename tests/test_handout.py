@@ -67,7 +67,7 @@ def f_derivative_exact(cls, Z):
 def test_mse_example(xp, device):
     mse = MSELoss()
     L = mse.forward(asarray(xp, device, X), asarray(xp, device, Y))
-    assert L.ndim == 0
+    assert L.ndim == 0 and type(L) is type(asarray(xp, device, 0.0))  # a 0-d array
     assert_close(L, 6.5, xp=xp, dtype="float64")
     assert_close(mse.backward(), 2 * (X - Y) / 8, xp=xp, dtype="float64")
 
@@ -77,7 +77,7 @@ def test_cross_entropy_example(xp, device, labels):
     ce = CrossEntropyLoss()
     target = asarray(xp, device, [1, 0, 0, 1], dtype="int64") if labels else asarray(xp, device, Y)
     L = ce.forward(asarray(xp, device, X), target)
-    assert L.ndim == 0
+    assert L.ndim == 0 and type(L) is type(asarray(xp, device, 0.0))
     assert_close(L, 0.8133, xp=xp, dtype="float64", **HANDOUT)
     expected = [[0.0672, -0.0672], [-0.1828, 0.1828], [-0.1828, 0.1828], [0.0672, -0.0672]]
     assert_close(ce.backward(), expected, xp=xp, dtype="float64", **HANDOUT)

@@ -1,4 +1,5 @@
-"""Losses: ``forward(A, Y)`` returns a 0-d array; ``backward()`` returns ``dL/dA``.
+"""Losses: ``forward(A, Y)`` returns a 0-d array of the input's library (NumPy too, where a
+full reduction would give a NumPy scalar); ``backward()`` returns ``dL/dA``.
 
 The gradient is the exact gradient of the scalar that ``forward`` returned (the same
 numbers as PyTorch autograd), not the handout's ``A - Y``.
@@ -62,7 +63,7 @@ class MSELoss(_Loss):
     def _forward(self, A, Y, xp):
         self.A, self.Y = A, Y
         D = A - Y
-        return xp.sum(D * D) / (A.shape[0] * A.shape[1])
+        return xp.asarray(xp.sum(D * D) / (A.shape[0] * A.shape[1]))
 
     def _backward(self, xp):
         N, C = self.A.shape
@@ -142,7 +143,7 @@ class CrossEntropyLoss(_Loss):
         total = xp.sum(e, axis=1, keepdims=True)
         self.softmax = e / total
         log_softmax = shifted - xp.log(total)
-        return xp.sum(Y * log_softmax) / -A.shape[0]
+        return xp.asarray(xp.sum(Y * log_softmax) / -A.shape[0])
 
     def _backward(self, xp):
         return (self.softmax - self.Y) / self.A.shape[0]
