@@ -99,6 +99,7 @@ class BatchNorm1d(Module):
         self._evaluated = evaluate
         if evaluate:
             M, V = self.running_M, self.running_V
+            D = Z - M
         else:
             M = xp.mean(Z, axis=0, keepdims=True)
             D = Z - M
@@ -108,7 +109,7 @@ class BatchNorm1d(Module):
             self.running_V = a * self.running_V + (1.0 - a) * V
         self.M, self.V = M, V
         self._inv_std = 1.0 / xp.sqrt(V + self.eps)
-        self.NZ = (Z - M) * self._inv_std
+        self.NZ = D * self._inv_std
         self.BZ = self.BW * self.NZ + self.Bb
         return self.BZ
 
