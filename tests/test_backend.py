@@ -57,6 +57,10 @@ def test_generic_erf_against_math(xp, device, dtype, generic, reference):
     got = backend.to_numpy(generic(asarray(xp, device, x, dtype)))
     assert got.dtype == np.dtype(dtype)
     rtol = {"float64": ERFC_RTOL if generic is backend.erfc_generic else 1e-15, "float32": 5e-6}
+    if dtype == "float32" and backend.library_name(xp) == "torch":
+        # The algorithm is the same; its exp is PyTorch's, whose float32 CPU kernel was
+        # measured off by up to 1.5e-4 relative in about one run in eight (torch 2.13).
+        rtol["float32"] = 3e-4
     tiny = np.finfo(dtype).tiny  # below it, float32 results underflow to zero
     np.testing.assert_allclose(got, expected, rtol=rtol[dtype], atol=tiny)
 
@@ -67,7 +71,12 @@ def test_library_erf_equals_generic(xp, device, name):
     x = asarray(xp, device, GRID)
     fast = getattr(backend, name)(x)
     generic = getattr(backend, f"{name}_generic")(x)
-    rtol = ERFC_RTOL if name == "erfc" else 1e-15
+    # erfc: our documented bound. erf: PyTorch's own float64 erf was measured off by up to
+    # 3e-11 relative at some small |x| in some runs (torch 2.13 CPU), while ours matched
+    # mpmath there (tests/torch_reference.py); ours is held to math.erf at 1e-15 above.
+    rtol = (
+        ERFC_RTOL if name == "erfc" else (1e-10 if backend.library_name(xp) == "torch" else 1e-15)
+    )
     assert_close(fast, backend.to_numpy(generic), xp=xp, dtype="float64", rtol=rtol, atol=1e-300)
 
 
@@ -76,7 +85,7 @@ def test_generic_erf_against_torch():
     torch = pytest.importorskip("torch")
     t = torch.asarray(GRID)
     for ours, theirs, rtol in [
-        (backend.erf_generic, torch.special.erf, 1e-15),
+        (backend.erf_generic, torch.special.erf, 1e-10),  # torch's erf: see above
         (backend.erfc_generic, torch.special.erfc, ERFC_RTOL),
     ]:
         np.testing.assert_allclose(ours(GRID), theirs(t).numpy(), rtol=rtol, atol=1e-300)
@@ -88,16 +97,23 @@ def test_erf_edge_values(xp, device):
     np.testing.assert_array_equal(backend.to_numpy(backend.erfc_generic(x)), [0, 2, 1, 0, 2, 0])
 
 
-def test_gelu_matches_torch_to_double_precision(xp, device):
-    torch = pytest.importorskip("torch")
+def test_gelu_to_double_precision(xp, device):
+    """GELU against Python's math.erfc (erfc's bound) and PyTorch in float64 (1e-12).
+
+    The references take the argument as xpnet does, ``-z * (1/√2)``: in the tail erfc
+    multiplies an argument's rounding error by 2x², so another rounding of z/√2 alone
+    would differ by 4e-14 at z = -12.
+    """
     from xpnet.nn import GELU
 
     z = np.linspace(-12, 12, 2401)
     ours = GELU().forward(asarray(xp, device, z))
-    ref = torch.nn.functional.gelu(torch.asarray(z), approximate="none").numpy()
-    # torch computes 0.5 z (1 + erf(z/√2)), which cancels for z << 0: compare there
-    # with an absolute tolerance at torch's own rounding level.
-    assert_close(ours, ref, xp=xp, dtype="float64", rtol=1e-12, atol=1e-15)
+    exact = np.array([v * 0.5 * math.erfc(-v * (1.0 / math.sqrt(2.0))) for v in z])
+    assert_close(ours, exact, xp=xp, dtype="float64", rtol=ERFC_RTOL, atol=1e-300)
+    pytest.importorskip("torch")
+    from tests.torch_reference import gelu, t
+
+    assert_close(ours, gelu(t(z)).numpy(), xp=xp, dtype="float64", rtol=1e-12, atol=1e-300)
 
 
 def test_resolve_device_spellings():
@@ -140,6 +156,17 @@ def test_fast_numpy_namespace_matches_compat(dtype, name):
         assert got.shape == want.shape and np.shares_memory(got, x)
         np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(fast.astype(x, np.float64), compat.astype(x, np.float64))
+
+
+def test_fast_numpy_asarray_matches_compat():
+    import array_api_compat.numpy as compat
+
+    fast = backend.get("numpy")
+    for value in (np.float32(1.5), np.int64(3), np.ones((2, 3)), [1.0, 2.0], 2.5):
+        got, want = fast.asarray(value), compat.asarray(value)
+        assert type(got) is type(want) is np.ndarray
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
 
 
 def test_fast_numpy_namespace_is_numpy():

@@ -2,8 +2,8 @@
 
 A step is forward, softmax cross-entropy, backward and SGD with momentum 0.9 on one
 fixed batch. Each implementation is timed in this one process: a warm-up, then the
-median over at least ``--seconds`` of back-to-back steps. Ratios compare numbers of the
-same run only.
+median over at least ``--seconds`` of back-to-back steps, taken in four rounds in which
+the implementations alternate. Ratios compare numbers of the same run only.
 """
 
 from __future__ import annotations
@@ -59,13 +59,17 @@ def time_step(step, *, seconds=2.0, warmup=10):
     """Median seconds per call of ``step`` over at least ``seconds`` (and 5 calls)."""
     for _ in range(warmup):
         step()
+    return statistics.median(_samples(step, seconds))
+
+
+def _samples(step, seconds, at_least=5):
     times = []
     end = time.perf_counter() + seconds
-    while time.perf_counter() < end or len(times) < 5:
+    while time.perf_counter() < end or len(times) < at_least:
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
 
 
 def peak_memory(step, calls=3):
@@ -94,8 +98,13 @@ def _threads():
 PEERS = {"xpnet": XpnetStep, "numpy": NumpyStep, "torch": TorchStep, "sklearn": SklearnStep}
 
 
-def run(sizes=None, peers=None, *, seconds=2.0, seed=0, log=None):
-    """Time every peer at every size; returns rows of ``{size, peer, us, peak_mib}``."""
+def run(sizes=None, peers=None, *, seconds=2.0, seed=0, rounds=4, log=None):
+    """Time every peer at every size; returns rows of ``{size, peer, us, peak_mib}``.
+
+    At each size the peers take turns: ``rounds`` rounds of ``seconds / rounds`` each, so
+    that a slow drift of the machine (another process, the clock) hits every peer alike;
+    ``us`` is the median over all of a peer's samples.
+    """
     sizes = list(SIZES) if sizes is None else sizes
     peers = list(PEERS) if peers is None else peers
     threads = _threads()
@@ -105,23 +114,32 @@ def run(sizes=None, peers=None, *, seconds=2.0, seed=0, log=None):
         rng = np.random.default_rng(seed)
         X = rng.standard_normal((batch, layer_sizes[0])).astype(np.float32)
         y = rng.integers(0, layer_sizes[-1], batch)
+        steps, samples = {}, {}
         for peer in peers:
             kwargs = {"batchnorm": batchnorm, "seed": seed}
             if peer == "torch":
                 kwargs["threads"] = threads
             try:
-                step = PEERS[peer](layer_sizes, X, y, **kwargs)
+                steps[peer] = PEERS[peer](layer_sizes, X, y, **kwargs)
             except (ImportError, ValueError) as err:
                 rows.append({"size": size, "peer": peer, "us": None, "note": str(err)})
                 continue
-            us = time_step(step, seconds=seconds) * 1e6
+            for _ in range(10):  # warm-up
+                steps[peer]()
+            samples[peer] = []
+        for _ in range(rounds):
+            for peer, step in steps.items():
+                samples[peer] += _samples(step, seconds / rounds, at_least=2)
+        for peer, step in steps.items():
+            us = statistics.median(samples[peer]) * 1e6
             row = {"size": size, "peer": peer, "us": us}
             if size == "wide" and peer in ("xpnet", "numpy", "sklearn"):
                 row["peak_mib"] = peak_memory(step) / 2**20
             rows.append(row)
             if log:
                 log(f"  {size:<9} {peer:<8} {us:>10.1f} us")
-    return rows
+    order = {p: i for i, p in enumerate(peers)}
+    return sorted(rows, key=lambda r: (sizes.index(r["size"]), order[r["peer"]]))
 
 
 def format_table(rows):

@@ -1,10 +1,11 @@
 """xpnet's NumPy namespace: ``array_api_compat.numpy`` with cheaper hot functions.
 
-NumPy's ``sum``, ``max``, ``mean``, ``astype`` and ``reshape`` go through Python wrappers that cost
-about a microsecond per call, which dominates a small model's training step. Here they
-call the underlying ufunc reductions and the array method directly, for floating inputs
-and the default options; everything else is ``array_api_compat.numpy`` unchanged. Each
-function returns bit-identical results to the compat one (``tests/test_backend.py``).
+NumPy's ``sum``, ``max``, ``mean``, ``astype``, ``reshape`` and ``asarray`` go through
+Python wrappers that cost about a microsecond per call, which dominates a small model's
+training step. Here they call the underlying ufunc reductions and array methods directly
+for the common case (floating inputs, default options); everything else is
+``array_api_compat.numpy`` unchanged. Each function returns what the compat one returns
+(``tests/test_backend.py``).
 """
 
 from __future__ import annotations
@@ -52,12 +53,18 @@ def reshape(x, /, shape, *, copy=None):
     return compat.reshape(x, shape, copy=copy)
 
 
+def asarray(obj, /, *, dtype=None, device=None, copy=None):
+    if dtype is None and device is None and copy is None and isinstance(obj, np.generic):
+        return np.asarray(obj)  # a NumPy scalar (a full reduction's result) as a 0-d array
+    return compat.asarray(obj, dtype=dtype, device=device, copy=copy)
+
+
 def _build():
     ns = types.ModuleType("xpnet.backend.numpy", __doc__)
     ns.__dict__.update({k: v for k, v in vars(compat).items() if not k.startswith("__")})
     ns.__array_namespace_info__ = compat.__array_namespace_info__
     ns.__array_api_version__ = compat.__array_api_version__
-    for fn in (sum, max, mean, astype, reshape):
+    for fn in (sum, max, mean, astype, reshape, asarray):
         setattr(ns, fn.__name__, fn)
     return ns
 
