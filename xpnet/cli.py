@@ -361,7 +361,12 @@ def build_parser():
     p.add_argument(
         "--hidden", type=_hidden, default=[128, 64], help="hidden layer widths (default: 128,64)"
     )
-    p.add_argument("--activation", choices=["relu", "sigmoid", "tanh", "gelu"], default="relu")
+    p.add_argument(
+        "--activation",
+        choices=["relu", "sigmoid", "tanh", "gelu"],
+        default="relu",
+        help="hidden activation (default: relu)",
+    )
     p.add_argument(
         "--batchnorm",
         action=argparse.BooleanOptionalAction,
@@ -374,10 +379,10 @@ def build_parser():
         default=None,
         help="passes over the data (default 40; with --resume: a new total)",
     )
-    p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--lr", type=_float, default=0.05)
-    p.add_argument("--momentum", type=_float, default=0.9)
-    p.add_argument("--weight-decay", type=_float, default=0.0)
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="(default: 32)")
+    p.add_argument("--lr", type=_float, default=0.05, help="learning rate (default: 0.05)")
+    p.add_argument("--momentum", type=_float, default=0.9, help="(default: 0.9)")
+    p.add_argument("--weight-decay", type=_float, default=0.0, help="(default: 0)")
     p.add_argument(
         "--early-stopping",
         type=_positive_int,
@@ -387,8 +392,15 @@ def build_parser():
         "improved for PATIENCE epochs",
     )
     _add_backend(p)
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--dtype", choices=["float32", "float64"], default="float32", help="(default: float32)"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds the split, the initial parameters and the shuffling (default: 0)",
+    )
     p.add_argument("--out", default=None, help="output folder (default: runs/<dataset>-<time>)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -425,8 +437,10 @@ def build_parser():
         "--backends", default=None, help="comma-separated (default: every backend usable here)"
     )
     p.add_argument("--steps", type=_positive_int, default=20)
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--dtype", choices=["float32", "float64"], default="float64", help="(default: float64)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="(default: 0)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_parity)
 
