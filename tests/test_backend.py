@@ -133,16 +133,17 @@ def test_get_cupy_without_gpu_says_so():
         backend.get("cupy")
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64", "int32", "int64"])
-@pytest.mark.parametrize("name", ["sum", "max", "mean"])
-def test_fast_numpy_namespace_matches_compat(dtype, name):
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    [(n, d) for n in ("sum", "max") for d in ("float32", "float64", "int32", "int64")]
+    + [("mean", "float32"), ("mean", "float64")],
+)
+def test_fast_numpy_namespace_matches_compat(name, dtype):
     """xpnet's NumPy namespace shortcuts return what array_api_compat.numpy returns."""
     import array_api_compat.numpy as compat
 
     fast = backend.get("numpy")
     x = (np.random.default_rng(0).standard_normal((7, 5)) * 100).astype(dtype)
-    if name == "mean" and dtype.startswith("int"):
-        pytest.skip("mean is defined for floating arrays")
     for axis in (None, 0, 1, -1):
         for keepdims in (False, True):
             got = getattr(fast, name)(x, axis=axis, keepdims=keepdims)
