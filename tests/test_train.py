@@ -1,0 +1,78 @@
+"""The training loop: history, progress, validation and early stopping."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xpnet import backend
+from xpnet.data import load_digits
+from xpnet.models import MLP
+from xpnet.nn import CrossEntropyLoss
+from xpnet.optim import SGD
+from xpnet.train import FitState, evaluate, fit
+
+
+def _setup(xp, device, **sgd):
+    data = load_digits()
+    model = MLP([64, 32, 10], batchnorm=True, xp=xp, device=device, seed=0)
+    return data, model, CrossEntropyLoss(), SGD(model, **sgd)
+
+
+def test_history_and_evaluate(xp, device):
+    data, model, loss, opt = _setup(xp, device, lr=0.05, momentum=0.9)
+    history = fit(
+        model,
+        loss,
+        opt,
+        (data.X_train, data.y_train),
+        epochs=3,
+        batch_size=64,
+        validation=(data.X_test, data.y_test),
+        progress=False,
+    )
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"} <= set(history[0])
+    assert model.training  # fit leaves the model in training mode; evaluate restores it
+    val_loss, accuracy = evaluate(model, loss, data.X_test, data.y_test)
+    assert model.training
+    assert np.isclose(val_loss, history[-1]["val_loss"]) and accuracy > 0.8
+
+
+def test_progress_bar_goes_to_stderr(capsys):
+    data, model, loss, opt = _setup(backend.get("numpy"), None, lr=0.05)
+    fit(model, loss, opt, (data.X_train, data.y_train), epochs=1, batch_size=128, progress=True)
+    captured = capsys.readouterr()
+    assert captured.out == "" and "epoch 1/1" in captured.err
+
+
+def test_early_stopping_restores_the_best_epoch(xp, device):
+    data, model, loss, opt = _setup(xp, device, lr=0.5, momentum=0.9)
+    # a tiny training set and a large learning rate overfit within a few epochs
+    X, y = data.X_train[:60], data.y_train[:60]
+    snapshots = {}
+
+    def remember(state):
+        snapshots[state.epoch] = {
+            k: backend.to_numpy(v).copy() for k, v in model.state_dict().items()
+        }
+
+    state = FitState()
+    history = fit(
+        model,
+        loss,
+        opt,
+        (X, y),
+        epochs=60,
+        batch_size=20,
+        validation=(data.X_test, data.y_test),
+        early_stopping=3,
+        state=state,
+        on_epoch_end=remember,
+        progress=False,
+    )
+    assert state.stopped_early and len(history) < 60
+    best = min(history, key=lambda h: h["val_loss"])["epoch"]
+    assert len(history) == best + 3
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(backend.to_numpy(value), snapshots[best][key], err_msg=key)
