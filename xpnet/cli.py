@@ -298,13 +298,14 @@ def cmd_info(args):
 
     usable = backend.available()
     rows = []
+    distributions = {
+        "numpy": ["numpy"],
+        "cupy": ["cupy-cuda13x", "cupy-cuda12x", "cupy-cuda11x", "cupy"],
+        "torch": ["torch"],
+        "array_api_strict": ["array-api-strict"],
+    }
     for name in backend.SUPPORTED:
-        dist = {"cupy": None, "array_api_strict": "array-api-strict"}.get(name, name)
-        ver = version(dist) if dist else None
-        if name == "cupy" and util.find_spec("cupy"):
-            import cupy
-
-            ver = cupy.__version__
+        ver = next((v for v in map(version, distributions[name]) if v), None)
         if ver is None and util.find_spec(name) is None:
             state = "not installed"
         elif name in usable:
