@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import asarray, assert_close
 from xpnet import backend
-from xpnet._safetensors import decode, encode
+from xpnet._safetensors import assemble, decode, pack
 from xpnet.checkpoint import CheckpointError, load, read_metadata, save
 from xpnet.models import MLP, MLP4
 
@@ -86,18 +86,16 @@ def test_readable_by_the_safetensors_library(tmp_path):
         np.testing.assert_array_equal(decoded[key], value)
 
 
-def _rewrite(path, *, tensors=None, info=None, rehash=True):
+def _rewrite(path, *, tensors=None, info=None):
     """Rewrite a checkpoint with edited tensors or metadata (as an attacker could)."""
     old_tensors, header, _ = decode(Path(path).read_bytes())
     tensors = old_tensors if tensors is None else tensors(old_tensors)
     meta = json.loads(header["xpnet"])
     if info is not None:
         info(meta)
-    if rehash:
-        blob = encode(tensors, {})
-        data = blob[8 + int.from_bytes(blob[:8], "little") :]
-        meta["sha256"] = hashlib.sha256(data).hexdigest()
-    Path(path).write_bytes(encode(tensors, {"xpnet": json.dumps(meta)}))
+    entries, data = pack(tensors)
+    meta["sha256"] = hashlib.sha256(data).hexdigest()
+    Path(path).write_bytes(assemble(entries, data, {"xpnet": json.dumps(meta)}))
 
 
 @pytest.fixture

@@ -22,25 +22,30 @@ class FormatError(ValueError):
     """The bytes are not a safetensors file this reader accepts."""
 
 
-def encode(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
-    """The file's bytes for ``tensors`` (name -> float32/float64 array) and ``metadata``."""
-    header: dict[str, object] = {"__metadata__": metadata}
-    chunks, offset = [], 0
+def pack(tensors: dict[str, np.ndarray]) -> tuple[dict[str, dict], bytes]:
+    """The header entries and the data section for ``tensors`` (name -> float array)."""
+    entries, chunks, offset = {}, [], 0
     for name, array in tensors.items():
         array = np.ascontiguousarray(array, dtype=np.asarray(array).dtype.newbyteorder("<"))
         if array.dtype not in _TO_CODE:
             raise TypeError(f"tensor {name!r}: dtype {array.dtype} is not float32/float64")
         data = array.tobytes()
-        header[name] = {
+        entries[name] = {
             "dtype": _TO_CODE[array.dtype],
             "shape": list(array.shape),
             "data_offsets": [offset, offset + len(data)],
         }
         chunks.append(data)
         offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    return entries, b"".join(chunks)
+
+
+def assemble(entries: dict[str, dict], data: bytes, metadata: dict[str, str]) -> bytes:
+    """The file's bytes from :func:`pack`'s output and string ``metadata``."""
+    text = json.dumps({"__metadata__": metadata, **entries}, separators=(",", ":"))
+    text = text.encode("utf-8")
     text += b" " * (-len(text) % 8)  # align the data section to 8 bytes
-    return struct.pack("<Q", len(text)) + text + b"".join(chunks)
+    return struct.pack("<Q", len(text)) + text + data
 
 
 def decode(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str], bytes]:

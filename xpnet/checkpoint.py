@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backend
-from ._safetensors import FormatError, decode, encode
+from ._safetensors import FormatError, assemble, decode, pack
 from .models import MLP, MLP0, MLP1, MLP4
 
 __all__ = ["PROBE_TOLERANCE", "CheckpointError", "load", "load_all", "read_metadata", "save"]
@@ -94,8 +94,7 @@ def save(model, path, *, metadata=None, probe=None, extra_tensors=None):
     inputs = _probe_inputs(model, probe)
     outputs = _run_probe(model, inputs)
     lib, dev = backend.placement(model.layers[0].W)
-    blob_tensors = encode(tensors, {})  # to hash the data section exactly as written
-    data = blob_tensors[8 + int.from_bytes(blob_tensors[:8], "little") :]
+    entries, data = pack(tensors)  # the data section exactly as written, for its hash
     from . import __version__
 
     info = {
@@ -109,8 +108,7 @@ def save(model, path, *, metadata=None, probe=None, extra_tensors=None):
         "sha256": hashlib.sha256(data).hexdigest(),
         "user": metadata if metadata is not None else {},
     }
-    blob = encode(tensors, {"xpnet": json.dumps(info)})
-    _atomic_write(path, blob)
+    _atomic_write(path, assemble(entries, data, {"xpnet": json.dumps(info)}))
     return path
 
 
