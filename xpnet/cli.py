@@ -156,11 +156,11 @@ def cmd_train(args):
 
 # -- evaluate / predict ----------------------------------------------------------------------
 def _load(args):
-    from .checkpoint import load, read_metadata
+    from .checkpoint import load_all
 
     xp, device = _namespace(args.backend, getattr(args, "device", None))
-    model = load(args.checkpoint, xp=xp, device=device)
-    return model, read_metadata(args.checkpoint)
+    model, _, info = load_all(args.checkpoint, xp=xp, device=device)
+    return model, info
 
 
 def cmd_evaluate(args):

@@ -79,7 +79,8 @@ def stratified_split(y, *, test_fraction=TEST_FRACTION, seed=0):
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def _from_arrays(name, X, labels, *, seed, source):
+def _checked(X, labels, source):
+    """``(X as float64, labels)`` after checking shapes, dtypes and finiteness."""
     X = np.asarray(X)
     labels = np.asarray(labels)
     if X.ndim != 2 or X.shape[0] < 2 or X.shape[1] < 1:
@@ -99,18 +100,17 @@ def _from_arrays(name, X, labels, *, seed, source):
         if not np.all(labels == np.round(labels)):
             raise DataError(f"{source}: y must hold class labels; got non-integer values")
         labels = labels.astype(np.int64)
+    return X, labels
+
+
+def _split(name, X, labels, *, seed, source):
+    """A :class:`Dataset` of checked arrays: class ids and a stratified split."""
     classes, y = np.unique(labels, return_inverse=True)
     if len(classes) < 2:
         raise DataError(f"{source}: need at least 2 classes, found {len(classes)}")
     train, test = stratified_split(y, seed=seed)
-    return Dataset(
-        name,
-        X[train],
-        y[train].astype(np.int64),
-        X[test],
-        y[test].astype(np.int64),
-        [c.item() for c in classes],
-    )
+    y = y.astype(np.int64)
+    return Dataset(name, X[train], y[train], X[test], y[test], [c.item() for c in classes])
 
 
 def load_digits(*, seed=0) -> Dataset:
@@ -119,7 +119,7 @@ def load_digits(*, seed=0) -> Dataset:
     with resources.files(__package__).joinpath("digits.npz").open("rb") as fh:
         with np.load(fh, allow_pickle=False) as data:
             X, y = data["X"] / 16.0, data["y"]
-    return _from_arrays("digits", X, y, seed=seed, source="digits")
+    return _split("digits", *_checked(X, y, "digits"), seed=seed, source="digits")
 
 
 def load_file(path, *, label_column=None, seed=0) -> Dataset:
@@ -133,7 +133,7 @@ def load_file(path, *, label_column=None, seed=0) -> Dataset:
         The file is missing, unreadable or malformed; the message names the place.
     """
     X, y = read_arrays(path, label_column=label_column)
-    return _from_arrays(str(path), X, y, seed=seed, source=str(path))
+    return _split(str(path), X, y, seed=seed, source=str(path))
 
 
 def read_arrays(path, *, label_column=None):
@@ -148,8 +148,7 @@ def read_arrays(path, *, label_column=None):
         X, y = _read_csv(path, label_column)
     else:
         raise DataError(f"{path}: unsupported data file type {suffix!r}; use .npz or .csv")
-    _from_arrays(str(path), X, y, seed=0, source=str(path))  # validates
-    return np.asarray(X, dtype=np.float64), np.asarray(y)
+    return _checked(X, y, str(path))
 
 
 def read_features(path):
