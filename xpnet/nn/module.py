@@ -51,8 +51,12 @@ class Module:
 
         The values are the arrays themselves, not copies, as in PyTorch.
         """
+        return {key: getattr(m, name) for key, (m, name) in self._state_slots().items()}
+
+    def _state_slots(self):
+        """``{key: (module, attribute)}`` for every parameter and buffer."""
         return {
-            prefix + name: getattr(m, name)
+            prefix + name: (m, name)
             for prefix, m in self.named_modules()
             for name in m._parameters + m._buffers
         }
@@ -72,11 +76,7 @@ class Module:
                 f"{type(self).__name__}.load_state_dict expects a mapping of keys to arrays "
                 f"(as state_dict() returns), got {type(state).__name__}"
             )
-        slots = {
-            prefix + name: (m, name)
-            for prefix, m in self.named_modules()
-            for name in m._parameters + m._buffers
-        }
+        slots = self._state_slots()
         if strict:
             missing = sorted(set(slots) - set(state))
             unexpected = sorted(set(state) - set(slots))
