@@ -58,6 +58,7 @@ class MLP(Module):
     """
 
     _submodules = ("layers", "bn_layers", "f")
+    _caches = ("_out",)
     _activate_output = False
 
     def __init__(
@@ -169,10 +170,6 @@ class MLP(Module):
                 dLdZ = self.bn_layers[i]._backward(dLdZ, xp)
             dLdA = self.layers[i]._backward(dLdZ, xp, input_grad=i > 0 or input_grad)
         return dLdA
-
-    def to(self, xp, device=None, dtype=None):
-        self._out = None
-        return super().to(xp, device=device, dtype=dtype)
 
 
 class _HandoutMLP(MLP):
