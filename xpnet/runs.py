@@ -63,7 +63,6 @@ def _save_resume(path, model, optimizer, state, config, data):
         "waited": state.waited,
         "stopped_early": state.stopped_early,
     }
-    was_training = model.training
     save(
         model,
         path,
@@ -76,7 +75,6 @@ def _save_resume(path, model, optimizer, state, config, data):
             "resume": resume,
         },
     )
-    model.train(was_training)
 
 
 def _restore(path, config, xp, device):
@@ -88,11 +86,6 @@ def _restore(path, config, xp, device):
     )
     saved = info.get("user", {}).get("resume") or {}
     best_state = {k[len("best.") :]: v for k, v in extras.items() if k.startswith("best.")}
-    if best_state:
-        best_state = {
-            k: backend.convert(v, model.xp, device=model.device, dtype=model.dtype)
-            for k, v in best_state.items()
-        }
     state = FitState(
         epoch=int(saved.get("epoch", 0)),
         history=list(saved.get("history", [])),
