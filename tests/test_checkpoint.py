@@ -136,7 +136,7 @@ def test_wrong_architecture_is_refused(saved):
         meta["architecture"]["sizes"] = [6, 12, 4]
 
     _rewrite(saved, info=edit)
-    with pytest.raises(CheckpointError, match="do not fit the recorded architecture"):
+    with pytest.raises(CheckpointError, match=r"field 'architecture' expects 'layers.0.W'"):
         load(saved)
 
 

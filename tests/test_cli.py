@@ -92,7 +92,13 @@ def test_train_human_output_ends_with_accuracy(tmp_path):
     assert result.returncode == 0, result.stderr
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("test accuracy: ")
-    assert result.stderr == ""  # no progress bar when stderr is not a terminal
+    # stderr is not a terminal: one plain line per epoch, no progress bar
+    lines = result.stderr.splitlines()
+    assert [line.split()[:2] for line in lines] == [["epoch", "1/2"], ["epoch", "2/2"]]
+    assert "\r" not in result.stderr and "loss" in lines[0]
+    quiet = run_cli("train", "--epochs", 2, "--hidden", "16", "--out", tmp_path / "q", "--quiet")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    assert quiet.stdout.strip().startswith("test accuracy: ")
 
 
 def test_parity_across_cpu_backends():

@@ -71,11 +71,16 @@ def test_npz_and_csv_files(tmp_path):
         ("empty.csv", "\n", "empty file"),
         ("noheader.csv", "a,b,c\n1,2,0\n2,3,1\n", r"no column named 'z'"),
         ("bad.npz", "not a zip", "not a readable .npz"),
+        ("semi.csv", "1;2;0\n3;1;1\n", "one column and contains semicolons; xpnet reads comma"),
+        ("tabs.csv", "1\t2\t0\n3\t1\t1\n", "one column and contains tabs"),
+        ("adir.csv", "DIR", "adir.csv: is a directory; expected a data file"),
     ],
 )
 def test_malformed_files(tmp_path, name, content, match):
     path = tmp_path / name
-    if content is not None:
+    if content == "DIR":
+        path.mkdir()
+    elif content is not None:
         path.write_text(content)
     label_column = "z" if name == "noheader.csv" else None
     with pytest.raises(DataError, match=match):
@@ -165,3 +170,25 @@ def test_mnist1d_generated_once_then_cached(monkeypatch, tmp_path):
     assert (tmp_path / "xpnet" / "mnist1d.npz").is_file()
     assert first.X_train.shape == (40, 40) and first.classes == list(range(10))
     np.testing.assert_array_equal(first.X_test, second.X_test)
+
+
+def test_missing_file_is_a_file_not_found_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file") as info:
+        load_file(tmp_path / "missing.csv")
+    assert isinstance(info.value, DataError) and info.value.filename.endswith("missing.csv")
+
+
+def test_split_is_recorded(tmp_path):
+    d = load_dataset("digits", seed=4)
+    record = d.record()
+    assert record["split"] == {"seed": 4, "test_fraction": 0.25}
+    assert record["path"] is None and record["sha256"] is None
+    assert record["n_train"] + record["n_test"] == 1797
+    rows = ["1,2,a", "2,1,b", "3,3,a", "0,1,b", "5,2,a", "1,1,b", "2,2,a", "3,0,b"]
+    (tmp_path / "f.csv").write_text("\n".join(rows) + "\n")
+    record = load_file(tmp_path / "f.csv", seed=2).record()
+    assert record["path"] == str((tmp_path / "f.csv").resolve())
+    import hashlib
+
+    assert record["sha256"] == hashlib.sha256((tmp_path / "f.csv").read_bytes()).hexdigest()
+    assert record["split"]["seed"] == 2 and record["classes"] == ["a", "b"]

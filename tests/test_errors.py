@@ -285,3 +285,47 @@ def test_sgd_after_moving_the_model(xp, device):
     model.backward(loss.backward())
     with pytest.raises(TypeError, match=r"create the optimizer after moving the model"):
         opt.step()
+
+
+def test_one_error_hierarchy():
+    """Every xpnet error is an XpnetError and also the builtin a Python user catches."""
+    import xpnet.errors as errors
+
+    builtins = (TypeError, ValueError, RuntimeError, FileNotFoundError, ModuleNotFoundError)
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        assert issubclass(cls, errors.XpnetError), name
+        assert name == "XpnetError" or issubclass(cls, builtins), name
+
+
+@pytest.mark.parametrize(
+    ("call", "builtin"),
+    [
+        (lambda: Linear(2, 3).forward(np.ones((4, 5), dtype=np.float32)), ValueError),
+        (lambda: Linear(2, 3).forward(np.ones((4, 2), dtype=np.int64)), TypeError),
+        (lambda: Linear(2, 3).backward(np.ones((4, 3))), RuntimeError),
+        (lambda: Linear(2.5, 3), TypeError),
+        (lambda: backend.get("jax"), ValueError),
+        (lambda: backend.namespace(np.ones(2), [1.0]), TypeError),
+    ],
+)
+def test_library_errors_are_xpnet_errors(call, builtin):
+    from xpnet.errors import XpnetError
+
+    with pytest.raises(builtin) as info:
+        call()
+    assert isinstance(info.value, XpnetError)
+
+
+def test_cli_shows_a_traceback_for_a_bug(monkeypatch):
+    """User errors become one line (tested in test_cli.py); a bug is not disguised."""
+    from xpnet import cli
+
+    def broken(args):
+        raise KeyError("a bug")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["info"].set_defaults(func=broken)
+    with pytest.raises(KeyError, match="a bug"):
+        cli.main(["info"])

@@ -9,16 +9,19 @@ copies bytes into NumPy arrays: nothing in a file is ever executed.
 from __future__ import annotations
 
 import json
+import math
 import struct
 
 import numpy as np
+
+from .errors import XpnetValueError
 
 _TO_CODE = {np.dtype("<f4"): "F32", np.dtype("<f8"): "F64"}
 _FROM_CODE = {code: dtype for dtype, code in _TO_CODE.items()}
 MAX_HEADER = 100 * 1024 * 1024
 
 
-class FormatError(ValueError):
+class FormatError(XpnetValueError):
     """The bytes are not a safetensors file this reader accepts."""
 
 
@@ -57,7 +60,7 @@ def decode(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str], bytes]:
         raise FormatError(f"header length {n} does not fit a file of {len(blob)} bytes")
     try:
         header = json.loads(blob[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise FormatError(f"header is not valid JSON ({err})") from None
     if not isinstance(header, dict):
         raise FormatError("header is not a JSON object")
@@ -74,10 +77,12 @@ def decode(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str], bytes]:
         shape = info.get("shape")
         if code not in _FROM_CODE:
             raise FormatError(f"tensor {name!r}: unsupported dtype {code!r}")
-        if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+        if not isinstance(shape, list) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
+        ):
             raise FormatError(f"tensor {name!r}: bad shape {shape!r}")
         dtype = _FROM_CODE[code]
-        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        size = math.prod(shape) * dtype.itemsize  # exact: no int64 overflow
         if begin != end or stop - begin != size or stop > len(data):
             raise FormatError(
                 f"tensor {name!r}: offsets {[begin, stop]} do not match its shape {shape} "

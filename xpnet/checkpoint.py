@@ -22,9 +22,18 @@ import numpy as np
 
 from . import backend
 from ._safetensors import FormatError, assemble, decode, pack
-from .models import MLP, MLP0, MLP1, MLP4
+from .errors import CheckpointError, CheckpointNotFoundError
+from .models import ACTIVATIONS, MLP, MLP0, MLP1, MLP4
 
-__all__ = ["PROBE_TOLERANCE", "CheckpointError", "load", "load_all", "read_metadata", "save"]
+__all__ = [
+    "PROBE_TOLERANCE",
+    "CheckpointError",
+    "CheckpointNotFoundError",
+    "load",
+    "load_all",
+    "read_metadata",
+    "save",
+]
 
 FORMAT = "xpnet-checkpoint/1"
 _CLASSES = {cls.__name__: cls for cls in (MLP, MLP0, MLP1, MLP4)}
@@ -32,22 +41,14 @@ _CLASSES = {cls.__name__: cls for cls in (MLP, MLP0, MLP1, MLP4)}
 PROBE_TOLERANCE = {"float32": (1e-4, 1e-5), "float64": (1e-9, 1e-12)}
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be trusted or used; the message says why."""
-
-
 def _versions(lib):
-    names = ["numpy", "array-api-compat"] + ([lib.replace("_", "-")] if lib != "numpy" else [])
     found = {"python": platform.python_version()}
-    for name in names:
-        try:
-            found[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            found[name] = None
-    if lib == "cupy":
-        import cupy
-
-        found["cupy"] = cupy.__version__
+    try:
+        found["array-api-compat"] = importlib_metadata.version("array-api-compat")
+    except importlib_metadata.PackageNotFoundError:
+        found["array-api-compat"] = None
+    for name in dict.fromkeys(("numpy", lib)):
+        found[name.replace("_", "-")] = backend.library_version(name)
     return found
 
 
@@ -130,13 +131,16 @@ def _atomic_write(path, blob):
 
 
 def _read(path):
+    """``(tensors, info)`` of a checkpoint whose format, hash and metadata are checked."""
     path = Path(path)
     try:
         blob = path.read_bytes()
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint") from None
+        raise CheckpointNotFoundError(f"{path}: no such checkpoint", filename=str(path)) from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from None
     except OSError as err:
-        raise CheckpointError(f"{path}: cannot read ({err.strerror})") from None
+        raise CheckpointError(f"{path}: cannot read ({err.strerror or err})") from None
     try:
         tensors, header_meta, data = decode(blob)
     except FormatError as err:
@@ -145,7 +149,7 @@ def _read(path):
         raise CheckpointError(f"{path}: a safetensors file without xpnet metadata")
     try:
         info = json.loads(header_meta["xpnet"])
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, RecursionError) as err:
         raise CheckpointError(f"{path}: xpnet metadata is not valid JSON ({err})") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         found = info.get("format") if isinstance(info, dict) else None
@@ -157,72 +161,206 @@ def _read(path):
             f"{path}: array data do not match the checksum recorded at save time; the file "
             f"is corrupted or was modified"
         )
+    if not isinstance(info.get("user", {}), dict):
+        raise CheckpointError(f"{path}: metadata field 'user' must be a JSON object")
     return tensors, info
 
 
 def read_metadata(path) -> dict:
-    """The checkpoint's metadata (architecture, dtype, versions, probe, user data)."""
+    """The checkpoint's metadata (architecture, dtype, versions, probe, user data).
+
+    Raises
+    ------
+    CheckpointNotFoundError
+        The file does not exist (also a ``FileNotFoundError``).
+    CheckpointError
+        The file is not an xpnet checkpoint, or its arrays do not match their checksum.
+    """
     return _read(path)[1]
 
 
 def load(path, *, xp="numpy", device=None):
     """Rebuild the model saved at ``path`` on backend ``xp`` and ``device``, in eval mode.
 
+    Before anything sized by the file's metadata is allocated, the recorded architecture
+    is checked field by field and compared with the shapes of the stored arrays, so a
+    crafted file cannot make loading allocate more than a small multiple of its own size.
     The arrays keep their saved dtype. After loading, the probe inputs are run and the
     outputs compared with the saved ones (tolerances :data:`PROBE_TOLERANCE`).
 
+    Parameters
+    ----------
+    path : str or Path
+        A file written by :func:`save`.
+    xp : str or namespace
+        The array library to load onto (default NumPy).
+    device : optional
+        Its device (library default when None).
+
+    Returns
+    -------
+    MLP
+        The model, in evaluation mode.
+
     Raises
     ------
+    CheckpointNotFoundError
+        The file does not exist (also a ``FileNotFoundError``).
     CheckpointError
-        Missing, truncated, corrupted, wrong-format, wrong-architecture or tampered file,
-        or outputs that differ from the probe.
+        Truncated, corrupted, wrong-format, malformed (the message names the metadata
+        field), wrong-architecture or tampered file, non-finite parameters, or outputs
+        that differ from the probe.
     """
     return load_all(path, xp=xp, device=device)[0]
 
 
-def load_all(path, *, xp="numpy", device=None):
-    """``(model, extra tensors, metadata)``: :func:`load` plus the arrays stored with
-    ``extra_tensors`` (host NumPy arrays by key) and the metadata."""
-    tensors, info = _read(path)
-    arch = info.get("architecture") or {}
-    cls = _CLASSES.get(arch.get("class"))
+#: The most probe rows a checkpoint may hold (save writes 4 or the 8 given).
+MAX_PROBE_ROWS = 1024
+
+
+def _architecture(info, tensors, path):
+    """``(class, constructor kwargs, dtype, state shapes, sizes)`` after checking every field of
+    the recorded architecture against the stored arrays; nothing is allocated."""
+
+    def bad(field, problem):
+        return CheckpointError(f"{path}: metadata field {field!r} {problem}")
+
     dtype = info.get("dtype")
-    if cls is None or dtype not in PROBE_TOLERANCE:
-        raise CheckpointError(f"{path}: unknown architecture {arch!r} or dtype {dtype!r}")
-    kwargs = {"activation": arch.get("activation", "relu"), "batchnorm": arch.get("batchnorm")}
-    try:
-        if cls is MLP:
-            model = cls(arch["sizes"], xp=xp, device=device, dtype=dtype, **kwargs)
-        else:
-            model = cls(xp=xp, device=device, dtype=dtype, **kwargs)
-        keys = set(model.state_dict())
-        model.load_state_dict({k: v for k, v in tensors.items() if k in keys}, strict=False)
-        missing = sorted(keys - set(tensors))
-        if missing:
-            raise ValueError(f"missing arrays {missing}")
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(
-            f"{path}: arrays do not fit the recorded architecture: {err}"
-        ) from None
+    if not isinstance(dtype, str) or dtype not in PROBE_TOLERANCE:
+        raise bad("dtype", f"must be one of {list(PROBE_TOLERANCE)}, got {dtype!r}")
+    arch = info.get("architecture")
+    if not isinstance(arch, dict):
+        raise bad("architecture", f"must be a JSON object, got {type(arch).__name__}")
+    cls = _CLASSES.get(arch.get("class")) if isinstance(arch.get("class"), str) else None
+    if cls is None:
+        raise bad(
+            "architecture.class", f"must be one of {list(_CLASSES)}, got {arch.get('class')!r}"
+        )
+    activation = arch.get("activation", "relu")
+    if not isinstance(activation, str) or activation not in ACTIVATIONS:
+        raise bad(
+            "architecture.activation", f"must be one of {list(ACTIVATIONS)}, got {activation!r}"
+        )
+    batchnorm = arch.get("batchnorm", False)
+    if not isinstance(batchnorm, bool):
+        raise bad("architecture.batchnorm", f"must be true or false, got {batchnorm!r}")
+    kwargs = {"activation": activation, "batchnorm": batchnorm}
+    sizes = None
+    if cls is MLP:
+        sizes = arch.get("sizes")
+        if (
+            not isinstance(sizes, list)
+            or len(sizes) < 2
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes)
+        ):
+            shown = (
+                sizes if not isinstance(sizes, list) or len(sizes) <= 8 else f"{len(sizes)} entries"
+            )
+            raise bad(
+                "architecture.sizes", f"must be a list of at least two positive ints, got {shown}"
+            )
+        if len(sizes) - 1 > len(tensors):
+            raise bad(
+                "architecture.sizes",
+                f"describes {len(sizes) - 1} layers but the file stores only {len(tensors)} arrays",
+            )
+        kwargs["sizes"] = sizes
+    else:
+        sizes = list(cls._sizes)
+    shapes = cls.state_shapes(sizes, batchnorm=batchnorm)
+    for key, shape in shapes.items():
+        stored = tensors.get(key)
+        if stored is None:
+            raise bad("architecture", f"describes array {key!r}, which the file does not store")
+        if tuple(stored.shape) != shape:
+            raise bad(
+                "architecture",
+                f"expects {key!r} of shape {shape}, the file stores {tuple(stored.shape)}",
+            )
+        if stored.dtype != np.dtype(dtype):
+            raise bad("dtype", f"is {dtype} but {key!r} is stored as {stored.dtype}")
+        if not np.all(np.isfinite(stored)):
+            raise CheckpointError(f"{path}: array {key!r} holds NaN or infinite values")
+    return cls, kwargs, dtype, shapes, sizes
+
+
+def _probe(info, sizes, dtype, path):
+    """The probe's ``(inputs, expected outputs)`` after checking their shapes and values."""
+    probe = info.get("probe")
+    if not isinstance(probe, dict):
+        raise CheckpointError(f"{path}: metadata field 'probe' is missing or not an object")
+    n_in, n_out = sizes[0], sizes[-1]
+    arrays = []
+    for key, width in (("inputs", n_in), ("outputs", n_out)):
+        value = probe.get(key)
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            raise CheckpointError(
+                f"{path}: metadata field 'probe.{key}' must be a list of rows of numbers"
+            ) from None
+        rows = arrays[0].shape[0] if arrays else None
+        if array.ndim != 2 or array.shape[1] != width or not 1 <= array.shape[0] <= MAX_PROBE_ROWS:
+            raise CheckpointError(
+                f"{path}: metadata field 'probe.{key}' must have shape (n, {width}) with "
+                f"1 <= n <= {MAX_PROBE_ROWS}, got {array.shape}"
+            )
+        if rows is not None and array.shape[0] != rows:
+            raise CheckpointError(
+                f"{path}: metadata field 'probe.outputs' has {array.shape[0]} rows, "
+                f"'probe.inputs' {rows}"
+            )
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused
+            finite = np.all(np.isfinite(array.astype(dtype)))
+        if not finite:
+            raise CheckpointError(
+                f"{path}: metadata field 'probe.{key}' holds NaN, infinity or a value "
+                f"beyond {dtype}"
+            )
+        arrays.append(array)
+    return arrays[0].astype(dtype), arrays[1]
+
+
+def load_all(path, *, xp="numpy", device=None):
+    """:func:`load` plus the other stored arrays and the metadata.
+
+    Parameters
+    ----------
+    path, xp, device
+        As for :func:`load`.
+
+    Returns
+    -------
+    model : MLP
+        As :func:`load` returns it.
+    extras : dict of str to numpy.ndarray
+        The arrays stored with ``extra_tensors`` (host NumPy arrays by key).
+    info : dict
+        The metadata, as :func:`read_metadata` returns it.
+
+    Raises
+    ------
+    CheckpointNotFoundError, CheckpointError
+        As for :func:`load`.
+    """
+    tensors, info = _read(path)
+    cls, kwargs, dtype, shapes, sizes = _architecture(info, tensors, path)
+    inputs, expected = _probe(info, sizes, dtype, path)
+    if cls is MLP:
+        model = MLP(kwargs.pop("sizes"), xp=xp, device=device, dtype=dtype, **kwargs)
+    else:
+        model = cls(xp=xp, device=device, dtype=dtype, **kwargs)
+    model.load_state_dict({k: tensors[k] for k in shapes})
     model.eval()
-    probe = info.get("probe") or {}
-    try:
-        inputs = np.asarray(probe["inputs"], dtype=dtype)
-        expected = np.asarray(probe["outputs"], dtype=np.float64)
-    except (KeyError, TypeError, ValueError):
-        raise CheckpointError(f"{path}: the probe batch is missing or malformed") from None
-    if inputs.ndim != 2 or inputs.shape[1] != model.sizes[0]:
-        raise CheckpointError(f"{path}: probe inputs have shape {inputs.shape}")
-    got = _run_probe(model, inputs)
+    with backend.quiet_float_errors(model.xp):  # an overflowing probe fails the comparison
+        got = _run_probe(model, inputs)
     rtol, atol = PROBE_TOLERANCE[dtype]
-    if got.shape != expected.shape or not np.all(
-        np.abs(got - expected) <= atol + rtol * np.abs(expected)
-    ):
-        diff = np.max(np.abs(got - expected)) if got.shape == expected.shape else float("nan")
+    if not np.all(np.abs(got - expected) <= atol + rtol * np.abs(expected)):
+        diff = np.max(np.abs(got - expected))
         raise CheckpointError(
             f"{path}: the model's outputs on the saved probe batch differ from the recorded "
             f"ones (max difference {diff:.3g}, tolerance {rtol:g} relative + {atol:g}); "
             f"the file was modified or the backend computes differently"
         )
-    extras = {k: v for k, v in tensors.items() if k not in keys}
+    extras = {k: v for k, v in tensors.items() if k not in shapes}
     return model, extras, info

@@ -11,11 +11,48 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, backend
+from .data import BUILTIN
+from .errors import TrainingDiverged, XpnetError, XpnetValueError
 
 EXIT_USAGE = 2
 
+#: ``xpnet train`` options that define a run; with ``--resume`` the saved ones are used.
+RUN_OPTIONS = (
+    "dataset",
+    "label_column",
+    "hidden",
+    "activation",
+    "batchnorm",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "early_stopping",
+    "backend",
+    "device",
+    "dtype",
+    "seed",
+)
+#: Their defaults (the parser's defaults are None, so that a given option can be told apart).
+RUN_DEFAULTS = {
+    "dataset": "digits",
+    "label_column": None,
+    "hidden": [128, 64],
+    "activation": "relu",
+    "batchnorm": True,
+    "batch_size": 32,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "early_stopping": None,
+    "backend": "auto",
+    "device": None,
+    "dtype": "float32",
+    "seed": 0,
+}
 
-class UsageError(Exception):
+
+class UsageError(XpnetValueError):
     """A bad argument or input file: reported in one line, exit status 2."""
 
 
@@ -58,11 +95,8 @@ def _pick_backend(name):
 
 
 def _namespace(name, device):
-    try:
-        xp = backend.get(_pick_backend(name))
-        return xp, backend.resolve_device(xp, device)
-    except (ValueError, ModuleNotFoundError, RuntimeError, TypeError) as err:
-        raise UsageError(str(err)) from None
+    xp = backend.get(_pick_backend(name))
+    return xp, backend.resolve_device(xp, device)
 
 
 def _echo(args, text):
@@ -72,43 +106,38 @@ def _echo(args, text):
 
 # -- train ---------------------------------------------------------------------------------
 def cmd_train(args):
-    from .runs import RESUME_FILE, RunError, config_of_run, train_run
-    from .train import TrainingDiverged
+    from .runs import RESUME_FILE, config_of_run, train_run
 
+    given = [name for name in RUN_OPTIONS if getattr(args, name) is not None]
     if args.resume:
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise UsageError(
+                f"{flags} cannot change a run that is resumed: --resume continues "
+                f"{args.resume} with its saved configuration (only --epochs may set a new "
+                f"total); start a new run with --out to train with other settings"
+            )
         folder = Path(args.resume)
-        try:
-            config = config_of_run(folder)
-        except RunError as err:
-            raise UsageError(str(err)) from None
+        config = config_of_run(folder)
         if args.epochs is not None:
             config["epochs"] = args.epochs
     else:
-        _, device = _namespace(args.backend, args.device)
-        if args.seed < 0:
-            raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
+        opts = {name: getattr(args, name) for name in RUN_OPTIONS}
+        opts = {k: RUN_DEFAULTS[k] if v is None else v for k, v in opts.items()}
+        _, device = _namespace(opts["backend"], opts["device"])
+        if opts["seed"] < 0:
+            raise UsageError(f"--seed must be a non-negative integer, got {opts['seed']}")
         config = {
-            "dataset": args.dataset,
-            "label_column": args.label_column,
-            "hidden": args.hidden,
-            "activation": args.activation,
-            "batchnorm": args.batchnorm,
+            **opts,
             "epochs": args.epochs or 40,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-            "momentum": args.momentum,
-            "weight_decay": args.weight_decay,
-            "early_stopping": args.early_stopping,
-            "backend": _pick_backend(args.backend),
+            "backend": _pick_backend(opts["backend"]),
             "device": None if device is None else backend.device_name(device),
-            "dtype": args.dtype,
-            "seed": args.seed,
         }
         folder = (
             Path(args.out)
             if args.out
             else Path("runs")
-            / (f"{Path(str(args.dataset)).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+            / (f"{Path(str(opts['dataset'])).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
         )
         if (folder / RESUME_FILE).exists():
             raise UsageError(
@@ -123,8 +152,6 @@ def cmd_train(args):
             quiet=args.quiet,
             echo=lambda text: _echo(args, text),
         )
-    except RunError as err:
-        raise UsageError(str(err)) from None
     except TrainingDiverged as err:
         print(
             f"xpnet train: error: {err}; the last good state (end of epoch "
@@ -143,14 +170,28 @@ def cmd_train(args):
         raise UsageError(f"cannot write to {folder}: {err.strerror or err}") from None
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items() if k != "curves"}))
-    else:
-        plot = metrics.get("curves")
+        return 0
+    stopping = metrics["early_stopping"]
+    if stopping and stopping["stopped_early"]:
         _echo(
             args,
-            f"trained {metrics['epochs_run']} epochs in {metrics['train_seconds']:.1f} "
-            f"s; saved {metrics['checkpoint']}" + (f" and {plot}" if plot else ""),
+            f"stopped early after epoch {stopping['stopped_at_epoch']}: the validation loss "
+            f"had not improved for {stopping['patience']} epochs; restored epoch "
+            f"{stopping['best_epoch']} (validation loss {stopping['best_val_loss']:.4f})",
         )
-        print(f"test accuracy: {metrics['test_accuracy']:.4f}")
+    elif stopping:
+        _echo(
+            args,
+            f"early stopping did not trigger; restored the best epoch, "
+            f"{stopping['best_epoch']} (validation loss {stopping['best_val_loss']:.4f})",
+        )
+    plot = metrics.get("curves")
+    _echo(
+        args,
+        f"trained {metrics['epochs_run']} epochs in {metrics['train_seconds']:.1f} "
+        f"s; saved {metrics['checkpoint']}" + (f" and {plot}" if plot else ""),
+    )
+    print(f"test accuracy: {metrics['test_accuracy']:.4f}")
     return 0
 
 
@@ -164,29 +205,14 @@ def _load(args):
 
 
 def cmd_evaluate(args):
-    from .data import load_dataset, read_arrays
     from .nn import CrossEntropyLoss
+    from .runs import evaluation_data
     from .train import evaluate
 
     model, meta = _load(args)
-    user = meta.get("user", {})
-    config = user.get("config", {})
-    classes = user.get("classes")
-    spec = args.dataset or user.get("dataset")
-    if spec is None:
-        raise UsageError("the checkpoint does not name its dataset; pass --dataset")
-    if spec in ("digits", "mnist1d") or spec == user.get("dataset"):
-        data = load_dataset(
-            spec,
-            label_column=args.label_column or config.get("label_column"),
-            seed=config.get("split_seed", 0),
-        )
-        X, y, source = data.X_test, data.y_test, f"{spec} (test split)"
-        if classes is not None and data.classes != classes:
-            raise UsageError(f"{spec}: classes {data.classes} differ from the checkpoint's")
-    else:
-        X, labels = read_arrays(spec, label_column=args.label_column)
-        y, source = _label_ids(labels, classes, spec), spec
+    X, y, source = evaluation_data(
+        meta, args.dataset, label_column=args.label_column, all_rows=args.all_rows
+    )
     if X.shape[1] != model.sizes[0]:
         raise UsageError(f"{source}: {X.shape[1]} features, the model expects {model.sizes[0]}")
     loss, accuracy = evaluate(model, CrossEntropyLoss(), X, y)
@@ -205,22 +231,10 @@ def cmd_evaluate(args):
             )
         )
     else:
-        print(f"{source} on {lib} ({dev}): {X.shape[0]} samples")
+        print(f"{source}, on {lib} ({dev})")
         print(f"loss: {loss:.4f}")
         print(f"accuracy: {accuracy:.4f}")
     return 0
-
-
-def _label_ids(labels, classes, source):
-    if classes is None:
-        raise UsageError("the checkpoint records no classes; cannot map the labels")
-    index = {str(c): i for i, c in enumerate(classes)}
-    try:
-        return np.asarray([index[str(v.item() if hasattr(v, "item") else v)] for v in labels])
-    except KeyError as err:
-        raise UsageError(
-            f"{source}: label {err.args[0]} is not one of the model's classes {classes}"
-        ) from None
 
 
 def cmd_predict(args):
@@ -268,6 +282,16 @@ def cmd_parity(args):
         unknown = [b for b in names if b not in backend.SUPPORTED]
         if unknown:
             raise UsageError(f"unknown backend(s) {unknown}; expected {list(backend.SUPPORTED)}")
+    compared = [b for b in dict.fromkeys(names or backend.available()) if b != "numpy"]
+    if not compared:
+        print(
+            "xpnet parity: error: no backend to compare with NumPy: "
+            + ("only numpy was named" if names else "only numpy is usable here")
+            + "; install another (pip install 'xpnet[torch]' or 'xpnet[array-api-strict]')"
+            " or name it with --backends",
+            file=sys.stderr,
+        )
+        return 1
     results = run_parity(names, steps=args.steps, dtype=args.dtype, seed=args.seed)
     if args.json:
         print(json.dumps({"dtype": args.dtype, "steps": args.steps, "results": results}))
@@ -298,14 +322,8 @@ def cmd_info(args):
 
     usable = backend.available()
     rows = []
-    distributions = {
-        "numpy": ["numpy"],
-        "cupy": ["cupy-cuda13x", "cupy-cuda12x", "cupy-cuda11x", "cupy"],
-        "torch": ["torch"],
-        "array_api_strict": ["array-api-strict"],
-    }
     for name in backend.SUPPORTED:
-        ver = next((v for v in map(version, distributions[name]) if v), None)
+        ver = backend.library_version(name)
         if ver is None and util.find_spec(name) is None:
             state = "not installed"
         elif name in usable:
@@ -351,8 +369,8 @@ def build_parser():
     )
     p.add_argument(
         "--dataset",
-        default="digits",
-        help="digits (bundled, default), mnist1d, or a .npz/.csv file",
+        default=None,
+        help=f"{' or '.join(BUILTIN)} (built in; default digits) or a .npz/.csv file",
     )
     p.add_argument(
         "--label-column",
@@ -360,18 +378,18 @@ def build_parser():
         help="CSV label column: index or header name (default: the last)",
     )
     p.add_argument(
-        "--hidden", type=_hidden, default=[128, 64], help="hidden layer widths (default: 128,64)"
+        "--hidden", type=_hidden, default=None, help="hidden layer widths (default: 128,64)"
     )
     p.add_argument(
         "--activation",
         choices=["relu", "sigmoid", "tanh", "gelu"],
-        default="relu",
+        default=None,
         help="hidden activation (default: relu)",
     )
     p.add_argument(
         "--batchnorm",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=None,
         help="BatchNorm1d before each hidden activation (default: on)",
     )
     p.add_argument(
@@ -380,10 +398,10 @@ def build_parser():
         default=None,
         help="passes over the data (default 40; with --resume: a new total)",
     )
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="(default: 32)")
-    p.add_argument("--lr", type=_float, default=0.05, help="learning rate (default: 0.05)")
-    p.add_argument("--momentum", type=_float, default=0.9, help="(default: 0.9)")
-    p.add_argument("--weight-decay", type=_float, default=0.0, help="(default: 0)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="(default: 32)")
+    p.add_argument("--lr", type=_float, default=None, help="learning rate (default: 0.05)")
+    p.add_argument("--momentum", type=_float, default=None, help="(default: 0.9)")
+    p.add_argument("--weight-decay", type=_float, default=None, help="(default: 0)")
     p.add_argument(
         "--early-stopping",
         type=_positive_int,
@@ -392,35 +410,52 @@ def build_parser():
         help="hold out 10%% of the training set and stop when its loss has not "
         "improved for PATIENCE epochs",
     )
-    _add_backend(p)
+    _add_backend(p, default=None)
     p.add_argument(
-        "--dtype", choices=["float32", "float64"], default="float32", help="(default: float32)"
+        "--dtype", choices=["float32", "float64"], default=None, help="(default: float32)"
     )
     p.add_argument(
         "--seed",
         type=int,
-        default=0,
+        default=None,
         help="seeds the split, the initial parameters and the shuffling (default: 0)",
     )
     p.add_argument("--out", default=None, help="output folder (default: runs/<dataset>-<time>)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress output (otherwise one line per epoch on stderr)",
+    )
     p.add_argument(
         "--resume",
         default=None,
         metavar="DIR",
-        help="continue the interrupted run in DIR with its saved configuration",
+        help="continue the interrupted run in DIR with its saved configuration (options "
+        "that define the run are refused; --epochs sets a new total)",
     )
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="accuracy and loss of a checkpoint")
+    p = sub.add_parser(
+        "evaluate",
+        help="accuracy and loss of a checkpoint",
+        description="Accuracy and loss of a checkpoint. By default on the test split that "
+        "training held out (same data, seed and test fraction, recorded in the checkpoint).",
+    )
     p.add_argument("checkpoint")
     p.add_argument(
         "--dataset",
         default=None,
-        help="default: the test split of the dataset the model was trained on",
+        help="a built-in dataset or a .npz/.csv file; the training file itself (recognised "
+        "by its SHA-256) is scored on its test split, any other file whole "
+        "(default: the data the model was trained on)",
     )
-    p.add_argument("--label-column", default=None)
+    p.add_argument(
+        "--label-column", default=None, help="CSV label column (default: as in training)"
+    )
+    p.add_argument(
+        "--all-rows", action="store_true", help="score every row instead of the test split"
+    )
     _add_backend(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
@@ -461,26 +496,27 @@ def build_parser():
     return parser
 
 
-def _add_backend(p):
+def _add_backend(p, default="auto"):
     p.add_argument(
         "--backend",
         choices=BACKEND_CHOICES,
-        default="auto",
+        default=default,
         help="array library (auto: cupy when a CUDA device is usable, else numpy)",
     )
     p.add_argument("--device", default=None, help="device, e.g. cuda:1 or device1")
 
 
 def main(argv=None):
-    from .checkpoint import CheckpointError
-    from .data import DataError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, DataError, CheckpointError) as err:
+    except XpnetError as err:
         print(f"xpnet {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as err:  # a file xpnet was asked to read or write
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"xpnet {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"xpnet {args.command}: interrupted", file=sys.stderr)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from . import backend
+from .errors import XpnetValueError
 from .nn import GELU, BatchNorm1d, Identity, Linear, ReLU, Sigmoid, Tanh
 from .nn._checks import as_dtype, check_2d, check_float, check_same_shape, require_forward
 from .nn._init import check_size
@@ -74,13 +76,13 @@ class MLP(Module):
     ):
         name = type(self).__name__
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) < 2:
-            raise ValueError(
+            raise XpnetValueError(
                 f"{name}: sizes must be a sequence of at least two layer widths "
                 f"[C_in, ..., C_out], got {sizes!r}"
             )
         self.sizes = [check_size(s, f"sizes[{i}]", name) for i, s in enumerate(sizes)]
         if activation not in ACTIVATIONS:
-            raise ValueError(
+            raise XpnetValueError(
                 f"{name}: unknown activation {activation!r}; expected one of "
                 f"{', '.join(ACTIVATIONS)}"
             )
@@ -114,6 +116,37 @@ class MLP(Module):
             "batchnorm": self.batchnorm,
         }
 
+    @classmethod
+    def state_shapes(cls, sizes, *, batchnorm=False):
+        """The key and shape of every array in the ``state_dict`` of the model that these
+        arguments build, computed without building it (checkpoints compare a file's arrays
+        with it before allocating anything).
+
+        Parameters
+        ----------
+        sizes : sequence of int
+            As for the constructor (ignored by MLP0, MLP1 and MLP4, whose sizes are fixed).
+        batchnorm : bool
+            As for the constructor.
+
+        Returns
+        -------
+        dict of str to tuple of int
+            ``{"layers.0.W": (sizes[1], sizes[0]), ...}`` in ``state_dict`` order.
+        """
+        sizes = list(cls._sizes) if issubclass(cls, _HandoutMLP) else list(sizes)
+        pairs = list(itertools.pairwise(sizes))
+        shapes = {}
+        for i, (n_in, n_out) in enumerate(pairs):
+            shapes[f"layers.{i}.W"] = (n_out, n_in)
+            shapes[f"layers.{i}.b"] = (n_out, 1)
+        if batchnorm:
+            activated = len(pairs) if cls._activate_output else len(pairs) - 1
+            for i in range(activated):
+                for name in BatchNorm1d._parameters + BatchNorm1d._buffers:
+                    shapes[f"bn_layers.{i}.{name}"] = (1, sizes[i + 1])
+        return shapes
+
     @property
     def dtype(self):
         """The parameters' dtype."""
@@ -137,7 +170,7 @@ class MLP(Module):
         check_2d(A0, self, features=self.sizes[0])
         A = as_dtype(A0, W.dtype, xp)
         if self.bn_layers and self.training and A.shape[0] < 2:
-            raise ValueError(
+            raise XpnetValueError(
                 f"{self._label()}: BatchNorm training needs a batch of at least 2 rows, "
                 f"got {A.shape[0]}; use a larger batch or call eval()"
             )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
+from .errors import XpnetValueError
 from .models import MLP
 from .nn import CrossEntropyLoss
 from .optim import SGD
@@ -70,7 +71,7 @@ def run_parity(backends=None, *, steps=20, dtype="float64", seed=0):
     and ``ok``; a backend that cannot run has ``error`` instead.
     """
     if dtype not in TOLERANCE:
-        raise ValueError(f"dtype must be one of {', '.join(TOLERANCE)}, got {dtype!r}")
+        raise XpnetValueError(f"dtype must be one of {', '.join(TOLERANCE)}, got {dtype!r}")
     if backends is None:
         backends = backend.available()
     names = ["numpy"] + [b for b in backends if b != "numpy"]

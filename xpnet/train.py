@@ -11,6 +11,7 @@ import numpy as np
 
 from . import backend
 from .data import batches
+from .errors import TrainingDiverged, XpnetTypeError, XpnetValueError
 
 __all__ = ["FitState", "TrainingDiverged", "evaluate", "fit", "to_model"]
 
@@ -28,10 +29,10 @@ def to_model(model, X, y=None):
 def _check_data(data, name):
     """``data`` must be ``(X, y)``: X ``(N, F)``, y ``(N,)`` integer class ids, N >= 1."""
     if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise TypeError(f"{name} must be a pair (X, y), got {type(data).__name__}")
+        raise XpnetTypeError(f"{name} must be a pair (X, y), got {type(data).__name__}")
     X, y = data
     if len(X.shape) != 2 or len(y.shape) != 1 or X.shape[0] != y.shape[0] or X.shape[0] < 1:
-        raise ValueError(
+        raise XpnetValueError(
             f"{name} must be X of shape (N, features) and y of shape (N,) with N >= 1, "
             f"got X {tuple(X.shape)} and y {tuple(y.shape)}"
         )
@@ -77,31 +78,28 @@ def _progress(total, desc, enabled):
     )
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; ``epoch`` and ``step`` say where (1-based)."""
-
-    def __init__(self, epoch, step, value):
-        self.epoch, self.step, self.value = epoch, step, value
-        super().__init__(
-            f"the training loss became {value} at epoch {epoch}, step {step}; the parameters "
-            f"were not updated with it. Lower the learning rate (or check the data for "
-            f"NaN/inf values)"
-        )
-
-
 @dataclass
 class FitState:
     """Everything :func:`fit` needs to continue a run exactly where an epoch ended.
 
-    ``rng_state`` is the shuffling generator's state (``bit_generator.state``) after
-    ``epoch`` completed epochs; ``best``, ``waited`` and ``best_state`` are early
-    stopping's bookkeeping.
+    Attributes
+    ----------
+    epoch : int
+        Completed epochs.
+    history : list of dict
+        One record per completed epoch, as :func:`fit` returns them.
+    rng_state : dict or None
+        The shuffling generator's state (``bit_generator.state``) after ``epoch`` epochs.
+    best, best_epoch, waited, best_state, stopped_early
+        Early stopping's bookkeeping: the best validation loss and its epoch, the epochs
+        since it improved, the parameters of the best epoch, and whether it stopped.
     """
 
     epoch: int = 0
     history: list = field(default_factory=list)
     rng_state: dict | None = None
     best: float = math.inf
+    best_epoch: int | None = None
     waited: int = 0
     best_state: dict | None = None
     stopped_early: bool = False
@@ -122,6 +120,7 @@ def fit(
     log=None,
     state=None,
     on_epoch_end=None,
+    max_loss=None,
 ):
     """Train ``model`` and return its history, one dict per epoch.
 
@@ -155,6 +154,10 @@ def fit(
         momentum buffers, it makes a resumed run identical to an uninterrupted one.
     on_epoch_end : callable, optional
         Called with the :class:`FitState` after every completed epoch (to checkpoint).
+    max_loss : float, optional
+        Stop with :class:`~xpnet.errors.TrainingDiverged` when an epoch's mean training
+        loss exceeds this bound (a run that is diverging without reaching infinity yet);
+        ``on_epoch_end`` is not called for that epoch. None: no bound.
 
     Returns
     -------
@@ -165,13 +168,14 @@ def fit(
     Raises
     ------
     TrainingDiverged
-        A step's loss is NaN or infinite; raised before that step updates anything.
+        A step's loss is NaN or infinite (raised before that step updates anything), or
+        an epoch's mean loss exceeds ``max_loss``.
     """
     if early_stopping is not None and validation is None:
-        raise ValueError("fit: early_stopping needs a validation set")
+        raise XpnetValueError("fit: early_stopping needs a validation set")
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"fit: {name} must be a positive int, got {value!r}")
+            raise XpnetValueError(f"fit: {name} must be a positive int, got {value!r}")
     if progress is None:
         progress = sys.stderr.isatty()
     _check_data(train_data, "fit: train_data")
@@ -218,6 +222,8 @@ def fit(
                         loss=f"{total_loss / seen:.4f}", acc=f"{float(correct) / seen:.4f}"
                     )
         record = {"epoch": epoch, "loss": total_loss / seen, "accuracy": float(correct) / seen}
+        if max_loss is not None and record["loss"] > max_loss:
+            raise TrainingDiverged(epoch, None, record["loss"], max_loss)
         if validation is not None:
             record["val_loss"], record["val_accuracy"] = evaluate(model, loss, *validation)
         record["seconds"] = time.perf_counter() - start
@@ -226,7 +232,7 @@ def fit(
         state.rng_state = rng.bit_generator.state
         if early_stopping is not None:
             if record["val_loss"] < state.best:
-                state.best, state.waited = record["val_loss"], 0
+                state.best, state.best_epoch, state.waited = record["val_loss"], epoch, 0
                 state.best_state = {
                     k: xp.asarray(v, copy=True) for k, v in model.state_dict().items()
                 }

@@ -15,6 +15,7 @@ from ._convert import (
     to_numpy,
 )
 from ._namespace import (
+    DISTRIBUTIONS,
     SUPPORTED,
     available,
     device,
@@ -22,6 +23,7 @@ from ._namespace import (
     devices,
     get,
     library_name,
+    library_version,
     namespace,
     placement,
     resolve_device,
@@ -30,6 +32,7 @@ from ._random import host_rng, host_uniform
 from ._special import erf, erf_generic, erfc, erfc_generic
 
 __all__ = [
+    "DISTRIBUTIONS",
     "FLOAT_DTYPES",
     "SUPPORTED",
     "available",
@@ -50,6 +53,7 @@ __all__ = [
     "is_floating",
     "is_integral",
     "library_name",
+    "library_version",
     "namespace",
     "placement",
     "quiet_float_errors",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import array_api_compat
 import numpy as np
 
+from ..errors import XpnetValueError
 from ._namespace import get, library_name, namespace, resolve_device
 
 __all__ = [
@@ -73,7 +74,7 @@ def resolve_dtype(xp, dtype=None):
     """
     name = "float32" if dtype is None else dtype_name(dtype)
     if name not in FLOAT_DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(FLOAT_DTYPES)}, got {dtype!r}")
+        raise XpnetValueError(f"dtype must be one of {', '.join(FLOAT_DTYPES)}, got {dtype!r}")
     return getattr(xp, name)
 
 

@@ -8,11 +8,20 @@ standard through it.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 
 import array_api_compat
 
+from ..errors import (
+    BackendNotInstalledError,
+    BackendUnavailableError,
+    XpnetTypeError,
+    XpnetValueError,
+)
+
 __all__ = [
+    "DISTRIBUTIONS",
     "SUPPORTED",
     "available",
     "device",
@@ -20,6 +29,7 @@ __all__ = [
     "devices",
     "get",
     "library_name",
+    "library_version",
     "namespace",
     "placement",
     "resolve_device",
@@ -33,6 +43,13 @@ _COMPAT_MODULE = {
     "cupy": "array_api_compat.cupy",
     "torch": "array_api_compat.torch",
     "array_api_strict": "array_api_strict",
+}
+#: The distributions on PyPI that install each library, in the order they are looked up.
+DISTRIBUTIONS = {
+    "numpy": ("numpy",),
+    "cupy": ("cupy-cuda13x", "cupy-cuda12x", "cupy-cuda11x", "cupy"),
+    "torch": ("torch",),
+    "array_api_strict": ("array-api-strict",),
 }
 _INSTALL_HINT = {
     "numpy": "pip install numpy",
@@ -51,7 +68,7 @@ def _library_of_type(x) -> tuple[str, object, bool]:
         try:
             xp = array_api_compat.array_namespace(x)
         except TypeError:
-            raise TypeError(
+            raise XpnetTypeError(
                 f"expected an array (NumPy, CuPy, PyTorch or array-api-strict), "
                 f"got {type(x).__module__}.{type(x).__qualname__}; "
                 f"convert it first, e.g. with xpnet.backend.get('numpy').asarray(data)"
@@ -78,13 +95,13 @@ def namespace(*arrays):
         The arrays live on different devices.
     """
     if not arrays:
-        raise TypeError("namespace() needs at least one array")
+        raise XpnetTypeError("namespace() needs at least one array")
     first = arrays[0]
     name, xp, multi_device = _library_of_type(first)
     for other in arrays[1:]:
         other_name = _library_of_type(other)[0]
         if other_name != name:
-            raise TypeError(
+            raise XpnetTypeError(
                 f"arrays from two libraries ({name} and {other_name}); convert one of them "
                 f"with xpnet.backend.convert(x, {name!r}) or move the model with .to(...)"
             )
@@ -93,7 +110,7 @@ def namespace(*arrays):
         for other in arrays[1:]:
             other_dev = array_api_compat.device(other)
             if other_dev != dev:
-                raise ValueError(
+                raise XpnetValueError(
                     f"arrays on two devices ({dev} and {other_dev}); move one of them with "
                     f"xpnet.backend.convert(x, xp, device=...) or model.to(xp, device=...)"
                 )
@@ -124,7 +141,7 @@ def library_name(xp) -> str:
         return "torch"
     if array_api_compat.is_array_api_strict_namespace(xp):
         return "array_api_strict"
-    raise TypeError(f"unsupported array namespace {getattr(xp, '__name__', xp)!r}")
+    raise XpnetTypeError(f"unsupported array namespace {getattr(xp, '__name__', xp)!r}")
 
 
 def _cuda_visible() -> bool:
@@ -162,19 +179,32 @@ def get(xp=None):
         base = module.split(".")[-1] if module.startswith("array_api_compat.") else module
         if base in _COMPAT_MODULE:
             return get(base)
-        raise TypeError(f"xp must be a library name {SUPPORTED} or an array namespace, got {xp!r}")
+        raise XpnetTypeError(
+            f"xp must be a library name {SUPPORTED} or an array namespace, got {xp!r}"
+        )
     if xp not in _COMPAT_MODULE:
-        raise ValueError(f"unknown backend {xp!r}; expected one of {', '.join(SUPPORTED)}")
+        raise XpnetValueError(f"unknown backend {xp!r}; expected one of {', '.join(SUPPORTED)}")
     if xp == "numpy":
         return _numpy_namespace()
     if importlib.util.find_spec(xp) is None:
-        raise ModuleNotFoundError(f"backend {xp!r} is not installed: {_INSTALL_HINT[xp]}")
+        raise BackendNotInstalledError(f"backend {xp!r} is not installed: {_INSTALL_HINT[xp]}")
     if xp == "cupy" and not _cuda_visible():
-        raise RuntimeError(
+        raise BackendUnavailableError(
             "backend 'cupy' needs a visible CUDA device and none was found; "
             "use --backend numpy (or torch) on this machine"
         )
     return importlib.import_module(_COMPAT_MODULE[xp])
+
+
+def library_version(name) -> str | None:
+    """The installed version of library ``name`` (one of :data:`SUPPORTED`), read from its
+    distribution's metadata without importing it; None when it is not installed."""
+    for dist in DISTRIBUTIONS[name]:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def available() -> list[str]:
@@ -234,7 +264,7 @@ def resolve_device(xp, dev):
     name = library_name(xp)
     if name == "numpy":
         if str(dev) != "cpu":
-            raise ValueError(f"NumPy arrays live on 'cpu' only, got device {dev!r}")
+            raise XpnetValueError(f"NumPy arrays live on 'cpu' only, got device {dev!r}")
         return "cpu"
     if name == "torch":
         import torch
@@ -246,7 +276,7 @@ def resolve_device(xp, dev):
         if isinstance(dev, str):
             dev = dev.removeprefix("cuda").lstrip(":") or "0"
             if not dev.isdigit():
-                raise ValueError(f"CuPy devices are 'cuda:N' or N, got {dev!r}")
+                raise XpnetValueError(f"CuPy devices are 'cuda:N' or N, got {dev!r}")
             dev = int(dev)
         return cupy.cuda.Device(dev) if isinstance(dev, int) else dev
     # array_api_strict
@@ -258,5 +288,5 @@ def resolve_device(xp, dev):
             if dev == repr(d) or repr(d).endswith(f"({dev!r})"):
                 return d
         names = ", ".join(repr(d) for d in devices)
-        raise ValueError(f"unknown array_api_strict device {dev!r}; known: {names}")
+        raise XpnetValueError(f"unknown array_api_strict device {dev!r}; known: {names}")
     return dev

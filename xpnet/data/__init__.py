@@ -9,6 +9,7 @@ slices them there, so no step copies data from the host.
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -18,11 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend
+from ..errors import DataError, DataFileNotFoundError
 
 __all__ = [
+    "BUILTIN",
     "DataError",
     "Dataset",
     "batches",
+    "file_sha256",
+    "is_builtin",
     "load_dataset",
     "load_digits",
     "load_file",
@@ -35,19 +40,29 @@ __all__ = [
 TEST_FRACTION = 0.25
 
 
-class DataError(ValueError):
-    """A dataset name or data file that cannot be used; the message says why."""
-
-
 @dataclass
 class Dataset:
     """A train/test split of a classification dataset (host arrays).
 
-    Attributes:
-        name: ``"digits"``, ``"mnist1d"`` or the file path.
-        X_train, X_test: ``(N, F)`` float64 features.
-        y_train, y_test: ``(N,)`` int64 class ids in ``[0, K)``.
-        classes: the original label of each class id (JSON-serialisable).
+    Parameters
+    ----------
+    name : str
+        ``"digits"``, ``"mnist1d"`` or the file path as given.
+    X_train, X_test : numpy.ndarray
+        ``(N, F)`` float64 features.
+    y_train, y_test : numpy.ndarray
+        ``(N,)`` int64 class ids in ``[0, K)``.
+    classes : list
+        The original label of each class id (JSON-serialisable).
+    split : dict
+        How the split was made: ``{"seed": int, "test_fraction": float}`` (a dataset with
+        an official split, such as MNIST-1D, records ``{"official": True}``).
+    path : str or None
+        For a data file, its absolute path; None for a built-in dataset.
+    sha256 : str or None
+        For a data file, the SHA-256 of its bytes.
+    label_column : int, str or None
+        The CSV label column the file was read with.
     """
 
     name: str
@@ -56,14 +71,34 @@ class Dataset:
     X_test: np.ndarray
     y_test: np.ndarray
     classes: list = field(default_factory=list)
+    split: dict = field(default_factory=dict)
+    path: str | None = None
+    sha256: str | None = None
+    label_column: int | str | None = None
 
     @property
     def n_features(self) -> int:
+        """The number of feature columns."""
         return int(self.X_train.shape[1])
 
     @property
     def n_classes(self) -> int:
+        """The number of classes."""
         return len(self.classes)
+
+    def record(self) -> dict:
+        """What rebuilds this exact split, as JSON: name, path, SHA-256, label column,
+        split, row counts and classes (checkpoints and ``metrics.json`` store it)."""
+        return {
+            "name": self.name,
+            "path": self.path,
+            "sha256": self.sha256,
+            "label_column": self.label_column,
+            "split": dict(self.split),
+            "n_train": int(self.y_train.shape[0]),
+            "n_test": int(self.y_test.shape[0]),
+            "classes": list(self.classes),
+        }
 
 
 def stratified_split(y, *, test_fraction=TEST_FRACTION, seed=0):
@@ -103,14 +138,17 @@ def _checked(X, labels, source):
     return X, labels
 
 
-def _split(name, X, labels, *, seed, source):
+def _split(name, X, labels, *, seed, source, **where):
     """A :class:`Dataset` of checked arrays: class ids and a stratified split."""
     classes, y = np.unique(labels, return_inverse=True)
     if len(classes) < 2:
         raise DataError(f"{source}: need at least 2 classes, found {len(classes)}")
     train, test = stratified_split(y, seed=seed)
     y = y.astype(np.int64)
-    return Dataset(name, X[train], y[train], X[test], y[test], [c.item() for c in classes])
+    split = {"seed": int(seed), "test_fraction": TEST_FRACTION}
+    return Dataset(
+        name, X[train], y[train], X[test], y[test], [c.item() for c in classes], split, **where
+    )
 
 
 def load_digits(*, seed=0) -> Dataset:
@@ -133,14 +171,41 @@ def load_file(path, *, label_column=None, seed=0) -> Dataset:
         The file is missing, unreadable or malformed; the message names the place.
     """
     X, y = read_arrays(path, label_column=label_column)
-    return _split(str(path), X, y, seed=seed, source=str(path))
+    return _split(
+        str(path),
+        X,
+        y,
+        seed=seed,
+        source=str(path),
+        path=str(Path(path).resolve()),
+        sha256=file_sha256(path),
+        label_column=label_column,
+    )
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_file(path, kind="data file"):
+    """Raise a DataError that names the real problem unless ``path`` is a readable file."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; expected a {kind}")
+    if not path.exists():
+        raise DataFileNotFoundError(f"{path}: no such file", filename=str(path))
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file; expected a {kind}")
 
 
 def read_arrays(path, *, label_column=None):
     """``(X, labels)`` of a ``.npz`` or ``.csv`` data file, unsplit (see :func:`load_file`)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    _check_file(path, "data file (.npz or .csv)")
     suffix = path.suffix.lower()
     if suffix == ".npz":
         X, y = _read_npz(path)
@@ -155,8 +220,7 @@ def read_features(path):
     """Features ``(N, F)`` float64 for prediction: a ``.npy`` array (a 1-D array is one
     sample) or a ``.csv`` of numbers (a header row is skipped)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    _check_file(path, "features file (.npy or .csv)")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         try:
@@ -222,6 +286,13 @@ def _read_csv(path, label_column):
         raise DataError(f"{path}: empty file")
     width = len(rows[0])
     if width < 2:
+        other = next((d for d in (";", "\t", "|", " ") if d in rows[0][0].strip()), None)
+        if other is not None:
+            name = {";": "semicolons", "\t": "tabs", "|": "vertical bars", " ": "spaces"}[other]
+            raise DataError(
+                f"{path}: line 1 has one column and contains {name}; xpnet reads "
+                f"comma-separated files: save the file with commas between the columns"
+            )
         raise DataError(f"{path}: need at least one feature column and a label column")
     first = [c.strip() for c in rows[0]]
     text = None if label_column is None else str(label_column)
@@ -294,15 +365,24 @@ def load_mnist1d(*, seed=0, cache_dir=None) -> Dataset:
         Xt.astype(np.float64),
         np.searchsorted(classes, yt),
         [c.item() for c in classes],
+        {"official": True},
     )
 
 
+#: The built-in datasets by name: the one list that the CLI, runs and evaluation use.
+BUILTIN = {"digits": load_digits, "mnist1d": load_mnist1d}
+
+
+def is_builtin(spec) -> bool:
+    """Whether ``spec`` names a built-in dataset rather than a file."""
+    return isinstance(spec, str) and spec in BUILTIN
+
+
 def load_dataset(spec="digits", *, label_column=None, seed=0) -> Dataset:
-    """``"digits"`` (bundled), ``"mnist1d"`` or a path to a ``.npz``/``.csv`` file."""
-    if spec == "digits":
-        return load_digits(seed=seed)
-    if spec == "mnist1d":
-        return load_mnist1d(seed=seed)
+    """A built-in dataset by name (:data:`BUILTIN`: ``"digits"``, ``"mnist1d"``) or a
+    ``.npz``/``.csv`` file by path (:func:`load_file`), split by ``seed``."""
+    if is_builtin(spec):
+        return BUILTIN[spec](seed=seed)
     return load_file(spec, label_column=label_column, seed=seed)
 
 

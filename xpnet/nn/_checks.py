@@ -7,6 +7,7 @@ only built when an error is raised, so the checks cost next to nothing on the ho
 from __future__ import annotations
 
 from .. import backend
+from ..errors import CallOrderError, XpnetTypeError, XpnetValueError
 
 
 def _name(where):
@@ -20,7 +21,7 @@ def _name(where):
 def check_float(x, xp, where, what="input"):
     """Raise TypeError unless ``x`` has a real floating dtype."""
     if not backend.is_floating(xp, x.dtype):
-        raise TypeError(
+        raise XpnetTypeError(
             f"{_name(where)}: {what} must be a floating array (float32 or float64), got dtype "
             f"{x.dtype}; convert it with xp.astype(x, xp.float32)"
         )
@@ -32,11 +33,11 @@ def check_2d(x, where, what="input", features=None, name="C"):
     if len(shape) != 2 or (features is not None and shape[1] != features):
         want = f"(N, {features if features is not None else name})"
         hint = " (batch first; reshape a single sample to (1, C))" if len(shape) == 1 else ""
-        raise ValueError(
+        raise XpnetValueError(
             f"{_name(where)}: expected {what} of shape {want}, got shape {tuple(shape)}{hint}"
         )
     if shape[0] == 0:
-        raise ValueError(
+        raise XpnetValueError(
             f"{_name(where)}: {what} is an empty batch (shape {tuple(shape)}); pass N >= 1 rows"
         )
 
@@ -48,11 +49,11 @@ def as_dtype(x, dtype, xp):
 
 def check_same_shape(x, expected_shape, where, what):
     if tuple(x.shape) != tuple(expected_shape):
-        raise ValueError(
+        raise XpnetValueError(
             f"{_name(where)}: {what} must have shape {tuple(expected_shape)}, got {tuple(x.shape)}"
         )
 
 
 def require_forward(cache, where):
     if cache is None:
-        raise RuntimeError(f"{_name(where)}: backward() called before forward()")
+        raise CallOrderError(f"{_name(where)}: backward() called before forward()")

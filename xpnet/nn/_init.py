@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import numbers
 
+from ..errors import XpnetTypeError, XpnetValueError
+
 
 def check_size(value, name, where):
     """A positive int (bools rejected), else TypeError/ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{where}: {name} must be an int, got {type(value).__name__} {value!r}")
+        raise XpnetTypeError(
+            f"{where}: {name} must be an int, got {type(value).__name__} {value!r}"
+        )
     if value <= 0:
-        raise ValueError(f"{where}: {name} must be positive, got {value}")
+        raise XpnetValueError(f"{where}: {name} must be positive, got {value}")
     return int(value)
 
 
 def check_real(value, name, where, *, low=None, high=None, low_open=False, high_open=False):
     """A finite real number within the given bounds, else TypeError/ValueError."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{where}: {name} must be a number, got {type(value).__name__} {value!r}")
+        raise XpnetTypeError(
+            f"{where}: {name} must be a number, got {type(value).__name__} {value!r}"
+        )
     value = float(value)
     bad = value != value or value in (float("inf"), float("-inf"))
     if low is not None:
@@ -30,5 +36,5 @@ def check_real(value, name, where, *, low=None, high=None, low_open=False, high_
         left = "(" if low_open or low is None else "["
         right = ")" if high_open or high is None else "]"
         interval = f"{left}{lo}, {hi}{right}"
-        raise ValueError(f"{where}: {name} must lie in {interval}, got {value}")
+        raise XpnetValueError(f"{where}: {name} must lie in {interval}, got {value}")
     return value

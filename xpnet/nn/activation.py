@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 from .. import backend
+from ..errors import XpnetTypeError
 from ._checks import as_dtype, check_2d, check_float, check_same_shape, require_forward
 from .module import Module
 
@@ -153,7 +154,7 @@ class Softmax(Activation):
         return self.A
 
     def _derivative(self, xp):
-        raise TypeError(
+        raise XpnetTypeError(
             "Softmax.backward() needs dLdA: its Jacobian is not elementwise, so there is "
             "no dA/dZ array to return; call backward(dLdA)"
         )

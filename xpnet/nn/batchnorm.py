@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import backend
+from ..errors import XpnetValueError
 from ._checks import as_dtype, check_2d, check_float, check_same_shape, require_forward
 from ._init import check_real, check_size
 from .module import Module
@@ -88,7 +89,7 @@ class BatchNorm1d(Module):
         check_2d(Z, self, features=self.num_features)
         evaluate = (not self.training) if eval is None else bool(eval)
         if not evaluate and Z.shape[0] < 2:
-            raise ValueError(
+            raise XpnetValueError(
                 f"{self._label()}: training needs a batch of at least 2 rows to compute a "
                 f"variance, got {Z.shape[0]}; use a larger batch or call eval()"
             )

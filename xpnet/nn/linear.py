@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from .. import backend
+from ..errors import XpnetValueError
 from ._checks import as_dtype, check_2d, check_float, require_forward
 from ._init import check_size
 from .module import Module
@@ -93,7 +94,7 @@ class Linear(Module):
         check_float(dLdZ, xp, (self, ".backward"), "dLdZ")
         check_2d(dLdZ, (self, ".backward"), "dLdZ", features=self.out_features)
         if dLdZ.shape[0] != self.A.shape[0]:
-            raise ValueError(
+            raise XpnetValueError(
                 f"{self._label()}.backward: dLdZ has {dLdZ.shape[0]} rows but the forward batch "
                 f"had {self.A.shape[0]}"
             )

@@ -8,6 +8,7 @@ numbers as PyTorch autograd), not the handout's ``A - Y``.
 from __future__ import annotations
 
 from .. import backend
+from ..errors import XpnetTypeError, XpnetValueError
 from ._checks import as_dtype, check_2d, check_float, require_forward
 from .module import Module
 
@@ -54,7 +55,7 @@ class MSELoss(_Loss):
     def forward(self, A, Y):
         xp = self._inputs(A, Y)
         if tuple(Y.shape) != tuple(A.shape):
-            raise ValueError(
+            raise XpnetValueError(
                 f"{self._label()}: A and Y must have the same shape, got A {tuple(A.shape)} and "
                 f"Y {tuple(Y.shape)}"
             )
@@ -107,7 +108,7 @@ class CrossEntropyLoss(_Loss):
         if Y.ndim == 1:
             Y = self._one_hot(Y, C, A, xp)
         elif tuple(Y.shape) != (N, C):
-            raise ValueError(
+            raise XpnetValueError(
                 f"{self._label()}: targets must be (N,) class labels or (N, C) probabilities "
                 f"matching A {(N, C)}, got shape {tuple(Y.shape)}"
             )
@@ -115,12 +116,12 @@ class CrossEntropyLoss(_Loss):
 
     def _one_hot(self, labels, C, A, xp):
         if not backend.is_integral(xp, labels.dtype):
-            raise TypeError(
+            raise XpnetTypeError(
                 f"{self._label()}: (N,) targets must be integer class labels, got dtype "
                 f"{labels.dtype}; pass probabilities as an (N, C) array"
             )
         if labels.shape[0] != A.shape[0]:
-            raise ValueError(
+            raise XpnetValueError(
                 f"{self._label()}: {labels.shape[0]} labels for {A.shape[0]} rows of logits"
             )
         key = (type(labels), C, labels.dtype, backend.device(labels))
@@ -130,7 +131,7 @@ class CrossEntropyLoss(_Loss):
         # One reduction checks the range: a label outside [0, C) leaves its row all zero.
         if float(xp.sum(Y)) != labels.shape[0]:
             low, high = int(xp.min(labels)), int(xp.max(labels))
-            raise ValueError(
+            raise XpnetValueError(
                 f"{self._label()}: class labels must lie in [0, {C}) for {C} logits per row, "
                 f"got values from {low} to {high}"
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .. import backend
+from ..errors import XpnetTypeError, XpnetValueError
 
 
 class Module:
@@ -72,7 +73,7 @@ class Module:
             With ``strict``, keys are missing or unexpected; or a shape differs.
         """
         if not isinstance(state, Mapping):
-            raise TypeError(
+            raise XpnetTypeError(
                 f"{type(self).__name__}.load_state_dict expects a mapping of keys to arrays "
                 f"(as state_dict() returns), got {type(state).__name__}"
             )
@@ -81,7 +82,7 @@ class Module:
             missing = sorted(set(slots) - set(state))
             unexpected = sorted(set(state) - set(slots))
             if missing or unexpected:
-                raise ValueError(
+                raise XpnetValueError(
                     f"{type(self).__name__}.load_state_dict: missing keys {missing}, "
                     f"unexpected keys {unexpected}; was the state saved from another "
                     f"architecture?"
@@ -92,12 +93,12 @@ class Module:
             m, name = slots[key]
             target = getattr(m, name)
             if not _is_array(value):
-                raise TypeError(
+                raise XpnetTypeError(
                     f"{type(self).__name__}.load_state_dict: {key!r} must be an array, got "
                     f"{type(value).__name__}; expected an array of any supported library"
                 )
             if tuple(value.shape) != tuple(target.shape):
-                raise ValueError(
+                raise XpnetValueError(
                     f"{type(self).__name__}.load_state_dict: {key!r} has shape "
                     f"{tuple(value.shape)}, expected {tuple(target.shape)}"
                 )
@@ -157,12 +158,12 @@ class Module:
             (lib, dev), (own_lib, own_dev) = backend.placement(data), backend.placement(own[0])
             what = "parameters" if self.parameters() else "cached forward arrays"
             if lib != own_lib:
-                raise TypeError(
+                raise XpnetTypeError(
                     f"{self._label()}: the input is a {lib} array but the {what} are from "
                     f"{own_lib}; move the model with .to({lib!r}) or the data with "
                     f"xpnet.backend.convert(data, {own_lib!r})"
                 ) from None
-            raise ValueError(
+            raise XpnetValueError(
                 f"{self._label()}: the input is on device {dev} but the {what} are on "
                 f"{own_dev}; move the model with .to(xp, device=...) or the data with "
                 f"xpnet.backend.convert(data, xp, device=...)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from .. import backend
+from ..errors import CallOrderError, XpnetTypeError, XpnetValueError
 from ..nn._init import check_real
 
 __all__ = ["FLAT_LIMIT", "SGD"]
@@ -60,20 +61,20 @@ class SGD:
     def __init__(self, model, lr=0.1, momentum=0.0, *, weight_decay=0.0, nesterov=False):
         layers = getattr(model, "layers", None)
         if not isinstance(layers, (list, tuple)) or not layers:
-            raise TypeError(
+            raise XpnetTypeError(
                 f"SGD: model must have a non-empty 'layers' list of Linear layers, got "
                 f"{type(model).__name__} with layers={layers!r}"
             )
         for i, layer in enumerate(layers):
             if not (hasattr(layer, "W") and hasattr(layer, "b")):
-                raise TypeError(f"SGD: model.layers[{i}] ({layer!r}) has no W and b")
+                raise XpnetTypeError(f"SGD: model.layers[{i}] ({layer!r}) has no W and b")
         self.lr = check_real(lr, "lr", "SGD", low=0.0, low_open=True)
         self.mu = check_real(momentum, "momentum", "SGD", low=0.0, high=1.0, high_open=True)
         self.weight_decay = check_real(weight_decay, "weight_decay", "SGD", low=0.0)
         if not isinstance(nesterov, bool):
-            raise TypeError(f"SGD: nesterov must be a bool, got {nesterov!r}")
+            raise XpnetTypeError(f"SGD: nesterov must be a bool, got {nesterov!r}")
         if nesterov and self.mu == 0.0:
-            raise ValueError("SGD: nesterov momentum needs momentum > 0")
+            raise XpnetValueError("SGD: nesterov momentum needs momentum > 0")
         self.nesterov = nesterov
         self.l = layers
         self.L = len(layers)
@@ -113,7 +114,7 @@ class SGD:
         missing = next((k for k, g in enumerate(grads) if g is None), None)
         if missing is not None:
             _, _, g_name, _, _, label = slots[missing]
-            raise RuntimeError(
+            raise CallOrderError(
                 f"SGD.step(): {label}.{g_name} is None; call model.backward(...) before step()"
             )
         try:
@@ -213,10 +214,10 @@ class SGD:
             for i, old in enumerate(current):
                 key = f"{name}.{i}"
                 if key not in state:
-                    raise ValueError(f"SGD.load_state_dict: missing momentum buffer {key!r}")
+                    raise XpnetValueError(f"SGD.load_state_dict: missing momentum buffer {key!r}")
                 new = state[key]
                 if tuple(new.shape) != tuple(old.shape):
-                    raise ValueError(
+                    raise XpnetValueError(
                         f"SGD.load_state_dict: {key!r} has shape {tuple(new.shape)}, "
                         f"expected {tuple(old.shape)}"
                     )

@@ -1,0 +1,154 @@
+"""Runs as a user meets them: ``xpnet evaluate`` reports what ``xpnet train`` measured, for
+any seed and data file, from any folder; nothing given on the command line is ignored."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.helpers import run_cli
+from xpnet.errors import TrainingDiverged
+from xpnet.models import MLP
+from xpnet.nn import CrossEntropyLoss
+from xpnet.optim import SGD
+from xpnet.train import fit
+
+
+@pytest.fixture(scope="module")
+def toy_csv(tmp_path_factory):
+    """A CSV with a header and string labels, like a user's own file."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((300, 4))
+    labels = np.where(X[:, 0] + X[:, 1] > 0, "yes", "no")
+    path = tmp_path_factory.mktemp("data") / "toy.csv"
+    rows = [
+        ",".join(f"{v:.5f}" for v in x) + f",{label}" for x, label in zip(X, labels, strict=True)
+    ]
+    path.write_text("a,b,c,d,label\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def _train(tmp_path, *args, cwd=None):
+    out = tmp_path / "run"
+    result = run_cli("train", "--epochs", 3, "--hidden", 16, "--out", out, "--json", *args, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return out / "model.safetensors", json.loads(result.stdout)
+
+
+def _evaluate(*args, cwd=None):
+    result = run_cli("evaluate", *args, "--json", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--seed", "3"], ["--no-batchnorm", "--seed", "7"], ["--dataset", "toy.csv", "--seed", "5"]],
+    ids=["digits-seed3", "no-batchnorm-seed7", "user-csv-seed5"],
+)
+def test_evaluate_reproduces_the_training_accuracy(tmp_path, toy_csv, args):
+    """Trained in the data's folder with a relative path, evaluated from another folder."""
+    checkpoint, metrics = _train(tmp_path, *args, cwd=toy_csv.parent)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    report = _evaluate(checkpoint, cwd=elsewhere)
+    assert report["accuracy"] == metrics["test_accuracy"]
+    assert report["loss"] == pytest.approx(metrics["test_loss"], rel=1e-6)
+    assert report["n"] == metrics["data"]["n_test"]
+    seed = args[args.index("--seed") + 1]
+    assert f"test split, seed {seed}" in report["dataset"]
+    assert metrics["data"]["split"] == {"seed": int(seed), "test_fraction": 0.25}
+
+
+def test_evaluate_on_files(tmp_path, toy_csv):
+    checkpoint, metrics = _train(tmp_path, "--dataset", toy_csv, "--seed", 5)
+    # the training file, named another way: recognised by its hash, its test split scored
+    same = _evaluate(checkpoint, "--dataset", toy_csv.name, cwd=toy_csv.parent)
+    assert same["accuracy"] == metrics["test_accuracy"] and same["n"] == 75
+    assert "test split, seed 5 (75 of 300 rows)" in same["dataset"]
+    whole = _evaluate(checkpoint, "--dataset", toy_csv, "--all-rows")
+    assert whole["n"] == 300 and "all 300 rows" in whole["dataset"]
+    # another file is scored whole, and says so
+    other = tmp_path / "other.csv"
+    other.write_text(toy_csv.read_text() + "0.1,0.2,0.3,0.4,yes\n")
+    report = _evaluate(checkpoint, "--dataset", other)
+    assert report["n"] == 301 and "all 301 rows" in report["dataset"]
+    # a training file that changed since is refused, not silently re-split
+    toy_copy = tmp_path / "copy.csv"
+    toy_copy.write_text(toy_csv.read_text())
+    checkpoint2, _ = _train(tmp_path / "second", "--dataset", toy_copy)
+    toy_copy.write_text(other.read_text())
+    refused = run_cli("evaluate", checkpoint2)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "changed since the model was trained" in refused.stderr
+    toy_copy.unlink()
+    gone = run_cli("evaluate", checkpoint2)
+    assert gone.returncode == 2 and "which is not there; pass --dataset" in gone.stderr
+
+
+def test_resume_refuses_options_that_define_the_run(tmp_path):
+    out = tmp_path / "r"
+    first = run_cli("train", "--epochs", 2, "--hidden", 16, "--out", out, "--quiet")
+    assert first.returncode == 0, first.stderr
+    result = run_cli("train", "--resume", out, "--lr", 0.5, "--seed", 1)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "--lr, --seed cannot change a run that is resumed" in result.stderr
+    longer = run_cli("train", "--resume", out, "--epochs", 3, "--json")
+    assert longer.returncode == 0, longer.stderr
+    assert json.loads(longer.stdout)["epochs_run"] == 3
+
+
+def test_early_stopping_is_reported(tmp_path):
+    result = run_cli(
+        "train", "--early-stopping", 2, "--epochs", 40, "--out", tmp_path / "r", "--seed", 1
+    )
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    stopping = saved["early_stopping"]
+    assert stopping["stopped_early"] and stopping["patience"] == 2
+    assert stopping["stopped_at_epoch"] == len(saved["history"]) < 40
+    assert stopping["stopped_at_epoch"] - stopping["best_epoch"] == 2
+    val = [r["val_loss"] for r in saved["history"]]
+    assert stopping["best_val_loss"] == min(val) == val[stopping["best_epoch"] - 1]
+    assert (
+        f"stopped early after epoch {stopping['stopped_at_epoch']}: the validation loss had "
+        f"not improved for 2 epochs; restored epoch {stopping['best_epoch']}"
+    ) in result.stdout
+
+
+def test_a_growing_loss_stops_the_run(tmp_path):
+    out = tmp_path / "r"
+    result = run_cli("train", "--lr", "1e6", "--epochs", 3, "--out", out)
+    assert result.returncode == 1
+    assert "above the bound 230.3" in result.stderr  # 100 ln(10)
+    assert "end of epoch 0" in result.stderr and (out / "resume.safetensors").is_file()
+
+
+def test_fit_max_loss(xp, device):
+    rng = np.random.default_rng(0)
+    X = xp.asarray(rng.standard_normal((64, 4)), device=device)
+    y = xp.asarray(rng.integers(0, 3, 64), device=device)
+    model = MLP([4, 8, 3], batchnorm=True, xp=xp, device=device, dtype="float64")
+    seen = []
+    with pytest.raises(TrainingDiverged, match=r"above the bound 0\.001") as info:
+        fit(
+            model,
+            CrossEntropyLoss(),
+            SGD(model, lr=0.1),
+            (X, y),
+            epochs=3,
+            batch_size=16,
+            max_loss=1e-3,
+            on_epoch_end=seen.append,
+        )
+    assert info.value.epoch == 1 and info.value.step is None and seen == []
+    assert isinstance(info.value, RuntimeError)
+
+
+def test_parity_needs_two_backends():
+    result = run_cli("parity", "--backends", "numpy")
+    assert result.returncode == 1
+    assert "no backend to compare with NumPy: only numpy was named" in result.stderr

@@ -1,0 +1,240 @@
+"""Untrusted checkpoints: every malformed field is refused, naming it, before anything sized
+by the metadata is allocated; mutated bytes give a model or a CheckpointError, nothing
+else; a missing file is a FileNotFoundError."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.test_checkpoint import _rewrite, _trained
+from xpnet.checkpoint import load, save
+from xpnet.errors import CheckpointError, CheckpointNotFoundError, XpnetError
+
+
+@pytest.fixture
+def saved(tmp_path):
+    return save(_trained(np, None, "float32"), tmp_path / "m.safetensors")
+
+
+def _set(path, value):
+    """An edit that sets the metadata field at dotted ``path`` (list indices as ints)."""
+
+    def edit(meta):
+        *parents, last = path.split(".")
+        node = meta
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[int(last) if isinstance(node, list) else last] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("architecture.sizes", [60000, 60000, 10], "architecture"),
+        ("architecture.sizes", [6] + [3000] * 2000 + [4], "architecture.sizes"),
+        ("architecture.sizes", [6, -10, 4], "architecture.sizes"),
+        ("architecture.sizes", [6, 10.5, 4], "architecture.sizes"),
+        ("architecture.sizes", [6, True, 4], "architecture.sizes"),
+        ("architecture.sizes", [6], "architecture.sizes"),
+        ("architecture.sizes", "6,10,4", "architecture.sizes"),
+        ("architecture.activation", "swish", "architecture.activation"),
+        ("architecture.activation", ["relu"], "architecture.activation"),
+        ("architecture.batchnorm", "yes", "architecture.batchnorm"),
+        ("architecture.batchnorm", 1, "architecture.batchnorm"),
+        ("architecture.class", "Transformer", "architecture.class"),
+        ("architecture.class", None, "architecture.class"),
+        ("architecture", [1, 2], "architecture"),
+        ("dtype", "float16", "dtype"),
+        ("dtype", "float64", "dtype"),  # the arrays are float32
+        ("probe.inputs", [[0.0] * 5] * 4, "probe.inputs"),
+        ("probe.inputs", [[float("nan")] * 6] * 4, "probe.inputs"),
+        ("probe.inputs", [[0.0] * 6, [0.0] * 5], "probe.inputs"),
+        ("probe.inputs", "zeros", "probe.inputs"),
+        ("probe.inputs", [[0.0] * 6] * 5000, "probe.inputs"),
+        ("probe.outputs", [[0.0] * 4] * 3, "probe.outputs"),
+        ("probe.outputs", [[float("inf")] * 4] * 4, "probe.outputs"),
+        ("probe", None, "probe"),
+        ("user", [], "user"),
+    ],
+)
+def test_malformed_metadata_names_the_field(saved, field, value, named):
+    _rewrite(saved, info=_set(field, value))
+    with pytest.raises(CheckpointError, match=f"field '{named}'"):
+        load(saved)
+
+
+def test_non_finite_parameters_are_refused(saved):
+    def poison(tensors):
+        tensors["layers.1.b"][0, 0] = np.nan
+        return tensors
+
+    _rewrite(saved, tensors=poison)
+    with pytest.raises(CheckpointError, match=r"'layers\.1\.b' holds NaN or infinite"):
+        load(saved)
+
+
+def test_missing_array_is_refused(saved):
+    _rewrite(saved, tensors=lambda t: {k: v for k, v in t.items() if k != "bn_layers.0.BW"})
+    with pytest.raises(CheckpointError, match=r"'bn_layers\.0\.BW', which the file does not"):
+        load(saved)
+
+
+_PROBE_MEMORY = textwrap.dedent(
+    """
+    import json, re, sys, time
+    from xpnet.checkpoint import load
+    from xpnet.errors import CheckpointError
+
+    start = time.perf_counter()
+    try:
+        load(sys.argv[1])
+        outcome = "loaded"
+    except CheckpointError as err:
+        outcome = str(err)
+    seconds = time.perf_counter() - start
+    # VmHWM: this process's own peak resident memory (ru_maxrss would include the
+    # parent's, which it inherits across exec)
+    status = open("/proc/self/status").read()
+    peak_mb = int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) / 1024
+    print(json.dumps({"outcome": outcome, "seconds": seconds, "peak_mb": peak_mb}))
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "sizes", [[60000, 60000, 10], [6] + [3000] * 2000 + [4]], ids=["huge", "2000-layers"]
+)
+def test_crafted_sizes_are_refused_cheaply(saved, sizes):
+    """Before the fix, [30000, 30000, 10] allocated 10.6 GB and 2,000 layers ran for
+    minutes. Peak memory of the whole process (Python, NumPy and xpnet included) stays
+    under 200 MB; the subprocess time-out is only a guard against a hang."""
+    _rewrite(saved, info=_set("architecture.sizes", sizes))
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE_MEMORY, str(saved)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert "field 'architecture" in report["outcome"]
+    assert report["peak_mb"] < 200, report
+    assert report["seconds"] < 1.0, report
+
+
+def test_missing_checkpoint_is_a_file_not_found_error(tmp_path):
+    path = tmp_path / "missing.safetensors"
+    with pytest.raises(FileNotFoundError) as info:
+        load(path)
+    err = info.value
+    assert isinstance(err, CheckpointNotFoundError) and isinstance(err, CheckpointError)
+    assert isinstance(err, XpnetError) and err.filename == str(path)
+    assert str(err) == f"{path}: no such checkpoint"
+
+
+def _attempt(path):
+    """Load ``path``: True when it loaded, False when refused with a CheckpointError.
+    Anything else (another exception, a hang) fails the test."""
+    try:
+        load(path)
+    except CheckpointError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fuzz") / "m.safetensors"
+    save(_trained(np, None, "float32"), path)
+    return path.read_bytes()
+
+
+_FUZZ = settings(
+    max_examples=2000,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@_FUZZ
+@given(data=st.data())
+def test_fuzz_mutated_bytes(tmp_path, pristine, data):
+    """Byte flips, truncation, insertion and deletion anywhere in the file (the header
+    length, the JSON header and the array data alike)."""
+    blob = bytearray(pristine)
+    for _ in range(data.draw(st.integers(1, 4), label="edits")):
+        kind = data.draw(st.sampled_from(["flip", "set", "truncate", "insert", "delete"]))
+        # favour the first bytes: the length prefix and the JSON header
+        limit = data.draw(st.sampled_from([16, 600, len(blob)]))
+        at = data.draw(st.integers(0, max(0, min(limit, len(blob)) - 1)))
+        if kind == "flip" and blob:
+            blob[at] ^= 1 << data.draw(st.integers(0, 7))
+        elif kind == "set" and blob:
+            blob[at] = data.draw(st.sampled_from(b'0123456789{}[]",:-.eE \x00\xff'))
+        elif kind == "truncate":
+            del blob[at:]
+        elif kind == "insert":
+            blob[at:at] = data.draw(st.binary(min_size=1, max_size=8))
+        elif blob:
+            del blob[at : at + data.draw(st.integers(1, 8))]
+    path = tmp_path / "fuzzed.safetensors"
+    path.write_bytes(bytes(blob))
+    _attempt(path)
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+_FIELDS = [
+    "format",
+    "dtype",
+    "architecture",
+    "architecture.class",
+    "architecture.sizes",
+    "architecture.sizes.1",
+    "architecture.activation",
+    "architecture.batchnorm",
+    "probe",
+    "probe.inputs",
+    "probe.inputs.0",
+    "probe.inputs.0.0",
+    "probe.outputs",
+    "probe.outputs.2.1",
+    "user",
+]
+
+
+@settings(_FUZZ, max_examples=500)
+@given(edits=st.lists(st.tuples(st.sampled_from(_FIELDS), _JSON), min_size=1, max_size=3))
+def test_fuzz_metadata_values(tmp_path, pristine, edits):
+    """Any JSON value in any metadata field of a file whose checksum still matches."""
+    path = tmp_path / "fuzzed.safetensors"
+    path.write_bytes(pristine)
+
+    def edit(meta):
+        for field, value in edits:
+            try:
+                _set(field, value)(meta)
+            except (KeyError, IndexError, TypeError, ValueError):
+                pass  # an earlier edit removed the parent: nothing to set
+
+    _rewrite(path, info=edit)
+    _attempt(path)
