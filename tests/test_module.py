@@ -121,7 +121,19 @@ def test_sgd_state_dict_round_trip(xp, device):
     model.backward(loss.backward())
     opt.step()
     state = {k: to_numpy(v) for k, v in opt.state_dict().items()}
-    assert sorted(state) == sorted(["v_W.0", "v_W.1", "v_b.0", "v_b.1", "v_BW.0", "v_Bb.0"])
+    assert list(state) == [name for name, _ in model.named_parameters()]
     fresh = SGD(model, lr=0.1, momentum=0.9).load_state_dict(state)
     for key, value in fresh.state_dict().items():
         assert_close(value, state[key], xp=xp, dtype="float64", rtol=0, atol=0)
+    # xpnet 0.1's keys (resume checkpoints written before) still load
+    legacy = {
+        "v_W.0": state["layers.0.W"],
+        "v_W.1": state["layers.1.W"],
+        "v_b.0": state["layers.0.b"],
+        "v_b.1": state["layers.1.b"],
+        "v_BW.0": state["bn_layers.0.BW"],
+        "v_Bb.0": state["bn_layers.0.Bb"],
+    }
+    old = SGD(model, lr=0.1, momentum=0.9).load_state_dict(legacy)
+    assert_close(old.v_BW[0], state["bn_layers.0.BW"], xp=xp, dtype="float64", rtol=0, atol=0)
+    assert_close(old.v_W[1], state["layers.1.W"], xp=xp, dtype="float64", rtol=0, atol=0)

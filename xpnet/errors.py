@@ -78,9 +78,6 @@ class DataFileNotFoundError(DataError, FileNotFoundError):
     def __str__(self):
         return str(self.args[0])
 
-    def __str__(self):
-        return str(self.args[0])
-
 
 class CheckpointError(XpnetValueError):
     """A checkpoint that cannot be trusted or used; the message names the field or check."""
@@ -92,9 +89,6 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     def __init__(self, message, filename=None):
         super().__init__(message)
         self.errno, self.filename = _errno.ENOENT, filename
-
-    def __str__(self):
-        return str(self.args[0])
 
     def __str__(self):
         return str(self.args[0])

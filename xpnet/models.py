@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import ClassVar
 
 from . import backend
 from .errors import XpnetValueError
@@ -59,8 +60,8 @@ class MLP(Module):
     >>> _ = model.backward(loss.backward()); opt.step()
     """
 
-    _submodules = ("layers", "bn_layers", "f")
-    _caches = ("_out",)
+    declared_children: ClassVar[tuple[str, ...]] = ("layers", "bn_layers", "f")
+    declared_caches: ClassVar[tuple[str, ...]] = ("_out",)
     _activate_output = False
 
     def __init__(
@@ -143,7 +144,7 @@ class MLP(Module):
         if batchnorm:
             activated = len(pairs) if cls._activate_output else len(pairs) - 1
             for i in range(activated):
-                for name in BatchNorm1d._parameters + BatchNorm1d._buffers:
+                for name in (*BatchNorm1d.declared_parameters, *BatchNorm1d.declared_buffers):
                     shapes[f"bn_layers.{i}.{name}"] = (1, sizes[i + 1])
         return shapes
 
@@ -162,25 +163,30 @@ class MLP(Module):
         """The parameters' Array API namespace."""
         return backend.namespace(self.layers[0].W)
 
+    def _chain(self):
+        """The modules in the order forward runs them: Linear, BatchNorm1d, activation."""
+        n_bn = len(self.bn_layers)
+        for i, (layer, f) in enumerate(zip(self.layers, self.f, strict=True)):
+            yield layer
+            if i < n_bn:
+                yield self.bn_layers[i]
+            yield f
+
     def forward(self, A0):
         """Run the network on ``A0`` of shape ``(N, sizes[0])``; returns ``(N, sizes[-1])``."""
         W = self.layers[0].W
         xp = self._namespace(A0, W)
         check_float(A0, xp, self)
         check_2d(A0, self, features=self.sizes[0])
-        A = as_dtype(A0, W.dtype, xp)
-        if self.bn_layers and self.training and A.shape[0] < 2:
-            raise XpnetValueError(
-                f"{self._label()}: BatchNorm training needs a batch of at least 2 rows, "
-                f"got {A.shape[0]}; use a larger batch or call eval()"
-            )
-        n_bn = len(self.bn_layers)
-        evaluate = not self.training
-        for i, (layer, f) in enumerate(zip(self.layers, self.f, strict=True)):
-            Z = layer._forward(A, xp)
-            if i < n_bn:
-                Z = self.bn_layers[i]._forward(Z, xp, evaluate)
-            A = f._forward(Z, xp)
+        return self.forward_unchecked(as_dtype(A0, W.dtype, xp), xp)
+
+    def forward_unchecked(self, A0, xp):
+        """:meth:`forward` on a checked ``A0``: each module's unchecked entry in turn."""
+        if self.bn_layers and self.training:
+            self.bn_layers[0].check_batch(A0.shape[0])
+        A = A0
+        for module in self._chain():
+            A = module.forward_unchecked(A, xp)
         self._out = A
         return A
 
@@ -195,14 +201,16 @@ class MLP(Module):
         xp = self._namespace(dLdA, self.layers[0].W)
         check_float(dLdA, xp, (self, ".backward"), "dLdA")
         check_same_shape(dLdA, self._out.shape, (self, ".backward"), "dLdA")
-        dLdA = as_dtype(dLdA, self._out.dtype, xp)
-        n_bn = len(self.bn_layers)
-        for i in range(len(self.layers) - 1, -1, -1):
-            dLdZ = self.f[i]._backward(dLdA, xp)
-            if i < n_bn:
-                dLdZ = self.bn_layers[i]._backward(dLdZ, xp)
-            dLdA = self.layers[i]._backward(dLdZ, xp, input_grad=i > 0 or input_grad)
-        return dLdA
+        return self.backward_unchecked(
+            as_dtype(dLdA, self._out.dtype, xp), xp, input_grad=input_grad
+        )
+
+    def backward_unchecked(self, dLdA, xp, *, input_grad=True):
+        """:meth:`backward` on a checked ``dLdA``: each module's unchecked entry in reverse."""
+        modules = list(self._chain())
+        for module in reversed(modules[1:]):
+            dLdA = module.backward_unchecked(dLdA, xp)
+        return modules[0].backward_unchecked(dLdA, xp, input_grad=input_grad)
 
 
 class _HandoutMLP(MLP):

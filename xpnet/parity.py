@@ -52,9 +52,7 @@ def _trace(name, device, dtype, steps, seed):
         if step == 0:
             out["outputs"] = [backend.to_numpy(logits)]
             out["gradients"] = [backend.to_numpy(dX)] + [
-                backend.to_numpy(getattr(m, g))
-                for _, m in model.named_modules()
-                for g in m._gradients
+                backend.to_numpy(param.grad) for _, param in model.named_parameters()
             ]
         opt.step()
         out["losses"].append(float(L))

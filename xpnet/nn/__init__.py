@@ -4,7 +4,7 @@ from .activation import GELU, Identity, ReLU, Sigmoid, Softmax, Tanh
 from .batchnorm import BatchNorm1d
 from .linear import Linear
 from .loss import CrossEntropyLoss, MSELoss
-from .module import Module
+from .module import Module, Param
 
 __all__ = [
     "GELU",
@@ -14,6 +14,7 @@ __all__ = [
     "Linear",
     "MSELoss",
     "Module",
+    "Param",
     "ReLU",
     "Sigmoid",
     "Softmax",

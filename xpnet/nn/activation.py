@@ -13,6 +13,7 @@ dtype, library and device.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 from .. import backend
 from ..errors import XpnetTypeError
@@ -25,7 +26,7 @@ __all__ = ["GELU", "Identity", "ReLU", "Sigmoid", "Softmax", "Tanh"]
 class Activation(Module):
     """Shared plumbing: validation, the output cache and the two forms of ``backward``."""
 
-    _caches = ("A",)
+    declared_caches: ClassVar[tuple[str, ...]] = ("A",)
 
     def __init__(self):
         self.A = None
@@ -34,7 +35,7 @@ class Activation(Module):
         """Apply the activation to ``Z`` and cache what ``backward`` needs."""
         xp = self._namespace(Z)
         check_float(Z, xp, self)
-        return self._forward(Z, xp)
+        return self.forward_unchecked(Z, xp)
 
     def backward(self, dLdA=None):
         """``dLdZ = dLdA * dA/dZ``; without ``dLdA``, the elementwise ``dA/dZ`` itself."""
@@ -44,23 +45,23 @@ class Activation(Module):
         xp = self._namespace(dLdA, self.A)
         check_float(dLdA, xp, (self, ".backward"), "dLdA")
         check_same_shape(dLdA, self.A.shape, (self, ".backward"), "dLdA")
-        return self._backward(as_dtype(dLdA, self.A.dtype, xp), xp)
+        return self.backward_unchecked(as_dtype(dLdA, self.A.dtype, xp), xp)
 
-    def _backward(self, dLdA, xp):
+    def backward_unchecked(self, dLdA, xp, *, input_grad=True):
         return dLdA * self._derivative(xp)
 
 
 class Identity(Activation):
     """``A = Z``; ``dA/dZ = 1``."""
 
-    def _forward(self, Z, xp):
+    def forward_unchecked(self, Z, xp):
         self.A = Z
         return Z
 
     def _derivative(self, xp):
         return xp.ones_like(self.A)
 
-    def _backward(self, dLdA, xp):
+    def backward_unchecked(self, dLdA, xp, *, input_grad=True):
         return dLdA
 
 
@@ -71,7 +72,7 @@ class Sigmoid(Activation):
     ``e = exp(-|Z|) <= 1``, so no finite ``Z`` overflows.
     """
 
-    def _forward(self, Z, xp):
+    def forward_unchecked(self, Z, xp):
         e = xp.exp(-xp.abs(Z))
         r = 1.0 / (1.0 + e)
         self.A = xp.where(Z >= 0, r, e * r)
@@ -84,7 +85,7 @@ class Sigmoid(Activation):
 class Tanh(Activation):
     """``A = tanh(Z)``; ``dA/dZ = 1 - A^2``."""
 
-    def _forward(self, Z, xp):
+    def forward_unchecked(self, Z, xp):
         self.A = xp.tanh(Z)
         return self.A
 
@@ -95,7 +96,7 @@ class Tanh(Activation):
 class ReLU(Activation):
     """``A = max(Z, 0)``; ``dA/dZ = 1`` where ``Z > 0``, else 0 (so ReLU'(0) = 0)."""
 
-    def _forward(self, Z, xp):
+    def forward_unchecked(self, Z, xp):
         self.A = xp.maximum(Z, 0.0)
         return self.A
 
@@ -116,13 +117,13 @@ class GELU(Activation):
     negative ``Z`` (where ``1 + erf`` would cancel). Caches ``A``, ``Z`` and ``Φ(Z)``.
     """
 
-    _caches = ("A", "Z", "cdf")
+    declared_caches: ClassVar[tuple[str, ...]] = ("A", "Z", "cdf")
 
     def __init__(self):
         super().__init__()
         self.Z = self.cdf = None
 
-    def _forward(self, Z, xp):
+    def forward_unchecked(self, Z, xp):
         self.Z = Z
         self.cdf = 0.5 * backend.erfc(-_SQRT1_2 * Z, xp=xp)
         # Φ(Z) is exactly 0 below -40, so clipping there changes no value and keeps
@@ -146,9 +147,9 @@ class Softmax(Activation):
         xp = self._namespace(Z)
         check_float(Z, xp, self)
         check_2d(Z, self)
-        return self._forward(Z, xp)
+        return self.forward_unchecked(Z, xp)
 
-    def _forward(self, Z, xp):
+    def forward_unchecked(self, Z, xp):
         e = xp.exp(Z - xp.max(Z, axis=1, keepdims=True))
         self.A = e / xp.sum(e, axis=1, keepdims=True)
         return self.A
@@ -159,5 +160,5 @@ class Softmax(Activation):
             "no dA/dZ array to return; call backward(dLdA)"
         )
 
-    def _backward(self, dLdA, xp):
+    def backward_unchecked(self, dLdA, xp, *, input_grad=True):
         return self.A * (dLdA - xp.sum(dLdA * self.A, axis=1, keepdims=True))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from .. import backend
 from ..errors import XpnetValueError
 from ._checks import as_dtype, check_2d, check_float, check_same_shape, require_forward
@@ -58,10 +60,9 @@ class BatchNorm1d(Module):
     [[-1.0, 1.0], [1.0, -1.0]]
     """
 
-    _parameters = ("BW", "Bb")
-    _gradients = ("dLdBW", "dLdBb")
-    _buffers = ("running_M", "running_V")
-    _caches = ("Z", "NZ", "BZ", "M", "V", "_inv_std")
+    declared_parameters: ClassVar[dict[str, str]] = {"BW": "dLdBW", "Bb": "dLdBb"}
+    declared_buffers: ClassVar[tuple[str, ...]] = ("running_M", "running_V")
+    declared_caches: ClassVar[tuple[str, ...]] = ("Z", "NZ", "BZ", "M", "V", "_inv_std")
 
     def __init__(self, num_features, alpha=0.9, eps=1e-8, *, xp=None, device=None, dtype=None):
         self.num_features = check_size(num_features, "num_features", "BatchNorm1d")
@@ -88,12 +89,22 @@ class BatchNorm1d(Module):
         check_float(Z, xp, self)
         check_2d(Z, self, features=self.num_features)
         evaluate = (not self.training) if eval is None else bool(eval)
-        if not evaluate and Z.shape[0] < 2:
+        if not evaluate:
+            self.check_batch(Z.shape[0])
+        return self._forward(as_dtype(Z, self.BW.dtype, xp), xp, evaluate)
+
+    def check_batch(self, n):
+        """Raise ``ValueError`` when a training batch of ``n`` rows is too small (one row
+        has no variance). Containers call it once for their input batch."""
+        if n < 2:
             raise XpnetValueError(
                 f"{self._label()}: training needs a batch of at least 2 rows to compute a "
-                f"variance, got {Z.shape[0]}; use a larger batch or call eval()"
+                f"variance, got {n}; use a larger batch or call eval()"
             )
-        return self._forward(as_dtype(Z, self.BW.dtype, xp), xp, evaluate)
+
+    def forward_unchecked(self, Z, xp):
+        """Normalise a checked ``Z``, following ``train()``/``eval()`` (see :class:`Module`)."""
+        return self._forward(Z, xp, not self.training)
 
     def _forward(self, Z, xp, evaluate):
         self.Z = Z
@@ -120,9 +131,10 @@ class BatchNorm1d(Module):
         xp = self._namespace(dLdBZ, self.BW)
         check_float(dLdBZ, xp, (self, ".backward"), "dLdBZ")
         check_same_shape(dLdBZ, self.NZ.shape, (self, ".backward"), "dLdBZ")
-        return self._backward(as_dtype(dLdBZ, self.BW.dtype, xp), xp)
+        return self.backward_unchecked(as_dtype(dLdBZ, self.BW.dtype, xp), xp)
 
-    def _backward(self, dLdBZ, xp):
+    def backward_unchecked(self, dLdBZ, xp, *, input_grad=True):
+        """Store ``dLdBW``, ``dLdBb``; return ``dLdZ`` (always: BatchNorm is never first)."""
         NZ = self.NZ
         self.dLdBW = xp.sum(dLdBZ * NZ, axis=0, keepdims=True)
         self.dLdBb = xp.sum(dLdBZ, axis=0, keepdims=True)

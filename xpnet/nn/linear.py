@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 from .. import backend
 from ..errors import XpnetValueError
@@ -54,9 +55,8 @@ class Linear(Module):
     (4, 3)
     """
 
-    _parameters = ("W", "b")
-    _gradients = ("dLdW", "dLdb")
-    _caches = ("A",)
+    declared_parameters: ClassVar[dict[str, str]] = {"W": "dLdW", "b": "dLdb"}
+    declared_caches: ClassVar[tuple[str, ...]] = ("A",)
 
     def __init__(self, in_features, out_features, *, xp=None, device=None, dtype=None, seed=None):
         self.in_features = check_size(in_features, "in_features", "Linear")
@@ -81,9 +81,10 @@ class Linear(Module):
         xp = self._namespace(A, self.W)
         check_float(A, xp, self)
         check_2d(A, self, features=self.in_features)
-        return self._forward(as_dtype(A, self.W.dtype, xp), xp)
+        return self.forward_unchecked(as_dtype(A, self.W.dtype, xp), xp)
 
-    def _forward(self, A, xp):
+    def forward_unchecked(self, A, xp):
+        """``Z = A Wᵀ + ι bᵀ`` for a checked ``A``; caches ``A`` (see :class:`Module`)."""
         self.A = A
         return A @ self.W.T + self.b.T
 
@@ -98,9 +99,10 @@ class Linear(Module):
                 f"{self._label()}.backward: dLdZ has {dLdZ.shape[0]} rows but the forward batch "
                 f"had {self.A.shape[0]}"
             )
-        return self._backward(as_dtype(dLdZ, self.W.dtype, xp), xp)
+        return self.backward_unchecked(as_dtype(dLdZ, self.W.dtype, xp), xp)
 
-    def _backward(self, dLdZ, xp, input_grad=True):
+    def backward_unchecked(self, dLdZ, xp, *, input_grad=True):
+        """Store ``dLdW``, ``dLdb``; return ``dLdA`` (None without ``input_grad``)."""
         self.dLdW = dLdZ.T @ self.A
         self.dLdb = xp.sum(dLdZ, axis=0, keepdims=True).T
         return dLdZ @ self.W if input_grad else None

@@ -7,6 +7,8 @@ numbers as PyTorch autograd), not the handout's ``A - Y``.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from .. import backend
 from ..errors import XpnetTypeError, XpnetValueError
 from ._checks import as_dtype, check_2d, check_float, require_forward
@@ -16,7 +18,7 @@ __all__ = ["CrossEntropyLoss", "MSELoss"]
 
 
 class _Loss(Module):
-    _caches = ("A", "Y")
+    declared_caches: ClassVar[tuple[str, ...]] = ("A", "Y")
 
     def __init__(self):
         self.A = self.Y = None
@@ -95,7 +97,7 @@ class CrossEntropyLoss(_Loss):
     1.0986
     """
 
-    _caches = ("A", "Y", "softmax", "_classes")
+    declared_caches: ClassVar[tuple[str, ...]] = ("A", "Y", "softmax", "_classes")
 
     def __init__(self):
         super().__init__()

@@ -1,65 +1,203 @@
-"""The small base class every layer, activation, loss and model shares."""
+"""The module protocol every layer, activation, loss and model shares."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
 
 from .. import backend
 from ..errors import XpnetTypeError, XpnetValueError
 
+__all__ = ["Module", "Param"]
 
-class Module:
-    """Base of xpnet's layers and models: state bookkeeping, no autograd.
 
-    Subclasses declare their state by name, and the base class derives ``parameters()``,
-    ``state_dict()``, ``load_state_dict()``, ``train()``/``eval()`` and ``to()`` from it:
+class Param:
+    """A handle on one trainable array of a module and the array its gradient goes to.
 
-    * ``_parameters``: trainable arrays (``"W"``, ``"b"``);
-    * ``_gradients``: the matching gradient attributes (``"dLdW"``, ``"dLdb"``);
-    * ``_buffers``: non-trainable state saved with the model (running statistics);
-    * ``_caches``: what ``forward`` keeps for ``backward``, dropped by ``to()``;
-    * ``_submodules``: names of list attributes holding child modules (``"layers"``).
+    Optimizers update models through these handles (from
+    :meth:`Module.named_parameters`), so a new layer needs no optimizer change.
 
-    ``forward`` and ``backward`` are the public, validating entry points; ``_forward`` and
-    ``_backward`` take an already resolved namespace and checked arrays, so a model checks
-    its input once and not once per layer.
+    Parameters
+    ----------
+    module : Module
+        The module that owns the array.
+    attr : str
+        The attribute that holds the array (``"W"``).
+    grad_attr : str
+        The attribute that ``backward`` writes its gradient to (``"dLdW"``).
+
+    Attributes
+    ----------
+    module, attr, grad_attr
+        As given.
     """
 
-    _parameters: tuple[str, ...] = ()
-    _gradients: tuple[str, ...] = ()
-    _buffers: tuple[str, ...] = ()
-    _caches: tuple[str, ...] = ()
-    _submodules: tuple[str, ...] = ()
+    __slots__ = ("attr", "grad_attr", "module")
+
+    def __init__(self, module: Module, attr: str, grad_attr: str) -> None:
+        self.module, self.attr, self.grad_attr = module, attr, grad_attr
+
+    @property
+    def value(self) -> Any:
+        """The parameter array; assigning replaces it in the module."""
+        return getattr(self.module, self.attr)
+
+    @value.setter
+    def value(self, new: Any) -> None:
+        setattr(self.module, self.attr, new)
+
+    @property
+    def grad(self) -> Any:
+        """Its gradient from the last ``backward`` (None before the first)."""
+        return getattr(self.module, self.grad_attr)
+
+    def __repr__(self) -> str:
+        return f"Param({type(self.module).__name__}.{self.attr}, grad in .{self.grad_attr})"
+
+
+class Module:
+    """Base of xpnet's layers and models: state bookkeeping and one calling convention.
+
+    A subclass declares its state by name, and the base class derives
+    :meth:`named_parameters`, :meth:`parameters`, :meth:`state_dict`,
+    :meth:`load_state_dict`, :meth:`train`/:meth:`eval` and :meth:`to` from it:
+
+    * ``declared_parameters``: trainable attributes mapped to the attributes their
+      gradients go to (``{"W": "dLdW", "b": "dLdb"}``);
+    * ``declared_buffers``: non-trainable state saved with the model (running statistics);
+    * ``declared_caches``: what ``forward`` keeps for ``backward``, dropped by :meth:`to`;
+    * ``declared_children``: names of list attributes that hold child modules.
+
+    Every layer has two entry points of each direction. ``forward`` and ``backward``
+    validate their input (library, device, dtype, shape) and then call
+    :meth:`forward_unchecked` and :meth:`backward_unchecked`, which take arrays already
+    checked and the namespace ``xp`` they belong to. Containers such as
+    :class:`~xpnet.models.MLP` validate their input once and then call the unchecked
+    entries of their layers, so a deep model checks its data once, not once per layer.
+
+    Attributes
+    ----------
+    training : bool
+        Training mode (True) or evaluation mode; see :meth:`train`.
+    """
+
+    declared_parameters: ClassVar[dict[str, str]] = {}
+    declared_buffers: ClassVar[tuple[str, ...]] = ()
+    declared_caches: ClassVar[tuple[str, ...]] = ()
+    declared_children: ClassVar[tuple[str, ...]] = ()
     training: bool = True
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)
 
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Validate the input, then compute the output (see each subclass)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define forward")
+
+    def forward_unchecked(self, X: Any, xp: Any) -> Any:
+        """The forward computation on an already validated ``X`` of namespace ``xp``.
+
+        Parameters
+        ----------
+        X : array
+            ``(N, C_in)``, of the module's library, device and dtype (not checked).
+        xp : namespace
+            The Array API namespace of ``X``.
+
+        Returns
+        -------
+        array
+            The output; what ``backward`` needs is cached.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define forward_unchecked")
+
+    def backward_unchecked(self, dLdY: Any, xp: Any, *, input_grad: bool = True) -> Any:
+        """The backward computation on an already validated upstream gradient.
+
+        Parameters
+        ----------
+        dLdY : array
+            Gradient of the loss with respect to the last output, shaped like it, of the
+            module's library, device and dtype (not checked).
+        xp : namespace
+            The Array API namespace of ``dLdY``.
+        input_grad : bool
+            Whether to compute and return the gradient with respect to the input. A
+            first layer, whose input is the data, skips it (``False``).
+
+        Returns
+        -------
+        array or None
+            ``dLdX``, or None when ``input_grad`` is False and the module can skip it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define backward_unchecked")
+
     # -- structure -------------------------------------------------------------------------
-    def named_modules(self, prefix=""):
-        """Yield ``(prefix, module)`` for this module and every child, depth first."""
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """This module and every child, depth first.
+
+        Parameters
+        ----------
+        prefix : str
+            Prepended to every name.
+
+        Yields
+        ------
+        name : str
+            The child's dotted prefix (``"layers.0."``; ``prefix`` for this module).
+        module : Module
+            The module.
+        """
         yield prefix, self
-        for name in self._submodules:
+        for name in self.declared_children:
             for i, child in enumerate(getattr(self, name)):
                 yield from child.named_modules(f"{prefix}{name}.{i}.")
 
-    def parameters(self):
-        """The trainable arrays, in a fixed order (layer by layer, ``W`` before ``b``)."""
-        return [getattr(m, p) for _, m in self.named_modules() for p in m._parameters]
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Param]]:
+        """Every trainable array with its gradient, by dotted name, in a fixed order.
 
-    def state_dict(self):
+        This is the one way optimizers, parity checks and checkpoints find what to
+        update: layer by layer, in the order each class declares its parameters.
+
+        Parameters
+        ----------
+        prefix : str
+            Prepended to every name.
+
+        Yields
+        ------
+        name : str
+            As in :meth:`state_dict` (``"layers.0.W"``).
+        param : Param
+            ``param.value`` is the array, ``param.grad`` its gradient.
+
+        Examples
+        --------
+        >>> from xpnet.models import MLP
+        >>> [name for name, _ in MLP([2, 3, 2], batchnorm=True).named_parameters()]
+        ['layers.0.W', 'layers.0.b', 'layers.1.W', 'layers.1.b', 'bn_layers.0.BW', 'bn_layers.0.Bb']
+        """
+        for path, m in self.named_modules(prefix):
+            for attr, grad_attr in m.declared_parameters.items():
+                yield path + attr, Param(m, attr, grad_attr)
+
+    def parameters(self) -> list[Any]:
+        """The trainable arrays themselves, in the order of :meth:`named_parameters`."""
+        return [param.value for _, param in self.named_parameters()]
+
+    def state_dict(self) -> dict[str, Any]:
         """Parameters and buffers by dotted key (``"layers.0.W"``, ``"bn_layers.0.running_V"``).
 
         The values are the arrays themselves, not copies, as in PyTorch.
         """
         return {key: getattr(m, name) for key, (m, name) in self._state_slots().items()}
 
-    def _state_slots(self):
+    def _state_slots(self) -> dict[str, tuple[Module, str]]:
         """``{key: (module, attribute)}`` for every parameter and buffer."""
         return {
             prefix + name: (m, name)
             for prefix, m in self.named_modules()
-            for name in m._parameters + m._buffers
+            for name in (*m.declared_parameters, *m.declared_buffers)
         }
 
     def load_state_dict(self, state, *, strict=True):
@@ -135,11 +273,12 @@ class Module:
         if dtype is not None:
             dtype = backend.resolve_dtype(xp, dtype)
         for _, m in self.named_modules():
-            for name in m._parameters + m._gradients + m._buffers:
+            names = (*m.declared_parameters, *m.declared_parameters.values(), *m.declared_buffers)
+            for name in names:
                 value = getattr(m, name)
                 if value is not None:
                     setattr(m, name, backend.convert(value, xp, device=device, dtype=dtype))
-            for name in m._caches:
+            for name in m.declared_caches:
                 setattr(m, name, None)
         return self
 
@@ -179,7 +318,7 @@ class Module:
     def __repr__(self):
         children = [
             f"  ({prefix[:-1]}): {m!r}"
-            for name in self._submodules
+            for name in self.declared_children
             for prefix, m in ((f"{name}.{i}.", c) for i, c in enumerate(getattr(self, name)))
         ]
         head = self._label()[:-1]

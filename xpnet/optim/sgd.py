@@ -7,6 +7,7 @@ import math
 from .. import backend
 from ..errors import CallOrderError, XpnetTypeError, XpnetValueError
 from ..nn._init import check_real
+from ..nn.module import Module, Param
 
 __all__ = ["FLAT_LIMIT", "SGD"]
 
@@ -15,8 +16,7 @@ FLAT_LIMIT = 1 << 16
 
 
 class SGD:
-    """SGD over every trainable parameter of a model: Linear ``W``, ``b`` and, where the
-    model has ``bn_layers``, BatchNorm ``BW``, ``Bb``.
+    """Stochastic gradient descent with momentum over every parameter a model declares.
 
     For each parameter ``p`` with gradient ``g`` (PyTorch's rule, zero dampening)::
 
@@ -25,14 +25,15 @@ class SGD:
         g ← g + μ v  if nesterov  else  v        (when μ > 0)
         p ← p − lr · g
 
-    Updates assign new arrays, so libraries with immutable arrays work too.
-
     Parameters
     ----------
-    model
-        Any object with a ``layers`` list of :class:`~xpnet.nn.Linear` (the handout's
-        ``PseudoModel`` works) and optionally a ``bn_layers`` list of
-        :class:`~xpnet.nn.BatchNorm1d`.
+    params : Module, model with ``layers``, or iterable of Param
+        What to update: a model (every parameter its :meth:`~xpnet.nn.Module.named_parameters`
+        reports, so a new layer needs no optimizer change); any object with a ``layers``
+        list of :class:`~xpnet.nn.Linear` and optionally a ``bn_layers`` list of
+        :class:`~xpnet.nn.BatchNorm1d` (the handout's ``PseudoModel``); or an iterable of
+        :class:`~xpnet.nn.Param` handles or ``(name, Param)`` pairs, as
+        ``named_parameters()`` yields them.
     lr : float
         Learning rate, > 0.
     momentum : float
@@ -42,32 +43,49 @@ class SGD:
     nesterov : bool
         Nesterov momentum; needs ``momentum > 0``.
 
-    Attributes:
-        l: ``model.layers``. lr, mu: the hyperparameters. v_W, v_b: momentum buffers, one per
-        Linear, shaped like ``W`` and ``b`` (zeros at first). v_BW, v_Bb: the same for the
-        BatchNorm layers.
+    Attributes
+    ----------
+    lr, mu, weight_decay, nesterov
+        The hyperparameters (``mu`` is the momentum).
+    velocity : dict
+        The momentum buffer of each parameter by name (zeros at first).
+    l : list
+        ``model.layers`` (empty for an iterable of parameters), as the handout names it.
+    v_W, v_b, v_BW, v_Bb : list
+        The handout's view of ``velocity``: one buffer per Linear ``W``, ``b`` and per
+        BatchNorm ``BW``, ``Bb`` of a model with ``layers`` and ``bn_layers``.
+
+    Notes
+    -----
+    The update is computed in one of three equivalent ways, chosen once when the optimizer
+    is created from what the library allows (``xpnet.backend`` capabilities); each gives
+    the same numbers as the first:
+
+    * libraries whose arrays cannot change in place: new arrays are assigned;
+    * mutable arrays: parameters and buffers are updated in place;
+    * mutable arrays with views, in small models (at most :data:`FLAT_LIMIT` values):
+      all parameters and buffers are moved, once, into two flat arrays, and the model's
+      attributes (``W``, ``b``, ...) become views of them; one step is then a handful of
+      operations on the flat arrays instead of four per parameter (PyTorch's "foreach"
+      idea). The attributes keep their identity from then on; a parameter that is
+      reassigned later (``load_state_dict``) is copied back into the flat array at the
+      next step.
 
     The buffers live where the parameters were when the optimizer was created: move the
     model with ``to()`` first, then create the optimizer.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from xpnet.models import MLP
     >>> from xpnet.optim import SGD
     >>> model = MLP([4, 8, 3])
     >>> opt = SGD(model, lr=0.05, momentum=0.9)
+    >>> sorted(opt.velocity)[:2]
+    ['layers.0.W', 'layers.0.b']
     """
 
-    def __init__(self, model, lr=0.1, momentum=0.0, *, weight_decay=0.0, nesterov=False):
-        layers = getattr(model, "layers", None)
-        if not isinstance(layers, (list, tuple)) or not layers:
-            raise XpnetTypeError(
-                f"SGD: model must have a non-empty 'layers' list of Linear layers, got "
-                f"{type(model).__name__} with layers={layers!r}"
-            )
-        for i, layer in enumerate(layers):
-            if not (hasattr(layer, "W") and hasattr(layer, "b")):
-                raise XpnetTypeError(f"SGD: model.layers[{i}] ({layer!r}) has no W and b")
+    def __init__(self, params, lr=0.1, momentum=0.0, *, weight_decay=0.0, nesterov=False):
+        self.params = _named_params(params)
         self.lr = check_real(lr, "lr", "SGD", low=0.0, low_open=True)
         self.mu = check_real(momentum, "momentum", "SGD", low=0.0, high=1.0, high_open=True)
         self.weight_decay = check_real(weight_decay, "weight_decay", "SGD", low=0.0)
@@ -76,94 +94,101 @@ class SGD:
         if nesterov and self.mu == 0.0:
             raise XpnetValueError("SGD: nesterov momentum needs momentum > 0")
         self.nesterov = nesterov
-        self.l = layers
-        self.L = len(layers)
-        self.bn = list(getattr(model, "bn_layers", None) or [])
-        self.v_W = [_zeros_like(layer.W) for layer in self.l]
-        self.v_b = [_zeros_like(layer.b) for layer in self.l]
-        self.v_BW = [_zeros_like(bn.BW) for bn in self.bn]
-        self.v_Bb = [_zeros_like(bn.Bb) for bn in self.bn]
-        self._slot_list = list(self._slots())
+        layers = getattr(params, "layers", None)
+        self.l = layers if isinstance(layers, (list, tuple)) else []
+        self.L = len(self.l)
+        bn_layers = getattr(params, "bn_layers", None)
+        self._n_bn = len(bn_layers) if isinstance(bn_layers, (list, tuple)) else 0
+        self.velocity = {name: _zeros_like(p.value) for name, p in self.params}
+        xp = backend.namespace(self.params[0][1].value)
         self._flat = None  # (P, V, parameter views, velocity views) of the flat path
+        if not backend.inplace_updates(xp):
+            self._update = self._update_assign
+        elif backend.flat_views(xp) and self._n_values() <= FLAT_LIMIT:
+            self._update = None
+            self._flatten(xp)
+        else:
+            self._update = self._update_inplace
 
-    def _slots(self):
-        """(module, parameter, gradient, buffer list, index, label) for every parameter."""
-        for i, layer in enumerate(self.l):
-            yield layer, "W", "dLdW", self.v_W, i, f"layers.{i}"
-            yield layer, "b", "dLdb", self.v_b, i, f"layers.{i}"
-        for i, bn in enumerate(self.bn):
-            yield bn, "BW", "dLdBW", self.v_BW, i, f"bn_layers.{i}"
-            yield bn, "Bb", "dLdBb", self.v_Bb, i, f"bn_layers.{i}"
+    # the handout's names for the momentum buffers
+    def _buffers(self, prefix, attr, count):
+        return [self.velocity[f"{prefix}.{i}.{attr}"] for i in range(count)]
+
+    @property
+    def v_W(self):
+        """Momentum buffers of the Linear weights, one per ``model.layers`` entry."""
+        return self._buffers("layers", "W", self.L)
+
+    @property
+    def v_b(self):
+        """Momentum buffers of the Linear biases."""
+        return self._buffers("layers", "b", self.L)
+
+    @property
+    def v_BW(self):
+        """Momentum buffers of the BatchNorm scales, one per ``model.bn_layers`` entry."""
+        return self._buffers("bn_layers", "BW", self._n_bn)
+
+    @property
+    def v_Bb(self):
+        """Momentum buffers of the BatchNorm shifts."""
+        return self._buffers("bn_layers", "Bb", self._n_bn)
 
     def step(self):
         """Update every parameter once from its current gradient.
 
-        Three equivalent implementations, chosen once per library (``xpnet.backend``
-        capabilities); each computes the same numbers as the assignment path:
-
-        * arrays that cannot be changed in place: new arrays are assigned;
-        * mutable arrays: parameters and buffers are updated in place;
-        * mutable arrays with views, in small models (at most ``FLAT_LIMIT`` parameter
-          values): all parameters and momentum buffers live in two flat arrays, of which
-          the model's ``W``, ``b``, ``BW``, ``Bb`` are views, and one step is a handful of
-          operations on the flat arrays instead of four per parameter (PyTorch's
-          "foreach" idea). A parameter that was reassigned since is copied back in.
+        Raises
+        ------
+        CallOrderError
+            A gradient is missing: ``backward`` has not run.
         """
-        slots = self._slot_list
-        grads = [getattr(module, g_name) for module, _, g_name, *_ in slots]
+        grads = [p.grad for _, p in self.params]
         missing = next((k for k, g in enumerate(grads) if g is None), None)
         if missing is not None:
-            _, _, g_name, _, _, label = slots[missing]
+            name, p = self.params[missing]
+            where = name.rpartition(".")[0]
             raise CallOrderError(
-                f"SGD.step(): {label}.{g_name} is None; call model.backward(...) before step()"
+                f"SGD.step(): {where + '.' if where else ''}{p.grad_attr} is None; call "
+                f"model.backward(...) before step()"
             )
+        first_name, first = self.params[0]
         try:
-            xp = backend.namespace(self.l[0].W, self.v_W[0])
+            xp = backend.namespace(first.value, self.velocity[first_name])
         except (TypeError, ValueError) as err:
             raise type(err)(
                 f"SGD.step(): the model's parameters and this optimizer's momentum buffers "
                 f"live apart ({err}); create the optimizer after moving the model with .to()"
             ) from None
-        if not backend.inplace_updates(xp):
-            update = self._update_assign
-        elif backend.flat_views(xp) and self._n_values() <= FLAT_LIMIT:
+        if self._update is None:
             return self._update_flat(xp, grads)
-        else:
-            update = self._update_inplace
-        for (module, p_name, _, buffers, i, _), g in zip(slots, grads, strict=True):
-            update(module, p_name, g, buffers, i)
+        for (name, p), g in zip(self.params, grads, strict=True):
+            self._update(p, g, name)
 
     def _n_values(self):
-        if self._flat is not None:
-            return self._flat[0].shape[0]
-        return sum(math.prod(getattr(m, p).shape) for m, p, *_ in self._slot_list)
+        return sum(math.prod(p.value.shape) for _, p in self.params)
 
     def _flatten(self, xp):
         """Copy parameters and buffers into two flat arrays and make them views of those."""
-        slots = self._slot_list
-        params = [getattr(m, p) for m, p, *_ in slots]
-        P = xp.concat([xp.reshape(p, (-1,)) for p in params])
-        V = xp.concat([xp.reshape(buffers[i], (-1,)) for _, _, _, buffers, i, _ in slots])
+        values = [p.value for _, p in self.params]
+        P = xp.concat([xp.reshape(v, (-1,)) for v in values])
+        V = xp.concat([xp.reshape(self.velocity[name], (-1,)) for name, _ in self.params])
         p_views, v_views, offset = [], [], 0
-        for (module, p_name, _, buffers, i, _), p in zip(slots, params, strict=True):
-            n = math.prod(p.shape)
-            p_view = xp.reshape(P[offset : offset + n], tuple(p.shape))
-            v_view = xp.reshape(V[offset : offset + n], tuple(p.shape))
-            setattr(module, p_name, p_view)
-            buffers[i] = v_view
-            p_views.append(p_view)
-            v_views.append(v_view)
+        for (name, p), value in zip(self.params, values, strict=True):
+            n = math.prod(value.shape)
+            p.value = xp.reshape(P[offset : offset + n], tuple(value.shape))
+            self.velocity[name] = xp.reshape(V[offset : offset + n], tuple(value.shape))
+            p_views.append(p.value)
+            v_views.append(self.velocity[name])
             offset += n
         self._flat = (P, V, p_views, v_views)
 
     def _update_flat(self, xp, grads):
-        slots = self._slot_list
-        flat = self._flat
-        if flat is None or not all(
-            getattr(m, p) is pv and buffers[i] is vv
-            for (m, p, _, buffers, i, _), pv, vv in zip(slots, flat[2], flat[3], strict=True)
+        _, _, p_views, v_views = self._flat
+        if not all(
+            p.value is pv and self.velocity[name] is vv
+            for (name, p), pv, vv in zip(self.params, p_views, v_views, strict=True)
         ):
-            self._flatten(xp)
+            self._flatten(xp)  # a parameter or buffer was replaced since
         P, V = self._flat[0], self._flat[1]
         g = xp.concat([xp.reshape(g, (-1,)) for g in grads])
         if self.weight_decay:
@@ -177,55 +202,113 @@ class SGD:
                 g = V
         P -= self.lr * g
 
-    def _update_assign(self, module, p_name, g, buffers, i):
-        p = getattr(module, p_name)
+    def _update_assign(self, param, g, name):
+        p = param.value
         if self.weight_decay:
             g = g + self.weight_decay * p
         if self.mu:
-            v = self.mu * buffers[i] + g
-            buffers[i] = v
+            v = self.mu * self.velocity[name] + g
+            self.velocity[name] = v
             g = g + self.mu * v if self.nesterov else v
-        setattr(module, p_name, p - self.lr * g)
+        param.value = p - self.lr * g
 
-    def _update_inplace(self, module, p_name, g, buffers, i):
-        p = getattr(module, p_name)
+    def _update_inplace(self, param, g, name):
+        p = param.value
         if self.weight_decay:
             g = g + self.weight_decay * p
         if self.mu:
-            v = buffers[i]
+            v = self.velocity[name]
             v *= self.mu
             v += g
             g = g + self.mu * v if self.nesterov else v
         p -= self.lr * g
 
     def state_dict(self):
-        """The momentum buffers by key (``"v_W.0"``, ``"v_BW.1"``); hyperparameters are
+        """The momentum buffers by parameter name (``"layers.0.W"``); hyperparameters are
         constructor arguments and not part of the state."""
-        return {
-            f"{name}.{i}": v
-            for name in ("v_W", "v_b", "v_BW", "v_Bb")
-            for i, v in enumerate(getattr(self, name))
-        }
+        return dict(self.velocity)
 
     def load_state_dict(self, state):
-        """Restore the momentum buffers (onto the parameters' library and device)."""
-        for name in ("v_W", "v_b", "v_BW", "v_Bb"):
-            current = getattr(self, name)
-            for i, old in enumerate(current):
-                key = f"{name}.{i}"
-                if key not in state:
-                    raise XpnetValueError(f"SGD.load_state_dict: missing momentum buffer {key!r}")
-                new = state[key]
-                if tuple(new.shape) != tuple(old.shape):
-                    raise XpnetValueError(
-                        f"SGD.load_state_dict: {key!r} has shape {tuple(new.shape)}, "
-                        f"expected {tuple(old.shape)}"
-                    )
-                xp = backend.namespace(old)
-                moved = backend.convert(new, xp, device=backend.device(old), dtype=old.dtype)
-                # own the buffer: the update changes it in place
-                current[i] = xp.asarray(moved, copy=True) if moved is new else moved
+        """Restore the momentum buffers (onto the parameters' library and device).
+
+        ``state`` is what :meth:`state_dict` returned; the keys of xpnet 0.1
+        (``"v_W.0"``, ``"v_BW.1"``) are accepted too.
+
+        Raises
+        ------
+        ValueError
+            A buffer is missing or has the wrong shape.
+        """
+        state = {_current_key(k): v for k, v in state.items()}
+        for name, old in self.velocity.items():
+            if name not in state:
+                raise XpnetValueError(f"SGD.load_state_dict: missing momentum buffer {name!r}")
+            new = state[name]
+            if tuple(new.shape) != tuple(old.shape):
+                raise XpnetValueError(
+                    f"SGD.load_state_dict: {name!r} has shape {tuple(new.shape)}, "
+                    f"expected {tuple(old.shape)}"
+                )
+            xp = backend.namespace(old)
+            moved = backend.convert(new, xp, device=backend.device(old), dtype=old.dtype)
+            # own the buffer: the update changes it in place
+            self.velocity[name] = xp.asarray(moved, copy=True) if moved is new else moved
         return self
+
+
+# xpnet 0.1 named the momentum buffers by the handout's lists; now they go by parameter
+_LEGACY = {
+    "v_W": "layers.{}.W",
+    "v_b": "layers.{}.b",
+    "v_BW": "bn_layers.{}.BW",
+    "v_Bb": "bn_layers.{}.Bb",
+}
+
+
+def _current_key(key):
+    kind, _, index = key.partition(".")
+    return _LEGACY[kind].format(index) if kind in _LEGACY and index.isdigit() else key
+
+
+def _named_params(source):
+    """``[(name, Param)]`` from a model, a handout-style object with ``layers``, or an
+    iterable of Param handles or ``(name, Param)`` pairs."""
+    if callable(getattr(source, "named_parameters", None)):
+        found = list(source.named_parameters())
+    elif isinstance(getattr(source, "layers", None), (list, tuple)):
+        found = []
+        for group in ("layers", "bn_layers"):
+            for i, layer in enumerate(getattr(source, group, None) or []):
+                if not isinstance(layer, Module):
+                    raise XpnetTypeError(
+                        f"SGD: model.{group}[{i}] ({layer!r}) is not an xpnet layer with parameters"
+                    )
+                found.extend(layer.named_parameters(f"{group}.{i}."))
+    else:
+        try:
+            items = list(source)
+        except TypeError:
+            raise XpnetTypeError(
+                f"SGD: expected a model, an object with a 'layers' list, or an iterable of "
+                f"parameters (model.named_parameters()), got {type(source).__name__}"
+            ) from None
+        found = []
+        for i, item in enumerate(items):
+            if isinstance(item, Param):
+                found.append((str(i), item))
+            elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Param):
+                found.append((str(item[0]), item[1]))
+            else:
+                raise XpnetTypeError(
+                    f"SGD: parameter {i} must be an xpnet.nn.Param or a (name, Param) pair "
+                    f"as named_parameters() yields, got {type(item).__name__}"
+                )
+    if not found:
+        raise XpnetValueError(
+            f"SGD: {type(source).__name__} has no parameters to optimise; pass a model with "
+            f"layers or a non-empty iterable of parameters"
+        )
+    return found
 
 
 def _zeros_like(x):
