@@ -11,7 +11,7 @@ import itertools
 
 import numpy as np
 
-from xpnet.bench import time_step
+from xpnet.app.bench import time_step
 
 
 def products(lib, sizes=(784, 256, 128, 10), batch=128, seed=0):

@@ -7,7 +7,7 @@ The same as ``xpnet bench``; see BENCHMARKS.md for the results and the machine.
 
 import sys
 
-from xpnet.bench import main
+from xpnet.app.bench import main
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from xpnet.backend.peers import NumpyStep, SklearnStep, TorchStep
-from xpnet.bench import XpnetStep
+from xpnet.app.bench import XpnetStep
+from xpnet.app.peers import NumpyStep, SklearnStep, TorchStep
 
 
 def _value(loss):

@@ -319,7 +319,7 @@ def test_library_errors_are_xpnet_errors(call, builtin):
 
 def test_cli_shows_a_traceback_for_a_bug(monkeypatch):
     """User errors become one line (tested in test_cli.py); a bug is not disguised."""
-    from xpnet import cli
+    from xpnet.app import cli
 
     def broken(args):
         raise KeyError("a bug")

@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import tempfile
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +41,7 @@ PROBE_TOLERANCE = {"float32": (1e-4, 1e-5), "float64": (1e-9, 1e-12)}
 
 
 def _versions(lib):
-    found = {"python": platform.python_version()}
-    try:
-        found["array-api-compat"] = importlib_metadata.version("array-api-compat")
-    except importlib_metadata.PackageNotFoundError:
-        found["array-api-compat"] = None
+    found = {"python": platform.python_version(), "array-api-compat": backend.compat_version()}
     for name in dict.fromkeys(("numpy", lib)):
         found[name.replace("_", "-")] = backend.library_version(name)
     return found

@@ -18,6 +18,7 @@ from ._namespace import (
     DISTRIBUTIONS,
     SUPPORTED,
     available,
+    compat_version,
     device,
     device_name,
     devices,
@@ -26,6 +27,7 @@ from ._namespace import (
     library_version,
     namespace,
     placement,
+    report,
     resolve_device,
 )
 from ._random import host_rng, host_uniform
@@ -36,6 +38,7 @@ __all__ = [
     "FLOAT_DTYPES",
     "SUPPORTED",
     "available",
+    "compat_version",
     "convert",
     "device",
     "device_name",
@@ -57,6 +60,7 @@ __all__ = [
     "namespace",
     "placement",
     "quiet_float_errors",
+    "report",
     "resolve_device",
     "resolve_dtype",
     "to_numpy",

@@ -24,6 +24,7 @@ __all__ = [
     "DISTRIBUTIONS",
     "SUPPORTED",
     "available",
+    "compat_version",
     "device",
     "device_name",
     "devices",
@@ -32,6 +33,7 @@ __all__ = [
     "library_version",
     "namespace",
     "placement",
+    "report",
     "resolve_device",
 ]
 
@@ -205,6 +207,32 @@ def library_version(name) -> str | None:
         except importlib.metadata.PackageNotFoundError:
             continue
     return None
+
+
+def compat_version() -> str | None:
+    """The installed version of array-api-compat, through which xpnet reaches libraries."""
+    try:
+        return importlib.metadata.version("array-api-compat")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def report() -> list[dict]:
+    """One row per supported library: ``backend``, ``version``, ``state`` (``"usable"``,
+    ``"not installed"``, ``"installed, no CUDA device visible"``) and ``devices``."""
+    usable = available()
+    rows = []
+    for name in SUPPORTED:
+        version = library_version(name)
+        if version is None and importlib.util.find_spec(name) is None:
+            state = "not installed"
+        elif name in usable:
+            state = "usable"
+        else:
+            state = "installed, no CUDA device visible"
+        names = devices(get(name)) if name in usable else []
+        rows.append({"backend": name, "version": version, "state": state, "devices": names})
+    return rows
 
 
 def available() -> list[str]:

@@ -1,0 +1,64 @@
+"""The package keeps one direction: the application on top of the library, the array
+libraries named only in ``xpnet/backend``."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "xpnet"
+APP = PACKAGE / "app"
+# the old module names of the application, and ``python -m xpnet``
+ENTRY = {PACKAGE / f"{name}.py" for name in ("cli", "runs", "bench", "__main__")}
+LIBRARY = [p for p in PACKAGE.rglob("*.py") if APP not in p.parents and p not in ENTRY]
+
+
+def _imports(path):
+    """Every module name a file imports, resolved to absolute ``xpnet.…`` names."""
+    tree = ast.parse(path.read_text())
+    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")
+            if node.level:
+                base = base[: len(base) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module
+            names.append(module)
+            names += [f"{module}.{alias.name}" for alias in node.names]
+    return names
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_library_never_imports_the_application(path):
+    bad = [n for n in _imports(path) if n == "xpnet.app" or n.startswith("xpnet.app.")]
+    assert not bad, f"{path.name} imports {bad}"
+    calls = [
+        node.func.id
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+    ]
+    assert "print" not in calls, f"{path.name} prints"
+    assert "argparse" not in {n.split(".")[0] for n in _imports(path)}
+
+
+NAMING_NO_LIBRARY = [
+    p for p in LIBRARY if p.parent.name in ("nn", "optim") or p.name == "models.py"
+]
+
+
+@pytest.mark.parametrize("path", NAMING_NO_LIBRARY, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_layers_models_optimizers_name_no_array_library(path):
+    roots = {n.split(".")[0] for n in _imports(path)}
+    assert not roots & {"numpy", "cupy", "torch", "array_api_strict"}, path.name
+
+
+def test_the_layout_is_what_this_test_expects():
+    assert len(LIBRARY) > 20 and len(NAMING_NO_LIBRARY) >= 9
+    assert {p.name for p in APP.glob("*.py")} >= {"cli.py", "runs.py", "bench.py", "peers.py"}

@@ -1,0 +1,301 @@
+"""``xpnet bench``: one training step of xpnet against its peers, side by side.
+
+A step is forward, softmax cross-entropy, backward and SGD with momentum 0.9 on one
+fixed batch. Each implementation is timed in this one process: a warm-up, then the
+median over at least ``--seconds`` of back-to-back steps, taken in four rounds in which
+the implementations alternate. Ratios compare numbers of the same run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+import tracemalloc
+
+import numpy as np
+
+from .. import backend
+from ..errors import XpnetValueError
+from ..models import MLP
+from ..nn import CrossEntropyLoss
+from ..optim import SGD
+from .peers import NumpyStep, SklearnStep, TorchStep
+
+__all__ = ["SIZES", "XpnetStep", "main", "run", "time_step"]
+
+#: name -> (layer sizes, batch, batchnorm)
+SIZES = {
+    "tiny": ([2, 4, 8, 8, 4, 2], 4, False),
+    "mnist": ([784, 256, 128, 10], 128, False),
+    "mnist+bn": ([784, 256, 128, 10], 128, True),
+    "wide": ([784, 1024, 1024, 10], 512, False),
+}
+
+
+class XpnetStep:
+    """xpnet through its public API: ``MLP``, ``CrossEntropyLoss``, ``SGD``."""
+
+    name = "xpnet"
+
+    def __init__(self, sizes, X, y, *, batchnorm=False, lr=0.01, momentum=0.9, seed=0, xp="numpy"):
+        xp = backend.get(xp)
+        self.model = MLP(
+            sizes, batchnorm=batchnorm, xp=xp, seed=seed, dtype=backend.dtype_name(X.dtype)
+        )
+        self.loss = CrossEntropyLoss()
+        self.opt = SGD(self.model, lr=lr, momentum=momentum)
+        self.X, self.y = xp.asarray(X), xp.asarray(y)
+
+    def __call__(self):
+        L = self.loss.forward(self.model.forward(self.X), self.y)
+        self.model.backward(self.loss.backward(), input_grad=False)
+        self.opt.step()
+        return L
+
+
+def time_step(step, *, seconds=2.0, warmup=10):
+    """Median seconds per call of ``step`` over at least ``seconds`` (and 5 calls)."""
+    for _ in range(warmup):
+        step()
+    return statistics.median(_samples(step, seconds))
+
+
+def _samples(step, seconds, at_least=5):
+    times = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or len(times) < at_least:
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def peak_memory(step, calls=3):
+    """Peak bytes NumPy allocated (traced by tracemalloc) over a few steps."""
+    tracemalloc.start()
+    try:
+        for _ in range(calls):
+            step()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _threads():
+    try:
+        from threadpoolctl import threadpool_info
+
+        counts = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+        if counts:
+            return max(counts)
+    except ImportError:
+        pass
+    return os.cpu_count() or 1
+
+
+PEERS = {"xpnet": XpnetStep, "numpy": NumpyStep, "torch": TorchStep, "sklearn": SklearnStep}
+
+
+def run(sizes=None, peers=None, *, seconds=2.0, seed=0, rounds=4, log=None):
+    """Time every peer at every size; returns rows of ``{size, peer, us, peak_mib}``.
+
+    At each size the peers take turns: ``rounds`` rounds of ``seconds / rounds`` each, so
+    that a slow drift of the machine (another process, the clock) hits every peer alike;
+    ``us`` is the median over all of a peer's samples.
+    """
+    sizes = list(SIZES) if sizes is None else sizes
+    peers = list(PEERS) if peers is None else peers
+    threads = _threads()
+    rows = []
+    for size in sizes:
+        layer_sizes, batch, batchnorm = SIZES[size]
+        rng = np.random.default_rng(seed)
+        X = rng.standard_normal((batch, layer_sizes[0])).astype(np.float32)
+        y = rng.integers(0, layer_sizes[-1], batch)
+        steps, samples = {}, {}
+        for peer in peers:
+            kwargs = {"batchnorm": batchnorm, "seed": seed}
+            if peer == "torch":
+                kwargs["threads"] = threads
+            try:
+                steps[peer] = PEERS[peer](layer_sizes, X, y, **kwargs)
+            except (ImportError, ValueError) as err:
+                rows.append({"size": size, "peer": peer, "us": None, "note": str(err)})
+                continue
+            for _ in range(10):  # warm-up
+                steps[peer]()
+            samples[peer] = []
+        for _ in range(rounds):
+            for peer, step in steps.items():
+                samples[peer] += _samples(step, seconds / rounds, at_least=2)
+        for peer, step in steps.items():
+            us = statistics.median(samples[peer]) * 1e6
+            row = {"size": size, "peer": peer, "us": us}
+            if size == "wide" and peer in ("xpnet", "numpy", "sklearn"):
+                row["peak_mib"] = peak_memory(step) / 2**20
+            rows.append(row)
+            if log:
+                log(f"  {size:<9} {peer:<8} {us:>10.1f} us")
+    order = {p: i for i, p in enumerate(peers)}
+    return sorted(rows, key=lambda r: (sizes.index(r["size"]), order[r["peer"]]))
+
+
+def format_table(rows):
+    """Rows as the table in BENCHMARKS.md (µs per step and ratios to xpnet)."""
+    by = {(r["size"], r["peer"]): r for r in rows}
+    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    peers = list(dict.fromkeys(r["peer"] for r in rows))
+    labels = {"xpnet": "xpnet", "numpy": "numpy hand", "torch": "pytorch", "sklearn": "sklearn"}
+    head = f"{'size':<10}" + "".join(f"{labels[p]:>12}" for p in peers)
+    ratios = [p for p in peers if p != "xpnet"]
+    head += "".join(f"{'xpnet/' + labels[p].split()[0]:>16}" for p in ratios)
+    lines = ["µs per training step (median), float32", head]
+    for size in sizes:
+        cells = []
+        for p in peers:
+            us = by.get((size, p), {}).get("us")
+            cells.append(f"{us:>12.1f}" if us is not None else f"{'n/a':>12}")
+        mine = by.get((size, "xpnet"), {}).get("us")
+        for p in ratios:
+            other = by.get((size, p), {}).get("us")
+            ratio = f"{mine / other:.2f}x" if mine and other else "n/a"
+            cells.append(f"{ratio:>16}")
+        lines.append(f"{size:<10}" + "".join(cells))
+    peaks = [(labels[r["peer"]], r["peak_mib"]) for r in rows if "peak_mib" in r]
+    if peaks:
+        lines.append(
+            "peak NumPy memory in the wide run (tracemalloc): "
+            + ", ".join(f"{name} {mib:.1f} MiB" for name, mib in peaks)
+        )
+    return "\n".join(lines)
+
+
+def train_comparison(
+    *, repeats=3, epochs=40, batch_size=32, lr=0.05, momentum=0.9, hidden=(128, 64)
+):
+    """Training-loop seconds of the default ``xpnet train`` run (with and without
+    BatchNorm) and of scikit-learn's MLPClassifier with the same architecture, epochs and
+    batch size, on the bundled digits; the median of ``repeats`` runs, with accuracies."""
+    from ..data import load_digits
+    from ..train import evaluate, fit
+    from .peers import sklearn_fit
+
+    data = load_digits(seed=0)
+    sizes = [data.n_features, *hidden, data.n_classes]
+    rows = []
+    for label, batchnorm in (("xpnet (default, BatchNorm)", True), ("xpnet --no-batchnorm", False)):
+        times, accuracy = [], None
+        for _ in range(repeats):
+            model = MLP(sizes, batchnorm=batchnorm, seed=0)
+            loss = CrossEntropyLoss()
+            opt = SGD(model, lr=lr, momentum=momentum)
+            start = time.perf_counter()
+            fit(
+                model,
+                loss,
+                opt,
+                (data.X_train, data.y_train),
+                epochs=epochs,
+                batch_size=batch_size,
+                seed=0,
+                progress=False,
+            )
+            times.append(time.perf_counter() - start)
+            accuracy = evaluate(model, loss, data.X_test, data.y_test)[1]
+        rows.append((label, statistics.median(times), accuracy))
+    try:
+        times, accuracy = [], None
+        for _ in range(repeats):
+            seconds, predict = sklearn_fit(
+                data.X_train.astype(np.float32),
+                data.y_train,
+                hidden=hidden,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                momentum=momentum,
+            )
+            times.append(seconds)
+            accuracy = float(np.mean(predict(data.X_test.astype(np.float32)) == data.y_test))
+        rows.append(("scikit-learn MLPClassifier", statistics.median(times), accuracy))
+    except ImportError:
+        rows.append(("scikit-learn MLPClassifier", None, None))
+    return rows
+
+
+def format_train(rows, *, epochs=40, batch_size=32):
+    lines = [
+        f"training loop on the bundled digits: 64-128-64-10, {epochs} epochs, batch "
+        f"{batch_size}, SGD momentum 0.9 (median of 3 runs)",
+        f"{'':<30}{'seconds':>10}{'test accuracy':>16}",
+    ]
+    for label, seconds, accuracy in rows:
+        if seconds is None:
+            lines.append(f"{label:<30}{'n/a':>10}")
+        else:
+            lines.append(f"{label:<30}{seconds:>10.2f}{accuracy:>16.4f}")
+    return "\n".join(lines)
+
+
+def describe_machine():
+    import numpy
+
+    parts = [
+        f"{platform.processor() or platform.machine()}",
+        f"{os.cpu_count()} cores",
+        f"python {platform.python_version()}",
+        f"numpy {numpy.__version__}",
+        f"BLAS threads {_threads()}",
+    ]
+    try:
+        import torch
+
+        parts.append(f"torch {torch.__version__}")
+    except ImportError:
+        pass
+    try:
+        import sklearn
+
+        parts.append(f"scikit-learn {sklearn.__version__}")
+    except ImportError:
+        pass
+    return ", ".join(parts)
+
+
+def build_parser(parser=None):
+    parser = parser or argparse.ArgumentParser(prog="xpnet bench", description=__doc__)
+    parser.add_argument(
+        "--sizes", default=",".join(SIZES), help=f"comma-separated, from {', '.join(SIZES)}"
+    )
+    parser.add_argument(
+        "--peers", default=",".join(PEERS), help=f"comma-separated, from {', '.join(PEERS)}"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=2.0, help="timing window per measurement (default 2)"
+    )
+    parser.add_argument(
+        "--train",
+        action="store_true",
+        help="also time the default training run against scikit-learn",
+    )
+    return parser
+
+
+def main(args=None):
+    if not isinstance(args, argparse.Namespace):
+        args = build_parser().parse_args(args)
+    sizes = [s for s in args.sizes.split(",") if s]
+    peers = [p for p in args.peers.split(",") if p]
+    unknown = [s for s in sizes if s not in SIZES] + [p for p in peers if p not in PEERS]
+    if unknown:
+        raise XpnetValueError(f"unknown sizes or peers {unknown}")
+    print(describe_machine(), flush=True)
+    rows = run(sizes, peers, seconds=args.seconds)
+    print(format_table(rows), flush=True)
+    if args.train:
+        print()
+        print(format_train(train_comparison()))
+    return rows

@@ -1,0 +1,487 @@
+"""The ``xpnet`` command: train, evaluate, predict, parity, info."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+
+from .. import __version__, backend
+from ..data import BUILTIN
+from ..errors import TrainingDiverged, XpnetError, XpnetValueError
+
+__all__ = ["build_parser", "main"]
+
+EXIT_USAGE = 2
+
+#: ``xpnet train`` options that define a run; with ``--resume`` the saved ones are used.
+RUN_OPTIONS = (
+    "dataset",
+    "label_column",
+    "hidden",
+    "activation",
+    "batchnorm",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "early_stopping",
+    "backend",
+    "device",
+    "dtype",
+    "seed",
+)
+#: Their defaults (the parser's defaults are None, so that a given option can be told apart).
+RUN_DEFAULTS = {
+    "dataset": "digits",
+    "label_column": None,
+    "hidden": [128, 64],
+    "activation": "relu",
+    "batchnorm": True,
+    "batch_size": 32,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "early_stopping": None,
+    "backend": "auto",
+    "device": None,
+    "dtype": "float32",
+    "seed": 0,
+}
+
+
+class UsageError(XpnetValueError):
+    """A bad argument or input file: reported in one line, exit status 2."""
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _hidden(text):
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer widths like 128,64, got {text!r}"
+        ) from None
+    if any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"layer widths must be positive, got {text!r}")
+    return sizes
+
+
+def _float(text):
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+BACKEND_CHOICES = ["auto", *backend.SUPPORTED]
+
+
+def _pick_backend(name):
+    if name == "auto":
+        return "cupy" if "cupy" in backend.available() else "numpy"
+    return name
+
+
+def _namespace(name, device):
+    xp = backend.get(_pick_backend(name))
+    return xp, backend.resolve_device(xp, device)
+
+
+def _echo(args, text):
+    if not args.json and not getattr(args, "quiet", False):
+        print(text, flush=True)
+
+
+# -- train ---------------------------------------------------------------------------------
+def cmd_train(args):
+    from .runs import RESUME_FILE, config_of_run, train_run
+
+    given = [name for name in RUN_OPTIONS if getattr(args, name) is not None]
+    if args.resume:
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise UsageError(
+                f"{flags} cannot change a run that is resumed: --resume continues "
+                f"{args.resume} with its saved configuration (only --epochs may set a new "
+                f"total); start a new run with --out to train with other settings"
+            )
+        folder = Path(args.resume)
+        config = config_of_run(folder)
+        if args.epochs is not None:
+            config["epochs"] = args.epochs
+    else:
+        opts = {name: getattr(args, name) for name in RUN_OPTIONS}
+        opts = {k: RUN_DEFAULTS[k] if v is None else v for k, v in opts.items()}
+        _, device = _namespace(opts["backend"], opts["device"])
+        if opts["seed"] < 0:
+            raise UsageError(f"--seed must be a non-negative integer, got {opts['seed']}")
+        config = {
+            **opts,
+            "epochs": args.epochs or 40,
+            "backend": _pick_backend(opts["backend"]),
+            "device": None if device is None else backend.device_name(device),
+        }
+        folder = (
+            Path(args.out)
+            if args.out
+            else Path("runs")
+            / (f"{Path(str(opts['dataset'])).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+        )
+        if (folder / RESUME_FILE).exists():
+            raise UsageError(
+                f"{folder} already holds a run; continue it with "
+                f"--resume {folder} or choose another --out"
+            )
+    try:
+        metrics = train_run(
+            config,
+            folder,
+            resume=bool(args.resume),
+            quiet=args.quiet,
+            echo=lambda text: _echo(args, text),
+        )
+    except TrainingDiverged as err:
+        print(
+            f"xpnet train: error: {err}; the last good state (end of epoch "
+            f"{err.epoch - 1}) is in {folder / RESUME_FILE}",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        print(
+            f"xpnet train: interrupted; {folder / RESUME_FILE} holds the state at the end "
+            f"of the last completed epoch. Continue with: xpnet train --resume {folder}",
+            file=sys.stderr,
+        )
+        return 130
+    except OSError as err:
+        raise UsageError(f"cannot write to {folder}: {err.strerror or err}") from None
+    if args.json:
+        print(json.dumps({k: v for k, v in metrics.items() if k != "curves"}))
+        return 0
+    stopping = metrics["early_stopping"]
+    if stopping and stopping["stopped_early"]:
+        _echo(
+            args,
+            f"stopped early after epoch {stopping['stopped_at_epoch']}: the validation loss "
+            f"had not improved for {stopping['patience']} epochs; restored epoch "
+            f"{stopping['best_epoch']} (validation loss {stopping['best_val_loss']:.4f})",
+        )
+    elif stopping:
+        _echo(
+            args,
+            f"early stopping did not trigger; restored the best epoch, "
+            f"{stopping['best_epoch']} (validation loss {stopping['best_val_loss']:.4f})",
+        )
+    plot = metrics.get("curves")
+    _echo(
+        args,
+        f"trained {metrics['epochs_run']} epochs in {metrics['train_seconds']:.1f} "
+        f"s; saved {metrics['checkpoint']}" + (f" and {plot}" if plot else ""),
+    )
+    print(f"test accuracy: {metrics['test_accuracy']:.4f}")
+    return 0
+
+
+# -- evaluate / predict ----------------------------------------------------------------------
+def _load(args):
+    from ..checkpoint import load_all
+
+    xp, device = _namespace(args.backend, getattr(args, "device", None))
+    model, _, info = load_all(args.checkpoint, xp=xp, device=device)
+    return model, info
+
+
+def cmd_evaluate(args):
+    from ..nn import CrossEntropyLoss
+    from ..train import evaluate
+    from .runs import evaluation_data
+
+    model, meta = _load(args)
+    X, y, source = evaluation_data(
+        meta, args.dataset, label_column=args.label_column, all_rows=args.all_rows
+    )
+    if X.shape[1] != model.sizes[0]:
+        raise UsageError(f"{source}: {X.shape[1]} features, the model expects {model.sizes[0]}")
+    loss, accuracy = evaluate(model, CrossEntropyLoss(), X, y)
+    lib, dev = backend.placement(model.layers[0].W)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "accuracy": accuracy,
+                    "loss": loss,
+                    "n": int(X.shape[0]),
+                    "dataset": source,
+                    "backend": lib,
+                    "device": str(dev),
+                }
+            )
+        )
+    else:
+        print(f"{source}, on {lib} ({dev})")
+        print(f"loss: {loss:.4f}")
+        print(f"accuracy: {accuracy:.4f}")
+    return 0
+
+
+def cmd_predict(args):
+    from ..data import read_features
+    from .runs import predictions, write_predictions
+
+    model, meta = _load(args)
+    X = read_features(args.input)
+    if X.shape[1] != model.sizes[0]:
+        raise UsageError(f"{args.input}: {X.shape[1]} features, the model expects {model.sizes[0]}")
+    result, lines = predictions(model, X, meta.get("user", {}).get("classes"), proba=args.proba)
+    if args.out:
+        write_predictions(args.out, result, lines)
+    else:
+        sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+# -- parity / info ---------------------------------------------------------------------------
+def cmd_parity(args):
+    from ..parity import format_table, run_parity
+
+    names = None
+    if args.backends:
+        names = [b.strip() for b in args.backends.split(",") if b.strip()]
+        unknown = [b for b in names if b not in backend.SUPPORTED]
+        if unknown:
+            raise UsageError(f"unknown backend(s) {unknown}; expected {list(backend.SUPPORTED)}")
+    compared = [b for b in dict.fromkeys(names or backend.available()) if b != "numpy"]
+    if not compared:
+        print(
+            "xpnet parity: error: no backend to compare with NumPy: "
+            + ("only numpy was named" if names else "only numpy is usable here")
+            + "; install another (pip install 'xpnet[torch]' or 'xpnet[array-api-strict]')"
+            " or name it with --backends",
+            file=sys.stderr,
+        )
+        return 1
+    results = run_parity(names, steps=args.steps, dtype=args.dtype, seed=args.seed)
+    if args.json:
+        print(json.dumps({"dtype": args.dtype, "steps": args.steps, "results": results}))
+    else:
+        print(format_table(results, steps=args.steps, dtype=args.dtype))
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+def cmd_bench(args):
+    from .bench import main as bench_main
+
+    bench_main(args)
+    return 0
+
+
+def cmd_info(args):
+    import platform
+
+    info = {
+        "xpnet": __version__,
+        "python": platform.python_version(),
+        "numpy": backend.library_version("numpy"),
+        "array-api-compat": backend.compat_version(),
+        "backends": backend.report(),
+    }
+    rows = info["backends"]
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(
+        f"xpnet {info['xpnet']} (python {info['python']}, numpy {info['numpy']}, "
+        f"array-api-compat {info['array-api-compat']})"
+    )
+    for r in rows:
+        devs = f"  devices: {', '.join(r['devices'])}" if r["devices"] else ""
+        print(f"  {r['backend']:<18}{r['version'] or '-':<14}{r['state']}{devs}")
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------------
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="xpnet",
+        description="Train MLPs on a GPU or CPU, save checkpoints that run anywhere, and "
+        "check that the array backends agree.",
+    )
+    parser.add_argument("--version", action="version", version=f"xpnet {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "train",
+        help="train an MLP classifier and save it",
+        description="Train an MLP classifier (default: the bundled digits).",
+    )
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help=f"{' or '.join(BUILTIN)} (built in; default digits) or a .npz/.csv file",
+    )
+    p.add_argument(
+        "--label-column",
+        default=None,
+        help="CSV label column: index or header name (default: the last)",
+    )
+    p.add_argument(
+        "--hidden", type=_hidden, default=None, help="hidden layer widths (default: 128,64)"
+    )
+    p.add_argument(
+        "--activation",
+        choices=["relu", "sigmoid", "tanh", "gelu"],
+        default=None,
+        help="hidden activation (default: relu)",
+    )
+    p.add_argument(
+        "--batchnorm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="BatchNorm1d before each hidden activation (default: on)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help="passes over the data (default 40; with --resume: a new total)",
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="(default: 32)")
+    p.add_argument("--lr", type=_float, default=None, help="learning rate (default: 0.05)")
+    p.add_argument("--momentum", type=_float, default=None, help="(default: 0.9)")
+    p.add_argument("--weight-decay", type=_float, default=None, help="(default: 0)")
+    p.add_argument(
+        "--early-stopping",
+        type=_positive_int,
+        default=None,
+        metavar="PATIENCE",
+        help="hold out 10%% of the training set and stop when its loss has not "
+        "improved for PATIENCE epochs",
+    )
+    _add_backend(p, default=None)
+    p.add_argument(
+        "--dtype", choices=["float32", "float64"], default=None, help="(default: float32)"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seeds the split, the initial parameters and the shuffling (default: 0)",
+    )
+    p.add_argument("--out", default=None, help="output folder (default: runs/<dataset>-<time>)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress output (otherwise one line per epoch on stderr)",
+    )
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="DIR",
+        help="continue the interrupted run in DIR with its saved configuration (options "
+        "that define the run are refused; --epochs sets a new total)",
+    )
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="accuracy and loss of a checkpoint",
+        description="Accuracy and loss of a checkpoint. By default on the test split that "
+        "training held out (same data, seed and test fraction, recorded in the checkpoint).",
+    )
+    p.add_argument("checkpoint")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="a built-in dataset or a .npz/.csv file; the training file itself (recognised "
+        "by its SHA-256) is scored on its test split, any other file whole "
+        "(default: the data the model was trained on)",
+    )
+    p.add_argument(
+        "--label-column", default=None, help="CSV label column (default: as in training)"
+    )
+    p.add_argument(
+        "--all-rows", action="store_true", help="score every row instead of the test split"
+    )
+    _add_backend(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="class predictions for a .npy or .csv of features")
+    p.add_argument("checkpoint")
+    p.add_argument("input", help="a .npy array (N, F) or a .csv of features (header allowed)")
+    _add_backend(p)
+    p.add_argument("--proba", action="store_true", help="class probabilities instead of labels")
+    p.add_argument("--out", default=None, help="write to FILE (.npy or .csv) instead of stdout")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("parity", help="check that the backends agree with NumPy")
+    p.add_argument(
+        "--backends", default=None, help="comma-separated (default: every backend usable here)"
+    )
+    p.add_argument("--steps", type=_positive_int, default=20)
+    p.add_argument(
+        "--dtype", choices=["float32", "float64"], default="float64", help="(default: float64)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_parity)
+
+    from . import bench
+
+    p = sub.add_parser(
+        "bench",
+        help="time a training step against NumPy, PyTorch, sklearn",
+        description=bench.__doc__,
+    )
+    bench.build_parser(p)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("info", help="versions, usable backends and devices")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def _add_backend(p, default="auto"):
+    p.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        default=default,
+        help="array library (auto: cupy when a CUDA device is usable, else numpy)",
+    )
+    p.add_argument("--device", default=None, help="device, e.g. cuda:1 or device1")
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except XpnetError as err:
+        print(f"xpnet {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as err:  # a file xpnet was asked to read or write
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"xpnet {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"xpnet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

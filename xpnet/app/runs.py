@@ -1,0 +1,536 @@
+"""Training runs on disk, as ``xpnet train`` makes them, and the data that evaluates them.
+
+A run folder holds ``resume.safetensors`` (rewritten atomically after every epoch: the
+model, the optimizer's momentum buffers, the shuffling generator's state, early
+stopping's bookkeeping and the history), and at the end ``model.safetensors``,
+``metrics.json`` and ``curves.png``. ``xpnet train --resume DIR`` continues from
+``resume.safetensors``; a resumed run ends bit-identical (on NumPy) to one that was never
+interrupted, because every piece of state that the next epoch reads is restored.
+
+Both checkpoints record the data they were trained on (:meth:`xpnet.data.Dataset.record`:
+the dataset's name, a data file's absolute path and SHA-256, the label column and the
+split's seed and test fraction), so :func:`evaluation_data` rebuilds exactly the test
+rows that training held out, from any folder, and refuses a data file that changed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import backend
+from ..checkpoint import load_all, read_metadata, save
+from ..data import file_sha256, is_builtin, load_dataset, read_arrays, stratified_split
+from ..errors import DataError, RunError
+from ..models import MLP
+from ..nn import CrossEntropyLoss, Softmax
+from ..optim import SGD
+from ..train import FitState, evaluate, fit, to_model
+
+__all__ = [
+    "DIVERGENCE_FACTOR",
+    "RESUME_FILE",
+    "RunError",
+    "config_of_run",
+    "evaluation_data",
+    "loss_bound",
+    "predictions",
+    "train_run",
+    "write_predictions",
+]
+
+RESUME_FILE = "resume.safetensors"
+
+#: A run stops as diverged when an epoch's mean cross-entropy exceeds this many times
+#: ``ln(K)``, the loss of predicting all ``K`` classes as equally likely.
+DIVERGENCE_FACTOR = 100.0
+
+
+def loss_bound(n_classes):
+    """The mean training loss above which a run counts as diverged:
+    ``DIVERGENCE_FACTOR * ln(n_classes)`` (230 for 10 classes)."""
+    return DIVERGENCE_FACTOR * math.log(n_classes)
+
+
+def config_of_run(folder):
+    """The configuration saved in a run folder's resume checkpoint.
+
+    Raises
+    ------
+    RunError
+        The folder holds no resume checkpoint, or it has no configuration.
+    """
+    path = Path(folder) / RESUME_FILE
+    if not path.is_file():
+        raise RunError(f"{folder}: no {RESUME_FILE} here, so nothing to resume")
+    config = read_metadata(path).get("user", {}).get("config")
+    if not isinstance(config, dict):
+        raise RunError(f"{path}: no training configuration in its metadata")
+    return dict(config)
+
+
+def _save_resume(path, model, optimizer, state, config, data):
+    extras = {f"optimizer.{k}": v for k, v in optimizer.state_dict().items()}
+    for key, value in (state.best_state or {}).items():
+        extras[f"best.{key}"] = value
+    resume = {
+        "epoch": state.epoch,
+        "history": state.history,
+        "rng_state": state.rng_state,
+        "best": None if state.best == float("inf") else state.best,
+        "best_epoch": state.best_epoch,
+        "waited": state.waited,
+        "stopped_early": state.stopped_early,
+    }
+    save(
+        model,
+        path,
+        probe=data.X_test[:8],
+        extra_tensors=extras,
+        metadata={
+            "dataset": str(data.name),
+            "data": data.record(),
+            "classes": data.classes,
+            "config": config,
+            "resume": resume,
+        },
+    )
+
+
+def _restore(path, config, xp, device):
+    model, extras, info = load_all(path, xp=xp, device=device)
+    model.train()
+    optimizer = _optimizer(model, config)
+    optimizer.load_state_dict(
+        {k[len("optimizer.") :]: v for k, v in extras.items() if k.startswith("optimizer.")}
+    )
+    saved = info.get("user", {}).get("resume") or {}
+    best_state = {k[len("best.") :]: v for k, v in extras.items() if k.startswith("best.")}
+    state = FitState(
+        epoch=int(saved.get("epoch", 0)),
+        history=list(saved.get("history", [])),
+        rng_state=saved.get("rng_state"),
+        best=float("inf") if saved.get("best") is None else float(saved["best"]),
+        best_epoch=saved.get("best_epoch"),
+        waited=int(saved.get("waited", 0)),
+        best_state=best_state or None,
+        stopped_early=bool(saved.get("stopped_early", False)),
+    )
+    return model, optimizer, state
+
+
+def _optimizer(model, config):
+    return SGD(
+        model, lr=config["lr"], momentum=config["momentum"], weight_decay=config["weight_decay"]
+    )
+
+
+def _data_source(config):
+    """Where a run's data is: the built-in name, else the file as given when it exists
+    here, else the absolute path recorded when the run started."""
+    spec = config["dataset"]
+    if is_builtin(spec) or Path(spec).exists() or not config.get("data_path"):
+        return spec
+    return config["data_path"]
+
+
+def _setup(config, folder, resume):
+    """Data, model, optimizer and fit state of a new or resumed run (may raise)."""
+    xp = backend.get(config["backend"])
+    device = backend.resolve_device(xp, config["device"])
+    data = load_dataset(
+        _data_source(config), label_column=config["label_column"], seed=config["seed"]
+    )
+    if resume and data.sha256 != config.get("data_sha256"):
+        raise RunError(
+            f"{data.path}: the data file changed since the run started; "
+            f"resuming on other data would not continue the same run"
+        )
+    config = {**config, "data_sha256": data.sha256, "data_path": data.path}
+    resume_path = folder / RESUME_FILE
+    if resume:
+        model, optimizer, state = _restore(resume_path, config, xp, device)
+    else:
+        sizes = [data.n_features, *config["hidden"], data.n_classes]
+        model = MLP(
+            sizes,
+            activation=config["activation"],
+            batchnorm=config["batchnorm"],
+            xp=xp,
+            device=device,
+            dtype=config["dtype"],
+            seed=config["seed"],
+        )
+        optimizer = _optimizer(model, config)
+        state = FitState()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise RunError(f"cannot create the run folder {folder}: {err.strerror}") from None
+        _save_resume(resume_path, model, optimizer, state, config, data)
+    return model, optimizer, state, data, config
+
+
+def _epoch_line(record, epochs):
+    extra = (
+        f"  val_loss {record['val_loss']:.4f}  val_acc {record['val_accuracy']:.4f}"
+        if "val_loss" in record
+        else ""
+    )
+    return (
+        f"epoch {record['epoch']:>3}/{epochs}  loss {record['loss']:.4f}  "
+        f"acc {record['accuracy']:.4f}{extra}"
+    )
+
+
+def train_run(config, folder, *, resume=False, quiet=False, echo=print):
+    """Train (or, with ``resume``, continue) the run described by ``config`` in ``folder``.
+
+    Progress: one line per epoch on stderr unless ``quiet`` (above a progress bar on a
+    terminal, plain lines in a log file).
+
+    Parameters
+    ----------
+    config : dict
+        The run configuration (as ``xpnet train`` builds it, or :func:`config_of_run`
+        reads it back).
+    folder : str or Path
+        The run folder.
+    resume : bool
+        Continue the run saved in ``folder``.
+    quiet : bool
+        No progress output.
+    echo : callable
+        Prints the run's summary lines.
+
+    Returns
+    -------
+    dict
+        The metrics that ``metrics.json`` holds.
+
+    Raises
+    ------
+    RunError, DataError, CheckpointError
+        A configuration, data file or resume checkpoint that cannot be used.
+    TrainingDiverged
+        The loss became non-finite, or an epoch's mean loss exceeded :func:`loss_bound`;
+        the last good epoch stays in ``resume.safetensors``. ``KeyboardInterrupt`` is let
+        through after the same guarantee.
+    """
+    wall = time.perf_counter()
+    folder = Path(folder)
+    try:
+        setup = _setup(config, folder, resume)
+    except OSError as err:
+        raise RunError(f"{err.filename or folder}: {err.strerror or err}") from None
+    model, optimizer, state, data, config = setup
+    resume_path = folder / RESUME_FILE
+    lib, dev = backend.placement(model.layers[0].W)
+    echo(
+        f"data: {data.name}, {len(data.y_train)} train / {len(data.y_test)} test, "
+        f"{data.n_features} features, {data.n_classes} classes"
+    )
+    echo(
+        f"model: {type(model).__name__}({model.extra_repr()}) on {lib} ({dev}), "
+        f"{config['dtype']}" + (f"; resuming after epoch {state.epoch}" if resume else "")
+    )
+
+    X_train, y_train = data.X_train, data.y_train
+    validation = None
+    if config["early_stopping"]:
+        keep, held = stratified_split(y_train, test_fraction=0.1, seed=config["seed"] + 1)
+        validation = (X_train[held], y_train[held])
+        X_train, y_train = X_train[keep], y_train[keep]
+    loss = CrossEntropyLoss()
+    terminal = sys.stderr.isatty()
+
+    def log(record):
+        if quiet:
+            return
+        line = _epoch_line(record, config["epochs"])
+        if terminal:
+            from tqdm.auto import tqdm
+
+            tqdm.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def checkpoint(fit_state):
+        _save_resume(resume_path, model, optimizer, fit_state, config, data)
+
+    start = time.perf_counter()
+    # fit stops on a non-finite loss itself, naming the epoch and step; the library's own
+    # overflow warnings on the way there would only add noise
+    with backend.quiet_float_errors(model.xp):
+        history = fit(
+            model,
+            loss,
+            optimizer,
+            (X_train, y_train),
+            epochs=config["epochs"],
+            batch_size=config["batch_size"],
+            validation=validation,
+            seed=config["seed"],
+            progress=not quiet and terminal,
+            early_stopping=config["early_stopping"],
+            log=log,
+            state=state,
+            on_epoch_end=checkpoint,
+            max_loss=loss_bound(data.n_classes),
+        )
+    train_seconds = time.perf_counter() - start
+    X_test, y_test = to_model(model, data.X_test, data.y_test)
+    test_loss, test_accuracy = evaluate(model, loss, X_test, y_test)
+    model_path = folder / "model.safetensors"
+    stopping = None
+    if config["early_stopping"]:
+        stopping = {
+            "patience": config["early_stopping"],
+            "stopped_early": state.stopped_early,
+            "stopped_at_epoch": state.epoch,
+            "best_epoch": state.best_epoch,
+            "best_val_loss": None if state.best == float("inf") else state.best,
+        }
+    save(
+        model,
+        model_path,
+        probe=data.X_test[:8],
+        metadata={
+            "dataset": str(data.name),
+            "data": data.record(),
+            "classes": data.classes,
+            "config": config,
+            "test_accuracy": test_accuracy,
+            "test_loss": test_loss,
+            "early_stopping": stopping,
+        },
+    )
+    metrics = {
+        "test_accuracy": test_accuracy,
+        "test_loss": test_loss,
+        "epochs_run": len(history),
+        "early_stopping": stopping,
+        "history": history,
+        "config": config,
+        "data": data.record(),
+        "train_seconds": train_seconds,
+        "wall_seconds": time.perf_counter() - wall,
+        "checkpoint": str(model_path),
+    }
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    metrics["curves"] = _plot_curves(history, folder / "curves.png")
+    return metrics
+
+
+def _recorded_data(user):
+    """The data record of a checkpoint's metadata; older checkpoints, which have none,
+    get one rebuilt from their training configuration."""
+    record = user.get("data")
+    if isinstance(record, dict) and isinstance(record.get("split"), dict):
+        return record
+    config = user.get("config") if isinstance(user.get("config"), dict) else {}
+    return {
+        "name": user.get("dataset"),
+        "path": config.get("data_path"),
+        "sha256": config.get("data_sha256"),
+        "label_column": config.get("label_column"),
+        "split": {"seed": config.get("seed", 0)},
+    }
+
+
+def evaluation_data(info, dataset=None, *, label_column=None, all_rows=False):
+    """The rows to evaluate a checkpoint on, as ``(X, y, description)``.
+
+    Without ``dataset``: the test split of the data the model was trained on, rebuilt
+    from the checkpoint's record (same seed and test fraction; a data file found by its
+    recorded absolute path when the path as given does not exist here, and refused when
+    its SHA-256 changed). With ``dataset``: a built-in name or the training file itself
+    (found by its SHA-256) gives that same test split; any other file is scored whole.
+    ``all_rows`` scores every row of the data instead of the test split.
+
+    Parameters
+    ----------
+    info : dict
+        The checkpoint's metadata (:func:`xpnet.checkpoint.read_metadata`).
+    dataset : str, optional
+        A built-in dataset name or a ``.npz``/``.csv`` file.
+    label_column : int or str, optional
+        The CSV label column (default: the one training used, else the last).
+    all_rows : bool
+        Score all rows rather than the test split.
+
+    Returns
+    -------
+    X : numpy.ndarray
+        ``(N, F)`` features.
+    y : numpy.ndarray
+        ``(N,)`` class ids of the model's classes.
+    description : str
+        Which rows these are, for the user.
+
+    Raises
+    ------
+    DataError
+        The data cannot be found or read, changed since training, or has labels the model
+        does not know.
+    """
+    user = info.get("user") or {}
+    classes = user.get("classes")
+    record = _recorded_data(user)
+    split = record["split"]
+    seed = split.get("seed", 0) if isinstance(split.get("seed", 0), int) else 0
+    recorded_label = record.get("label_column")
+    if label_column is None:
+        label_column = recorded_label
+    if dataset is None:
+        spec = record.get("name")
+        if not isinstance(spec, str):
+            raise DataError("the checkpoint does not name its dataset; pass --dataset")
+        if not is_builtin(spec):
+            spec = _recorded_file(spec, record)
+        same = True
+    elif is_builtin(dataset):
+        spec, same = dataset, dataset == record.get("name")
+    else:
+        spec = dataset
+        path = Path(dataset)
+        if not path.is_file():
+            read_arrays(path)  # raises the DataError that names the problem
+        same = record.get("sha256") is not None and file_sha256(path) == record["sha256"]
+    if not same or all_rows:
+        if is_builtin(spec):
+            data = load_dataset(spec, seed=seed)
+            X = np.concatenate([data.X_train, data.X_test])
+            ids = np.concatenate([data.y_train, data.y_test])
+            labels = [data.classes[i] for i in ids]
+        else:
+            X, labels = read_arrays(spec, label_column=label_column)
+        y = _label_ids(labels, classes, spec)
+        return X, y, f"{spec}: all {X.shape[0]} rows"
+    data = load_dataset(spec, label_column=label_column, seed=seed)
+    if classes is not None and data.classes != classes:
+        raise DataError(f"{spec}: classes {data.classes} differ from the checkpoint's {classes}")
+    where = "official test split" if split.get("official") else f"test split, seed {seed}"
+    total = len(data.y_train) + len(data.y_test)
+    return data.X_test, data.y_test, f"{spec}: {where} ({len(data.y_test)} of {total} rows)"
+
+
+def _recorded_file(spec, record):
+    """The training file of a checkpoint, checked against its recorded SHA-256."""
+    path = Path(spec)
+    if not path.is_file() and record.get("path"):
+        path = Path(record["path"])
+    if not path.is_file():
+        raise DataError(
+            f"the model was trained on {record.get('path') or spec}, which is not there; "
+            f"pass --dataset FILE"
+        )
+    digest = record.get("sha256")
+    if digest is not None and file_sha256(path) != digest:
+        raise DataError(
+            f"{path}: the file changed since the model was trained (SHA-256 differs), so "
+            f"its test split is not the one training held out; pass --dataset {path} "
+            f"--all-rows to score every row of it as it is now"
+        )
+    return str(path)
+
+
+def _label_ids(labels, classes, source):
+    if not isinstance(classes, list):
+        raise DataError("the checkpoint records no classes; cannot map the labels")
+    index = {str(c): i for i, c in enumerate(classes)}
+    try:
+        return np.asarray(
+            [index[str(v.item() if hasattr(v, "item") else v)] for v in labels], dtype=np.int64
+        )
+    except KeyError as err:
+        raise DataError(
+            f"{source}: label {err.args[0]} is not one of the model's classes {classes}"
+        ) from None
+
+
+def _plot_curves(history, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for key, label in (("loss", "train"), ("val_loss", "validation")):
+        if history and key in history[0]:
+            ax_loss.plot(epochs, [r[key] for r in history], label=label)
+    for key, label in (("accuracy", "train"), ("val_accuracy", "validation")):
+        if history and key in history[0]:
+            ax_acc.plot(epochs, [r[key] for r in history], label=label)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    ax_loss.legend()
+    ax_acc.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)
+
+
+def predictions(model, X, classes=None, *, proba=False):
+    """The model's predictions for host features ``X``, as an array and as text lines.
+
+    Parameters
+    ----------
+    model : MLP
+        A model in evaluation mode, on any backend.
+    X : numpy.ndarray
+        ``(N, F)`` features.
+    classes : list, optional
+        The label of each class id (default: the ids themselves).
+    proba : bool
+        Class probabilities (softmax of the logits) instead of labels.
+
+    Returns
+    -------
+    result : numpy.ndarray
+        ``(N,)`` labels, or ``(N, K)`` float64 probabilities.
+    lines : list of str
+        One line per row; with ``proba``, a header line of the class labels first.
+    """
+    xp = model.xp
+    logits = model.forward(
+        xp.asarray(X.astype(backend.dtype_name(model.dtype)), device=model.device)
+    )
+    classes = classes or list(range(model.sizes[-1]))
+    if proba:
+        result = backend.to_numpy(Softmax().forward(logits)).astype(np.float64)
+        lines = [",".join(str(c) for c in classes)]
+        lines += [",".join(f"{p:.6g}" for p in row) for row in result]
+    else:
+        ids = backend.to_numpy(xp.argmax(logits, axis=1))
+        result = np.asarray([classes[i] for i in ids])
+        lines = [str(v) for v in result]
+    return result, lines
+
+
+def write_predictions(path, result, lines):
+    """Write :func:`predictions` to ``path``: ``.npy`` gets the array, anything else the
+    text lines.
+
+    Raises
+    ------
+    RunError
+        The file cannot be written.
+    """
+    out = Path(path)
+    try:
+        if out.suffix.lower() == ".npy":
+            np.save(out, result, allow_pickle=False)
+        else:
+            out.write_text("\n".join(lines) + "\n")
+    except (OSError, ValueError) as err:
+        raise RunError(f"cannot write {out}: {err}") from None
