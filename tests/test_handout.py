@@ -1,4 +1,4 @@
-"""The handout's worked examples (SPEC section 4) on the backend under test."""
+"""The handout's worked examples (where xpnet follows the handout; docs/contract) on the backend under test."""
 
 from __future__ import annotations
 

@@ -250,9 +250,9 @@ def test_fit_and_evaluate_arguments(xp, device):
     model = MLP([3, 2], xp=xp, device=device)
     opt, loss = SGD(model), CrossEntropyLoss()
     X, y = np.zeros((4, 3)), np.zeros(4, dtype=np.int64)
-    with pytest.raises(ValueError, match="epochs must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="fit: epochs must be positive, got 0"):
         fit(model, loss, opt, (X, y), epochs=0, batch_size=2)
-    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+    with pytest.raises(ValueError, match="fit: batch_size must be positive, got -1"):
         fit(model, loss, opt, (X, y), epochs=1, batch_size=-1)
     with pytest.raises(ValueError, match="early_stopping needs a validation set"):
         fit(model, loss, opt, (X, y), epochs=1, batch_size=2, early_stopping=3)

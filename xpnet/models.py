@@ -9,8 +9,14 @@ from typing import ClassVar
 from . import backend
 from .errors import XpnetValueError
 from .nn import GELU, BatchNorm1d, Identity, Linear, ReLU, Sigmoid, Tanh
-from .nn._checks import as_dtype, check_2d, check_float, check_same_shape, require_forward
-from .nn._init import check_size
+from .nn._checks import (
+    as_dtype,
+    check_2d,
+    check_float,
+    check_same_shape,
+    check_size,
+    require_forward,
+)
 from .nn.module import Module
 
 __all__ = ["ACTIVATIONS", "MLP", "MLP0", "MLP1", "MLP4"]

@@ -12,6 +12,7 @@ import numpy as np
 from . import backend
 from .data import batches
 from .errors import TrainingDiverged, XpnetTypeError, XpnetValueError
+from .nn._checks import check_size
 
 __all__ = ["FitState", "TrainingDiverged", "evaluate", "fit", "to_model"]
 
@@ -173,9 +174,8 @@ def fit(
     """
     if early_stopping is not None and validation is None:
         raise XpnetValueError("fit: early_stopping needs a validation set")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise XpnetValueError(f"fit: {name} must be a positive int, got {value!r}")
+    epochs = check_size(epochs, "epochs", "fit")
+    batch_size = check_size(batch_size, "batch_size", "fit")
     if progress is None:
         progress = sys.stderr.isatty()
     _check_data(train_data, "fit: train_data")

@@ -1,10 +1,13 @@
-"""Input validation shared by the layers: errors that say what came and what was expected.
+"""Validation shared by the layers, models, optimizers and the training loop: errors that
+say what came and what was expected (constructor arguments and array inputs alike).
 
 ``where`` is the module (or a string) the message names; a module's one-line label is
 only built when an error is raised, so the checks cost next to nothing on the hot path.
 """
 
 from __future__ import annotations
+
+import numbers
 
 from .. import backend
 from ..errors import CallOrderError, XpnetTypeError, XpnetValueError
@@ -57,3 +60,36 @@ def check_same_shape(x, expected_shape, where, what):
 def require_forward(cache, where):
     if cache is None:
         raise CallOrderError(f"{_name(where)}: backward() called before forward()")
+
+
+def check_size(value, name, where):
+    """A positive int (bools rejected), else TypeError/ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise XpnetTypeError(
+            f"{where}: {name} must be an int, got {type(value).__name__} {value!r}"
+        )
+    if value <= 0:
+        raise XpnetValueError(f"{where}: {name} must be positive, got {value}")
+    return int(value)
+
+
+def check_real(value, name, where, *, low=None, high=None, low_open=False, high_open=False):
+    """A finite real number within the given bounds, else TypeError/ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise XpnetTypeError(
+            f"{where}: {name} must be a number, got {type(value).__name__} {value!r}"
+        )
+    value = float(value)
+    bad = value != value or value in (float("inf"), float("-inf"))
+    if low is not None:
+        bad |= value <= low if low_open else value < low
+    if high is not None:
+        bad |= value >= high if high_open else value > high
+    if bad:
+        lo = "-inf" if low is None else f"{low}"
+        hi = "inf" if high is None else f"{high}"
+        left = "(" if low_open or low is None else "["
+        right = ")" if high_open or high is None else "]"
+        interval = f"{left}{lo}, {hi}{right}"
+        raise XpnetValueError(f"{where}: {name} must lie in {interval}, got {value}")
+    return value

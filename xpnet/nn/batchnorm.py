@@ -6,8 +6,15 @@ from typing import ClassVar
 
 from .. import backend
 from ..errors import XpnetValueError
-from ._checks import as_dtype, check_2d, check_float, check_same_shape, require_forward
-from ._init import check_real, check_size
+from ._checks import (
+    as_dtype,
+    check_2d,
+    check_float,
+    check_real,
+    check_same_shape,
+    check_size,
+    require_forward,
+)
 from .module import Module
 
 __all__ = ["BatchNorm1d"]

@@ -7,8 +7,7 @@ from typing import ClassVar
 
 from .. import backend
 from ..errors import XpnetValueError
-from ._checks import as_dtype, check_2d, check_float, require_forward
-from ._init import check_size
+from ._checks import as_dtype, check_2d, check_float, check_size, require_forward
 from .module import Module
 
 __all__ = ["Linear"]

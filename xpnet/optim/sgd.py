@@ -6,7 +6,7 @@ import math
 
 from .. import backend
 from ..errors import CallOrderError, XpnetTypeError, XpnetValueError
-from ..nn._init import check_real
+from ..nn._checks import check_real
 from ..nn.module import Module, Param
 
 __all__ = ["FLAT_LIMIT", "SGD"]
