@@ -1,4 +1,4 @@
-"""Bad input gets a clear exception at the call that received it (the contract's error rules: docs/contract)."""
+"""Bad input gets a clear exception at the call that received it (docs: the contract)."""
 
 from __future__ import annotations
 

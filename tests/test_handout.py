@@ -1,4 +1,4 @@
-"""The handout's worked examples (where xpnet follows the handout; docs/contract) on the backend under test."""
+"""The handout's worked examples on the backend under test (docs: the contract)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,12 @@
-"""xpnet: multilayer perceptrons with explicit forward and backward, written once against
-the Python Array API standard (NumPy, CuPy, PyTorch, array-api-strict)."""
+"""Multilayer perceptrons with explicit forward and backward, on any Array API library.
 
-__version__ = "0.1.0"
+xpnet is written once against the Python Array API standard, so that the same code
+trains on NumPy, CuPy (CUDA), PyTorch and array-api-strict.
+"""
 
-from . import backend, models, nn, optim
+__version__ = "0.2.0"
+
+from . import backend, errors, models, nn, optim
 from .checkpoint import load, save
 
-__all__ = ["__version__", "backend", "load", "models", "nn", "optim", "save"]
+__all__ = ["__version__", "backend", "errors", "load", "models", "nn", "optim", "save"]

@@ -26,7 +26,25 @@ class FormatError(XpnetValueError):
 
 
 def pack(tensors: dict[str, np.ndarray]) -> tuple[dict[str, dict], bytes]:
-    """The header entries and the data section for ``tensors`` (name -> float array)."""
+    """Lay out float arrays as a safetensors data section.
+
+    Parameters
+    ----------
+    tensors : dict of str to numpy.ndarray
+        Arrays of float32 or float64, by name.
+
+    Returns
+    -------
+    entries : dict of str to dict
+        The header entry of each array: ``dtype``, ``shape``, ``data_offsets``.
+    data : bytes
+        The arrays' little-endian bytes, one after the other.
+
+    Raises
+    ------
+    TypeError
+        An array is neither float32 nor float64.
+    """
     entries, chunks, offset = {}, [], 0
     for name, array in tensors.items():
         array = np.ascontiguousarray(array, dtype=np.asarray(array).dtype.newbyteorder("<"))
@@ -44,7 +62,22 @@ def pack(tensors: dict[str, np.ndarray]) -> tuple[dict[str, dict], bytes]:
 
 
 def assemble(entries: dict[str, dict], data: bytes, metadata: dict[str, str]) -> bytes:
-    """The file's bytes from :func:`pack`'s output and string ``metadata``."""
+    """The bytes of a safetensors file.
+
+    Parameters
+    ----------
+    entries : dict of str to dict
+        Header entries, as :func:`pack` returns them.
+    data : bytes
+        The data section, as :func:`pack` returns it.
+    metadata : dict of str to str
+        Stored as the header's ``__metadata__``.
+
+    Returns
+    -------
+    bytes
+        The header length, the JSON header (padded to 8 bytes) and the data.
+    """
     text = json.dumps({"__metadata__": metadata, **entries}, separators=(",", ":"))
     text = text.encode("utf-8")
     text += b" " * (-len(text) % 8)  # align the data section to 8 bytes
@@ -52,7 +85,27 @@ def assemble(entries: dict[str, dict], data: bytes, metadata: dict[str, str]) ->
 
 
 def decode(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str], bytes]:
-    """``(tensors, metadata, data section)`` from a file's bytes; FormatError if malformed."""
+    """Parse a safetensors file's bytes, checking every offset and shape.
+
+    Parameters
+    ----------
+    blob : bytes
+        The whole file.
+
+    Returns
+    -------
+    tensors : dict of str to numpy.ndarray
+        The arrays, copied out of ``blob``.
+    metadata : dict of str to str
+        The header's ``__metadata__``.
+    data : bytes
+        The data section, for a checksum.
+
+    Raises
+    ------
+    FormatError
+        The bytes are not a well-formed safetensors file of float32/float64 arrays.
+    """
     if len(blob) < 8:
         raise FormatError(f"file too short ({len(blob)} bytes) to hold a safetensors header")
     (n,) = struct.unpack("<Q", blob[:8])

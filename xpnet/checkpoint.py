@@ -21,6 +21,7 @@ import numpy as np
 
 from . import backend
 from ._safetensors import FormatError, assemble, decode, pack
+from ._typing import Array, Device, Namespace
 from .errors import CheckpointError, CheckpointNotFoundError
 from .models import ACTIVATIONS, MLP, MLP0, MLP1, MLP4
 
@@ -65,7 +66,14 @@ def _run_probe(model, inputs):
     return backend.to_numpy(out).astype(np.float64)
 
 
-def save(model, path, *, metadata=None, probe=None, extra_tensors=None):
+def save(
+    model: MLP,
+    path: str | os.PathLike,
+    *,
+    metadata: dict | None = None,
+    probe: Array | None = None,
+    extra_tensors: dict[str, Array] | None = None,
+) -> Path:
     """Write ``model`` to ``path`` (a ``.safetensors`` file), atomically.
 
     Parameters
@@ -82,6 +90,11 @@ def save(model, path, *, metadata=None, probe=None, extra_tensors=None):
         ``(n, sizes[0])`` inputs for the probe; default 4 seeded standard-normal rows.
     extra_tensors : dict, optional
         More float arrays to store (e.g. optimizer buffers, keys ``"optimizer.*"``).
+
+    Returns
+    -------
+    Path
+        ``path``.
     """
     path = Path(path)
     tensors = {k: backend.to_numpy(v) for k, v in model.state_dict().items()}
@@ -161,8 +174,18 @@ def _read(path):
     return tensors, info
 
 
-def read_metadata(path) -> dict:
+def read_metadata(path: str | os.PathLike) -> dict:
     """The checkpoint's metadata (architecture, dtype, versions, probe, user data).
+
+    Parameters
+    ----------
+    path : str or Path
+        A file written by :func:`save`.
+
+    Returns
+    -------
+    dict
+        The JSON document stored in the file's header.
 
     Raises
     ------
@@ -174,7 +197,7 @@ def read_metadata(path) -> dict:
     return _read(path)[1]
 
 
-def load(path, *, xp="numpy", device=None):
+def load(path: str | os.PathLike, *, xp: Namespace = "numpy", device: Device = None) -> MLP:
     """Rebuild the model saved at ``path`` on backend ``xp`` and ``device``, in eval mode.
 
     Before anything sized by the file's metadata is allocated, the recorded architecture
@@ -214,31 +237,35 @@ MAX_PROBE_ROWS = 1024
 
 
 def _architecture(info, tensors, path):
-    """``(class, constructor kwargs, dtype, state shapes, sizes)`` after checking every field of
-    the recorded architecture against the stored arrays; nothing is allocated."""
+    """``(class, constructor kwargs, dtype, state shapes, sizes)`` from checked metadata.
 
-    def bad(field, problem):
+    Every field of the recorded architecture is checked against the stored arrays;
+    nothing is allocated.
+    """
+
+    def _bad(field, problem):
+        """A CheckpointError that names the metadata field."""
         return CheckpointError(f"{path}: metadata field {field!r} {problem}")
 
     dtype = info.get("dtype")
     if not isinstance(dtype, str) or dtype not in PROBE_TOLERANCE:
-        raise bad("dtype", f"must be one of {list(PROBE_TOLERANCE)}, got {dtype!r}")
+        raise _bad("dtype", f"must be one of {list(PROBE_TOLERANCE)}, got {dtype!r}")
     arch = info.get("architecture")
     if not isinstance(arch, dict):
-        raise bad("architecture", f"must be a JSON object, got {type(arch).__name__}")
+        raise _bad("architecture", f"must be a JSON object, got {type(arch).__name__}")
     cls = _CLASSES.get(arch.get("class")) if isinstance(arch.get("class"), str) else None
     if cls is None:
-        raise bad(
+        raise _bad(
             "architecture.class", f"must be one of {list(_CLASSES)}, got {arch.get('class')!r}"
         )
     activation = arch.get("activation", "relu")
     if not isinstance(activation, str) or activation not in ACTIVATIONS:
-        raise bad(
+        raise _bad(
             "architecture.activation", f"must be one of {list(ACTIVATIONS)}, got {activation!r}"
         )
     batchnorm = arch.get("batchnorm", False)
     if not isinstance(batchnorm, bool):
-        raise bad("architecture.batchnorm", f"must be true or false, got {batchnorm!r}")
+        raise _bad("architecture.batchnorm", f"must be true or false, got {batchnorm!r}")
     kwargs = {"activation": activation, "batchnorm": batchnorm}
     sizes = None
     if cls is MLP:
@@ -251,11 +278,11 @@ def _architecture(info, tensors, path):
             shown = (
                 sizes if not isinstance(sizes, list) or len(sizes) <= 8 else f"{len(sizes)} entries"
             )
-            raise bad(
+            raise _bad(
                 "architecture.sizes", f"must be a list of at least two positive ints, got {shown}"
             )
         if len(sizes) - 1 > len(tensors):
-            raise bad(
+            raise _bad(
                 "architecture.sizes",
                 f"describes {len(sizes) - 1} layers but the file stores only {len(tensors)} arrays",
             )
@@ -266,14 +293,14 @@ def _architecture(info, tensors, path):
     for key, shape in shapes.items():
         stored = tensors.get(key)
         if stored is None:
-            raise bad("architecture", f"describes array {key!r}, which the file does not store")
+            raise _bad("architecture", f"describes array {key!r}, which the file does not store")
         if tuple(stored.shape) != shape:
-            raise bad(
+            raise _bad(
                 "architecture",
                 f"expects {key!r} of shape {shape}, the file stores {tuple(stored.shape)}",
             )
         if stored.dtype != np.dtype(dtype):
-            raise bad("dtype", f"is {dtype} but {key!r} is stored as {stored.dtype}")
+            raise _bad("dtype", f"is {dtype} but {key!r} is stored as {stored.dtype}")
         if not np.all(np.isfinite(stored)):
             raise CheckpointError(f"{path}: array {key!r} holds NaN or infinite values")
     return cls, kwargs, dtype, shapes, sizes
@@ -316,13 +343,19 @@ def _probe(info, sizes, dtype, path):
     return arrays[0].astype(dtype), arrays[1]
 
 
-def load_all(path, *, xp="numpy", device=None):
+def load_all(
+    path: str | os.PathLike, *, xp: Namespace = "numpy", device: Device = None
+) -> tuple[MLP, dict[str, np.ndarray], dict]:
     """:func:`load` plus the other stored arrays and the metadata.
 
     Parameters
     ----------
-    path, xp, device
-        As for :func:`load`.
+    path : str or Path
+        A file written by :func:`save`.
+    xp : str or namespace
+        The array library to load onto (default NumPy).
+    device : optional
+        Its device (library default when None).
 
     Returns
     -------

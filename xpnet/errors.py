@@ -69,7 +69,15 @@ class DataError(XpnetValueError):
 
 
 class DataFileNotFoundError(DataError, FileNotFoundError):
-    """A data file that does not exist."""
+    """A data file that does not exist.
+
+    Parameters
+    ----------
+    message : str
+        What is missing, for the user.
+    filename : str, optional
+        The path, as ``FileNotFoundError.filename``.
+    """
 
     def __init__(self, message, filename=None):
         super().__init__(message)
@@ -84,7 +92,15 @@ class CheckpointError(XpnetValueError):
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """A checkpoint file that does not exist."""
+    """A checkpoint file that does not exist.
+
+    Parameters
+    ----------
+    message : str
+        What is missing, for the user.
+    filename : str, optional
+        The path, as ``FileNotFoundError.filename``.
+    """
 
     def __init__(self, message, filename=None):
         super().__init__(message)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from . import backend
+from ._typing import Array, Device, DType, Namespace, Seed
 from .errors import XpnetValueError
 from .nn import GELU, BatchNorm1d, Identity, Linear, ReLU, Sigmoid, Tanh
 from .nn._checks import (
@@ -26,10 +27,10 @@ ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "gelu": GELU, "id
 
 
 class MLP(Module):
-    """A stack of Linear layers with an activation (and optionally BatchNorm1d before it)
-    after every Linear except the last, which returns logits.
+    """A multilayer perceptron: Linear layers with an activation after each but the last.
 
-    ``forward`` runs ``Z = layers[i](A)``, ``Z = bn_layers[i](Z)`` (with batchnorm),
+    With ``batchnorm``, a BatchNorm1d comes before each activation. The last Linear returns
+    logits. ``forward`` runs ``Z = layers[i](A)``, ``Z = bn_layers[i](Z)`` (with batchnorm),
     ``A = f[i](Z)``; ``backward`` runs the chain in reverse and returns ``dLdA0``.
     The last entry of ``f`` is an :class:`~xpnet.nn.Identity`, so ``f`` and ``layers``
     always have the same length.
@@ -42,18 +43,29 @@ class MLP(Module):
         One of ``"relu"``, ``"sigmoid"``, ``"tanh"``, ``"gelu"``, ``"identity"``.
     batchnorm : bool
         Put a BatchNorm1d (handout defaults: alpha 0.9, eps 1e-8) before each activation.
-    xp, device, dtype
-        As for :class:`~xpnet.nn.Linear`.
+    xp : str or namespace, optional
+        Library of the parameters, as for :class:`~xpnet.nn.Linear`.
+    device : optional
+        Device of the parameters (library default when None).
+    dtype : optional
+        ``float32`` (default) or ``float64``.
     seed : int or numpy.random.Generator
         One host generator initialises the layers in order; the same seed gives the same
         model on every backend.
 
-    Attributes:
-        layers: the Linear layers. f: the activations. bn_layers: the BatchNorm1d layers
-        (empty without batchnorm). sizes, activation, batchnorm: the architecture.
+    Attributes
+    ----------
+    layers : list of Linear
+        The Linear layers.
+    f : list of Module
+        The activations, one per Linear (an Identity after the last).
+    bn_layers : list of BatchNorm1d
+        The BatchNorm1d layers (empty without batchnorm).
+    sizes, activation, batchnorm
+        The architecture.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import numpy as np
     >>> from xpnet.models import MLP
     >>> from xpnet.nn import CrossEntropyLoss
@@ -72,15 +84,15 @@ class MLP(Module):
 
     def __init__(
         self,
-        sizes,
+        sizes: Sequence[int],
         *,
-        activation="relu",
-        batchnorm=False,
-        xp=None,
-        device=None,
-        dtype=None,
-        seed=0,
-    ):
+        activation: str = "relu",
+        batchnorm: bool = False,
+        xp: Namespace = None,
+        device: Device = None,
+        dtype: DType = None,
+        seed: Seed = 0,
+    ) -> None:
         name = type(self).__name__
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) < 2:
             raise XpnetValueError(
@@ -111,11 +123,24 @@ class MLP(Module):
         )
         self._out = None
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
+        """The architecture, for ``repr``.
+
+        Returns
+        -------
+        str
+            ``"sizes=[4, 16, 3], activation='relu', batchnorm=True"``.
+        """
         return f"sizes={self.sizes}, activation={self.activation!r}, batchnorm={self.batchnorm}"
 
-    def config(self):
-        """The constructor arguments that rebuild this architecture (JSON-serialisable)."""
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this architecture.
+
+        Returns
+        -------
+        dict
+            JSON-serialisable: ``class``, ``sizes``, ``activation``, ``batchnorm``.
+        """
         return {
             "class": type(self).__name__,
             "sizes": list(self.sizes),
@@ -124,10 +149,12 @@ class MLP(Module):
         }
 
     @classmethod
-    def state_shapes(cls, sizes, *, batchnorm=False):
-        """The key and shape of every array in the ``state_dict`` of the model that these
-        arguments build, computed without building it (checkpoints compare a file's arrays
-        with it before allocating anything).
+    def state_shapes(
+        cls, sizes: Sequence[int] | None, *, batchnorm: bool = False
+    ) -> dict[str, tuple[int, ...]]:
+        """The key and shape of every ``state_dict`` array, without building the model.
+
+        Checkpoints compare a file's arrays with it before allocating anything.
 
         Parameters
         ----------
@@ -155,18 +182,36 @@ class MLP(Module):
         return shapes
 
     @property
-    def dtype(self):
-        """The parameters' dtype."""
+    def dtype(self) -> DType:
+        """The parameters' dtype.
+
+        Returns
+        -------
+        dtype
+            Of the parameters' library.
+        """
         return self.layers[0].W.dtype
 
     @property
-    def device(self):
-        """The parameters' device."""
+    def device(self) -> Device:
+        """The parameters' device.
+
+        Returns
+        -------
+        device
+            Of the parameters' library.
+        """
         return backend.device(self.layers[0].W)
 
     @property
-    def xp(self):
-        """The parameters' Array API namespace."""
+    def xp(self) -> Namespace:
+        """The parameters' Array API namespace.
+
+        Returns
+        -------
+        namespace
+            The namespace xpnet computes with for the parameters' library.
+        """
         return backend.namespace(self.layers[0].W)
 
     def _chain(self):
@@ -178,16 +223,49 @@ class MLP(Module):
                 yield self.bn_layers[i]
             yield f
 
-    def forward(self, A0):
-        """Run the network on ``A0`` of shape ``(N, sizes[0])``; returns ``(N, sizes[-1])``."""
+    def forward(self, A0: Array) -> Array:
+        """Run the network, validating the input once.
+
+        Parameters
+        ----------
+        A0 : array
+            ``(N, sizes[0])``, of the parameters' library and device; float inputs of
+            another precision are cast to the parameters' dtype.
+
+        Returns
+        -------
+        array
+            ``(N, sizes[-1])``: the logits (MLP) or the last activation (MLP0/1/4).
+
+        Raises
+        ------
+        XpnetTypeError
+            A non-floating input, or one of another library.
+        XpnetValueError
+            A shape other than ``(N, sizes[0])``, another device, or a training batch of
+            one row with BatchNorm.
+        """
         W = self.layers[0].W
         xp = self._namespace(A0, W)
         check_float(A0, xp, self)
         check_2d(A0, self, features=self.sizes[0])
         return self.forward_unchecked(as_dtype(A0, W.dtype, xp), xp)
 
-    def forward_unchecked(self, A0, xp):
-        """:meth:`forward` on a checked ``A0``: each module's unchecked entry in turn."""
+    def forward_unchecked(self, A0: Array, xp: Namespace) -> Array:
+        """:meth:`forward` on a checked ``A0``: each module's unchecked entry in turn.
+
+        Parameters
+        ----------
+        A0 : array
+            ``(N, sizes[0])`` of the parameters' library, device and dtype.
+        xp : namespace
+            Its namespace.
+
+        Returns
+        -------
+        array
+            The output.
+        """
         if self.bn_layers and self.training:
             self.bn_layers[0].check_batch(A0.shape[0])
         A = A0
@@ -196,12 +274,27 @@ class MLP(Module):
         self._out = A
         return A
 
-    def backward(self, dLdA, *, input_grad=True):
-        """Backpropagate ``dLdA`` (shaped like the output); returns ``dLdA0``.
+    def backward(self, dLdA: Array, *, input_grad: bool = True) -> Array | None:
+        """Backpropagate through every module; sets every parameter's gradient.
 
-        Every layer's parameter gradients are set. ``input_grad=False`` skips the last
-        product, the gradient with respect to the input ``A0`` (which training does not
-        need, as PyTorch skips it for inputs that do not require grad), and returns None.
+        Parameters
+        ----------
+        dLdA : array
+            The gradient of the loss with respect to the output, shaped like it.
+        input_grad : bool
+            False skips the last product, the gradient with respect to the input ``A0``,
+            which training does not need (PyTorch skips it for inputs that do not require
+            grad).
+
+        Returns
+        -------
+        array or None
+            ``dLdA0``, ``(N, sizes[0])``; None without ``input_grad``.
+
+        Raises
+        ------
+        CallOrderError
+            ``forward`` has not run.
         """
         require_forward(self._out, self)
         xp = self._namespace(dLdA, self.layers[0].W)
@@ -211,8 +304,25 @@ class MLP(Module):
             as_dtype(dLdA, self._out.dtype, xp), xp, input_grad=input_grad
         )
 
-    def backward_unchecked(self, dLdA, xp, *, input_grad=True):
-        """:meth:`backward` on a checked ``dLdA``: each module's unchecked entry in reverse."""
+    def backward_unchecked(
+        self, dLdA: Array, xp: Namespace, *, input_grad: bool = True
+    ) -> Array | None:
+        """:meth:`backward` on a checked ``dLdA``: each module's unchecked entry in reverse.
+
+        Parameters
+        ----------
+        dLdA : array
+            Shaped like the output, of the parameters' library, device and dtype.
+        xp : namespace
+            Its namespace.
+        input_grad : bool
+            As for :meth:`backward`.
+
+        Returns
+        -------
+        array or None
+            ``dLdA0``; None without ``input_grad``.
+        """
         modules = list(self._chain())
         for module in reversed(modules[1:]):
             dLdA = module.backward_unchecked(dLdA, xp)
@@ -224,8 +334,15 @@ class _HandoutMLP(MLP):
     _sizes: tuple[int, ...] = ()
 
     def __init__(
-        self, *, activation="relu", batchnorm=False, xp=None, device=None, dtype=None, seed=0
-    ):
+        self,
+        *,
+        activation: str = "relu",
+        batchnorm: bool = False,
+        xp: Namespace = None,
+        device: Device = None,
+        dtype: DType = None,
+        seed: Seed = 0,
+    ) -> None:
         super().__init__(
             list(self._sizes),
             activation=activation,
@@ -250,7 +367,9 @@ class MLP1(_HandoutMLP):
 
 
 class MLP4(_HandoutMLP):
-    """The handout's MLP with four hidden layers: widths 2, 4, 8, 8, 4, 2, a ReLU after
-    every Linear, the last included."""
+    """The handout's MLP with four hidden layers: widths 2, 4, 8, 8, 4, 2.
+
+    A ReLU follows every Linear, the last included.
+    """
 
     _sizes = (2, 4, 8, 8, 4, 2)

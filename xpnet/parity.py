@@ -1,5 +1,8 @@
-"""Cross-backend parity: the same seeded model and batches on every backend, compared with
-NumPy after forward, backward and a number of SGD steps."""
+"""Cross-backend parity: the same seeded model and batches on every backend.
+
+Each backend's outputs, gradients, parameters and losses are compared with NumPy's after
+forward, backward and a number of SGD steps.
+"""
 
 from __future__ import annotations
 
@@ -60,13 +63,34 @@ def _trace(name, device, dtype, steps, seed):
     return out, backend.device_name(model.device)
 
 
-def run_parity(backends=None, *, steps=20, dtype="float64", seed=0):
-    """Compare every backend with NumPy; returns a list of result dicts (NumPy first).
+def run_parity(
+    backends: list[str] | None = None, *, steps: int = 20, dtype: str = "float64", seed: int = 0
+) -> list[dict]:
+    """Compare every backend with NumPy.
 
-    Each result has ``backend``, ``device``, the relative differences ``outputs``,
-    ``gradients``, ``parameters`` and ``losses`` (each normwise over its group of arrays:
-    ``max |a - b| / max |b|``), ``tolerance``
-    and ``ok``; a backend that cannot run has ``error`` instead.
+    Parameters
+    ----------
+    backends : list of str, optional
+        Library names (default: every backend usable here); NumPy is always first.
+    steps : int
+        SGD steps of the comparison.
+    dtype : str
+        ``"float64"`` or ``"float32"``.
+    seed : int
+        Seeds the model and the batches.
+
+    Returns
+    -------
+    list of dict
+        One result per backend: ``backend``, ``device``, the relative differences
+        ``outputs``, ``gradients``, ``parameters`` and ``losses`` (each normwise over its
+        group of arrays: ``max |a - b| / max |b|``), ``tolerance`` and ``ok``; a backend that
+        cannot run has ``error`` instead.
+
+    Raises
+    ------
+    XpnetValueError
+        An unknown dtype.
     """
     if dtype not in TOLERANCE:
         raise XpnetValueError(f"dtype must be one of {', '.join(TOLERANCE)}, got {dtype!r}")
@@ -92,8 +116,23 @@ def run_parity(backends=None, *, steps=20, dtype="float64", seed=0):
     return results
 
 
-def format_table(results, *, steps, dtype):
-    """The results as a text table."""
+def format_table(results: list[dict], *, steps: int, dtype: str) -> str:
+    """The results of :func:`run_parity` as a text table.
+
+    Parameters
+    ----------
+    results : list of dict
+        As :func:`run_parity` returns them.
+    steps : int
+        The steps they were run for.
+    dtype : str
+        Their dtype.
+
+    Returns
+    -------
+    str
+        A heading and one line per backend.
+    """
     head = (
         f"parity with numpy: MLP {SIZES} with BatchNorm, batch {BATCH}, {steps} SGD steps, "
         f"{dtype}\nmax |x - x_numpy| / max |x_numpy| per group; tolerance {TOLERANCE[dtype]:g}"

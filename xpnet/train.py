@@ -5,21 +5,44 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import backend
+from ._typing import Array
 from .data import batches
 from .errors import TrainingDiverged, XpnetTypeError, XpnetValueError
 from .nn._checks import check_size
 
+if TYPE_CHECKING:
+    from .models import MLP
+    from .nn import Module
+
 __all__ = ["FitState", "TrainingDiverged", "evaluate", "fit", "to_model"]
 
 
-def to_model(model, X, y=None):
-    """``X`` (and integer labels ``y``) moved once to the model's library, device and
-    dtype. Arrays already there are returned as they are."""
+def to_model(model: MLP, X: Array, y: Array | None = None) -> tuple[Array, Array | None]:
+    """Move data once to the model's library, device and dtype.
+
+    Parameters
+    ----------
+    model : MLP
+        The model.
+    X : array
+        ``(N, F)`` features of any library.
+    y : array, optional
+        ``(N,)`` integer class ids, moved as int64.
+
+    Returns
+    -------
+    X : array
+        On the model's library, device and dtype; itself when already there.
+    y : array or None
+        Likewise.
+    """
     xp, device = model.xp, model.device
     X = backend.convert(X, xp, device=device, dtype=model.dtype)
     if y is not None:
@@ -39,11 +62,33 @@ def _check_data(data, name):
         )
 
 
-def evaluate(model, loss, X, y, *, batch_size=4096):
-    """``(mean loss, accuracy)`` of ``model`` on ``(X, y)`` in evaluation mode.
+def evaluate(
+    model: MLP, loss: Module, X: Array, y: Array, *, batch_size: int = 4096
+) -> tuple[float, float]:
+    """Mean loss and accuracy of a model on data, in evaluation mode.
 
-    ``X`` and ``y`` (integer class ids) may live anywhere; they are moved to the model
-    once. The model's train/eval mode is restored afterwards.
+    The data may live anywhere; they are moved to the model once. The model's train/eval
+    mode is restored afterwards.
+
+    Parameters
+    ----------
+    model : MLP
+        The model.
+    loss : Module
+        A loss with ``forward(A, y)``, such as ``CrossEntropyLoss``.
+    X : array
+        ``(N, F)`` features.
+    y : array
+        ``(N,)`` integer class ids.
+    batch_size : int
+        Rows per forward pass.
+
+    Returns
+    -------
+    loss : float
+        The mean loss over the rows.
+    accuracy : float
+        The fraction of rows whose largest output is their class.
     """
     _check_data((X, y), "evaluate: the data")
     X, y = to_model(model, X, y)
@@ -107,28 +152,32 @@ class FitState:
 
 
 def fit(
-    model,
-    loss,
-    optimizer,
-    train_data,
+    model: MLP,
+    loss: Module,
+    optimizer: Any,
+    train_data: tuple[Array, Array],
     *,
-    epochs,
-    batch_size,
-    validation=None,
-    seed=0,
-    progress=None,
-    early_stopping=None,
-    log=None,
-    state=None,
-    on_epoch_end=None,
-    max_loss=None,
-):
+    epochs: int,
+    batch_size: int,
+    validation: tuple[Array, Array] | None = None,
+    seed: int = 0,
+    progress: bool | None = None,
+    early_stopping: int | None = None,
+    log: Callable[[dict], None] | None = None,
+    state: FitState | None = None,
+    on_epoch_end: Callable[[FitState], None] | None = None,
+    max_loss: float | None = None,
+) -> list[dict]:
     """Train ``model`` and return its history, one dict per epoch.
 
     Parameters
     ----------
-    model, loss, optimizer
-        An :class:`~xpnet.models.MLP`, a loss (``CrossEntropyLoss``) and an optimizer.
+    model : MLP
+        The model to train.
+    loss : Module
+        A loss with ``forward(A, y)`` and ``backward()``, such as ``CrossEntropyLoss``.
+    optimizer : SGD
+        An optimizer over the model's parameters (``step()``).
     train_data : tuple (X, y)
         Features ``(N, F)`` and integer class ids ``(N,)`` of any library; moved to the
         model's backend and device once, then shuffled and sliced there every epoch.

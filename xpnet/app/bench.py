@@ -36,7 +36,25 @@ SIZES = {
 
 
 class XpnetStep:
-    """xpnet through its public API: ``MLP``, ``CrossEntropyLoss``, ``SGD``."""
+    """One training step of xpnet through its public API: MLP, CrossEntropyLoss, SGD.
+
+    Parameters
+    ----------
+    sizes : list of int
+        Layer widths.
+    X : numpy.ndarray
+        The fixed batch of features, float32 or float64.
+    y : numpy.ndarray
+        Its class ids.
+    batchnorm : bool
+        BatchNorm1d before each hidden activation.
+    lr, momentum : float
+        SGD's hyperparameters.
+    seed : int
+        Seeds the initial parameters.
+    xp : str
+        The backend xpnet runs on.
+    """
 
     name = "xpnet"
 
@@ -57,7 +75,22 @@ class XpnetStep:
 
 
 def time_step(step, *, seconds=2.0, warmup=10):
-    """Median seconds per call of ``step`` over at least ``seconds`` (and 5 calls)."""
+    """Median seconds per call of a step.
+
+    Parameters
+    ----------
+    step : callable
+        One training step.
+    seconds : float
+        Time at least this long (and at least 5 calls).
+    warmup : int
+        Untimed calls first.
+
+    Returns
+    -------
+    float
+        The median over the timed calls.
+    """
     for _ in range(warmup):
         step()
     return statistics.median(_samples(step, seconds))
@@ -74,7 +107,20 @@ def _samples(step, seconds, at_least=5):
 
 
 def peak_memory(step, calls=3):
-    """Peak bytes NumPy allocated (traced by tracemalloc) over a few steps."""
+    """Peak bytes that NumPy allocated (traced by tracemalloc) over a few steps.
+
+    Parameters
+    ----------
+    step : callable
+        One training step.
+    calls : int
+        How many steps to trace.
+
+    Returns
+    -------
+    int
+        Bytes.
+    """
     tracemalloc.start()
     try:
         for _ in range(calls):
@@ -100,11 +146,31 @@ PEERS = {"xpnet": XpnetStep, "numpy": NumpyStep, "torch": TorchStep, "sklearn": 
 
 
 def run(sizes=None, peers=None, *, seconds=2.0, seed=0, rounds=4, log=None):
-    """Time every peer at every size; returns rows of ``{size, peer, us, peak_mib}``.
+    """Time every peer at every size.
 
     At each size the peers take turns: ``rounds`` rounds of ``seconds / rounds`` each, so
-    that a slow drift of the machine (another process, the clock) hits every peer alike;
-    ``us`` is the median over all of a peer's samples.
+    that a slow drift of the machine (another process, the clock) hits every peer alike.
+
+    Parameters
+    ----------
+    sizes : list of str, optional
+        Keys of :data:`SIZES` (default: all).
+    peers : list of str, optional
+        Keys of ``PEERS`` (default: all).
+    seconds : float
+        Timing window per peer and size.
+    seed : int
+        Seeds the batch and the parameters.
+    rounds : int
+        Turns per peer.
+    log : callable, optional
+        Called with a line per measurement.
+
+    Returns
+    -------
+    list of dict
+        ``{size, peer, us, peak_mib}`` rows; ``us`` is the median over all of a peer's
+        samples.
     """
     sizes = list(SIZES) if sizes is None else sizes
     peers = list(PEERS) if peers is None else peers
@@ -144,7 +210,18 @@ def run(sizes=None, peers=None, *, seconds=2.0, seed=0, rounds=4, log=None):
 
 
 def format_table(rows):
-    """Rows as the table in BENCHMARKS.md (µs per step and ratios to xpnet)."""
+    """Benchmark rows as the table in BENCHMARKS.md (µs per step and ratios to xpnet).
+
+    Parameters
+    ----------
+    rows : list of dict
+        As :func:`run` returns them.
+
+    Returns
+    -------
+    str
+        The table.
+    """
     by = {(r["size"], r["peer"]): r for r in rows}
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     peers = list(dict.fromkeys(r["peer"] for r in rows))
@@ -176,9 +253,28 @@ def format_table(rows):
 def train_comparison(
     *, repeats=3, epochs=40, batch_size=32, lr=0.05, momentum=0.9, hidden=(128, 64)
 ):
-    """Training-loop seconds of the default ``xpnet train`` run (with and without
-    BatchNorm) and of scikit-learn's MLPClassifier with the same architecture, epochs and
-    batch size, on the bundled digits; the median of ``repeats`` runs, with accuracies."""
+    """Training-loop seconds of ``xpnet train``'s default run against scikit-learn.
+
+    The default run (with and without BatchNorm) and scikit-learn's MLPClassifier with the
+    same architecture, epochs and batch size, on the bundled digits; the median of
+    ``repeats`` runs, with test accuracies.
+
+    Parameters
+    ----------
+    repeats : int
+        Runs per row.
+    epochs, batch_size : int
+        As in ``xpnet train``.
+    lr, momentum : float
+        As in ``xpnet train``.
+    hidden : tuple of int
+        Hidden widths.
+
+    Returns
+    -------
+    list of tuple
+        ``(label, seconds, accuracy)``; None for a peer that is not installed.
+    """
     from ..data import load_digits
     from ..train import evaluate, fit
     from .peers import sklearn_fit
@@ -227,6 +323,20 @@ def train_comparison(
 
 
 def format_train(rows, *, epochs=40, batch_size=32):
+    """The rows of :func:`train_comparison` as a table.
+
+    Parameters
+    ----------
+    rows : list of tuple
+        As :func:`train_comparison` returns them.
+    epochs, batch_size : int
+        For the heading.
+
+    Returns
+    -------
+    str
+        The table.
+    """
     lines = [
         f"training loop on the bundled digits: 64-128-64-10, {epochs} epochs, batch "
         f"{batch_size}, SGD momentum 0.9 (median of 3 runs)",
@@ -241,6 +351,13 @@ def format_train(rows, *, epochs=40, batch_size=32):
 
 
 def describe_machine():
+    """One line that names the machine and the library versions the timings depend on.
+
+    Returns
+    -------
+    str
+        Processor, cores, Python, NumPy, BLAS threads, PyTorch and scikit-learn versions.
+    """
     import numpy
 
     parts = [
@@ -266,6 +383,18 @@ def describe_machine():
 
 
 def build_parser(parser=None):
+    """The options of ``xpnet bench``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser, optional
+        Add them to this parser (the CLI's subcommand) instead of a new one.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser.
+    """
     parser = parser or argparse.ArgumentParser(prog="xpnet bench", description=__doc__)
     parser.add_argument(
         "--sizes", default=",".join(SIZES), help=f"comma-separated, from {', '.join(SIZES)}"
@@ -285,6 +414,23 @@ def build_parser(parser=None):
 
 
 def main(args=None):
+    """Run ``xpnet bench`` and print its tables.
+
+    Parameters
+    ----------
+    args : argparse.Namespace or list of str, optional
+        Parsed options, or the arguments to parse.
+
+    Returns
+    -------
+    list of dict
+        The rows of :func:`run`.
+
+    Raises
+    ------
+    XpnetValueError
+        An unknown size or peer.
+    """
     if not isinstance(args, argparse.Namespace):
         args = build_parser().parse_args(args)
     sizes = [s for s in args.sizes.split(",") if s]

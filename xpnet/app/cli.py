@@ -105,7 +105,7 @@ def _echo(args, text):
 
 
 # -- train ---------------------------------------------------------------------------------
-def cmd_train(args):
+def _cmd_train(args):
     from .runs import RESUME_FILE, config_of_run, train_run
 
     given = [name for name in RUN_OPTIONS if getattr(args, name) is not None]
@@ -204,7 +204,7 @@ def _load(args):
     return model, info
 
 
-def cmd_evaluate(args):
+def _cmd_evaluate(args):
     from ..nn import CrossEntropyLoss
     from ..train import evaluate
     from .runs import evaluation_data
@@ -237,7 +237,7 @@ def cmd_evaluate(args):
     return 0
 
 
-def cmd_predict(args):
+def _cmd_predict(args):
     from ..data import read_features
     from .runs import predictions, write_predictions
 
@@ -254,7 +254,7 @@ def cmd_predict(args):
 
 
 # -- parity / info ---------------------------------------------------------------------------
-def cmd_parity(args):
+def _cmd_parity(args):
     from ..parity import format_table, run_parity
 
     names = None
@@ -281,14 +281,14 @@ def cmd_parity(args):
     return 0 if all(r["ok"] for r in results) else 1
 
 
-def cmd_bench(args):
+def _cmd_bench(args):
     from .bench import main as bench_main
 
     bench_main(args)
     return 0
 
 
-def cmd_info(args):
+def _cmd_info(args):
     import platform
 
     info = {
@@ -314,6 +314,13 @@ def cmd_info(args):
 
 # -- parser ------------------------------------------------------------------------------------
 def build_parser():
+    """The ``xpnet`` command's argument parser, with one subcommand per task.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser; each subcommand sets ``func`` to its handler.
+    """
     parser = argparse.ArgumentParser(
         prog="xpnet",
         description="Train MLPs on a GPU or CPU, save checkpoints that run anywhere, and "
@@ -394,7 +401,7 @@ def build_parser():
         help="continue the interrupted run in DIR with its saved configuration (options "
         "that define the run are refused; --epochs sets a new total)",
     )
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser(
         "evaluate",
@@ -418,7 +425,7 @@ def build_parser():
     )
     _add_backend(p)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("predict", help="class predictions for a .npy or .csv of features")
     p.add_argument("checkpoint")
@@ -426,7 +433,7 @@ def build_parser():
     _add_backend(p)
     p.add_argument("--proba", action="store_true", help="class probabilities instead of labels")
     p.add_argument("--out", default=None, help="write to FILE (.npy or .csv) instead of stdout")
-    p.set_defaults(func=cmd_predict)
+    p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("parity", help="check that the backends agree with NumPy")
     p.add_argument(
@@ -438,7 +445,7 @@ def build_parser():
     )
     p.add_argument("--seed", type=int, default=0, help="(default: 0)")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_parity)
+    p.set_defaults(func=_cmd_parity)
 
     from . import bench
 
@@ -448,11 +455,11 @@ def build_parser():
         description=bench.__doc__,
     )
     bench.build_parser(p)
-    p.set_defaults(func=cmd_bench)
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("info", help="versions, usable backends and devices")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_info)
+    p.set_defaults(func=_cmd_info)
     return parser
 
 
@@ -467,6 +474,23 @@ def _add_backend(p, default="auto"):
 
 
 def main(argv=None):
+    """Run the ``xpnet`` command.
+
+    User errors (any :class:`~xpnet.errors.XpnetError`, and files that cannot be read or
+    written) are reported in one line on stderr with exit status 2; anything else is a bug
+    and keeps its traceback.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status: 0, 1 (a failed check, a diverged run), 2 (a user error) or 130
+        (interrupted).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

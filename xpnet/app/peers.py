@@ -32,7 +32,23 @@ def _init(sizes, seed, dtype):
 
 
 class NumpyStep:
-    """A hand-written NumPy training step with the same math as xpnet (the floor)."""
+    """A hand-written NumPy training step with the same math as xpnet (the floor).
+
+    Parameters
+    ----------
+    sizes : list of int
+        Layer widths.
+    X : numpy.ndarray
+        The fixed batch of features.
+    y : numpy.ndarray
+        Its class ids.
+    batchnorm : bool
+        BatchNorm1d before each hidden activation.
+    lr, momentum : float
+        SGD's hyperparameters.
+    seed : int
+        Seeds the initial parameters.
+    """
 
     name = "numpy (hand)"
 
@@ -103,7 +119,25 @@ class NumpyStep:
 
 
 class TorchStep:
-    """PyTorch eager on the CPU: ``torch.nn`` layers, ``cross_entropy``, ``optim.SGD``."""
+    """PyTorch eager on the CPU: ``torch.nn`` layers, ``cross_entropy``, ``optim.SGD``.
+
+    Parameters
+    ----------
+    sizes : list of int
+        Layer widths.
+    X : numpy.ndarray
+        The fixed batch of features.
+    y : numpy.ndarray
+        Its class ids.
+    batchnorm : bool
+        BatchNorm1d before each hidden activation.
+    lr, momentum : float
+        SGD's hyperparameters.
+    seed : int
+        Seeds the initial parameters.
+    threads : int, optional
+        PyTorch's intra-op threads (default: PyTorch's own setting).
+    """
 
     name = "pytorch eager"
 
@@ -160,7 +194,25 @@ def _classifier(hidden, *, lr, momentum, batch_size, seed, **options):
 
 
 class SklearnStep:
-    """scikit-learn ``MLPClassifier.partial_fit`` on one batch (SGD, momentum, no L2)."""
+    """The scikit-learn step: ``MLPClassifier.partial_fit`` on one batch.
+
+    SGD with momentum and no L2; scikit-learn has no BatchNorm.
+
+    Parameters
+    ----------
+    sizes : list of int
+        Layer widths.
+    X : numpy.ndarray
+        The fixed batch of features.
+    y : numpy.ndarray
+        Its class ids.
+    batchnorm : bool
+        BatchNorm1d before each hidden activation.
+    lr, momentum : float
+        SGD's hyperparameters.
+    seed : int
+        Seeds the initial parameters.
+    """
 
     name = "scikit-learn"
 
@@ -179,8 +231,32 @@ class SklearnStep:
 
 
 def sklearn_fit(X, y, *, hidden, epochs, batch_size, lr, momentum, seed=0):
-    """Train scikit-learn's MLPClassifier like ``xpnet train`` trains (SGD with momentum,
-    no L2, a fixed number of epochs); returns ``(seconds in fit, test predictor)``."""
+    """Train scikit-learn's MLPClassifier like ``xpnet train`` trains.
+
+    SGD with momentum, no L2 penalty, a fixed number of epochs.
+
+    Parameters
+    ----------
+    X : numpy.ndarray
+        Training features.
+    y : numpy.ndarray
+        Their class ids.
+    hidden : tuple of int
+        Hidden widths.
+    epochs, batch_size : int
+        As in ``xpnet train``.
+    lr, momentum : float
+        As in ``xpnet train``.
+    seed : int
+        Seeds the classifier.
+
+    Returns
+    -------
+    seconds : float
+        Time spent in ``fit``.
+    predict : callable
+        The fitted classifier's ``predict``.
+    """
     import time
     import warnings
 

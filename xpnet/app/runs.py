@@ -52,13 +52,33 @@ DIVERGENCE_FACTOR = 100.0
 
 
 def loss_bound(n_classes):
-    """The mean training loss above which a run counts as diverged:
-    ``DIVERGENCE_FACTOR * ln(n_classes)`` (230 for 10 classes)."""
+    """The mean training loss above which a run counts as diverged.
+
+    Parameters
+    ----------
+    n_classes : int
+        ``K``.
+
+    Returns
+    -------
+    float
+        ``DIVERGENCE_FACTOR * ln(K)`` (230 for 10 classes).
+    """
     return DIVERGENCE_FACTOR * math.log(n_classes)
 
 
 def config_of_run(folder):
     """The configuration saved in a run folder's resume checkpoint.
+
+    Parameters
+    ----------
+    folder : str or Path
+        A run folder that ``xpnet train`` wrote.
+
+    Returns
+    -------
+    dict
+        The run's configuration.
 
     Raises
     ------
@@ -249,7 +269,7 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print):
     loss = CrossEntropyLoss()
     terminal = sys.stderr.isatty()
 
-    def log(record):
+    def _log(record):
         if quiet:
             return
         line = _epoch_line(record, config["epochs"])
@@ -260,7 +280,7 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print):
         else:
             print(line, file=sys.stderr, flush=True)
 
-    def checkpoint(fit_state):
+    def _checkpoint(fit_state):
         _save_resume(resume_path, model, optimizer, fit_state, config, data)
 
     start = time.perf_counter()
@@ -278,9 +298,9 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print):
             seed=config["seed"],
             progress=not quiet and terminal,
             early_stopping=config["early_stopping"],
-            log=log,
+            log=_log,
             state=state,
-            on_epoch_end=checkpoint,
+            on_epoch_end=_checkpoint,
             max_loss=loss_bound(data.n_classes),
         )
     train_seconds = time.perf_counter() - start
@@ -518,8 +538,16 @@ def predictions(model, X, classes=None, *, proba=False):
 
 
 def write_predictions(path, result, lines):
-    """Write :func:`predictions` to ``path``: ``.npy`` gets the array, anything else the
-    text lines.
+    """Write predictions to a file: ``.npy`` gets the array, anything else the text lines.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    result : numpy.ndarray
+        As :func:`predictions` returns it.
+    lines : list of str
+        As :func:`predictions` returns them.
 
     Raises
     ------

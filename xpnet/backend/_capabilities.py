@@ -30,18 +30,53 @@ def _library(xp):
 
 
 def inplace_updates(xp) -> bool:
-    """Whether optimizers may update ``xp`` arrays in place."""
+    """Whether optimizers may update ``xp`` arrays in place.
+
+    Parameters
+    ----------
+    xp : namespace
+        An Array API namespace.
+
+    Returns
+    -------
+    bool
+        True for libraries whose arrays support the in-place operators on parameters.
+    """
     return _library(xp) in _MUTABLE
 
 
 def flat_views(xp) -> bool:
-    """Whether ``xp.reshape(flat[a:b], shape)`` is a writable view of ``flat``."""
+    """Whether ``xp.reshape(flat[a:b], shape)`` is a writable view of ``flat``.
+
+    Parameters
+    ----------
+    xp : namespace
+        An Array API namespace.
+
+    Returns
+    -------
+    bool
+        True where parameters can live inside one flat array (NumPy, CuPy, PyTorch).
+    """
     return _library(xp) in _VIEWS
 
 
 def quiet_float_errors(xp):
-    """A context manager that silences the library's floating-point warnings (overflow,
-    invalid value) where it emits them (NumPy), for code that checks results itself."""
+    """Silence the library's floating-point warnings where it emits them (NumPy).
+
+    For code that checks its results itself, such as a training loop that stops on a
+    non-finite loss.
+
+    Parameters
+    ----------
+    xp : namespace
+        An Array API namespace.
+
+    Returns
+    -------
+    contextlib.AbstractContextManager
+        ``numpy.errstate(all="ignore")`` for NumPy, else a context that does nothing.
+    """
     if _library(xp) == "numpy":
         import numpy as np
 

@@ -23,7 +23,18 @@ FLOAT_DTYPES = ("float32", "float64")
 
 
 def dtype_name(dtype) -> str:
-    """The standard name (``"float32"``, ``"int64"``, ...) of any library's dtype."""
+    """The standard name of any library's dtype.
+
+    Parameters
+    ----------
+    dtype : dtype or str
+        A NumPy, CuPy, PyTorch or array-api-strict dtype, or a name.
+
+    Returns
+    -------
+    str
+        ``"float32"``, ``"int64"``, ...
+    """
     if isinstance(dtype, str):
         return dtype
     try:
@@ -36,7 +47,20 @@ _FLOATING: dict[tuple[int, object], bool] = {}
 
 
 def is_floating(xp, dtype) -> bool:
-    """``xp.isdtype(dtype, "real floating")``, cached per dtype (it runs on every call)."""
+    """Whether ``dtype`` is a real floating dtype of ``xp``, cached per namespace and dtype.
+
+    Parameters
+    ----------
+    xp : namespace
+        The dtype's Array API namespace.
+    dtype : dtype
+        A dtype of ``xp``.
+
+    Returns
+    -------
+    bool
+        ``xp.isdtype(dtype, "real floating")``.
+    """
     key = (id(xp), dtype)  # per namespace: dtypes of two libraries must not be compared
     try:
         return _FLOATING[key]
@@ -51,7 +75,20 @@ _INTEGRAL: dict[tuple[int, object], bool] = {}
 
 
 def is_integral(xp, dtype) -> bool:
-    """``xp.isdtype(dtype, "integral")``, cached per namespace and dtype."""
+    """Whether ``dtype`` is an integer dtype of ``xp``, cached per namespace and dtype.
+
+    Parameters
+    ----------
+    xp : namespace
+        The dtype's Array API namespace.
+    dtype : dtype
+        A dtype of ``xp``.
+
+    Returns
+    -------
+    bool
+        ``xp.isdtype(dtype, "integral")``.
+    """
     key = (id(xp), dtype)
     try:
         return _INTEGRAL[key]
@@ -63,13 +100,23 @@ def is_integral(xp, dtype) -> bool:
 
 
 def resolve_dtype(xp, dtype=None):
-    """The namespace's floating dtype for ``dtype`` (a name or any library's dtype).
+    """The namespace's floating dtype for a name or any library's dtype.
 
-    ``None`` means float32, the default of the whole library.
+    Parameters
+    ----------
+    xp : namespace
+        The target Array API namespace.
+    dtype : dtype or str, optional
+        ``float32`` or ``float64``; None means float32, the library's default.
+
+    Returns
+    -------
+    dtype
+        ``xp.float32`` or ``xp.float64``.
 
     Raises
     ------
-    ValueError
+    XpnetValueError
         ``dtype`` is not float32 or float64.
     """
     name = "float32" if dtype is None else dtype_name(dtype)
@@ -82,6 +129,16 @@ def to_numpy(x) -> np.ndarray:
     """Copy an array of any supported library to a NumPy array on the host.
 
     This is the one place where xpnet moves data from a device to the host.
+
+    Parameters
+    ----------
+    x : array or Python scalar
+        The data.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``x`` itself when it already is one.
     """
     if isinstance(x, np.ndarray):
         return x
@@ -100,11 +157,26 @@ def to_numpy(x) -> np.ndarray:
 
 
 def convert(x, xp=None, *, device=None, dtype=None):
-    """``x`` as an array of namespace ``xp`` on ``device`` with ``dtype``.
+    """An array as an array of namespace ``xp`` on ``device`` with ``dtype``.
 
     Within one library this is a cast and a device move; across libraries the data goes
-    through the host once (:func:`to_numpy`). ``xp`` may be a library name or a namespace;
-    ``dtype`` may be a name; ``device`` ``None`` keeps the target library's default.
+    through the host once (:func:`to_numpy`).
+
+    Parameters
+    ----------
+    x : array
+        The data, of any supported library.
+    xp : str or namespace, optional
+        The target library (default NumPy).
+    device : optional
+        The target device; None keeps the target library's default.
+    dtype : dtype or str, optional
+        The target dtype; None keeps the precision.
+
+    Returns
+    -------
+    array
+        ``x`` itself when nothing needs to change.
     """
     xp = get(xp)
     device = resolve_device(xp, device)

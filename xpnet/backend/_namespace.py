@@ -89,11 +89,21 @@ def namespace(*arrays):
     The resolution is cached per array type, so calling it once per public call costs about
     a microsecond.
 
+    Parameters
+    ----------
+    *arrays : array
+        One or more arrays.
+
+    Returns
+    -------
+    namespace
+        Their namespace (xpnet's own for NumPy arrays).
+
     Raises
     ------
-    TypeError
+    XpnetTypeError
         An argument is not an array, or the arrays come from different libraries.
-    ValueError
+    XpnetValueError
         The arrays live on different devices.
     """
     if not arrays:
@@ -120,7 +130,20 @@ def namespace(*arrays):
 
 
 def placement(x) -> tuple[str, str]:
-    """``(library name, device name)`` of an array, for messages and metadata."""
+    """The library and device of an array, by name, for messages and metadata.
+
+    Parameters
+    ----------
+    x : array
+        An array of any supported library.
+
+    Returns
+    -------
+    library : str
+        One of :data:`SUPPORTED`.
+    device : str
+        As :func:`device_name` spells it.
+    """
     name, _, multi_device = _library_of_type(x)
     return name, (device_name(array_api_compat.device(x)) if multi_device else "cpu")
 
@@ -132,7 +155,23 @@ def _numpy_namespace():
 
 
 def library_name(xp) -> str:
-    """The library name (one of :data:`SUPPORTED`) behind a namespace."""
+    """The library name behind a namespace.
+
+    Parameters
+    ----------
+    xp : namespace
+        An Array API namespace.
+
+    Returns
+    -------
+    str
+        One of :data:`SUPPORTED`.
+
+    Raises
+    ------
+    XpnetTypeError
+        A namespace of no supported library.
+    """
     if getattr(xp, "__name__", None) == "xpnet.backend.numpy" or (
         array_api_compat.is_numpy_namespace(xp)
     ):
@@ -158,18 +197,26 @@ def _cuda_visible() -> bool:
 
 
 def get(xp=None):
-    """The Array API namespace for a library name or namespace (default: NumPy).
+    """The Array API namespace for a library name or namespace.
 
-    ``xp`` may be ``None``, one of :data:`SUPPORTED`, a raw library module (``numpy``,
-    ``torch``, ``cupy``) or an already compatible namespace.
+    Parameters
+    ----------
+    xp : str or namespace, optional
+        None (NumPy), one of :data:`SUPPORTED`, a library module (``numpy``, ``torch``,
+        ``cupy``) or an already compatible namespace.
+
+    Returns
+    -------
+    namespace
+        The namespace xpnet computes with for that library.
 
     Raises
     ------
-    ValueError
+    XpnetValueError
         Unknown library name.
-    ModuleNotFoundError
+    BackendNotInstalledError
         The library is not installed (the message says which extra to install).
-    RuntimeError
+    BackendUnavailableError
         ``"cupy"`` was asked for but no CUDA device is visible.
     """
     if xp is None:
@@ -199,8 +246,18 @@ def get(xp=None):
 
 
 def library_version(name) -> str | None:
-    """The installed version of library ``name`` (one of :data:`SUPPORTED`), read from its
-    distribution's metadata without importing it; None when it is not installed."""
+    """The installed version of a library, read without importing it.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`SUPPORTED`.
+
+    Returns
+    -------
+    str or None
+        The version of the first of its :data:`DISTRIBUTIONS` installed; None when none is.
+    """
     for dist in DISTRIBUTIONS[name]:
         try:
             return importlib.metadata.version(dist)
@@ -210,7 +267,13 @@ def library_version(name) -> str | None:
 
 
 def compat_version() -> str | None:
-    """The installed version of array-api-compat, through which xpnet reaches libraries."""
+    """The installed version of array-api-compat, through which xpnet reaches libraries.
+
+    Returns
+    -------
+    str or None
+        None when it is not installed.
+    """
     try:
         return importlib.metadata.version("array-api-compat")
     except importlib.metadata.PackageNotFoundError:
@@ -218,8 +281,14 @@ def compat_version() -> str | None:
 
 
 def report() -> list[dict]:
-    """One row per supported library: ``backend``, ``version``, ``state`` (``"usable"``,
-    ``"not installed"``, ``"installed, no CUDA device visible"``) and ``devices``."""
+    """What each supported library offers here, for ``xpnet info``.
+
+    Returns
+    -------
+    list of dict
+        One row per library: ``backend``, ``version``, ``state`` (``"usable"``,
+        ``"not installed"``, ``"installed, no CUDA device visible"``) and ``devices``.
+    """
     usable = available()
     rows = []
     for name in SUPPORTED:
@@ -236,7 +305,13 @@ def report() -> list[dict]:
 
 
 def available() -> list[str]:
-    """Library names usable here: installed, and for ``"cupy"`` with a visible CUDA device."""
+    """The libraries usable here: installed, and for CuPy with a visible CUDA device.
+
+    Returns
+    -------
+    list of str
+        Names from :data:`SUPPORTED`, in its order.
+    """
     names = []
     for name in SUPPORTED:
         if importlib.util.find_spec(name) is None:
@@ -248,7 +323,18 @@ def available() -> list[str]:
 
 
 def device_name(dev) -> str:
-    """A short, user-facing name for a device: ``cpu``, ``cuda:0``, ``device1``."""
+    """A short, user-facing name for a device.
+
+    Parameters
+    ----------
+    dev : device or None
+        A device object of any supported library.
+
+    Returns
+    -------
+    str
+        ``"cpu"``, ``"cuda:0"``, ``"device1"``; ``"default"`` for None.
+    """
     if dev is None:
         return "default"
     text = str(dev)
@@ -260,7 +346,18 @@ def device_name(dev) -> str:
 
 
 def devices(xp) -> list[str]:
-    """Names of the devices a library offers here (for ``xpnet info``)."""
+    """The devices a library offers here.
+
+    Parameters
+    ----------
+    xp : namespace
+        An Array API namespace.
+
+    Returns
+    -------
+    list of str
+        Their names, as :func:`device_name` spells them.
+    """
     name = library_name(xp)
     if name == "numpy":
         return ["cpu"]
@@ -276,16 +373,42 @@ def devices(xp) -> list[str]:
 
 
 def device(x):
-    """The device an array lives on (standard ``x.device``, uniform across libraries)."""
+    """The device an array lives on (the standard's ``x.device``, uniform across libraries).
+
+    Parameters
+    ----------
+    x : array
+        An array of any supported library.
+
+    Returns
+    -------
+    device
+        The library's device object.
+    """
     return array_api_compat.device(x)
 
 
 def resolve_device(xp, dev):
     """Turn a user's device spelling into the library's device object.
 
-    ``None`` keeps the library default. Strings are accepted everywhere: ``"cpu"`` for
-    NumPy, ``"cpu"``/``"cuda:1"`` for PyTorch, ``"0"``/``"cuda:1"`` for CuPy,
-    ``"CPU_DEVICE"``/``"device1"`` for array-api-strict. Device objects pass through.
+    Parameters
+    ----------
+    xp : namespace
+        The library's namespace.
+    dev : str, int, device or None
+        None keeps the library default. Strings are accepted everywhere: ``"cpu"`` for
+        NumPy, ``"cpu"``/``"cuda:1"`` for PyTorch, ``"0"``/``"cuda:1"`` for CuPy,
+        ``"CPU_DEVICE"``/``"device1"`` for array-api-strict. Device objects pass through.
+
+    Returns
+    -------
+    device or None
+        The device object.
+
+    Raises
+    ------
+    XpnetValueError
+        A device the library does not have.
     """
     if dev is None:
         return None

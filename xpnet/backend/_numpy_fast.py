@@ -1,4 +1,4 @@
-"""xpnet's NumPy namespace: ``array_api_compat.numpy`` with cheaper hot functions.
+"""The NumPy namespace of xpnet: ``array_api_compat.numpy`` with cheaper hot functions.
 
 NumPy's ``sum``, ``max``, ``mean``, ``astype``, ``reshape`` and ``asarray`` go through
 Python wrappers that cost about a microsecond per call, which dominates a small model's

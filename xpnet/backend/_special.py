@@ -79,7 +79,22 @@ def _pieces(x, xp):
 
 
 def erf_generic(x, /, *, xp=None):
-    """erf(x) from Array API standard functions only (see the module docstring)."""
+    """The error function erf(x) from Array API standard functions only.
+
+    A series for small |x| and a continued fraction in the tail (see the module docstring).
+
+    Parameters
+    ----------
+    x : array
+        Real floating input.
+    xp : namespace, optional
+        Its namespace (resolved from ``x`` when None).
+
+    Returns
+    -------
+    array
+        Elementwise, of ``x``'s dtype, library and device.
+    """
     xp = namespace(x) if xp is None else xp
     small, series, fraction = _pieces(x, xp)
     positive = xp.where(small, series, 1.0 - fraction)
@@ -87,7 +102,22 @@ def erf_generic(x, /, *, xp=None):
 
 
 def erfc_generic(x, /, *, xp=None):
-    """erfc(x) = 1 - erf(x) from Array API standard functions only, accurate in the tail."""
+    """The complementary error function 1 - erf(x) from standard functions only.
+
+    Accurate in the tail, where 1 - erf(x) would cancel.
+
+    Parameters
+    ----------
+    x : array
+        Real floating input.
+    xp : namespace, optional
+        Its namespace (resolved from ``x`` when None).
+
+    Returns
+    -------
+    array
+        Elementwise, of ``x``'s dtype, library and device.
+    """
     xp = namespace(x) if xp is None else xp
     small, series, fraction = _pieces(x, xp)
     positive = xp.where(small, 1.0 - series, fraction)
@@ -120,10 +150,40 @@ def _dispatch(x, xp, name, generic):
 
 
 def erf(x, /, *, xp=None):
-    """erf(x): the library's own where it has one, else :func:`erf_generic`."""
+    """The error function erf(x): the library's own where it has one.
+
+    PyTorch and CuPy have one; elsewhere :func:`erf_generic`.
+
+    Parameters
+    ----------
+    x : array
+        Real floating input.
+    xp : namespace, optional
+        Its namespace (resolved from ``x`` when None).
+
+    Returns
+    -------
+    array
+        Elementwise, of ``x``'s dtype, library and device.
+    """
     return _dispatch(x, xp, "erf", erf_generic)
 
 
 def erfc(x, /, *, xp=None):
-    """erfc(x): the library's own where it has one, else :func:`erfc_generic`."""
+    """The complementary error function erfc(x): the library's own where it has one.
+
+    PyTorch and CuPy have one; elsewhere :func:`erfc_generic`.
+
+    Parameters
+    ----------
+    x : array
+        Real floating input.
+    xp : namespace, optional
+        Its namespace (resolved from ``x`` when None).
+
+    Returns
+    -------
+    array
+        Elementwise, of ``x``'s dtype, library and device.
+    """
     return _dispatch(x, xp, "erfc", erfc_generic)

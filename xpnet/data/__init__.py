@@ -44,7 +44,7 @@ TEST_FRACTION = 0.25
 class Dataset:
     """A train/test split of a classification dataset (host arrays).
 
-    Parameters
+    Attributes
     ----------
     name : str
         ``"digits"``, ``"mnist1d"`` or the file path as given.
@@ -78,17 +78,35 @@ class Dataset:
 
     @property
     def n_features(self) -> int:
-        """The number of feature columns."""
+        """The number of feature columns.
+
+        Returns
+        -------
+        int
+            ``F``.
+        """
         return int(self.X_train.shape[1])
 
     @property
     def n_classes(self) -> int:
-        """The number of classes."""
+        """The number of classes.
+
+        Returns
+        -------
+        int
+            ``K``.
+        """
         return len(self.classes)
 
     def record(self) -> dict:
-        """What rebuilds this exact split, as JSON: name, path, SHA-256, label column,
-        split, row counts and classes (checkpoints and ``metrics.json`` store it)."""
+        """What rebuilds this exact split, as JSON (checkpoints and ``metrics.json`` store it).
+
+        Returns
+        -------
+        dict
+            ``name``, ``path``, ``sha256``, ``label_column``, ``split``, ``n_train``,
+            ``n_test`` and ``classes``.
+        """
         return {
             "name": self.name,
             "path": self.path,
@@ -102,8 +120,25 @@ class Dataset:
 
 
 def stratified_split(y, *, test_fraction=TEST_FRACTION, seed=0):
-    """Indices ``(train, test)`` holding ``test_fraction`` of every class out (rounded,
-    at least one sample of each class stays in train), drawn with a seeded generator."""
+    """Indices of a stratified train/test split, drawn with a seeded generator.
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        ``(N,)`` class ids.
+    test_fraction : float
+        The share of every class held out (rounded; at least one sample of each class stays
+        in train).
+    seed : int
+        Seeds the draw.
+
+    Returns
+    -------
+    train : numpy.ndarray
+        Sorted row indices of the training rows.
+    test : numpy.ndarray
+        Sorted row indices of the held-out rows.
+    """
     rng = np.random.default_rng(seed)
     train, test = [], []
     for c in np.unique(y):
@@ -152,8 +187,20 @@ def _split(name, X, labels, *, seed, source, **where):
 
 
 def load_digits(*, seed=0) -> Dataset:
-    """The bundled 8x8 digits (1797 images, 10 classes), pixels scaled to [0, 1], split
-    75/25 stratified by ``seed``. See ``xpnet/data/DIGITS.md`` for source and license."""
+    """The bundled 8x8 digits: 1797 images, 10 classes, pixels scaled to [0, 1].
+
+    See ``xpnet/data/DIGITS.md`` for source and license.
+
+    Parameters
+    ----------
+    seed : int
+        Seeds the split.
+
+    Returns
+    -------
+    Dataset
+        Host arrays, split 75/25 stratified by ``seed``.
+    """
     with resources.files(__package__).joinpath("digits.npz").open("rb") as fh:
         with np.load(fh, allow_pickle=False) as data:
             X, y = data["X"] / 16.0, data["y"]
@@ -161,14 +208,32 @@ def load_digits(*, seed=0) -> Dataset:
 
 
 def load_file(path, *, label_column=None, seed=0) -> Dataset:
-    """A user dataset: ``.npz`` with arrays ``X`` and ``y``, or ``.csv`` with the label in
-    the last column (or ``label_column``, an index or a header name). A CSV header row is
-    detected when its feature cells are not numbers. Split 75/25 stratified by ``seed``.
+    """A user dataset from a ``.npz`` or ``.csv`` file.
+
+    A ``.npz`` holds arrays ``X`` and ``y``; a ``.csv`` has the label in the last column
+    (or ``label_column``). A CSV header row is detected when its feature cells are not
+    numbers.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    label_column : int or str, optional
+        The CSV label column: an index or a header name (default: the last).
+    seed : int
+        Seeds the split.
+
+    Returns
+    -------
+    Dataset
+        Host arrays, split 75/25 stratified by ``seed``. ``path`` and ``sha256`` record the file.
 
     Raises
     ------
+    DataFileNotFoundError
+        The file does not exist (also a ``FileNotFoundError``).
     DataError
-        The file is missing, unreadable or malformed; the message names the place.
+        The file is unreadable or malformed; the message names the place.
     """
     X, y = read_arrays(path, label_column=label_column)
     return _split(
@@ -184,7 +249,18 @@ def load_file(path, *, label_column=None, seed=0) -> Dataset:
 
 
 def file_sha256(path) -> str:
-    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+
+    Returns
+    -------
+    str
+        Hexadecimal.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -203,7 +279,27 @@ def _check_file(path, kind="data file"):
 
 
 def read_arrays(path, *, label_column=None):
-    """``(X, labels)`` of a ``.npz`` or ``.csv`` data file, unsplit (see :func:`load_file`)."""
+    """The features and labels of a ``.npz`` or ``.csv`` data file, unsplit.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file (see :func:`load_file`).
+    label_column : int or str, optional
+        The CSV label column.
+
+    Returns
+    -------
+    X : numpy.ndarray
+        ``(N, F)`` float64 features.
+    labels : numpy.ndarray
+        ``(N,)`` labels: integers or strings.
+
+    Raises
+    ------
+    DataFileNotFoundError, DataError
+        As for :func:`load_file`.
+    """
     path = Path(path)
     _check_file(path, "data file (.npz or .csv)")
     suffix = path.suffix.lower()
@@ -217,8 +313,24 @@ def read_arrays(path, *, label_column=None):
 
 
 def read_features(path):
-    """Features ``(N, F)`` float64 for prediction: a ``.npy`` array (a 1-D array is one
-    sample) or a ``.csv`` of numbers (a header row is skipped)."""
+    """Features for prediction from a ``.npy`` array or a ``.csv`` of numbers.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.npy`` array (a 1-D array is one sample) or a ``.csv`` (a header row is
+        skipped).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, F)`` float64.
+
+    Raises
+    ------
+    DataFileNotFoundError, DataError
+        A missing, unreadable, non-numeric or non-finite file.
+    """
     path = Path(path)
     _check_file(path, "features file (.npy or .csv)")
     suffix = path.suffix.lower()
@@ -334,10 +446,23 @@ def _cache_dir():
 
 
 def load_mnist1d(*, seed=0, cache_dir=None) -> Dataset:
-    """MNIST-1D (4000 train, 1000 test sequences of length 40, 10 classes), generated
-    offline by the ``mnist1d`` package (``pip install 'xpnet[datasets]'``) with its default
-    arguments and cached as ``.npz`` in the user's cache directory. ``seed`` does not
-    change the dataset's own train/test split."""
+    """MNIST-1D: 4000 train and 1000 test sequences of length 40, 10 classes.
+
+    Generated offline by the ``mnist1d`` package (``pip install 'xpnet[datasets]'``) with its
+    default arguments and cached as ``.npz`` in the user's cache directory.
+
+    Parameters
+    ----------
+    seed : int
+        Ignored: the dataset has its own train/test split.
+    cache_dir : str or Path, optional
+        Where to cache it (default: ``$XDG_CACHE_HOME/xpnet`` or ``~/.cache/xpnet``).
+
+    Returns
+    -------
+    Dataset
+        The official split.
+    """
     del seed
     cache = Path(cache_dir) if cache_dir is not None else _cache_dir()
     file = cache / "mnist1d.npz"
@@ -374,25 +499,68 @@ BUILTIN = {"digits": load_digits, "mnist1d": load_mnist1d}
 
 
 def is_builtin(spec) -> bool:
-    """Whether ``spec`` names a built-in dataset rather than a file."""
+    """Whether a dataset spec names a built-in dataset rather than a file.
+
+    Parameters
+    ----------
+    spec : str or Path
+        A name from :data:`BUILTIN` or a path.
+
+    Returns
+    -------
+    bool
+        True for a built-in name.
+    """
     return isinstance(spec, str) and spec in BUILTIN
 
 
 def load_dataset(spec="digits", *, label_column=None, seed=0) -> Dataset:
-    """A built-in dataset by name (:data:`BUILTIN`: ``"digits"``, ``"mnist1d"``) or a
-    ``.npz``/``.csv`` file by path (:func:`load_file`), split by ``seed``."""
+    """A built-in dataset by name or a data file by path.
+
+    Parameters
+    ----------
+    spec : str or Path
+        A name from :data:`BUILTIN` (``"digits"``, ``"mnist1d"``) or a ``.npz``/``.csv`` file
+        (:func:`load_file`).
+    label_column : int or str, optional
+        The CSV label column.
+    seed : int
+        Seeds the split.
+
+    Returns
+    -------
+    Dataset
+        Host arrays and the record of the split.
+    """
     if is_builtin(spec):
         return BUILTIN[spec](seed=seed)
     return load_file(spec, label_column=label_column, seed=seed)
 
 
 def batches(X, y, batch_size, *, rng=None, drop_last=False):
-    """Yield ``(X_batch, y_batch)`` minibatches of arrays already on their device.
+    """Minibatches of arrays already on their device.
 
-    With ``rng`` (a ``numpy.random.Generator``) the order is a fresh permutation drawn on
-    the host; the permutation moves to the device once and the data are gathered there
-    with one ``take`` per epoch. ``drop_last`` drops a last batch smaller than
-    ``batch_size`` (with shuffling, different rows each epoch).
+    With ``rng`` the order is a fresh permutation drawn on the host; the permutation moves
+    to the device once and the data are gathered there with one ``take`` per epoch.
+
+    Parameters
+    ----------
+    X : array
+        ``(N, F)`` features.
+    y : array
+        ``(N,)`` class ids, of ``X``'s library and device.
+    batch_size : int
+        Rows per batch.
+    rng : numpy.random.Generator, optional
+        Shuffles the rows (None: in order).
+    drop_last : bool
+        Drop a last batch smaller than ``batch_size`` (with shuffling, different rows each
+        epoch).
+
+    Yields
+    ------
+    X_batch, y_batch : array
+        Views of the (shuffled) arrays.
     """
     xp = backend.namespace(X, y)
     n = X.shape[0]

@@ -1,8 +1,9 @@
-"""Validation shared by the layers, models, optimizers and the training loop: errors that
-say what came and what was expected (constructor arguments and array inputs alike).
+"""Validation shared by the layers, models, optimizers and the training loop.
 
-``where`` is the module (or a string) the message names; a module's one-line label is
-only built when an error is raised, so the checks cost next to nothing on the hot path.
+Each check raises an error that says what came and what was expected (constructor
+arguments and array inputs alike). ``where`` is the module (or a string) the message
+names; a module's one-line label is only built when an error is raised, so the checks
+cost next to nothing on the hot path.
 """
 
 from __future__ import annotations
@@ -22,7 +23,24 @@ def _name(where):
 
 
 def check_float(x, xp, where, what="input"):
-    """Raise TypeError unless ``x`` has a real floating dtype."""
+    """Refuse an array without a real floating dtype.
+
+    Parameters
+    ----------
+    x : array
+        The array.
+    xp : namespace
+        Its namespace.
+    where : Module, tuple or str
+        What the message names: a module, ``(module, ".backward")`` or a string.
+    what : str
+        What ``x`` is called in the message.
+
+    Raises
+    ------
+    XpnetTypeError
+        ``x`` is not float32 or float64.
+    """
     if not backend.is_floating(xp, x.dtype):
         raise XpnetTypeError(
             f"{_name(where)}: {what} must be a floating array (float32 or float64), got dtype "
@@ -31,7 +49,26 @@ def check_float(x, xp, where, what="input"):
 
 
 def check_2d(x, where, what="input", features=None, name="C"):
-    """Raise ValueError unless ``x`` is ``(N, features)`` (``features`` None: any), N >= 1."""
+    """Refuse an array that is not a non-empty batch ``(N, features)``.
+
+    Parameters
+    ----------
+    x : array
+        The array.
+    where : Module, tuple or str
+        What the message names: a module, ``(module, ".backward")`` or a string.
+    what : str
+        What ``x`` is called in the message.
+    features : int, optional
+        The required number of columns (None: any).
+    name : str
+        The column count's name in the message when ``features`` is None.
+
+    Raises
+    ------
+    XpnetValueError
+        Another number of dimensions or columns, or no rows.
+    """
     shape = x.shape
     if len(shape) != 2 or (features is not None and shape[1] != features):
         want = f"(N, {features if features is not None else name})"
@@ -46,11 +83,44 @@ def check_2d(x, where, what="input", features=None, name="C"):
 
 
 def as_dtype(x, dtype, xp):
-    """``x`` cast to ``dtype`` (a no-op when it already has it)."""
+    """An array cast to ``dtype``, or the array itself when it already has it.
+
+    Parameters
+    ----------
+    x : array
+        The array.
+    dtype : dtype
+        A dtype of ``xp``.
+    xp : namespace
+        Its namespace.
+
+    Returns
+    -------
+    array
+        ``x`` of ``dtype``.
+    """
     return x if x.dtype == dtype else xp.astype(x, dtype)
 
 
 def check_same_shape(x, expected_shape, where, what):
+    """Refuse an array of another shape.
+
+    Parameters
+    ----------
+    x : array
+        The array.
+    expected_shape : tuple of int
+        The required shape.
+    where : Module, tuple or str
+        What the message names: a module, ``(module, ".backward")`` or a string.
+    what : str
+        What ``x`` is called in the message.
+
+    Raises
+    ------
+    XpnetValueError
+        ``x.shape`` differs.
+    """
     if tuple(x.shape) != tuple(expected_shape):
         raise XpnetValueError(
             f"{_name(where)}: {what} must have shape {tuple(expected_shape)}, got {tuple(x.shape)}"
@@ -58,12 +128,48 @@ def check_same_shape(x, expected_shape, where, what):
 
 
 def require_forward(cache, where):
+    """Refuse a backward call before the forward call that fills its cache.
+
+    Parameters
+    ----------
+    cache : array or None
+        What ``forward`` caches.
+    where : Module, tuple or str
+        What the message names: a module, ``(module, ".backward")`` or a string.
+
+    Raises
+    ------
+    CallOrderError
+        ``cache`` is None.
+    """
     if cache is None:
         raise CallOrderError(f"{_name(where)}: backward() called before forward()")
 
 
 def check_size(value, name, where):
-    """A positive int (bools rejected), else TypeError/ValueError naming ``name``."""
+    """A positive int (bools refused).
+
+    Parameters
+    ----------
+    value : int
+        The argument.
+    name : str
+        Its name in the message.
+    where : str
+        Who received it.
+
+    Returns
+    -------
+    int
+        ``value``.
+
+    Raises
+    ------
+    XpnetTypeError
+        Not an int.
+    XpnetValueError
+        Not positive.
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise XpnetTypeError(
             f"{where}: {name} must be an int, got {type(value).__name__} {value!r}"
@@ -74,7 +180,33 @@ def check_size(value, name, where):
 
 
 def check_real(value, name, where, *, low=None, high=None, low_open=False, high_open=False):
-    """A finite real number within the given bounds, else TypeError/ValueError."""
+    """A finite real number within bounds.
+
+    Parameters
+    ----------
+    value : float
+        The argument.
+    name : str
+        Its name in the message.
+    where : str
+        Who received it.
+    low, high : float, optional
+        The bounds (None: unbounded).
+    low_open, high_open : bool
+        Whether the bounds are excluded.
+
+    Returns
+    -------
+    float
+        ``value`` as a float.
+
+    Raises
+    ------
+    XpnetTypeError
+        Not a real number.
+    XpnetValueError
+        Not finite, or outside the bounds.
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise XpnetTypeError(
             f"{where}: {name} must be a number, got {type(value).__name__} {value!r}"

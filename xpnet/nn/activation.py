@@ -16,6 +16,7 @@ import math
 from typing import ClassVar
 
 from .. import backend
+from .._typing import Array, Namespace
 from ..errors import XpnetTypeError
 from ._checks import as_dtype, check_2d, check_float, check_same_shape, require_forward
 from .module import Module
@@ -24,21 +25,79 @@ __all__ = ["GELU", "Identity", "ReLU", "Sigmoid", "Softmax", "Tanh"]
 
 
 class Activation(Module):
-    """Shared plumbing: validation, the output cache and the two forms of ``backward``."""
+    """Base of the activations: validation, the output cache and the two forms of backward.
+
+    A subclass implements ``_activate(Z, xp)`` (returns ``A`` and caches what the
+    derivative needs) and ``_derivative(xp)`` (the elementwise ``dA/dZ``); Softmax, whose
+    Jacobian is not elementwise, overrides ``_chain(dLdA, xp)`` instead.
+
+    Attributes
+    ----------
+    A : array or None
+        The output of the last ``forward``.
+    """
 
     declared_caches: ClassVar[tuple[str, ...]] = ("A",)
 
-    def __init__(self):
-        self.A = None
+    def __init__(self) -> None:
+        self.A: Array | None = None
 
-    def forward(self, Z):
-        """Apply the activation to ``Z`` and cache what ``backward`` needs."""
+    def forward(self, Z: Array) -> Array:
+        """Apply the activation and cache what ``backward`` needs.
+
+        Parameters
+        ----------
+        Z : array
+            Real floating input of any shape (Softmax: ``(N, C)``).
+
+        Returns
+        -------
+        array
+            ``A``, of ``Z``'s shape, dtype, library and device.
+        """
         xp = self._namespace(Z)
         check_float(Z, xp, self)
         return self.forward_unchecked(Z, xp)
 
-    def backward(self, dLdA=None):
-        """``dLdZ = dLdA * dA/dZ``; without ``dLdA``, the elementwise ``dA/dZ`` itself."""
+    def forward_unchecked(self, Z: Array, xp: Namespace) -> Array:
+        """:meth:`forward` on an already checked ``Z`` (see :class:`~xpnet.nn.Module`).
+
+        Parameters
+        ----------
+        Z : array
+            Real floating input.
+        xp : namespace
+            Its namespace.
+
+        Returns
+        -------
+        array
+            ``A``.
+        """
+        self.A = self._activate(Z, xp)
+        return self.A
+
+    def backward(self, dLdA: Array | None = None) -> Array:
+        """The gradient with respect to the input, or the elementwise derivative.
+
+        Parameters
+        ----------
+        dLdA : array, optional
+            The gradient of the loss with respect to the output, shaped like it.
+
+        Returns
+        -------
+        array
+            ``dLdZ = dLdA * dA/dZ``; without ``dLdA``, the handout's elementwise
+            ``dA/dZ`` itself.
+
+        Raises
+        ------
+        CallOrderError
+            ``forward`` has not run.
+        XpnetTypeError
+            Softmax without ``dLdA``, or a non-floating ``dLdA``.
+        """
         require_forward(self.A, self)
         if dLdA is None:
             return self._derivative(backend.namespace(self.A))
@@ -47,21 +106,46 @@ class Activation(Module):
         check_same_shape(dLdA, self.A.shape, (self, ".backward"), "dLdA")
         return self.backward_unchecked(as_dtype(dLdA, self.A.dtype, xp), xp)
 
-    def backward_unchecked(self, dLdA, xp, *, input_grad=True):
+    def backward_unchecked(self, dLdA: Array, xp: Namespace, *, input_grad: bool = True) -> Array:
+        """:meth:`backward` on an already checked ``dLdA`` (see :class:`~xpnet.nn.Module`).
+
+        Parameters
+        ----------
+        dLdA : array
+            The gradient with respect to the output.
+        xp : namespace
+            Its namespace.
+        input_grad : bool
+            Ignored: an activation's only gradient is the one with respect to its input.
+
+        Returns
+        -------
+        array
+            ``dLdZ``.
+        """
+        return self._chain(dLdA, xp)
+
+    def _chain(self, dLdA, xp):
         return dLdA * self._derivative(xp)
+
+    def _activate(self, Z, xp):
+        raise NotImplementedError
+
+    def _derivative(self, xp):
+        raise NotImplementedError
 
 
 class Identity(Activation):
     """``A = Z``; ``dA/dZ = 1``."""
 
-    def forward_unchecked(self, Z, xp):
+    def _activate(self, Z, xp):
         self.A = Z
         return Z
 
     def _derivative(self, xp):
         return xp.ones_like(self.A)
 
-    def backward_unchecked(self, dLdA, xp, *, input_grad=True):
+    def _chain(self, dLdA, xp):
         return dLdA
 
 
@@ -72,7 +156,7 @@ class Sigmoid(Activation):
     ``e = exp(-|Z|) <= 1``, so no finite ``Z`` overflows.
     """
 
-    def forward_unchecked(self, Z, xp):
+    def _activate(self, Z, xp):
         e = xp.exp(-xp.abs(Z))
         r = 1.0 / (1.0 + e)
         self.A = xp.where(Z >= 0, r, e * r)
@@ -85,7 +169,7 @@ class Sigmoid(Activation):
 class Tanh(Activation):
     """``A = tanh(Z)``; ``dA/dZ = 1 - A^2``."""
 
-    def forward_unchecked(self, Z, xp):
+    def _activate(self, Z, xp):
         self.A = xp.tanh(Z)
         return self.A
 
@@ -96,7 +180,7 @@ class Tanh(Activation):
 class ReLU(Activation):
     """``A = max(Z, 0)``; ``dA/dZ = 1`` where ``Z > 0``, else 0 (so ReLU'(0) = 0)."""
 
-    def forward_unchecked(self, Z, xp):
+    def _activate(self, Z, xp):
         self.A = xp.maximum(Z, 0.0)
         return self.A
 
@@ -110,20 +194,22 @@ _CLIP = 40.0  # Φ(-40) and φ(±40) underflow to 0 in float64 (and float32)
 
 
 class GELU(Activation):
-    """The exact GELU: ``A = Z Φ(Z)`` with ``Φ(Z) = erfc(-Z/√2) / 2``;
-    ``dA/dZ = Φ(Z) + Z φ(Z)``, ``φ(Z) = exp(-Z²/2)/√(2π)``.
+    """The exact GELU: ``A = Z Φ(Z)``; ``dA/dZ = Φ(Z) + Z φ(Z)``.
 
-    ``Φ`` is computed through ``erfc``, which keeps full relative precision for large
-    negative ``Z`` (where ``1 + erf`` would cancel). Caches ``A``, ``Z`` and ``Φ(Z)``.
+    ``Φ(Z) = erfc(-Z/√2) / 2`` is the standard normal distribution function and
+    ``φ(Z) = exp(-Z²/2)/√(2π)`` its density. ``Φ`` is computed through ``erfc``, which
+    keeps full relative precision for large negative ``Z`` (where ``1 + erf`` would
+    cancel). Caches ``A``, ``Z`` and ``Φ(Z)``.
     """
 
     declared_caches: ClassVar[tuple[str, ...]] = ("A", "Z", "cdf")
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
-        self.Z = self.cdf = None
+        self.Z: Array | None = None
+        self.cdf: Array | None = None
 
-    def forward_unchecked(self, Z, xp):
+    def _activate(self, Z, xp):
         self.Z = Z
         self.cdf = 0.5 * backend.erfc(-_SQRT1_2 * Z, xp=xp)
         # Φ(Z) is exactly 0 below -40, so clipping there changes no value and keeps
@@ -137,19 +223,31 @@ class GELU(Activation):
 
 
 class Softmax(Activation):
-    """``A = exp(Z - max_c Z) / Σ_c exp(Z - max_c Z)`` over axis 1 of ``(N, C)``;
-    ``dLdZ = A ⊙ (dLdA - Σ_c dLdA ⊙ A)``.
+    """Softmax over axis 1: ``A = exp(Z - max_c Z) / Σ_c exp(Z - max_c Z)``.
 
-    The Jacobian is not elementwise, so ``backward()`` requires ``dLdA``.
+    Backward: ``dLdZ = A ⊙ (dLdA - Σ_c dLdA ⊙ A)``. The Jacobian is not elementwise, so
+    ``backward()`` requires ``dLdA``.
     """
 
-    def forward(self, Z):
+    def forward(self, Z: Array) -> Array:
+        """Normalise each row of ``Z`` to probabilities.
+
+        Parameters
+        ----------
+        Z : array
+            ``(N, C)`` real floating scores.
+
+        Returns
+        -------
+        array
+            ``(N, C)``, each row summing to one.
+        """
         xp = self._namespace(Z)
         check_float(Z, xp, self)
         check_2d(Z, self)
         return self.forward_unchecked(Z, xp)
 
-    def forward_unchecked(self, Z, xp):
+    def _activate(self, Z, xp):
         e = xp.exp(Z - xp.max(Z, axis=1, keepdims=True))
         self.A = e / xp.sum(e, axis=1, keepdims=True)
         return self.A
@@ -160,5 +258,5 @@ class Softmax(Activation):
             "no dA/dZ array to return; call backward(dLdA)"
         )
 
-    def backward_unchecked(self, dLdA, xp, *, input_grad=True):
+    def _chain(self, dLdA, xp):
         return self.A * (dLdA - xp.sum(dLdA * self.A, axis=1, keepdims=True))

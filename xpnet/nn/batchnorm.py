@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from .. import backend
+from .._typing import Array, Device, DType, Namespace
 from ..errors import XpnetValueError
 from ._checks import (
     as_dtype,
@@ -21,7 +22,7 @@ __all__ = ["BatchNorm1d"]
 
 
 class BatchNorm1d(Module):
-    """``BZ = BW ⊙ (Z - M)/sqrt(V + eps) + Bb`` with per-feature statistics.
+    """Batch normalisation: ``BZ = BW ⊙ (Z - M)/sqrt(V + eps) + Bb`` per feature.
 
     Training: ``M`` and ``V`` are the batch mean and **biased** variance (divide by N), and
     the running statistics follow ``running = alpha·running + (1 - alpha)·batch`` (the
@@ -46,20 +47,30 @@ class BatchNorm1d(Module):
         Weight of the old running statistics, in [0, 1]. Default 0.9.
     eps : float
         Added to the variance, > 0. Default 1e-8 (the handout's; PyTorch uses 1e-5).
-    xp, device, dtype
-        As for :class:`~xpnet.nn.Linear`.
+    xp : str or namespace, optional
+        Library of the parameters, as for :class:`~xpnet.nn.Linear`.
+    device : optional
+        Device of the parameters (library default when None).
+    dtype : optional
+        ``float32`` (default) or ``float64``.
 
-    Shape:
-        ``Z``: ``(N, C)`` -> ``BZ``: ``(N, C)``. Training needs ``N >= 2``.
+    Attributes
+    ----------
+    BW, Bb : array
+        Scale (ones at first) and shift (zeros), ``(1, C)``.
+    dLdBW, dLdBb : array or None
+        Their gradients, set by ``backward``.
+    running_M, running_V : array
+        ``(1, C)`` running statistics, starting at zeros and ones.
+    M, V : array or None
+        The statistics the last forward normalised with, ``(1, C)``.
+    Z, NZ, BZ : array or None
+        The last input, normalised input and output, ``(N, C)``; training needs N >= 2.
+    num_features, alpha, eps
+        As given.
 
-    Attributes:
-        BW, Bb: scale (ones) and shift (zeros), ``(1, C)``. dLdBW, dLdBb: their gradients.
-        running_M, running_V: ``(1, C)``, starting at zeros and ones.
-        M, V: the statistics of the last forward, ``(1, C)``.
-        Z, NZ, BZ: the last input, normalised input and output, ``(N, C)``.
-
-    Example
-    -------
+    Examples
+    --------
     >>> import numpy as np
     >>> from xpnet.nn import BatchNorm1d
     >>> bn = BatchNorm1d(2, dtype="float64")
@@ -71,7 +82,16 @@ class BatchNorm1d(Module):
     declared_buffers: ClassVar[tuple[str, ...]] = ("running_M", "running_V")
     declared_caches: ClassVar[tuple[str, ...]] = ("Z", "NZ", "BZ", "M", "V", "_inv_std")
 
-    def __init__(self, num_features, alpha=0.9, eps=1e-8, *, xp=None, device=None, dtype=None):
+    def __init__(
+        self,
+        num_features: int,
+        alpha: float = 0.9,
+        eps: float = 1e-8,
+        *,
+        xp: Namespace = None,
+        device: Device = None,
+        dtype: DType = None,
+    ) -> None:
         self.num_features = check_size(num_features, "num_features", "BatchNorm1d")
         self.alpha = check_real(alpha, "alpha", "BatchNorm1d", low=0.0, high=1.0)
         self.eps = check_real(eps, "eps", "BatchNorm1d", low=0.0, low_open=True)
@@ -87,11 +107,37 @@ class BatchNorm1d(Module):
         self.Z = self.NZ = self.BZ = self.M = self.V = self._inv_std = None
         self._evaluated = False
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
+        """The constructor arguments, for ``repr``.
+
+        Returns
+        -------
+        str
+            ``"3, alpha=0.9, eps=1e-08"``.
+        """
         return f"{self.num_features}, alpha={self.alpha}, eps={self.eps}"
 
-    def forward(self, Z, eval=None):
-        """Normalise ``Z``; ``eval=None`` follows ``train()``/``eval()``."""
+    def forward(self, Z: Array, eval: bool | None = None) -> Array:
+        """Normalise ``Z`` with batch statistics (training) or running ones (evaluation).
+
+        Parameters
+        ----------
+        Z : array
+            ``(N, C)``; training needs N >= 2.
+        eval : bool, optional
+            Evaluation-mode normalisation; None follows :meth:`~xpnet.nn.Module.train`
+            and :meth:`~xpnet.nn.Module.eval`.
+
+        Returns
+        -------
+        array
+            ``BZ``, ``(N, C)``.
+
+        Raises
+        ------
+        XpnetValueError
+            A shape other than ``(N, C)``, or a training batch of one row.
+        """
         xp = self._namespace(Z, self.BW)
         check_float(Z, xp, self)
         check_2d(Z, self, features=self.num_features)
@@ -100,17 +146,42 @@ class BatchNorm1d(Module):
             self.check_batch(Z.shape[0])
         return self._forward(as_dtype(Z, self.BW.dtype, xp), xp, evaluate)
 
-    def check_batch(self, n):
-        """Raise ``ValueError`` when a training batch of ``n`` rows is too small (one row
-        has no variance). Containers call it once for their input batch."""
+    def check_batch(self, n: int) -> None:
+        """Refuse a training batch too small to have a variance.
+
+        Containers call it once for their input batch.
+
+        Parameters
+        ----------
+        n : int
+            The batch size.
+
+        Raises
+        ------
+        XpnetValueError
+            ``n < 2``.
+        """
         if n < 2:
             raise XpnetValueError(
                 f"{self._label()}: training needs a batch of at least 2 rows to compute a "
                 f"variance, got {n}; use a larger batch or call eval()"
             )
 
-    def forward_unchecked(self, Z, xp):
-        """Normalise a checked ``Z``, following ``train()``/``eval()`` (see :class:`Module`)."""
+    def forward_unchecked(self, Z: Array, xp: Namespace) -> Array:
+        """:meth:`forward` on an already checked ``Z``, following the module's mode.
+
+        Parameters
+        ----------
+        Z : array
+            ``(N, C)`` of the parameters' library, device and dtype.
+        xp : namespace
+            Its namespace.
+
+        Returns
+        -------
+        array
+            ``BZ``.
+        """
         return self._forward(Z, xp, not self.training)
 
     def _forward(self, Z, xp, evaluate):
@@ -132,16 +203,47 @@ class BatchNorm1d(Module):
         self.BZ = self.BW * self.NZ + self.Bb
         return self.BZ
 
-    def backward(self, dLdBZ):
-        """Store ``dLdBW``, ``dLdBb`` and return ``dLdZ`` for ``dLdBZ`` of shape ``(N, C)``."""
+    def backward(self, dLdBZ: Array) -> Array:
+        """Store ``dLdBW`` and ``dLdBb`` and return the exact ``dLdZ``.
+
+        Parameters
+        ----------
+        dLdBZ : array
+            ``(N, C)``, the gradient of the loss with respect to the output.
+
+        Returns
+        -------
+        array
+            ``dLdZ``, ``(N, C)``.
+
+        Raises
+        ------
+        CallOrderError
+            ``forward`` has not run.
+        """
         require_forward(self.NZ, self)
         xp = self._namespace(dLdBZ, self.BW)
         check_float(dLdBZ, xp, (self, ".backward"), "dLdBZ")
         check_same_shape(dLdBZ, self.NZ.shape, (self, ".backward"), "dLdBZ")
         return self.backward_unchecked(as_dtype(dLdBZ, self.BW.dtype, xp), xp)
 
-    def backward_unchecked(self, dLdBZ, xp, *, input_grad=True):
-        """Store ``dLdBW``, ``dLdBb``; return ``dLdZ`` (always: BatchNorm is never first)."""
+    def backward_unchecked(self, dLdBZ: Array, xp: Namespace, *, input_grad: bool = True) -> Array:
+        """:meth:`backward` on an already checked ``dLdBZ`` (see :class:`~xpnet.nn.Module`).
+
+        Parameters
+        ----------
+        dLdBZ : array
+            ``(N, C)`` of the parameters' library, device and dtype.
+        xp : namespace
+            Its namespace.
+        input_grad : bool
+            Ignored: ``dLdZ`` is always computed.
+
+        Returns
+        -------
+        array
+            ``dLdZ``.
+        """
         NZ = self.NZ
         self.dLdBW = xp.sum(dLdBZ * NZ, axis=0, keepdims=True)
         self.dLdBb = xp.sum(dLdBZ, axis=0, keepdims=True)

@@ -1,5 +1,7 @@
-"""Losses: ``forward(A, Y)`` returns a 0-d array of the input's library (NumPy too, where a
-full reduction would give a NumPy scalar); ``backward()`` returns ``dL/dA``.
+"""Losses: ``forward(A, Y)`` returns a 0-d array, ``backward()`` returns ``dL/dA``.
+
+The 0-d array is of the input's library (NumPy too, where a full reduction would give a
+NumPy scalar).
 
 The gradient is the exact gradient of the scalar that ``forward`` returned (the same
 numbers as PyTorch autograd), not the handout's ``A - Y``.
@@ -10,6 +12,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from .. import backend
+from .._typing import Array
 from ..errors import XpnetTypeError, XpnetValueError
 from ._checks import as_dtype, check_2d, check_float, require_forward
 from .module import Module
@@ -20,8 +23,9 @@ __all__ = ["CrossEntropyLoss", "MSELoss"]
 class _Loss(Module):
     declared_caches: ClassVar[tuple[str, ...]] = ("A", "Y")
 
-    def __init__(self):
-        self.A = self.Y = None
+    def __init__(self) -> None:
+        self.A: Array | None = None
+        self.Y: Array | None = None
 
     def _inputs(self, A, Y):
         try:
@@ -34,8 +38,19 @@ class _Loss(Module):
         check_2d(A, self._label(), "A")
         return xp
 
-    def backward(self):
-        """The gradient of the last ``forward``'s loss with respect to ``A``."""
+    def backward(self) -> Array:
+        """The gradient of the last ``forward``'s loss with respect to ``A``.
+
+        Returns
+        -------
+        array
+            ``dL/dA``, shaped like ``A``.
+
+        Raises
+        ------
+        CallOrderError
+            ``forward`` has not run.
+        """
         require_forward(self.A, self._label())
         return self._backward(backend.namespace(self.A))
 
@@ -43,18 +58,39 @@ class _Loss(Module):
 class MSELoss(_Loss):
     """Mean squared error: ``L = Σ (A - Y)² / (N C)``; ``dL/dA = 2 (A - Y) / (N C)``.
 
-    Shape:
-        ``A`` and ``Y``: ``(N, C)``, the same shape. ``Y`` is cast to ``A``'s dtype.
+    Attributes
+    ----------
+    A, Y : array or None
+        The last inputs, kept for ``backward``.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import numpy as np
     >>> from xpnet.nn import MSELoss
     >>> float(MSELoss().forward(np.zeros((2, 2)), np.ones((2, 2))))
     1.0
     """
 
-    def forward(self, A, Y):
+    def forward(self, A: Array, Y: Array) -> Array:
+        """The mean squared error of ``A`` against ``Y``.
+
+        Parameters
+        ----------
+        A : array
+            ``(N, C)`` real floating predictions.
+        Y : array
+            ``(N, C)`` targets, of ``A``'s library and device (cast to its dtype).
+
+        Returns
+        -------
+        array
+            0-d, of ``A``'s dtype.
+
+        Raises
+        ------
+        XpnetValueError
+            ``Y`` is shaped otherwise.
+        """
         xp = self._inputs(A, Y)
         if tuple(Y.shape) != tuple(A.shape):
             raise XpnetValueError(
@@ -74,22 +110,21 @@ class MSELoss(_Loss):
 
 
 class CrossEntropyLoss(_Loss):
-    """Softmax cross-entropy from logits: ``L = -(1/N) Σ_n Σ_c Y log softmax(A)``;
-    ``dL/dA = (softmax(A) - Y) / N``.
+    """Softmax cross-entropy from logits: ``L = -(1/N) Σ_n Σ_c Y log softmax(A)``.
 
-    ``log softmax`` is ``(A - m) - log Σ exp(A - m)`` with ``m`` the row maximum, so logits
-    of ±1e4 give a finite loss in float32.
+    Backward: ``dL/dA = (softmax(A) - Y) / N``. ``log softmax`` is
+    ``(A - m) - log Σ exp(A - m)`` with ``m`` the row maximum, so logits of ±1e4 give a
+    finite loss in float32.
 
-    Shape:
-        ``A``: ``(N, C)`` logits. ``Y``: ``(N, C)`` one-hot or soft targets (cast to ``A``'s
-        dtype), or ``(N,)`` integer class labels in ``[0, C)``.
+    Attributes
+    ----------
+    A, Y : array or None
+        The last logits and the targets as ``(N, C)`` probabilities.
+    softmax : array or None
+        ``softmax(A)``, kept for ``backward``.
 
-    Attributes:
-        A, Y: the last logits and the targets as ``(N, C)`` probabilities.
-        softmax: ``softmax(A)``, kept for ``backward``.
-
-    Example
-    -------
+    Examples
+    --------
     >>> import numpy as np
     >>> from xpnet.nn import CrossEntropyLoss
     >>> loss = CrossEntropyLoss()
@@ -99,12 +134,34 @@ class CrossEntropyLoss(_Loss):
 
     declared_caches: ClassVar[tuple[str, ...]] = ("A", "Y", "softmax", "_classes")
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
-        self.softmax = None
+        self.softmax: Array | None = None
         self._classes = None  # (key, arange(C)) for one-hot targets of integer labels
 
-    def forward(self, A, Y):
+    def forward(self, A: Array, Y: Array) -> Array:
+        """The mean cross-entropy of the logits ``A`` against the targets ``Y``.
+
+        Parameters
+        ----------
+        A : array
+            ``(N, C)`` real floating logits.
+        Y : array
+            ``(N, C)`` one-hot or soft targets (cast to ``A``'s dtype), or ``(N,)``
+            integer class labels in ``[0, C)``; of ``A``'s library and device.
+
+        Returns
+        -------
+        array
+            0-d, of ``A``'s dtype.
+
+        Raises
+        ------
+        XpnetTypeError
+            ``(N,)`` targets that are not integers.
+        XpnetValueError
+            Targets of another shape, or labels outside ``[0, C)``.
+        """
         xp = self._inputs(A, Y)
         N, C = A.shape
         if Y.ndim == 1:

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from .. import backend
+from .._typing import Device, DType, Namespace
 from ..errors import XpnetTypeError, XpnetValueError
 
 __all__ = ["Module", "Param"]
@@ -39,16 +40,34 @@ class Param:
 
     @property
     def value(self) -> Any:
-        """The parameter array; assigning replaces it in the module."""
+        """The parameter array (:meth:`assign` replaces it).
+
+        Returns
+        -------
+        array
+            ``getattr(module, attr)``.
+        """
         return getattr(self.module, self.attr)
 
-    @value.setter
-    def value(self, new: Any) -> None:
+    def assign(self, new: Any) -> None:
+        """Replace the parameter array in its module.
+
+        Parameters
+        ----------
+        new : array
+            The new array (optimizers of immutable-array libraries assign each step).
+        """
         setattr(self.module, self.attr, new)
 
     @property
     def grad(self) -> Any:
-        """Its gradient from the last ``backward`` (None before the first)."""
+        """Its gradient from the last ``backward``.
+
+        Returns
+        -------
+        array or None
+            ``getattr(module, grad_attr)``; None before the first ``backward``.
+        """
         return getattr(self.module, self.grad_attr)
 
     def __repr__(self) -> str:
@@ -91,7 +110,18 @@ class Module:
         return self.forward(*args, **kwargs)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Validate the input, then compute the output (see each subclass)."""
+        """Validate the input, then compute the output (each subclass documents its own).
+
+        Parameters
+        ----------
+        *args, **kwargs
+            The subclass's inputs.
+
+        Returns
+        -------
+        array
+            The output.
+        """
         raise NotImplementedError(f"{type(self).__name__} does not define forward")
 
     def forward_unchecked(self, X: Any, xp: Any) -> Any:
@@ -182,13 +212,23 @@ class Module:
                 yield path + attr, Param(m, attr, grad_attr)
 
     def parameters(self) -> list[Any]:
-        """The trainable arrays themselves, in the order of :meth:`named_parameters`."""
+        """The trainable arrays themselves, in the order of :meth:`named_parameters`.
+
+        Returns
+        -------
+        list of array
+            Not copies: updating one in place updates the module.
+        """
         return [param.value for _, param in self.named_parameters()]
 
     def state_dict(self) -> dict[str, Any]:
-        """Parameters and buffers by dotted key (``"layers.0.W"``, ``"bn_layers.0.running_V"``).
+        """Parameters and buffers by dotted key.
 
-        The values are the arrays themselves, not copies, as in PyTorch.
+        Returns
+        -------
+        dict of str to array
+            ``{"layers.0.W": ..., "bn_layers.0.running_V": ...}``; the arrays themselves, not
+            copies, as in PyTorch.
         """
         return {key: getattr(m, name) for key, (m, name) in self._state_slots().items()}
 
@@ -200,14 +240,26 @@ class Module:
             for name in (*m.declared_parameters, *m.declared_buffers)
         }
 
-    def load_state_dict(self, state, *, strict=True):
+    def load_state_dict(self, state: Mapping[str, Any], *, strict: bool = True) -> Module:
         """Copy arrays into this module, keeping its library, device and dtype.
 
-        ``state`` maps the keys of :meth:`state_dict` to arrays of any supported library.
+        Parameters
+        ----------
+        state : mapping of str to array
+            The keys of :meth:`state_dict`, with arrays of any supported library.
+        strict : bool
+            Refuse missing or unexpected keys.
+
+        Returns
+        -------
+        Module
+            ``self``.
 
         Raises
         ------
-        ValueError
+        XpnetTypeError
+            ``state`` is not a mapping, or a value is not an array.
+        XpnetValueError
             With ``strict``, keys are missing or unexpected; or a shape differs.
         """
         if not isinstance(state, Mapping):
@@ -247,24 +299,52 @@ class Module:
         return self
 
     # -- modes and placement ---------------------------------------------------------------
-    def train(self, mode=True):
-        """Set training mode (BatchNorm uses batch statistics) here and in every child."""
+    def train(self, mode: bool = True) -> Module:
+        """Set training mode here and in every child (BatchNorm then uses batch statistics).
+
+        Parameters
+        ----------
+        mode : bool
+            True for training, False for evaluation.
+
+        Returns
+        -------
+        Module
+            ``self``.
+        """
         for _, m in self.named_modules():
             m.training = bool(mode)
         return self
 
-    def eval(self):
-        """Set evaluation mode (BatchNorm uses running statistics); same as ``train(False)``."""
+    def eval(self) -> Module:
+        """Set evaluation mode (BatchNorm uses running statistics); same as ``train(False)``.
+
+        Returns
+        -------
+        Module
+            ``self``.
+        """
         return self.train(False)
 
-    def to(self, xp, device=None, dtype=None):
+    def to(self, xp: Namespace, device: Device = None, dtype: DType = None) -> Module:
         """Move parameters, gradients and buffers to another library, device or dtype.
 
-        ``xp`` is a library name or namespace; ``device`` ``None`` means the library's
-        default device; ``dtype`` ``None`` keeps each array's precision. Forward caches
-        are dropped (run ``forward`` again before ``backward``). Returns ``self``.
+        Forward caches are dropped (run ``forward`` again before ``backward``). Optimizers hold
+        momentum buffers where the parameters were: create them after ``to()``.
 
-        Optimizers hold momentum buffers on the old device: create them after ``to()``.
+        Parameters
+        ----------
+        xp : str or namespace
+            The target library.
+        device : optional
+            The target device; None means the library's default device.
+        dtype : dtype or str, optional
+            ``float32`` or ``float64``; None keeps each array's precision.
+
+        Returns
+        -------
+        Module
+            ``self``.
         """
         xp = backend.get(xp)
         device = backend.resolve_device(xp, device)
@@ -312,7 +392,14 @@ class Module:
         """A one-line name for messages: ``Linear(in_features=2, out_features=3)``."""
         return f"{type(self).__name__}({self.extra_repr()})"
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
+        """The constructor arguments shown by ``repr`` (empty here; layers override it).
+
+        Returns
+        -------
+        str
+            For example ``"in_features=2, out_features=3"``.
+        """
         return ""
 
     def __repr__(self):

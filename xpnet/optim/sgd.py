@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 from .. import backend
+from .._typing import Array
 from ..errors import CallOrderError, XpnetTypeError, XpnetValueError
 from ..nn._checks import check_real
 from ..nn.module import Module, Param
@@ -37,7 +40,7 @@ class SGD:
     lr : float
         Learning rate, > 0.
     momentum : float
-        μ in [0, 1).
+        The momentum μ, in [0, 1).
     weight_decay : float
         L2 penalty coefficient, >= 0 (applied to every parameter, as PyTorch does).
     nesterov : bool
@@ -84,7 +87,15 @@ class SGD:
     ['layers.0.W', 'layers.0.b']
     """
 
-    def __init__(self, params, lr=0.1, momentum=0.0, *, weight_decay=0.0, nesterov=False):
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 0.1,
+        momentum: float = 0.0,
+        *,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
         self.params = _named_params(params)
         self.lr = check_real(lr, "lr", "SGD", low=0.0, low_open=True)
         self.mu = check_real(momentum, "momentum", "SGD", low=0.0, high=1.0, high_open=True)
@@ -115,26 +126,50 @@ class SGD:
         return [self.velocity[f"{prefix}.{i}.{attr}"] for i in range(count)]
 
     @property
-    def v_W(self):
-        """Momentum buffers of the Linear weights, one per ``model.layers`` entry."""
+    def v_W(self) -> list[Array]:
+        """Momentum buffers of the Linear weights, one per ``model.layers`` entry.
+
+        Returns
+        -------
+        list of array
+            Views of :attr:`velocity`, in layer order.
+        """
         return self._buffers("layers", "W", self.L)
 
     @property
-    def v_b(self):
-        """Momentum buffers of the Linear biases."""
+    def v_b(self) -> list[Array]:
+        """Momentum buffers of the Linear biases, one per ``model.layers`` entry.
+
+        Returns
+        -------
+        list of array
+            Views of :attr:`velocity`, in layer order.
+        """
         return self._buffers("layers", "b", self.L)
 
     @property
-    def v_BW(self):
-        """Momentum buffers of the BatchNorm scales, one per ``model.bn_layers`` entry."""
+    def v_BW(self) -> list[Array]:
+        """Momentum buffers of the BatchNorm scales, one per ``model.bn_layers`` entry.
+
+        Returns
+        -------
+        list of array
+            Views of :attr:`velocity`, in layer order.
+        """
         return self._buffers("bn_layers", "BW", self._n_bn)
 
     @property
-    def v_Bb(self):
-        """Momentum buffers of the BatchNorm shifts."""
+    def v_Bb(self) -> list[Array]:
+        """Momentum buffers of the BatchNorm shifts, one per ``model.bn_layers`` entry.
+
+        Returns
+        -------
+        list of array
+            Views of :attr:`velocity`, in layer order.
+        """
         return self._buffers("bn_layers", "Bb", self._n_bn)
 
-    def step(self):
+    def step(self) -> None:
         """Update every parameter once from its current gradient.
 
         Raises
@@ -160,7 +195,8 @@ class SGD:
                 f"live apart ({err}); create the optimizer after moving the model with .to()"
             ) from None
         if self._update is None:
-            return self._update_flat(xp, grads)
+            self._update_flat(xp, grads)
+            return
         for (name, p), g in zip(self.params, grads, strict=True):
             self._update(p, g, name)
 
@@ -175,7 +211,7 @@ class SGD:
         p_views, v_views, offset = [], [], 0
         for (name, p), value in zip(self.params, values, strict=True):
             n = math.prod(value.shape)
-            p.value = xp.reshape(P[offset : offset + n], tuple(value.shape))
+            p.assign(xp.reshape(P[offset : offset + n], tuple(value.shape)))
             self.velocity[name] = xp.reshape(V[offset : offset + n], tuple(value.shape))
             p_views.append(p.value)
             v_views.append(self.velocity[name])
@@ -210,7 +246,7 @@ class SGD:
             v = self.mu * self.velocity[name] + g
             self.velocity[name] = v
             g = g + self.mu * v if self.nesterov else v
-        param.value = p - self.lr * g
+        param.assign(p - self.lr * g)
 
     def _update_inplace(self, param, g, name):
         p = param.value
@@ -223,20 +259,35 @@ class SGD:
             g = g + self.mu * v if self.nesterov else v
         p -= self.lr * g
 
-    def state_dict(self):
-        """The momentum buffers by parameter name (``"layers.0.W"``); hyperparameters are
-        constructor arguments and not part of the state."""
+    def state_dict(self) -> dict[str, Array]:
+        """The momentum buffers by parameter name.
+
+        Hyperparameters are constructor arguments and not part of the state.
+
+        Returns
+        -------
+        dict of str to array
+            ``{"layers.0.W": ..., ...}``.
+        """
         return dict(self.velocity)
 
-    def load_state_dict(self, state):
-        """Restore the momentum buffers (onto the parameters' library and device).
+    def load_state_dict(self, state: Mapping[str, Array]) -> SGD:
+        """Restore the momentum buffers, onto the parameters' library and device.
 
-        ``state`` is what :meth:`state_dict` returned; the keys of xpnet 0.1
-        (``"v_W.0"``, ``"v_BW.1"``) are accepted too.
+        Parameters
+        ----------
+        state : mapping of str to array
+            What :meth:`state_dict` returned; the keys of xpnet 0.1 (``"v_W.0"``,
+            ``"v_BW.1"``) are accepted too.
+
+        Returns
+        -------
+        SGD
+            ``self``.
 
         Raises
         ------
-        ValueError
+        XpnetValueError
             A buffer is missing or has the wrong shape.
         """
         state = {_current_key(k): v for k, v in state.items()}
