@@ -1,14 +1,16 @@
-"""Test sessions: ``nox`` runs lint and the test suite on every CPU backend.
+"""Sessions: ``nox`` runs lint, the test suite on every CPU backend, and the docs build.
 
 ``nox -s "tests(backend='cupy')"`` runs the suite on a CUDA GPU machine.
 """
+
+from pathlib import Path
 
 import nox
 
 BACKENDS = ["numpy", "array_api_strict", "torch", "cupy"]
 CPU_BACKENDS = [b for b in BACKENDS if b != "cupy"]
 
-nox.options.sessions = ["lint", *[f"tests(backend='{b}')" for b in CPU_BACKENDS]]
+nox.options.sessions = ["lint", *[f"tests(backend='{b}')" for b in CPU_BACKENDS], "docs"]
 nox.options.error_on_missing_interpreters = True
 
 
@@ -23,7 +25,26 @@ def tests(session, backend):
 
 @nox.session
 def lint(session):
-    """ruff check and ruff format --check."""
-    session.install("ruff==0.17.6")
+    """ruff (lint and format), numpydoc's docstring checks and mypy on the package."""
+    session.install(".", "ruff==0.17.6", "numpydoc==1.11.0", "mypy==2.4.1")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    sources = sorted(str(p) for p in Path("xpnet").rglob("*.py"))
+    session.run("python", "-m", "numpydoc", "lint", *sources)
+    session.run("mypy")
+
+
+@nox.session
+def docs(session):
+    """The documentation site, with every warning an error."""
+    session.install(".[docs]")
+    session.run(
+        "sphinx-build",
+        "-W",
+        "--keep-going",
+        "-b",
+        "html",
+        "docs",
+        "docs/_build/html",
+        *session.posargs,
+    )

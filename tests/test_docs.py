@@ -46,3 +46,43 @@ def test_example_script_runs():
         pytest.skip(result.stderr)
     assert result.returncode == 0, result.stderr
     assert "array_api_strict: accuracy" in result.stdout
+
+
+def _rst_python_blocks(path):
+    """The ``.. code-block:: python`` blocks of a reStructuredText page, dedented."""
+    import textwrap
+
+    blocks, lines = [], path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() == ".. code-block:: python":
+            body = []
+            for following in lines[i + 1 :]:
+                if following.strip() and not following.startswith("   "):
+                    break
+                body.append(following)
+            blocks.append(textwrap.dedent("\n".join(body)).strip("\n") + "\n")
+    return blocks
+
+
+TUTORIALS = sorted((ROOT / "docs" / "tutorials").glob("*.rst"))
+
+
+@pytest.mark.parametrize("page", TUTORIALS, ids=lambda p: p.stem)
+def test_tutorial_code_runs(page, tmp_path, monkeypatch, capsys):
+    """Every Python block of a tutorial runs, in order, in one namespace (as a reader
+    pasting them would); the blocks assert what they claim."""
+    blocks = _rst_python_blocks(page)
+    assert blocks, f"{page.name} has no Python code"
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": f"docs_{page.stem}"}
+    for k, code in enumerate(blocks):
+        exec(compile(code, f"{page.name} block {k + 1}", "exec"), namespace)
+    assert capsys.readouterr().out
+
+
+def test_docs_point_nowhere_outside_the_repository():
+    outside = "/".join(("..", "shared"))  # spelled so that this file does not contain it
+    for path in [ROOT / "README.md", *ROOT.glob("docs/**/*.rst"), *ROOT.glob("**/*.py")]:
+        if ".venv" in path.parts or ".nox" in path.parts:
+            continue
+        assert outside not in path.read_text(), path

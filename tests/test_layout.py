@@ -62,3 +62,16 @@ def test_layers_models_optimizers_name_no_array_library(path):
 def test_the_layout_is_what_this_test_expects():
     assert len(LIBRARY) > 20 and len(NAMING_NO_LIBRARY) >= 9
     assert {p.name for p in APP.glob("*.py")} >= {"cli.py", "runs.py", "bench.py", "peers.py"}
+
+
+def test_the_installed_distribution():
+    """The package carries its typing marker and license, and the version is one."""
+    from importlib import metadata, resources
+
+    import xpnet
+
+    dist = metadata.distribution("xpnet")
+    assert dist.version == xpnet.__version__
+    assert resources.files("xpnet").joinpath("py.typed").is_file()
+    assert "LICENSE" in (dist.metadata.get_all("License-File") or [])
+    assert dist.metadata["License-Expression"] == "MIT"

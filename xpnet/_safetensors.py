@@ -16,8 +16,8 @@ import numpy as np
 
 from .errors import XpnetValueError
 
-_TO_CODE = {np.dtype("<f4"): "F32", np.dtype("<f8"): "F64"}
-_FROM_CODE = {code: dtype for dtype, code in _TO_CODE.items()}
+_TO_CODE: dict[np.dtype, str] = {np.dtype("<f4"): "F32", np.dtype("<f8"): "F64"}
+_FROM_CODE: dict[str, np.dtype] = {code: dtype for dtype, code in _TO_CODE.items()}
 MAX_HEADER = 100 * 1024 * 1024
 
 
@@ -78,10 +78,9 @@ def assemble(entries: dict[str, dict], data: bytes, metadata: dict[str, str]) ->
     bytes
         The header length, the JSON header (padded to 8 bytes) and the data.
     """
-    text = json.dumps({"__metadata__": metadata, **entries}, separators=(",", ":"))
-    text = text.encode("utf-8")
-    text += b" " * (-len(text) % 8)  # align the data section to 8 bytes
-    return struct.pack("<Q", len(text)) + text + data
+    header = json.dumps({"__metadata__": metadata, **entries}, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # align the data section to 8 bytes
+    return struct.pack("<Q", len(header)) + header + data
 
 
 def decode(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str], bytes]:

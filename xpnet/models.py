@@ -121,7 +121,7 @@ class MLP(Module):
             if self.batchnorm
             else []
         )
-        self._out = None
+        self._out: Array = None
 
     def extra_repr(self) -> str:
         """The architecture, for ``repr``.
@@ -168,9 +168,9 @@ class MLP(Module):
         dict of str to tuple of int
             ``{"layers.0.W": (sizes[1], sizes[0]), ...}`` in ``state_dict`` order.
         """
-        sizes = list(cls._sizes) if issubclass(cls, _HandoutMLP) else list(sizes)
+        sizes = list(cls._sizes) if issubclass(cls, _HandoutMLP) else list(sizes or ())
         pairs = list(itertools.pairwise(sizes))
-        shapes = {}
+        shapes: dict[str, tuple[int, ...]] = {}
         for i, (n_in, n_out) in enumerate(pairs):
             shapes[f"layers.{i}.W"] = (n_out, n_in)
             shapes[f"layers.{i}.b"] = (n_out, 1)

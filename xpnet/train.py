@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -143,7 +143,7 @@ class FitState:
 
     epoch: int = 0
     history: list = field(default_factory=list)
-    rng_state: dict | None = None
+    rng_state: Mapping[str, Any] | None = None
     best: float = math.inf
     best_epoch: int | None = None
     waited: int = 0

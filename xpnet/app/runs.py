@@ -343,7 +343,8 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print):
         "checkpoint": str(model_path),
     }
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    metrics["curves"] = _plot_curves(history, folder / "curves.png")
+    best = stopping["best_epoch"] if stopping else None
+    metrics["curves"] = _plot_curves(history, folder / "curves.png", best_epoch=best)
     return metrics
 
 
@@ -474,7 +475,7 @@ def _label_ids(labels, classes, source):
         ) from None
 
 
-def _plot_curves(history, path):
+def _plot_curves(history, path, *, best_epoch=None):
     try:
         import matplotlib
 
@@ -490,6 +491,9 @@ def _plot_curves(history, path):
     for key, label in (("accuracy", "train"), ("val_accuracy", "validation")):
         if history and key in history[0]:
             ax_acc.plot(epochs, [r[key] for r in history], label=label)
+    if best_epoch is not None:  # the epoch whose parameters early stopping kept
+        for ax in (ax_loss, ax_acc):
+            ax.axvline(best_epoch, color="grey", linestyle="--", label=f"kept: epoch {best_epoch}")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     ax_loss.legend()

@@ -81,7 +81,7 @@ def _pieces(x, xp):
 def erf_generic(x, /, *, xp=None):
     """The error function erf(x) from Array API standard functions only.
 
-    A series for small |x| and a continued fraction in the tail (see the module docstring).
+    A series for small ``|x|`` and a continued fraction in the tail (see the module docstring).
 
     Parameters
     ----------

@@ -40,7 +40,7 @@ class Activation(Module):
     declared_caches: ClassVar[tuple[str, ...]] = ("A",)
 
     def __init__(self) -> None:
-        self.A: Array | None = None
+        self.A: Array = None
 
     def forward(self, Z: Array) -> Array:
         """Apply the activation and cache what ``backward`` needs.
@@ -206,8 +206,8 @@ class GELU(Activation):
 
     def __init__(self) -> None:
         super().__init__()
-        self.Z: Array | None = None
-        self.cdf: Array | None = None
+        self.Z: Array = None
+        self.cdf: Array = None
 
     def _activate(self, Z, xp):
         self.Z = Z

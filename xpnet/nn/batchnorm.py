@@ -103,8 +103,14 @@ class BatchNorm1d(Module):
         self.Bb = xp.zeros(shape, dtype=dtype, device=device)
         self.running_M = xp.zeros(shape, dtype=dtype, device=device)
         self.running_V = xp.ones(shape, dtype=dtype, device=device)
-        self.dLdBW = self.dLdBb = None
-        self.Z = self.NZ = self.BZ = self.M = self.V = self._inv_std = None
+        self.dLdBW: Array = None
+        self.dLdBb: Array = None
+        self.Z: Array = None
+        self.NZ: Array = None
+        self.BZ: Array = None
+        self.M: Array = None
+        self.V: Array = None
+        self._inv_std: Array = None
         self._evaluated = False
 
     def extra_repr(self) -> str:

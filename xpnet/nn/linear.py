@@ -84,8 +84,9 @@ class Linear(Module):
         self.W = backend.host_uniform(rng, -bound, bound, shape_W, xp, device=device, dtype=dtype)
         shape_b = (self.out_features, 1)
         self.b = backend.host_uniform(rng, -bound, bound, shape_b, xp, device=device, dtype=dtype)
-        self.dLdW = self.dLdb = None
-        self.A = None
+        self.dLdW: Array = None
+        self.dLdb: Array = None
+        self.A: Array = None
 
     def extra_repr(self) -> str:
         """The constructor arguments, for ``repr``.

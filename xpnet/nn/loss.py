@@ -24,8 +24,8 @@ class _Loss(Module):
     declared_caches: ClassVar[tuple[str, ...]] = ("A", "Y")
 
     def __init__(self) -> None:
-        self.A: Array | None = None
-        self.Y: Array | None = None
+        self.A: Array = None
+        self.Y: Array = None
 
     def _inputs(self, A, Y):
         try:
@@ -53,6 +53,9 @@ class _Loss(Module):
         """
         require_forward(self.A, self._label())
         return self._backward(backend.namespace(self.A))
+
+    def _backward(self, xp):
+        raise NotImplementedError
 
 
 class MSELoss(_Loss):
@@ -136,7 +139,7 @@ class CrossEntropyLoss(_Loss):
 
     def __init__(self) -> None:
         super().__init__()
-        self.softmax: Array | None = None
+        self.softmax: Array = None
         self._classes = None  # (key, arange(C)) for one-hot targets of integer labels
 
     def forward(self, A: Array, Y: Array) -> Array:

@@ -124,6 +124,21 @@ class Module:
         """
         raise NotImplementedError(f"{type(self).__name__} does not define forward")
 
+    def backward(self, *args: Any, **kwargs: Any) -> Any:
+        """Validate the upstream gradient, then backpropagate (see each subclass).
+
+        Parameters
+        ----------
+        *args, **kwargs
+            The subclass's inputs.
+
+        Returns
+        -------
+        array
+            The gradient with respect to the input.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define backward")
+
     def forward_unchecked(self, X: Any, xp: Any) -> Any:
         """The forward computation on an already validated ``X`` of namespace ``xp``.
 

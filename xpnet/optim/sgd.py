@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import backend
@@ -113,6 +113,7 @@ class SGD:
         self.velocity = {name: _zeros_like(p.value) for name, p in self.params}
         xp = backend.namespace(self.params[0][1].value)
         self._flat = None  # (P, V, parameter views, velocity views) of the flat path
+        self._update: Callable[..., None] | None
         if not backend.inplace_updates(xp):
             self._update = self._update_assign
         elif backend.flat_views(xp) and self._n_values() <= FLAT_LIMIT:
