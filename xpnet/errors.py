@@ -64,50 +64,39 @@ class BackendNotInstalledError(XpnetError, ModuleNotFoundError):
     """An array library that is not installed; the message names the extra to install."""
 
 
+class _NotFound(FileNotFoundError):
+    """A ``FileNotFoundError`` built from one message (and the path), printed as that."""
+
+    def __init__(self, message: str, filename: str | None = None) -> None:
+        super().__init__(message)
+        self.errno, self.filename = _errno.ENOENT, filename
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class DataError(XpnetValueError):
     """A dataset name or data file that cannot be used; the message says why."""
 
 
-class DataFileNotFoundError(DataError, FileNotFoundError):
+class DataFileNotFoundError(_NotFound, DataError):
     """A data file that does not exist.
 
-    Parameters
-    ----------
-    message : str
-        What is missing, for the user.
-    filename : str, optional
-        The path, as ``FileNotFoundError.filename``.
+    Raised as ``DataFileNotFoundError(message, filename=path)``; ``errno`` is ``ENOENT``
+    and ``filename`` the path, as for any ``FileNotFoundError``.
     """
-
-    def __init__(self, message, filename=None):
-        super().__init__(message)
-        self.errno, self.filename = _errno.ENOENT, filename
-
-    def __str__(self):
-        return str(self.args[0])
 
 
 class CheckpointError(XpnetValueError):
     """A checkpoint that cannot be trusted or used; the message names the field or check."""
 
 
-class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+class CheckpointNotFoundError(_NotFound, CheckpointError):
     """A checkpoint file that does not exist.
 
-    Parameters
-    ----------
-    message : str
-        What is missing, for the user.
-    filename : str, optional
-        The path, as ``FileNotFoundError.filename``.
+    Raised as ``CheckpointNotFoundError(message, filename=path)``; ``errno`` is ``ENOENT``
+    and ``filename`` the path, as for any ``FileNotFoundError``.
     """
-
-    def __init__(self, message, filename=None):
-        super().__init__(message)
-        self.errno, self.filename = _errno.ENOENT, filename
-
-    def __str__(self):
-        return str(self.args[0])
 
 
 class RunError(XpnetValueError):
