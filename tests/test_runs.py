@@ -101,6 +101,20 @@ def test_resume_refuses_options_that_define_the_run(tmp_path):
     assert json.loads(longer.stdout)["epochs_run"] == 3
 
 
+def test_resume_from_another_folder_finds_the_data(tmp_path, toy_csv):
+    """A run started on a relative path resumes from anywhere (the absolute path is
+    recorded)."""
+    out = tmp_path / "r"
+    first = run_cli(
+        "train", "--dataset", toy_csv.name, "--epochs", 2, "--out", out, "--quiet",
+        cwd=toy_csv.parent,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    resumed = run_cli("train", "--resume", out, "--epochs", 3, "--json", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["epochs_run"] == 3
+
+
 def test_early_stopping_is_reported(tmp_path):
     result = run_cli(
         "train", "--early-stopping", 2, "--epochs", 40, "--out", tmp_path / "r", "--seed", 1
