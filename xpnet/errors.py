@@ -126,10 +126,7 @@ class TrainingDiverged(XpnetError, RuntimeError):
         self.epoch, self.step, self.value, self.bound = epoch, step, value, bound
         where = f"epoch {epoch}" + ("" if step is None else f", step {step}")
         if bound is None:
-            text = (
-                f"the training loss became {value} at {where}; the parameters were not "
-                f"updated with it"
-            )
+            text = f"the training loss became {value} at {where}"
         else:
             text = f"the mean training loss of {where} was {value:.4g}, above the bound {bound:.4g}"
         super().__init__(f"{text}. Lower the learning rate (or check the data for NaN/inf values)")

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .models import MLP
     from .nn import Module
 
-__all__ = ["FitState", "TrainingDiverged", "evaluate", "fit", "to_model"]
+__all__ = ["DEVICE_CHECK_EVERY", "FitState", "TrainingDiverged", "evaluate", "fit", "to_model"]
 
 
 def to_model(model: MLP, X: Array, y: Array | None = None) -> tuple[Array, Array | None]:
@@ -124,6 +124,54 @@ def _progress(total, desc, enabled):
     )
 
 
+#: Steps between two reads of the losses when the data live on a GPU (see :func:`fit`).
+DEVICE_CHECK_EVERY = 50
+
+
+def _check_labels(model, y, what):
+    """Integer class ids within the model's outputs, checked once per dataset (two values
+    read back), so that no training step has to."""
+    n_out = getattr(model, "sizes", [None])[-1]
+    if n_out is None or len(y.shape) != 1 or y.shape[0] == 0:
+        return
+    xp = backend.namespace(y)
+    low, high = int(xp.min(y)), int(xp.max(y))
+    if low < 0 or high >= n_out:
+        raise XpnetValueError(
+            f"{what}: class ids must lie in [0, {n_out}) for a model with {n_out} outputs, "
+            f"got values from {low} to {high}"
+        )
+
+
+class _LossWindow:
+    """Step losses kept where they were computed and read back several at a time."""
+
+    def __init__(self, epoch):
+        self.epoch, self.step = epoch, 0  # the last step read back
+        self.pending, self.sizes = [], []
+        self.total, self.seen = 0.0, 0
+
+    def add(self, L, n):
+        self.pending.append(L)
+        self.sizes.append(n)
+
+    def flush(self, xp):
+        """Read the pending losses back (one synchronisation) and stop on a bad one."""
+        if not self.pending:
+            return
+        if len(self.pending) == 1:
+            values = [float(self.pending[0])]
+        else:
+            values = backend.to_numpy(xp.stack(self.pending)).tolist()
+        for k, (value, n) in enumerate(zip(values, self.sizes, strict=True), 1):
+            if not math.isfinite(value):
+                raise TrainingDiverged(self.epoch, self.step + k, value)
+            self.total += value * n
+            self.seen += n
+        self.step += len(values)
+        self.pending, self.sizes = [], []
+
+
 @dataclass
 class FitState:
     """Everything :func:`fit` needs to continue a run exactly where an epoch ended.
@@ -167,6 +215,7 @@ def fit(
     state: FitState | None = None,
     on_epoch_end: Callable[[FitState], None] | None = None,
     max_loss: float | None = None,
+    check_every: int | None = None,
 ) -> list[dict]:
     """Train ``model`` and return its history, one dict per epoch.
 
@@ -208,6 +257,13 @@ def fit(
         Stop with :class:`~xpnet.errors.TrainingDiverged` when an epoch's mean training
         loss exceeds this bound (a run that is diverging without reaching infinity yet);
         ``on_epoch_end`` is not called for that epoch. None: no bound.
+    check_every : int, optional
+        Read the step losses back from the device every this many steps (one
+        synchronisation for all of them) and stop on a non-finite one. None: every step
+        for host arrays (free there, and a NaN step then updates nothing), every
+        :data:`DEVICE_CHECK_EVERY` steps on a GPU, where reading a value waits for the
+        device; the steps between a non-finite loss and its check have then updated the
+        parameters, so the last good state is the one ``on_epoch_end`` saw last.
 
     Returns
     -------
@@ -218,8 +274,10 @@ def fit(
     Raises
     ------
     TrainingDiverged
-        A step's loss is NaN or infinite (raised before that step updates anything), or
-        an epoch's mean loss exceeds ``max_loss``.
+        A step's loss is NaN or infinite (named by its epoch and step; see
+        ``check_every``), or an epoch's mean loss exceeds ``max_loss``.
+    XpnetValueError
+        Class labels outside the model's outputs (checked once, before training).
     """
     if early_stopping is not None and validation is None:
         raise XpnetValueError("fit: early_stopping needs a validation set")
@@ -234,6 +292,16 @@ def fit(
     if validation is not None:
         validation = to_model(model, *validation)
     xp = model.xp
+    for data, what in (
+        (y, "train_data"),
+        (None if validation is None else validation[1], "validation"),
+    ):
+        if data is not None:
+            _check_labels(model, data, f"fit: {what}")
+    if check_every is None:
+        check_every = 1 if backend.on_host(X) else DEVICE_CHECK_EVERY
+    check_every = check_size(check_every, "check_every", "fit")
+    forward_loss = getattr(loss, "forward_unchecked", None)
     state = FitState() if state is None else state
     rng = np.random.default_rng(seed)
     if state.rng_state is not None:
@@ -248,28 +316,30 @@ def fit(
             break
         start = time.perf_counter()
         model.train()
-        total_loss = correct = 0.0
-        seen = 0
+        window = _LossWindow(epoch)
+        correct = 0.0
+        next_postfix = 10  # the progress bar shows the running means every 10 steps or so
         with _progress(n_batches, f"epoch {epoch}/{epochs}", progress) as bar:
-            for step, (Xb, yb) in enumerate(
-                batches(X, y, batch_size, rng=rng, drop_last=bool(model.bn_layers)), 1
-            ):
+            for Xb, yb in batches(X, y, batch_size, rng=rng, drop_last=bool(model.bn_layers)):
                 out = model.forward(Xb)
-                L = loss.forward(out, yb)
-                value = float(L)
-                if not math.isfinite(value):
-                    raise TrainingDiverged(epoch, step, value)
+                L = forward_loss(out, yb, xp) if forward_loss else loss.forward(out, yb)
+                window.add(L, Xb.shape[0])
+                correct = correct + xp.sum(xp.astype(xp.argmax(out, axis=1) == yb, out.dtype))
+                if len(window.pending) >= check_every:
+                    # reads the losses back: with check_every=1 before this step updates
+                    # anything; on a device once per check_every steps
+                    window.flush(xp)
+                    if progress and window.step >= next_postfix:
+                        next_postfix = window.step + 10
+                        bar.set_postfix(
+                            loss=f"{window.total / window.seen:.4f}",
+                            acc=f"{float(correct) / window.seen:.4f}",
+                        )
                 model.backward(loss.backward(), input_grad=False)
                 optimizer.step()
-                n = Xb.shape[0]
-                seen += n
-                total_loss += value * n
-                correct = correct + xp.sum(xp.astype(xp.argmax(out, axis=1) == yb, out.dtype))
                 bar.update(1)
-                if progress and (step % 10 == 0 or step == n_batches):
-                    bar.set_postfix(
-                        loss=f"{total_loss / seen:.4f}", acc=f"{float(correct) / seen:.4f}"
-                    )
+        window.flush(xp)
+        total_loss, seen = window.total, window.seen
         record = {"epoch": epoch, "loss": total_loss / seen, "accuracy": float(correct) / seen}
         if max_loss is not None and record["loss"] > max_loss:
             raise TrainingDiverged(epoch, None, record["loss"], max_loss)

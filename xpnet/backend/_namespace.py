@@ -32,6 +32,7 @@ __all__ = [
     "library_name",
     "library_version",
     "namespace",
+    "on_host",
     "placement",
     "report",
     "resolve_device",
@@ -146,6 +147,28 @@ def placement(x) -> tuple[str, str]:
     """
     name, _, multi_device = _library_of_type(x)
     return name, (device_name(array_api_compat.device(x)) if multi_device else "cpu")
+
+
+def on_host(x) -> bool:
+    """Whether an array lives in host memory, so that reading a value back is free.
+
+    Reading a value of a CUDA array (``float(x)``, ``to_numpy``) waits for the device to
+    finish everything queued before it; code on the training path reads such values
+    rarely (:func:`xpnet.train.fit` checks its losses every few steps on a device, every
+    step on the host).
+
+    Parameters
+    ----------
+    x : array
+        An array of any supported library.
+
+    Returns
+    -------
+    bool
+        False for CuPy arrays and PyTorch CUDA tensors, True otherwise.
+    """
+    lib, dev = placement(x)
+    return lib != "cupy" and not dev.startswith("cuda")
 
 
 def _numpy_namespace():
