@@ -69,3 +69,37 @@ def test_bench_command_prints_a_table():
         timeout=120,
     )
     assert bad.returncode == 2 and "unknown sizes or peers ['huge']" in bad.stderr
+
+
+def test_gpu_benchmark_code_path_on_the_cpu():
+    """``xpnet bench --gpu`` measures on CuPy and CUDA; here its code runs with NumPy and
+    PyTorch's CPU standing in, at small sizes, so that a GPU session spends its time
+    measuring rather than debugging."""
+    pytest.importorskip("torch")
+    from xpnet.app.bench_gpu import format_gpu_table, run_gpu
+    from xpnet.app.peers import GemmFloor
+
+    table = {"small": ([8, 16, 4], 32, False), "small+bn": ([8, 16, 16, 4], 32, True)}
+    rows = run_gpu(seconds=0.05, xp="numpy", torch_device="cpu", table=table)
+    assert [(r["size"], r["peer"]) for r in rows] == [
+        (size, peer) for size in table for peer in ("xpnet", "torch", "gemm")
+    ]
+    assert all(r["us"] > 0 for r in rows)
+    text = format_gpu_table(rows, "a CPU standing in")
+    assert "a CPU standing in" in text and "small+bn" in text and "x" in text.splitlines()[-1]
+    # the floor does the step's products: 2 for the first layer, 3 for each later one
+    from xpnet import backend
+
+    floor = GemmFloor([8, 16, 4], 32, backend.get("numpy"))
+    assert floor().shape == (32, 16)
+
+
+def test_gpu_benchmark_refuses_without_cuda():
+    from xpnet import backend
+
+    if "cupy" in backend.available():
+        pytest.skip("a CUDA device is visible")
+    result = subprocess.run(
+        [sys.executable, "-m", "xpnet", "bench", "--gpu"], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "needs CuPy and a visible CUDA device" in result.stderr

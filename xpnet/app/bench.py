@@ -397,7 +397,9 @@ def build_parser(parser=None):
     """
     parser = parser or argparse.ArgumentParser(prog="xpnet bench", description=__doc__)
     parser.add_argument(
-        "--sizes", default=",".join(SIZES), help=f"comma-separated, from {', '.join(SIZES)}"
+        "--sizes",
+        default=None,
+        help=f"comma-separated, from {', '.join(SIZES)} (with --gpu: the GPU sizes; default: all)",
     )
     parser.add_argument(
         "--peers", default=",".join(PEERS), help=f"comma-separated, from {', '.join(PEERS)}"
@@ -409,6 +411,12 @@ def build_parser(parser=None):
         "--train",
         action="store_true",
         help="also time the default training run against scikit-learn",
+    )
+    parser.add_argument(
+        "--gpu",
+        action="store_true",
+        help="time on a CUDA GPU instead: xpnet on CuPy, PyTorch eager on CUDA and the GEMM "
+        "floor, at mnist-b128, mnist-b4096, wide, wide+bn and big (float32)",
     )
     return parser
 
@@ -433,7 +441,9 @@ def main(args=None):
     """
     if not isinstance(args, argparse.Namespace):
         args = build_parser().parse_args(args)
-    sizes = [s for s in args.sizes.split(",") if s]
+    if args.gpu:
+        return _main_gpu(args)
+    sizes = [s for s in (args.sizes or ",".join(SIZES)).split(",") if s]
     peers = [p for p in args.peers.split(",") if p]
     unknown = [s for s in sizes if s not in SIZES] + [p for p in peers if p not in PEERS]
     if unknown:
@@ -445,3 +455,22 @@ def main(args=None):
         print()
         print(format_train(train_comparison()))
     return rows
+
+
+def _main_gpu(args):
+    from .bench_gpu import format_gpu_table, run_gpu
+
+    sizes = [s for s in args.sizes.split(",") if s] if args.sizes else None
+    rows = run_gpu(sizes, seconds=args.seconds, torch_device=_torch_cuda())
+    card = next((d for d in backend.devices(backend.get("cupy")) if "(" in d), "a CUDA GPU")
+    print(describe_machine(), flush=True)
+    print(format_gpu_table(rows, card), flush=True)
+    return rows
+
+
+def _torch_cuda():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return "cuda" if torch.cuda.is_available() else None

@@ -16,7 +16,7 @@ import itertools
 
 import numpy as np
 
-__all__ = ["NumpyStep", "SklearnStep", "TorchStep"]
+__all__ = ["GemmFloor", "NumpyStep", "SklearnStep", "TorchStep"]
 
 
 def _init(sizes, seed, dtype):
@@ -137,12 +137,24 @@ class TorchStep:
         Seeds the initial parameters.
     threads : int, optional
         PyTorch's intra-op threads (default: PyTorch's own setting).
+    device : str
+        Where the model and the batch live (``"cuda"`` for the GPU benchmark).
     """
 
     name = "pytorch eager"
 
     def __init__(
-        self, sizes, X, y, *, batchnorm=False, lr=0.01, momentum=0.9, seed=0, threads=None
+        self,
+        sizes,
+        X,
+        y,
+        *,
+        batchnorm=False,
+        lr=0.01,
+        momentum=0.9,
+        seed=0,
+        threads=None,
+        device="cpu",
     ):
         import torch
 
@@ -163,9 +175,10 @@ class TorchStep:
                         torch.nn.BatchNorm1d(W.shape[0], eps=1e-8, momentum=0.1, dtype=dtype)
                     )
                 layers.append(torch.nn.ReLU())
-        self.model = torch.nn.Sequential(*layers)
+        self.model = torch.nn.Sequential(*layers).to(device)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum)
-        self.X, self.y = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
+        self.X = torch.from_numpy(X).to(device)
+        self.y = torch.from_numpy(y.astype(np.int64)).to(device)
 
     def __call__(self):
         self.opt.zero_grad(set_to_none=True)
@@ -278,3 +291,50 @@ def sklearn_fit(X, y, *, hidden, epochs, batch_size, lr, momentum, seed=0):
         clf.fit(X, y)
         seconds = time.perf_counter() - start
     return seconds, clf.predict
+
+
+class GemmFloor:
+    """The matrix products of a training step and nothing else: the floor for any step.
+
+    Per Linear layer, the forward product ``A Wᵀ`` and the backward products ``dZᵀ A``
+    (the weight gradient) and ``dZ W`` (the input gradient, skipped for the first layer,
+    as training skips it), on arrays of one library and device.
+
+    Parameters
+    ----------
+    sizes : list of int
+        Layer widths.
+    batch : int
+        Rows of the batch.
+    xp : namespace
+        The Array API namespace to compute with.
+    device : optional
+        Its device.
+    dtype : str
+        ``"float32"`` or ``"float64"``.
+    seed : int
+        Seeds the random operands.
+    """
+
+    name = "gemm floor"
+
+    def __init__(self, sizes, batch, xp, *, device=None, dtype="float32", seed=0):
+        rng = np.random.default_rng(seed)
+
+        def _draw(*shape):
+            return xp.asarray(rng.standard_normal(shape).astype(dtype), device=device)
+
+        self.xp = xp
+        self.acts = [_draw(batch, n) for n in sizes[:-1]]
+        self.weights = [_draw(o, i) for i, o in itertools.pairwise(sizes)]
+        self.grads = [_draw(batch, o) for o in sizes[1:]]
+
+    def __call__(self):
+        out = None
+        for A, W in zip(self.acts, self.weights, strict=True):
+            out = A @ W.T
+        for i, (A, W, dZ) in enumerate(zip(self.acts, self.weights, self.grads, strict=True)):
+            out = dZ.T @ A
+            if i > 0:
+                out = dZ @ W
+        return out

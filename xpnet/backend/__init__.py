@@ -30,6 +30,7 @@ from ._namespace import (
     placement,
     report,
     resolve_device,
+    synchronize,
 )
 from ._random import host_rng, host_uniform
 from ._special import erf, erf_generic, erfc, erfc_generic
@@ -65,5 +66,6 @@ __all__ = [
     "report",
     "resolve_device",
     "resolve_dtype",
+    "synchronize",
     "to_numpy",
 ]

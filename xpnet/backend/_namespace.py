@@ -36,6 +36,7 @@ __all__ = [
     "placement",
     "report",
     "resolve_device",
+    "synchronize",
 ]
 
 #: Library names accepted by :func:`get` and the ``xp=`` arguments, in preference order.
@@ -169,6 +170,27 @@ def on_host(x) -> bool:
     """
     lib, dev = placement(x)
     return lib != "cupy" and not dev.startswith("cuda")
+
+
+def synchronize(x) -> None:
+    """Wait until the device of an array has finished all work queued on it.
+
+    Benchmarks call it before reading the clock; nothing on the training path does.
+
+    Parameters
+    ----------
+    x : array
+        An array of any supported library (host arrays return at once).
+    """
+    lib, dev = placement(x)
+    if lib == "cupy":
+        import cupy
+
+        cupy.cuda.get_current_stream().synchronize()
+    elif lib == "torch" and dev.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize(x.device)
 
 
 def _numpy_namespace():
@@ -379,7 +401,8 @@ def devices(xp) -> list[str]:
     Returns
     -------
     list of str
-        Their names, as :func:`device_name` spells them.
+        Their names, as :func:`device_name` spells them; a CUDA device's card follows in
+        parentheses (``"cuda:0 (NVIDIA H100 80GB HBM3)"``).
     """
     name = library_name(xp)
     if name == "numpy":
@@ -387,11 +410,17 @@ def devices(xp) -> list[str]:
     if name == "torch":
         import torch
 
-        return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        cards = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        return ["cpu"] + [f"cuda:{i} ({card})" for i, card in enumerate(cards)]
     if name == "cupy":
         import cupy
 
-        return [f"cuda:{i}" for i in range(cupy.cuda.runtime.getDeviceCount())]
+        count = cupy.cuda.runtime.getDeviceCount()
+        cards = [cupy.cuda.runtime.getDeviceProperties(i)["name"] for i in range(count)]
+        return [
+            f"cuda:{i} ({card.decode() if isinstance(card, bytes) else card})"
+            for i, card in enumerate(cards)
+        ]
     return [device_name(d) for d in xp.__array_namespace_info__().devices()]
 
 
