@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Every CUDA check of xpnet in one device run, in under 8 minutes, ending with one table.
+#
+# Here first:   bash benchmarks/gpu_wheels.sh     (fills the git-ignored .whl/)
+# On the device (the device tool's run, carry: [".whl"], timeout_s 540):
+#               bash benchmarks/gpu_check.sh
+# Everything it prints also lands in $OUT (the files come back).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/xpnet-gpu-check}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || { echo "no wheels: run benchmarks/gpu_wheels.sh here"; exit 1; }
+export PYTHONPATH=/tmp/site:$PWD
+declare -A STATUS
+
+stage() {  # stage NAME SECONDS COMMAND...: run, log to $OUT/NAME.log, record pass/fail and time
+    local name=$1 limit=$2; shift 2
+    local start=$SECONDS
+    echo "== $name"
+    timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+    local rc=$?
+    tail -n 12 "$OUT/$name.log"
+    STATUS[$name]="rc=$rc, $((SECONDS - start)) s"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
+stage info 60 python3 -m xpnet info
+stage pytest-cupy 270 python3 -m pytest --backend=cupy -q -p no:cacheprovider -x
+stage parity-float64 60 python3 -m xpnet parity --backends numpy,cupy --dtype float64
+stage parity-float32 60 python3 -m xpnet parity --backends numpy,cupy --dtype float32
+stage train-cupy 90 python3 -m xpnet train --backend cupy --out "$OUT/run" --quiet --json
+stage evaluate-numpy 60 python3 -m xpnet evaluate "$OUT/run/model.safetensors" --backend numpy --json
+stage nosync 60 python3 benchmarks/gpu_nosync.py
+stage bench-gpu 150 python3 -m xpnet bench --gpu --seconds 1
+
+echo
+echo "== summary ($(head -n 1 "$OUT/card.txt"))"
+for name in info pytest-cupy parity-float64 parity-float32 train-cupy evaluate-numpy nosync bench-gpu; do
+    printf '%-16s %s\n' "$name" "${STATUS[$name]:-not run}"
+done
+python3 - "$OUT" <<'PY'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+try:
+    trained = json.loads((out / "train-cupy.log").read_text().splitlines()[-1])
+    evaluated = json.loads((out / "evaluate-numpy.log").read_text().splitlines()[-1])
+    same = trained["test_accuracy"] == evaluated["accuracy"]
+    print(f"accuracy: trained on cupy {trained['test_accuracy']:.4f}, evaluated on numpy "
+          f"{evaluated['accuracy']:.4f} ({'same' if same else 'DIFFERENT'})")
+except Exception as err:  # a stage failed: its log says why
+    print(f"accuracy: not available ({err})")
+PY
