@@ -1,5 +1,7 @@
-"""Optimizers."""
+"""Optimizers: SGD, Adam and AdamW over the parameters modules declare, and schedules."""
 
+from .adam import Adam, AdamW
+from .optimizer import Optimizer
 from .sgd import SGD
 
-__all__ = ["SGD"]
+__all__ = ["SGD", "Adam", "AdamW", "Optimizer"]

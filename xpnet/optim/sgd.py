@@ -8,9 +8,9 @@ from typing import Any
 
 from .. import backend
 from .._typing import Array
-from ..errors import CallOrderError, XpnetTypeError, XpnetValueError
+from ..errors import XpnetTypeError, XpnetValueError
 from ..nn._checks import check_real
-from ..nn.module import Module, Param
+from .optimizer import Optimizer, _zeros_like
 
 __all__ = ["FLAT_LIMIT", "SGD"]
 
@@ -18,7 +18,7 @@ __all__ = ["FLAT_LIMIT", "SGD"]
 FLAT_LIMIT = 1 << 16
 
 
-class SGD:
+class SGD(Optimizer):
     """Stochastic gradient descent with momentum over every parameter a model declares.
 
     For each parameter ``p`` with gradient ``g`` (PyTorch's rule, zero dampening)::
@@ -96,8 +96,7 @@ class SGD:
         weight_decay: float = 0.0,
         nesterov: bool = False,
     ) -> None:
-        self.params = _named_params(params)
-        self.lr = check_real(lr, "lr", "SGD", low=0.0, low_open=True)
+        super().__init__(params, lr)
         self.mu = check_real(momentum, "momentum", "SGD", low=0.0, high=1.0, high_open=True)
         self.weight_decay = check_real(weight_decay, "weight_decay", "SGD", low=0.0)
         if not isinstance(nesterov, bool):
@@ -105,11 +104,6 @@ class SGD:
         if nesterov and self.mu == 0.0:
             raise XpnetValueError("SGD: nesterov momentum needs momentum > 0")
         self.nesterov = nesterov
-        layers = getattr(params, "layers", None)
-        self.l = layers if isinstance(layers, (list, tuple)) else []
-        self.L = len(self.l)
-        bn_layers = getattr(params, "bn_layers", None)
-        self._n_bn = len(bn_layers) if isinstance(bn_layers, (list, tuple)) else 0
         self.velocity = {name: _zeros_like(p.value) for name, p in self.params}
         xp = backend.namespace(self.params[0][1].value)
         self._flat = None  # (P, V, parameter views, velocity views) of the flat path
@@ -178,23 +172,8 @@ class SGD:
         CallOrderError
             A gradient is missing: ``backward`` has not run.
         """
-        grads = [p.grad for _, p in self.params]
-        missing = next((k for k, g in enumerate(grads) if g is None), None)
-        if missing is not None:
-            name, p = self.params[missing]
-            where = name.rpartition(".")[0]
-            raise CallOrderError(
-                f"SGD.step(): {where + '.' if where else ''}{p.grad_attr} is None; call "
-                f"model.backward(...) before step()"
-            )
-        first_name, first = self.params[0]
-        try:
-            xp = backend.namespace(first.value, self.velocity[first_name])
-        except (TypeError, ValueError) as err:
-            raise type(err)(
-                f"SGD.step(): the model's parameters and this optimizer's momentum buffers "
-                f"live apart ({err}); create the optimizer after moving the model with .to()"
-            ) from None
+        grads = self._gradients()
+        xp = self._namespace(self.velocity)
         if self._update is None:
             self._update_flat(xp, grads)
             return
@@ -292,19 +271,7 @@ class SGD:
             A buffer is missing or has the wrong shape.
         """
         state = {_current_key(k): v for k, v in state.items()}
-        for name, old in self.velocity.items():
-            if name not in state:
-                raise XpnetValueError(f"SGD.load_state_dict: missing momentum buffer {name!r}")
-            new = state[name]
-            if tuple(new.shape) != tuple(old.shape):
-                raise XpnetValueError(
-                    f"SGD.load_state_dict: {name!r} has shape {tuple(new.shape)}, "
-                    f"expected {tuple(old.shape)}"
-                )
-            xp = backend.namespace(old)
-            moved = backend.convert(new, xp, device=backend.device(old), dtype=old.dtype)
-            # own the buffer: the update changes it in place
-            self.velocity[name] = xp.asarray(moved, copy=True) if moved is new else moved
+        self._restore(self.velocity, state, lambda name: name)
         return self
 
 
@@ -320,48 +287,3 @@ _LEGACY = {
 def _current_key(key):
     kind, _, index = key.partition(".")
     return _LEGACY[kind].format(index) if kind in _LEGACY and index.isdigit() else key
-
-
-def _named_params(source):
-    """``[(name, Param)]`` from a model, a handout-style object with ``layers``, or an
-    iterable of Param handles or ``(name, Param)`` pairs."""
-    if callable(getattr(source, "named_parameters", None)):
-        found = list(source.named_parameters())
-    elif isinstance(getattr(source, "layers", None), (list, tuple)):
-        found = []
-        for group in ("layers", "bn_layers"):
-            for i, layer in enumerate(getattr(source, group, None) or []):
-                if not isinstance(layer, Module):
-                    raise XpnetTypeError(
-                        f"SGD: model.{group}[{i}] ({layer!r}) is not an xpnet layer with parameters"
-                    )
-                found.extend(layer.named_parameters(f"{group}.{i}."))
-    else:
-        try:
-            items = list(source)
-        except TypeError:
-            raise XpnetTypeError(
-                f"SGD: expected a model, an object with a 'layers' list, or an iterable of "
-                f"parameters (model.named_parameters()), got {type(source).__name__}"
-            ) from None
-        found = []
-        for i, item in enumerate(items):
-            if isinstance(item, Param):
-                found.append((str(i), item))
-            elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Param):
-                found.append((str(item[0]), item[1]))
-            else:
-                raise XpnetTypeError(
-                    f"SGD: parameter {i} must be an xpnet.nn.Param or a (name, Param) pair "
-                    f"as named_parameters() yields, got {type(item).__name__}"
-                )
-    if not found:
-        raise XpnetValueError(
-            f"SGD: {type(source).__name__} has no parameters to optimise; pass a model with "
-            f"layers or a non-empty iterable of parameters"
-        )
-    return found
-
-
-def _zeros_like(x):
-    return backend.namespace(x).zeros_like(x)

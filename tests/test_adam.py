@@ -1,0 +1,107 @@
+"""Adam and AdamW against torch.optim in float64: the same parameters after 25 steps of an
+MLP with BatchNorm, on every backend; their state survives a round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.helpers import asarray, assert_close
+from xpnet import backend
+from xpnet.models import MLP
+from xpnet.nn import CrossEntropyLoss
+from xpnet.optim import Adam, AdamW
+
+torch = pytest.importorskip("torch")
+from tests.torch_reference import F, t, torch_copy  # noqa: E402
+
+CASES = {
+    "adam": (Adam, torch.optim.Adam, {}),
+    "adam+l2+amsgrad": (Adam, torch.optim.Adam, {"weight_decay": 1e-2, "amsgrad": True}),
+    "adamw": (AdamW, torch.optim.AdamW, {}),
+    "adamw+amsgrad": (AdamW, torch.optim.AdamW, {"weight_decay": 0.1, "amsgrad": True}),
+}
+
+
+def _pairs(model, ref):
+    """(xpnet array, torch tensor shaped alike, is a Linear bias followed by BatchNorm)."""
+    linears = [m for m in ref if isinstance(m, torch.nn.Linear)]
+    bns = [m for m in ref if isinstance(m, torch.nn.BatchNorm1d)]
+    for i, (layer, lin) in enumerate(zip(model.layers, linears, strict=True)):
+        yield layer.W, lin.weight.detach().numpy(), False
+        yield layer.b, lin.bias.detach().numpy()[:, None], i < len(model.bn_layers)
+    for bn, tbn in zip(model.bn_layers, bns, strict=True):
+        yield bn.BW, tbn.weight.detach().numpy()[None], False
+        yield bn.Bb, tbn.bias.detach().numpy()[None], False
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_25_steps_match_torch(xp, device, case):
+    """Every parameter to 1e-10 relative, except a Linear bias followed by BatchNorm: its
+    gradient is zero up to rounding (BatchNorm subtracts the batch mean, which removes
+    any bias), and Adam divides by the root of its square, so it moves by amounts of
+    order lr set by rounding noise: held to 1e-8, measured against the parameter's size."""
+    ours, theirs, options = CASES[case]
+    rng = np.random.default_rng(3)
+    model = MLP([6, 9, 7, 4], batchnorm=True, xp=xp, device=device, dtype="float64", seed=2)
+    ref = torch_copy(model)
+    opt = ours(model, lr=0.01, **options)
+    ref_opt = theirs(ref.parameters(), lr=0.01, **options)
+    loss = CrossEntropyLoss()
+    for _ in range(25):
+        X, y = rng.standard_normal((16, 6)), rng.integers(0, 4, 16)
+        L = loss.forward(model.forward(asarray(xp, device, X)), asarray(xp, device, y, "int64"))
+        model.backward(loss.backward())
+        opt.step()
+        ref_opt.zero_grad()
+        ref_L = F.cross_entropy(ref(t(X)), torch.tensor(y))
+        ref_L.backward()
+        ref_opt.step()
+        assert_close(L, ref_L.item(), xp=xp, rtol=1e-10, atol=0)
+    for mine, expected, noisy in _pairs(model, ref):
+        got = backend.to_numpy(mine)
+        scale = np.max(np.abs(expected))
+        worst = np.max(np.abs(got - expected)) / scale
+        assert worst <= (1e-8 if noisy else 1e-10), (case, worst, noisy)
+    assert opt.t == 25
+
+
+def test_state_round_trip_continues_identically(xp, device):
+    rng = np.random.default_rng(0)
+    X = asarray(xp, device, rng.standard_normal((16, 5)))
+    y = asarray(xp, device, rng.integers(0, 3, 16), "int64")
+    loss = CrossEntropyLoss()
+
+    def steps(model, opt, n):
+        for _ in range(n):
+            loss.forward(model.forward(X), y)
+            model.backward(loss.backward())
+            opt.step()
+
+    a = MLP([5, 8, 3], batchnorm=True, xp=xp, device=device, dtype="float64", seed=1)
+    opt_a = AdamW(a, lr=0.01, amsgrad=True)
+    steps(a, opt_a, 6)
+    b = MLP([5, 8, 3], batchnorm=True, xp=xp, device=device, dtype="float64", seed=1)
+    opt_b = AdamW(b, lr=0.01, amsgrad=True)
+    steps(b, opt_b, 3)
+    saved = {k: backend.to_numpy(v).copy() for k, v in opt_b.state_dict().items()}
+    params = {k: backend.to_numpy(v).copy() for k, v in b.state_dict().items()}
+    c = MLP([5, 8, 3], batchnorm=True, xp=xp, device=device, dtype="float64", seed=9)
+    c.load_state_dict(params)
+    opt_c = AdamW(c, lr=0.01, amsgrad=True).load_state_dict(saved)
+    assert opt_c.t == 3 and "max_exp_avg_sq.layers.0.W" in saved
+    steps(c, opt_c, 3)
+    for key, value in a.state_dict().items():
+        assert_close(c.state_dict()[key], backend.to_numpy(value), xp=xp, rtol=0, atol=0)
+
+
+def test_hyperparameters_are_checked():
+    model = MLP([2, 2])
+    with pytest.raises(ValueError, match=r"betas\[1\] must lie in \[0.0, 1.0\)"):
+        Adam(model, betas=(0.9, 1.0))
+    with pytest.raises(TypeError, match="betas must be a pair"):
+        Adam(model, betas=0.9)
+    with pytest.raises(ValueError, match="lr must lie in"):
+        AdamW(model, lr=0)
+    with pytest.raises(RuntimeError, match=r"layers\.0\.dLdW is None"):
+        Adam(model).step()
