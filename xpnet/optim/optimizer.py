@@ -37,6 +37,8 @@ class Optimizer:
         The parameters by name, in the model's order.
     lr : float
         The learning rate.
+    initial_lr : float or None
+        The learning rate before any schedule (set by the first schedule created).
     l : list
         ``model.layers`` (empty for an iterable of parameters), as the handout names it.
     """
@@ -45,6 +47,7 @@ class Optimizer:
         name = type(self).__name__
         self.params = _named_params(params, name)
         self.lr = check_real(lr, "lr", name, low=0.0, low_open=True)
+        self.initial_lr: float | None = None  # set by the first learning-rate schedule
         layers = getattr(params, "layers", None)
         self.l = layers if isinstance(layers, (list, tuple)) else []
         self.L = len(self.l)

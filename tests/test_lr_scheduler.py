@@ -1,0 +1,79 @@
+"""Learning-rate schedules equal PyTorch's, step for step, over 100 steps."""
+
+from __future__ import annotations
+
+import pytest
+
+from xpnet.models import MLP
+from xpnet.optim import SGD, Adam
+from xpnet.optim import lr_scheduler as ours
+
+torch = pytest.importorskip("torch")
+theirs = torch.optim.lr_scheduler
+
+
+def _optimizers(lr=0.1):
+    model = MLP([3, 4, 2])
+    param = torch.nn.Parameter(torch.zeros(2))
+    return SGD(model, lr=lr), torch.optim.SGD([param], lr=lr)
+
+
+SCHEDULES = {
+    "step": lambda lib, o: lib.StepLR(o, step_size=7, gamma=0.5),
+    "cosine": lambda lib, o: lib.CosineAnnealingLR(o, T_max=30, eta_min=1e-3),
+    "linear": lambda lib, o: lib.LinearLR(o, start_factor=0.1, total_iters=10),
+    "warmup+cosine": lambda lib, o: lib.SequentialLR(
+        o,
+        [lib.LinearLR(o, start_factor=0.1, total_iters=5), lib.CosineAnnealingLR(o, T_max=95)],
+        milestones=[5],
+    ),
+    "warmup+step": lambda lib, o: lib.SequentialLR(
+        o, [lib.LinearLR(o, start_factor=0.25, total_iters=4), lib.StepLR(o, 10)], milestones=[4]
+    ),
+}
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_rates_equal_torch_for_100_steps(name):
+    mine_opt, ref_opt = _optimizers()
+    mine, ref = SCHEDULES[name](ours, mine_opt), SCHEDULES[name](theirs, ref_opt)
+    got, expected = [mine_opt.lr], [ref_opt.param_groups[0]["lr"]]
+    for _ in range(100):
+        ref_opt.step()
+        mine.step()
+        ref.step()
+        got.append(mine_opt.lr)
+        expected.append(ref_opt.param_groups[0]["lr"])
+    assert got == expected  # the same formulas, so the same rounding
+    assert len(set(got)) > 3
+
+
+def test_state_round_trip():
+    opt, _ = _optimizers()
+    schedule = SCHEDULES["warmup+cosine"](ours, opt)
+    for _ in range(12):
+        schedule.step()
+    state = schedule.state_dict()
+    rates = []
+    for _ in range(5):
+        schedule.step()
+        rates.append(opt.lr)
+    fresh_opt, _ = _optimizers()
+    fresh = SCHEDULES["warmup+cosine"](ours, fresh_opt).load_state_dict(state)
+    assert fresh_opt.lr == state["lr"]
+    resumed = []
+    for _ in range(5):
+        fresh.step()
+        resumed.append(fresh_opt.lr)
+    assert resumed == rates
+
+
+def test_schedules_set_adam_too_and_check_arguments():
+    model = MLP([3, 4, 2])
+    opt = Adam(model, lr=0.01)
+    ours.StepLR(opt, step_size=1, gamma=0.5).step()
+    assert opt.lr == 0.005
+    with pytest.raises(TypeError, match="expected an xpnet optimizer"):
+        ours.StepLR(object(), 3)
+    with pytest.raises(ValueError, match="milestones"):
+        ours.SequentialLR(opt, [ours.StepLR(opt, 2)], milestones=[1])
