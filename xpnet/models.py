@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from . import backend
 from ._typing import Array, Device, DType, Namespace, Seed
 from .errors import XpnetValueError
-from .nn import GELU, BatchNorm1d, Identity, Linear, ReLU, Sigmoid, Tanh
+from .nn import GELU, BatchNorm1d, Dropout, Identity, Linear, ReLU, Sigmoid, Tanh
+from .nn import init as nn_init
 from .nn._checks import (
     as_dtype,
     check_2d,
     check_float,
+    check_real,
     check_same_shape,
     check_size,
     require_forward,
 )
 from .nn.module import Module
 
-__all__ = ["ACTIVATIONS", "MLP", "MLP0", "MLP1", "MLP4"]
+__all__ = ["ACTIVATIONS", "INITS", "MLP", "MLP0", "MLP1", "MLP4"]
+
+#: Initialisations accepted by ``MLP(init=...)`` besides ``"default"``, the one of
+#: ``torch.nn.Linear``.
+INITS: dict[str, Callable[..., Any]] = {
+    "kaiming_uniform": nn_init.kaiming_uniform,
+    "kaiming_normal": nn_init.kaiming_normal,
+    "xavier_uniform": nn_init.xavier_uniform,
+    "xavier_normal": nn_init.xavier_normal,
+}
 
 #: Activation names accepted by ``MLP(activation=...)``.
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "gelu": GELU, "identity": Identity}
@@ -52,6 +63,14 @@ class MLP(Module):
     seed : int or numpy.random.Generator
         One host generator initialises the layers in order; the same seed gives the same
         model on every backend.
+    init : str
+        ``"default"`` (``torch.nn.Linear``'s U(±1/√in) for weights and biases) or one of
+        ``"kaiming_uniform"``, ``"kaiming_normal"``, ``"xavier_uniform"``,
+        ``"xavier_normal"`` (:mod:`xpnet.nn.init`, with the activation's gain; GELU takes
+        ReLU's) for the weights, with zero biases.
+    dropout : float
+        A :class:`~xpnet.nn.Dropout` with this probability after each hidden activation
+        (0: none), its masks seeded from the same generator.
 
     Attributes
     ----------
@@ -61,7 +80,9 @@ class MLP(Module):
         The activations, one per Linear (an Identity after the last).
     bn_layers : list of BatchNorm1d
         The BatchNorm1d layers (empty without batchnorm).
-    sizes, activation, batchnorm
+    dropout_layers : list of Dropout
+        The Dropout layers (empty without dropout).
+    sizes, activation, batchnorm, init, dropout
         The architecture.
 
     Examples
@@ -78,7 +99,7 @@ class MLP(Module):
     >>> _ = model.backward(loss.backward()); opt.step()
     """
 
-    declared_children: ClassVar[tuple[str, ...]] = ("layers", "bn_layers", "f")
+    declared_children: ClassVar[tuple[str, ...]] = ("layers", "bn_layers", "f", "dropout_layers")
     declared_caches: ClassVar[tuple[str, ...]] = ("_out",)
     _activate_output = False
 
@@ -92,6 +113,8 @@ class MLP(Module):
         device: Device = None,
         dtype: DType = None,
         seed: Seed = 0,
+        init: str = "default",
+        dropout: float = 0.0,
     ) -> None:
         name = type(self).__name__
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) < 2:
@@ -105,8 +128,14 @@ class MLP(Module):
                 f"{name}: unknown activation {activation!r}; expected one of "
                 f"{', '.join(ACTIVATIONS)}"
             )
+        if init != "default" and init not in INITS:
+            raise XpnetValueError(
+                f"{name}: unknown init {init!r}; expected default or one of {', '.join(INITS)}"
+            )
         self.activation = activation
         self.batchnorm = bool(batchnorm)
+        self.init = init
+        self.dropout = check_real(dropout, "dropout", name, low=0.0, high=1.0, high_open=True)
         xp = backend.get(xp)
         device = backend.resolve_device(xp, device)
         dtype = backend.resolve_dtype(xp, dtype)
@@ -119,6 +148,22 @@ class MLP(Module):
         self.bn_layers = (
             [BatchNorm1d(o, xp=xp, device=device, dtype=dtype) for _, o in pairs[:activated]]
             if self.batchnorm
+            else []
+        )
+        if init != "default":  # drawn after the default ones, from the same generator
+            gain_of = {"gelu": "relu", "identity": "linear"}.get(activation, activation)
+            for layer in self.layers:
+                options = {"seed": rng, "xp": xp, "device": device, "dtype": dtype}
+                if init.startswith("kaiming"):
+                    options["nonlinearity"] = gain_of
+                else:
+                    options["gain"] = nn_init.calculate_gain(gain_of)
+                layer.W = INITS[init](tuple(layer.W.shape), **options)
+                layer.b = nn_init.zeros(tuple(layer.b.shape), xp=xp, device=device, dtype=dtype)
+        # after each hidden activation; seeded from the same generator, after the weights
+        self.dropout_layers = (
+            [Dropout(self.dropout, seed=int(rng.integers(2**63))) for _ in range(activated)]
+            if self.dropout and activated
             else []
         )
         self._out: Array = None
@@ -141,12 +186,17 @@ class MLP(Module):
         dict
             JSON-serialisable: ``class``, ``sizes``, ``activation``, ``batchnorm``.
         """
-        return {
+        config = {
             "class": type(self).__name__,
             "sizes": list(self.sizes),
             "activation": self.activation,
             "batchnorm": self.batchnorm,
         }
+        if self.init != "default":
+            config["init"] = self.init
+        if self.dropout:
+            config["dropout"] = self.dropout
+        return config
 
     @classmethod
     def state_shapes(
@@ -261,13 +311,15 @@ class MLP(Module):
             self.bn_layers[0].check_batch(A0.shape[0])
         # Linear, BatchNorm1d (where present), activation: written out rather than
         # iterated over a list of modules, which costs a visible share of a small step
-        n_bn = len(self.bn_layers)
+        n_bn, n_drop = len(self.bn_layers), len(self.dropout_layers)
         A = A0
         for i, (layer, f) in enumerate(zip(self.layers, self.f, strict=True)):
             Z = layer.forward_unchecked(A, xp)
             if i < n_bn:
                 Z = self.bn_layers[i].forward_unchecked(Z, xp)
             A = f.forward_unchecked(Z, xp)
+            if i < n_drop:
+                A = self.dropout_layers[i].forward_unchecked(A, xp)
         self._out = A
         return A
 
@@ -320,8 +372,10 @@ class MLP(Module):
         array or None
             ``dLdA0``; None without ``input_grad``.
         """
-        n_bn = len(self.bn_layers)
+        n_bn, n_drop = len(self.bn_layers), len(self.dropout_layers)
         for i in range(len(self.layers) - 1, -1, -1):
+            if i < n_drop:
+                dLdA = self.dropout_layers[i].backward_unchecked(dLdA, xp)
             dLdZ = self.f[i].backward_unchecked(dLdA, xp)
             if i < n_bn:
                 dLdZ = self.bn_layers[i].backward_unchecked(dLdZ, xp)

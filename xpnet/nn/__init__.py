@@ -1,7 +1,9 @@
 """Layers, activations and losses with explicit forward and backward."""
 
+from . import init
 from .activation import GELU, Identity, ReLU, Sigmoid, Softmax, Tanh
 from .batchnorm import BatchNorm1d
+from .dropout import Dropout
 from .linear import Linear
 from .loss import CrossEntropyLoss, MSELoss
 from .module import Module, Param
@@ -10,6 +12,7 @@ __all__ = [
     "GELU",
     "BatchNorm1d",
     "CrossEntropyLoss",
+    "Dropout",
     "Identity",
     "Linear",
     "MSELoss",
@@ -19,4 +22,5 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "init",
 ]
