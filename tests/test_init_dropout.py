@@ -1,0 +1,143 @@
+"""Initialisation with PyTorch's formulas and inverted dropout, both drawn on the host and
+so the same on every backend."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tests.helpers import asarray, assert_close
+from xpnet import backend
+from xpnet.models import MLP
+from xpnet.nn import CrossEntropyLoss, Dropout, init
+
+SHAPE = (600, 500)  # 300,000 draws: the sample std is within 0.3% of the true one
+
+
+@pytest.mark.parametrize(
+    ("draw", "kind", "expected"),
+    [
+        (lambda: init.kaiming_uniform(SHAPE, nonlinearity="relu", seed=1, dtype="float64"),
+         "uniform", math.sqrt(2.0) * math.sqrt(3.0 / 500)),
+        (lambda: init.kaiming_normal(SHAPE, mode="fan_out", nonlinearity="tanh", seed=2,
+                                     dtype="float64"), "normal", 5 / 3 / math.sqrt(600)),
+        (lambda: init.kaiming_uniform(SHAPE, a=0.2, seed=3, dtype="float64"),
+         "uniform", math.sqrt(2 / (1 + 0.04)) * math.sqrt(3.0 / 500)),
+        (lambda: init.xavier_uniform(SHAPE, gain=2.0, seed=4, dtype="float64"),
+         "uniform", 2.0 * math.sqrt(6.0 / 1100)),
+        (lambda: init.xavier_normal(SHAPE, seed=5, dtype="float64"),
+         "normal", math.sqrt(2.0 / 1100)),
+    ],
+    ids=["kaiming_uniform", "kaiming_normal-fan_out-tanh", "kaiming-leaky", "xavier_uniform",
+         "xavier_normal"],
+)  # fmt: skip
+def test_formulas_on_large_draws(draw, kind, expected):
+    """``expected`` is the uniform bound or the normal standard deviation, from PyTorch's
+    formulas written out here."""
+    W = draw()
+    assert W.shape == SHAPE and abs(float(np.mean(W))) < 0.01 * expected
+    if kind == "uniform":
+        assert np.max(np.abs(W)) <= expected and np.max(np.abs(W)) > 0.999 * expected
+        assert np.std(W) == pytest.approx(expected / math.sqrt(3), rel=0.005)
+    else:
+        assert np.std(W) == pytest.approx(expected, rel=0.005)
+
+
+def test_gains_equal_torch():
+    torch = pytest.importorskip("torch")
+    for name in ("linear", "sigmoid", "tanh", "relu"):
+        assert init.calculate_gain(name) == pytest.approx(torch.nn.init.calculate_gain(name))
+    assert init.calculate_gain("leaky_relu", 0.2) == pytest.approx(
+        torch.nn.init.calculate_gain("leaky_relu", 0.2)
+    )
+    with pytest.raises(ValueError, match="unknown nonlinearity"):
+        init.calculate_gain("swish")
+
+
+@pytest.mark.parametrize("name", ["kaiming_normal", "xavier_uniform"])
+def test_bit_identical_across_backends(xp, device, name):
+    fn = getattr(init, name)
+    ours = fn((7, 5), seed=11, xp=xp, device=device, dtype="float32")
+    reference = fn((7, 5), seed=11, dtype="float32")
+    assert_close(ours, reference, xp=xp, dtype="float32", rtol=0, atol=0)
+    assert backend.device(ours) == (
+        device if device is not None else xp.__array_namespace_info__().default_device()
+    )
+
+
+def test_mlp_init_option(xp, device):
+    model = MLP([50, 40, 3], init="kaiming_uniform", xp=xp, device=device, dtype="float64")
+    W, b = backend.to_numpy(model.layers[0].W), backend.to_numpy(model.layers[0].b)
+    assert np.max(np.abs(W)) <= math.sqrt(6.0 / 50) and np.all(b == 0)
+    assert model.config()["init"] == "kaiming_uniform"
+    assert "init" not in MLP([2, 2]).config()  # the default keeps old checkpoints' format
+    with pytest.raises(ValueError, match="unknown init 'he'"):
+        MLP([2, 2], init="he")
+
+
+def test_dropout_is_inverted_and_evaluation_is_the_identity():
+    drop = Dropout(0.3, seed=0)
+    X = np.ones((400, 500))
+    out = drop.forward(X)
+    zeros = np.mean(out == 0)
+    assert zeros == pytest.approx(0.3, abs=0.005)
+    assert set(np.unique(out)) == {0.0, 1 / 0.7}
+    assert np.mean(out) == pytest.approx(1.0, abs=0.01)
+    np.testing.assert_array_equal(drop.backward(np.full_like(X, 2.0)), 2.0 * out)
+    drop.eval()
+    assert drop.forward(X) is X and drop.backward(X) is X
+    with pytest.raises(ValueError, match=r"p must lie in \[0.0, 1.0\)"):
+        Dropout(1.0)
+    with pytest.raises(RuntimeError, match="backward"):
+        Dropout(0.5).backward(X)
+
+
+def test_dropout_masks_are_the_same_on_every_backend(xp, device):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((16, 6)), rng.integers(0, 3, 16)
+    outputs = []
+    for lib, dev in ((xp, device), (backend.get("numpy"), None)):
+        model = MLP([6, 9, 7, 3], dropout=0.4, xp=lib, device=dev, dtype="float64", seed=3)
+        out = model.forward(asarray(lib, dev, X))
+        CrossEntropyLoss().forward(out, asarray(lib, dev, y, "int64"))
+        outputs.append(backend.to_numpy(out))
+        outputs.append(backend.to_numpy(model.dropout_layers[1].mask))
+    np.testing.assert_array_equal(outputs[1], outputs[3])
+    np.testing.assert_allclose(outputs[0], outputs[2], rtol=1e-12, atol=1e-14)
+
+
+def test_mlp_with_dropout_gradients_match_finite_differences():
+    """With the masks held fixed (each Dropout's generator rewound before every forward),
+    the network is a fixed function, and backward is its exact gradient."""
+    rng = np.random.default_rng(1)
+    model = MLP([4, 6, 5, 3], dropout=0.5, dtype="float64", seed=2)
+    X, y = rng.standard_normal((5, 4)), rng.integers(0, 3, 5)
+    states = [d.rng.bit_generator.state for d in model.dropout_layers]
+    loss = CrossEntropyLoss()
+
+    def value(X):
+        for d, state in zip(model.dropout_layers, states, strict=True):
+            d.rng.bit_generator.state = state
+        return float(loss.forward(model.forward(X), y))
+
+    value(X)
+    dX = model.backward(loss.backward())
+    dW = model.layers[1].dLdW.copy()
+    eps = 1e-6
+    for idx in np.ndindex(*X.shape):
+        plus, minus = X.copy(), X.copy()
+        plus[idx] += eps
+        minus[idx] -= eps
+        assert (value(plus) - value(minus)) / (2 * eps) == pytest.approx(dX[idx], abs=1e-8)
+    W = model.layers[1].W
+    for idx in [(0, 0), (2, 3), (4, 5)]:
+        old = W[idx]
+        W[idx] = old + eps
+        up = value(X)
+        W[idx] = old - eps
+        down = value(X)
+        W[idx] = old
+        assert (up - down) / (2 * eps) == pytest.approx(dW[idx], abs=1e-8)
+    assert np.any(model.dropout_layers[0].mask == 0)
