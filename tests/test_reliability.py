@@ -166,6 +166,48 @@ def test_resumed_run_is_bit_identical(tmp_path, changes):
     assert resumed["test_accuracy"] == whole["test_accuracy"]
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-2, "dropout": 0.2,
+         "schedule": "cosine", "warmup_epochs": 2},
+        {"optimizer": "adam", "lr": 1e-3, "schedule": "step", "batchnorm": False},
+    ],
+    ids=["adamw-dropout-warmup-cosine", "adam-step"],
+)  # fmt: skip
+def test_resumed_run_with_adam_dropout_and_schedule_is_bit_identical(
+    tmp_path, monkeypatch, changes
+):
+    """Interrupted after epoch 3 of 6 (the schedule spans the 6) and resumed: the moment
+    estimates, the step count, the schedule's position and the dropout generators all
+    continue, so the result is the uninterrupted run's to the bit."""
+    from xpnet.app import runs
+
+    whole = train_run(_config(**changes), tmp_path / "whole", echo=lambda _: None)
+    real = runs._save_resume
+
+    def interrupt_after_epoch_3(path, model, optimizer, state, *args):
+        real(path, model, optimizer, state, *args)
+        if state.epoch == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "_save_resume", interrupt_after_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(_config(**changes), tmp_path / "parts", echo=lambda _: None)
+    monkeypatch.setattr(runs, "_save_resume", real)
+    saved = ckpt.read_metadata(tmp_path / "parts" / RESUME_FILE)["user"]["config"]
+    resumed = train_run(saved, tmp_path / "parts", resume=True, echo=lambda _: None)
+    assert [h["lr"] for h in resumed["history"]] == [h["lr"] for h in whole["history"]]
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
+    a, b = (
+        _arrays(tmp_path / "whole" / "model.safetensors"),
+        _arrays(tmp_path / "parts" / "model.safetensors"),
+    )
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert len({h["lr"] for h in whole["history"]}) > 2
+
+
 def test_ctrl_c_leaves_a_resumable_run(tmp_path):
     args = ["train", "--epochs", "600", "--hidden", "16", "--quiet"]
     proc = subprocess.Popen(

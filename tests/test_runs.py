@@ -166,3 +166,31 @@ def test_parity_needs_two_backends():
     result = run_cli("parity", "--backends", "numpy")
     assert result.returncode == 1
     assert "no backend to compare with NumPy: only numpy was named" in result.stderr
+
+
+def test_optimizer_schedule_and_dropout_options(tmp_path):
+    out = tmp_path / "r"
+    result = run_cli(
+        "train", "--optimizer", "adamw", "--dropout", 0.2, "--schedule", "cosine",
+        "--warmup-epochs", 2, "--epochs", 5, "--hidden", 16, "--out", out, "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    config = metrics["config"]
+    assert (config["optimizer"], config["lr"], config["weight_decay"]) == ("adamw", 1e-3, 1e-2)
+    rates = [r["lr"] for r in metrics["history"]]
+    assert rates[0] == pytest.approx(1e-4) and rates[2] == pytest.approx(1e-3)
+    assert rates[3] < rates[2] and rates[4] < rates[3]  # cosine after the warm-up
+    from xpnet.checkpoint import read_metadata
+
+    arch = read_metadata(out / "model.safetensors")["architecture"]
+    assert arch["dropout"] == 0.2
+    refused = run_cli("train", "--resume", out, "--epochs", 9)
+    assert refused.returncode == 2 and "spans the 5 epochs" in refused.stderr
+    for args, message in (
+        (["--optimizer", "adam", "--momentum", "0.5"], "--momentum applies to --optimizer sgd"),
+        (["--warmup-epochs", "40"], "--warmup-epochs must lie in [0, 40)"),
+        (["--dropout", "1"], "dropout must lie in [0.0, 1.0)"),
+    ):
+        bad = run_cli("train", *args, "--out", tmp_path / "bad")
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr

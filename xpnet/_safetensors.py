@@ -47,7 +47,9 @@ def pack(tensors: dict[str, np.ndarray]) -> tuple[dict[str, dict], bytes]:
     """
     entries, chunks, offset = {}, [], 0
     for name, array in tensors.items():
+        shape = np.shape(array)  # ascontiguousarray would make a 0-d array 1-d
         array = np.ascontiguousarray(array, dtype=np.asarray(array).dtype.newbyteorder("<"))
+        array = array.reshape(shape)
         if array.dtype not in _TO_CODE:
             raise TypeError(f"tensor {name!r}: dtype {array.dtype} is not float32/float64")
         data = array.tobytes()

@@ -23,7 +23,7 @@ from . import backend
 from ._safetensors import FormatError, assemble, decode, pack
 from ._typing import Array, Device, Namespace
 from .errors import CheckpointError, CheckpointNotFoundError
-from .models import ACTIVATIONS, MLP, MLP0, MLP1, MLP4
+from .models import ACTIVATIONS, INITS, MLP, MLP0, MLP1, MLP4
 
 __all__ = [
     "PROBE_TOLERANCE",
@@ -267,6 +267,17 @@ def _architecture(info, tensors, path):
     if not isinstance(batchnorm, bool):
         raise _bad("architecture.batchnorm", f"must be true or false, got {batchnorm!r}")
     kwargs = {"activation": activation, "batchnorm": batchnorm}
+    init = arch.get("init", "default")
+    if not isinstance(init, str) or (init != "default" and init not in INITS):
+        raise _bad("architecture.init", f"must be default or one of {list(INITS)}, got {init!r}")
+    dropout = arch.get("dropout", 0.0)
+    if (
+        isinstance(dropout, bool)
+        or not isinstance(dropout, (int, float))
+        or not 0.0 <= dropout < 1.0
+    ):
+        raise _bad("architecture.dropout", f"must be a number in [0, 1), got {dropout!r}")
+    kwargs.update(init=init, dropout=float(dropout))
     sizes = None
     if cls is MLP:
         sizes = arch.get("sizes")

@@ -396,6 +396,8 @@ class _HandoutMLP(MLP):
         device: Device = None,
         dtype: DType = None,
         seed: Seed = 0,
+        init: str = "default",
+        dropout: float = 0.0,
     ) -> None:
         super().__init__(
             list(self._sizes),
@@ -405,6 +407,8 @@ class _HandoutMLP(MLP):
             device=device,
             dtype=dtype,
             seed=seed,
+            init=init,
+            dropout=dropout,
         )
 
 

@@ -216,6 +216,7 @@ def fit(
     on_epoch_end: Callable[[FitState], None] | None = None,
     max_loss: float | None = None,
     check_every: int | None = None,
+    scheduler: Any = None,
 ) -> list[dict]:
     """Train ``model`` and return its history, one dict per epoch.
 
@@ -265,11 +266,16 @@ def fit(
         device; the steps between a non-finite loss and its check have then updated the
         parameters, so the last good state is the one ``on_epoch_end`` saw last.
 
+    scheduler : LRScheduler, optional
+        A learning-rate schedule (:mod:`xpnet.optim.lr_scheduler`) stepped once at the
+        end of every epoch, before ``on_epoch_end``.
+
     Returns
     -------
     list of dict
         ``epoch``, ``loss``, ``accuracy`` (training, averaged over the epoch's steps),
-        ``seconds`` and, with validation, ``val_loss`` and ``val_accuracy``.
+        ``lr`` (the epoch's learning rate), ``seconds`` and, with validation,
+        ``val_loss`` and ``val_accuracy``.
 
     Raises
     ------
@@ -317,6 +323,7 @@ def fit(
         start = time.perf_counter()
         model.train()
         window = _LossWindow(epoch)
+        lr = getattr(optimizer, "lr", None)
         correct = 0.0
         next_postfix = 10  # the progress bar shows the running means every 10 steps or so
         with _progress(n_batches, f"epoch {epoch}/{epochs}", progress) as bar:
@@ -341,6 +348,8 @@ def fit(
         window.flush(xp)
         total_loss, seen = window.total, window.seen
         record = {"epoch": epoch, "loss": total_loss / seen, "accuracy": float(correct) / seen}
+        if lr is not None:
+            record["lr"] = lr
         if max_loss is not None and record["loss"] > max_loss:
             raise TrainingDiverged(epoch, None, record["loss"], max_loss)
         if validation is not None:
@@ -358,6 +367,8 @@ def fit(
             else:
                 state.waited += 1
                 state.stopped_early = state.waited >= early_stopping
+        if scheduler is not None:
+            scheduler.step()
         if log is not None:
             log(record)
         if on_epoch_end is not None:

@@ -24,9 +24,13 @@ RUN_OPTIONS = (
     "activation",
     "batchnorm",
     "batch_size",
+    "optimizer",
     "lr",
     "momentum",
     "weight_decay",
+    "schedule",
+    "warmup_epochs",
+    "dropout",
     "early_stopping",
     "backend",
     "device",
@@ -41,15 +45,24 @@ RUN_DEFAULTS = {
     "activation": "relu",
     "batchnorm": True,
     "batch_size": 32,
-    "lr": 0.05,
+    "optimizer": "sgd",
+    "lr": None,  # by optimizer: LEARNING_RATES
     "momentum": 0.9,
-    "weight_decay": 0.0,
+    "weight_decay": None,  # by optimizer: WEIGHT_DECAYS
+    "schedule": "constant",
+    "warmup_epochs": 0,
+    "dropout": 0.0,
     "early_stopping": None,
     "backend": "auto",
     "device": None,
     "dtype": "float32",
     "seed": 0,
 }
+
+
+#: The default learning rate and weight decay of each optimizer.
+LEARNING_RATES = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3}
+WEIGHT_DECAYS = {"sgd": 0.0, "adam": 0.0, "adamw": 1e-2}
 
 
 class UsageError(XpnetValueError):
@@ -119,11 +132,32 @@ def _cmd_train(args):
             )
         folder = Path(args.resume)
         config = config_of_run(folder)
+        scheduled = config.get("schedule", "constant") != "constant" or config.get("warmup_epochs")
+        if args.epochs is not None and args.epochs != config["epochs"] and scheduled:
+            raise UsageError(
+                f"--epochs cannot change a run with a learning-rate schedule: its schedule "
+                f"spans the {config['epochs']} epochs it was started with"
+            )
         if args.epochs is not None:
             config["epochs"] = args.epochs
     else:
         opts = {name: getattr(args, name) for name in RUN_OPTIONS}
         opts = {k: RUN_DEFAULTS[k] if v is None else v for k, v in opts.items()}
+        if opts["optimizer"] != "sgd" and args.momentum is not None:
+            raise UsageError(
+                f"--momentum applies to --optimizer sgd; {opts['optimizer']} uses the moment "
+                f"estimates of Adam (betas 0.9, 0.999)"
+            )
+        if opts["lr"] is None:
+            opts["lr"] = LEARNING_RATES[opts["optimizer"]]
+        if opts["weight_decay"] is None:
+            opts["weight_decay"] = WEIGHT_DECAYS[opts["optimizer"]]
+        epochs = args.epochs or 40
+        if not 0 <= opts["warmup_epochs"] < epochs:
+            raise UsageError(
+                f"--warmup-epochs must lie in [0, {epochs}) for {epochs} epochs, "
+                f"got {opts['warmup_epochs']}"
+            )
         _, device = _namespace(opts["backend"], opts["device"])
         if opts["seed"] < 0:
             raise UsageError(f"--seed must be a non-negative integer, got {opts['seed']}")
@@ -366,9 +400,46 @@ def build_parser():
         help="passes over the data (default 40; with --resume: a new total)",
     )
     p.add_argument("--batch-size", type=_positive_int, default=None, help="(default: 32)")
-    p.add_argument("--lr", type=_float, default=None, help="learning rate (default: 0.05)")
-    p.add_argument("--momentum", type=_float, default=None, help="(default: 0.9)")
-    p.add_argument("--weight-decay", type=_float, default=None, help="(default: 0)")
+    p.add_argument(
+        "--optimizer",
+        choices=["sgd", "adam", "adamw"],
+        default=None,
+        help="(default: sgd, with momentum)",
+    )
+    p.add_argument(
+        "--lr",
+        type=_float,
+        default=None,
+        help="learning rate (default: 0.05 for sgd, 0.001 for adam and adamw)",
+    )
+    p.add_argument("--momentum", type=_float, default=None, help="sgd's (default: 0.9)")
+    p.add_argument(
+        "--weight-decay",
+        type=_float,
+        default=None,
+        help="(default: 0; 0.01 for adamw, whose decay is decoupled)",
+    )
+    p.add_argument(
+        "--schedule",
+        choices=["constant", "step", "cosine"],
+        default=None,
+        help="learning rate per epoch: constant (default), step (a tenth every third of the "
+        "epochs) or cosine (to zero at the last epoch)",
+    )
+    p.add_argument(
+        "--warmup-epochs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="raise the learning rate linearly from a tenth over the first N epochs (default: 0)",
+    )
+    p.add_argument(
+        "--dropout",
+        type=_float,
+        default=None,
+        metavar="P",
+        help="dropout probability after each hidden activation (default: 0)",
+    )
     p.add_argument(
         "--early-stopping",
         type=_positive_int,

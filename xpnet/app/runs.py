@@ -29,12 +29,15 @@ from ..data import file_sha256, is_builtin, load_dataset, read_arrays, stratifie
 from ..errors import DataError, RunError
 from ..models import MLP
 from ..nn import CrossEntropyLoss, Softmax
-from ..optim import SGD
+from ..optim import SGD, Adam, AdamW
+from ..optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR, StepLR
 from ..train import FitState, evaluate, fit, to_model
 
 __all__ = [
     "DIVERGENCE_FACTOR",
+    "OPTIMIZERS",
     "RESUME_FILE",
+    "SCHEDULES",
     "RunError",
     "config_of_run",
     "evaluation_data",
@@ -94,7 +97,7 @@ def config_of_run(folder):
     return dict(config)
 
 
-def _save_resume(path, model, optimizer, state, config, data):
+def _save_resume(path, model, optimizer, state, config, data, scheduler=None):
     extras = {f"optimizer.{k}": v for k, v in optimizer.state_dict().items()}
     for key, value in (state.best_state or {}).items():
         extras[f"best.{key}"] = value
@@ -106,6 +109,8 @@ def _save_resume(path, model, optimizer, state, config, data):
         "best_epoch": state.best_epoch,
         "waited": state.waited,
         "stopped_early": state.stopped_early,
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
+        "dropout_rng": [d.rng.bit_generator.state for d in model.dropout_layers],
     }
     save(
         model,
@@ -130,6 +135,11 @@ def _restore(path, config, xp, device):
         {k[len("optimizer.") :]: v for k, v in extras.items() if k.startswith("optimizer.")}
     )
     saved = info.get("user", {}).get("resume") or {}
+    scheduler = _scheduler(optimizer, config)
+    if scheduler is not None and saved.get("scheduler"):
+        scheduler.load_state_dict(saved["scheduler"])
+    for layer, rng_state in zip(model.dropout_layers, saved.get("dropout_rng") or [], strict=False):
+        layer.rng.bit_generator.state = rng_state
     best_state = {k[len("best.") :]: v for k, v in extras.items() if k.startswith("best.")}
     state = FitState(
         epoch=int(saved.get("epoch", 0)),
@@ -141,13 +151,48 @@ def _restore(path, config, xp, device):
         best_state=best_state or None,
         stopped_early=bool(saved.get("stopped_early", False)),
     )
-    return model, optimizer, state
+    return model, optimizer, scheduler, state
+
+
+#: The optimizers ``xpnet train --optimizer`` names.
+OPTIMIZERS = ("sgd", "adam", "adamw")
+#: The learning-rate schedules ``xpnet train --schedule`` names (stepped once per epoch).
+SCHEDULES = ("constant", "step", "cosine")
 
 
 def _optimizer(model, config):
-    return SGD(
-        model, lr=config["lr"], momentum=config["momentum"], weight_decay=config["weight_decay"]
-    )
+    kind = config.get("optimizer", "sgd")
+    if kind == "sgd":
+        return SGD(
+            model,
+            lr=config["lr"],
+            momentum=config["momentum"],
+            weight_decay=config["weight_decay"],
+        )
+    if kind not in OPTIMIZERS:
+        raise RunError(f"unknown optimizer {kind!r}; expected one of {', '.join(OPTIMIZERS)}")
+    cls = Adam if kind == "adam" else AdamW
+    return cls(model, lr=config["lr"], weight_decay=config["weight_decay"])
+
+
+def _scheduler(optimizer, config):
+    """The run's schedule, stepped once per epoch: an optional linear warm-up from a tenth
+    of the rate over ``warmup_epochs``, then constant, step (a tenth every third of the
+    remaining epochs) or cosine (to zero at the last epoch); None when constant without
+    warm-up."""
+    schedule = config.get("schedule", "constant")
+    warmup = int(config.get("warmup_epochs", 0) or 0)
+    rest = max(1, config["epochs"] - warmup)
+    if schedule not in SCHEDULES:
+        raise RunError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
+    warm = LinearLR(optimizer, start_factor=0.1, total_iters=warmup) if warmup else None
+    if schedule == "step":
+        main = StepLR(optimizer, step_size=max(1, rest // 3), gamma=0.1)
+    elif schedule == "cosine":
+        main = CosineAnnealingLR(optimizer, T_max=rest)
+    else:
+        return warm
+    return main if warm is None else SequentialLR(optimizer, [warm, main], [warmup])
 
 
 def _data_source(config):
@@ -174,7 +219,7 @@ def _setup(config, folder, resume):
     config = {**config, "data_sha256": data.sha256, "data_path": data.path}
     resume_path = folder / RESUME_FILE
     if resume:
-        model, optimizer, state = _restore(resume_path, config, xp, device)
+        model, optimizer, scheduler, state = _restore(resume_path, config, xp, device)
     else:
         sizes = [data.n_features, *config["hidden"], data.n_classes]
         model = MLP(
@@ -185,15 +230,17 @@ def _setup(config, folder, resume):
             device=device,
             dtype=config["dtype"],
             seed=config["seed"],
+            dropout=config.get("dropout", 0.0),
         )
         optimizer = _optimizer(model, config)
+        scheduler = _scheduler(optimizer, config)
         state = FitState()
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise RunError(f"cannot create the run folder {folder}: {err.strerror}") from None
-        _save_resume(resume_path, model, optimizer, state, config, data)
-    return model, optimizer, state, data, config
+        _save_resume(resume_path, model, optimizer, state, config, data, scheduler)
+    return model, optimizer, scheduler, state, data, config
 
 
 def _epoch_line(record, epochs):
@@ -248,7 +295,7 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print):
         setup = _setup(config, folder, resume)
     except OSError as err:
         raise RunError(f"{err.filename or folder}: {err.strerror or err}") from None
-    model, optimizer, state, data, config = setup
+    model, optimizer, scheduler, state, data, config = setup
     resume_path = folder / RESUME_FILE
     lib, dev = backend.placement(model.layers[0].W)
     echo(
@@ -281,7 +328,7 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print):
             print(line, file=sys.stderr, flush=True)
 
     def _checkpoint(fit_state):
-        _save_resume(resume_path, model, optimizer, fit_state, config, data)
+        _save_resume(resume_path, model, optimizer, fit_state, config, data, scheduler)
 
     start = time.perf_counter()
     # fit stops on a non-finite loss itself, naming the epoch and step; the library's own
@@ -302,6 +349,7 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print):
             state=state,
             on_epoch_end=_checkpoint,
             max_loss=loss_bound(data.n_classes),
+            scheduler=scheduler,
         )
     train_seconds = time.perf_counter() - start
     X_test, y_test = to_model(model, data.X_test, data.y_test)

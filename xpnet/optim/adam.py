@@ -165,7 +165,7 @@ class Adam(Optimizer):
             raise XpnetValueError(f"{type(self).__name__}.load_state_dict: missing 'step'")
         for buffer in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
             self._restore(getattr(self, buffer), state, lambda n, b=buffer: f"{b}.{n}")
-        self.t = int(float(backend.to_numpy(state["step"])))
+        self.t = int(backend.to_numpy(state["step"]).reshape(-1)[0])
         return self
 
 
