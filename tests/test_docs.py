@@ -35,6 +35,14 @@ def test_readme_checkpoint_snippet_runs(tmp_path, monkeypatch):
     assert (tmp_path / "model.safetensors").is_file()
 
 
+def test_readme_optimizer_snippet_runs():
+    (code,) = _python_blocks("Optimizers, schedules, dropout, initialisation")
+    namespace = {}
+    exec(compile(code, "README.md optimizers", "exec"), namespace)
+    assert namespace["opt"].lr == pytest.approx(1e-4)  # the warm-up starts at a tenth
+    assert len(namespace["model"].dropout_layers) == 2
+
+
 def test_example_script_runs():
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "quickstart.py"), "array_api_strict"],
