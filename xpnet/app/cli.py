@@ -315,6 +315,20 @@ def _cmd_parity(args):
     return 0 if all(r["ok"] for r in results) else 1
 
 
+def _cmd_export(args):
+    from ..checkpoint import load
+    from ..onnx import export
+
+    model = load(args.checkpoint, xp="numpy")
+    path = export(model, args.out, opset=args.opset, softmax=args.softmax)
+    outputs = "logits and probabilities" if args.softmax else "logits"
+    print(
+        f"wrote {path}: {type(model).__name__}({model.extra_repr()}), "
+        f"{backend.dtype_name(model.dtype)}, opset {args.opset}, outputs {outputs}"
+    )
+    return 0
+
+
 def _cmd_bench(args):
     from .bench import main as bench_main
 
@@ -517,6 +531,18 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="(default: 0)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_parity)
+
+    p = sub.add_parser(
+        "export",
+        help="write a checkpoint as an ONNX graph (pip install 'xpnet[onnx]')",
+        description="Write a checkpoint as an ONNX graph of its evaluation-mode forward "
+        "pass: input 'input' (batch dimension dynamic), output 'logits'.",
+    )
+    p.add_argument("checkpoint")
+    p.add_argument("out", help="the .onnx file to write")
+    p.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset (default: 17)")
+    p.add_argument("--softmax", action="store_true", help="add a 'probabilities' output (softmax)")
+    p.set_defaults(func=_cmd_export)
 
     from . import bench
 

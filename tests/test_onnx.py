@@ -1,0 +1,93 @@
+"""ONNX export: the graph passes onnx's full check, and ONNX Runtime on the CPU gives the
+logits of the model's evaluation-mode forward (float32 within 1e-5 relative) for every
+activation, BatchNorm, the handout's MLPs, and checkpoints trained on any backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.helpers import asarray, run_cli
+from xpnet import backend, load, save
+from xpnet.models import MLP, MLP0, MLP1, MLP4
+from xpnet.nn import CrossEntropyLoss
+from xpnet.optim import SGD
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+import xpnet.onnx  # noqa: E402
+
+
+def _run(path, X):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": X})
+
+
+def _relative(got, expected):
+    return float(np.max(np.abs(got - expected)) / max(np.max(np.abs(expected)), 1e-30))
+
+
+def _trained(model, xp=None, device=None, steps=3):
+    """A few steps of training so that the running statistics are not the initial ones."""
+    xp = model.xp if xp is None else xp
+    rng = np.random.default_rng(0)
+    opt, loss = SGD(model, lr=0.1, momentum=0.9), CrossEntropyLoss()
+    dtype = backend.dtype_name(model.dtype)
+    for _ in range(steps):
+        X = asarray(xp, device, rng.standard_normal((16, model.sizes[0])), dtype)
+        y = asarray(xp, device, rng.integers(0, model.sizes[-1], 16), "int64")
+        loss.forward(model.forward(X), y)
+        model.backward(loss.backward())
+        opt.step()
+    return model.eval()
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "gelu", "identity"])
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_every_activation_matches_onnxruntime(tmp_path, activation, batchnorm):
+    model = _trained(MLP([6, 9, 7, 4], activation=activation, batchnorm=batchnorm, seed=1))
+    path = xpnet.onnx.export(model, tmp_path / "m.onnx", softmax=True)
+    onnx.checker.check_model(onnx.load(path), full_check=True)
+    for n in (1, 7, 300):
+        X = np.random.default_rng(n).standard_normal((n, 6)).astype(np.float32)
+        logits, probabilities = _run(path, X)
+        expected = model.forward(X)
+        assert logits.dtype == np.float32 and logits.shape == (n, 4)
+        assert _relative(logits, expected) <= 1e-5, (activation, n)
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [MLP0, MLP1, MLP4])
+def test_handout_models(tmp_path, cls):
+    model = cls(seed=3).eval()
+    path = xpnet.onnx.export(model, tmp_path / "h.onnx")
+    X = np.random.default_rng(0).standard_normal((7, 2)).astype(np.float32)
+    (logits,) = _run(path, X)
+    assert _relative(logits, model.forward(X)) <= 1e-5
+
+
+def test_float64_and_opset(tmp_path):
+    model = _trained(MLP([5, 8, 3], batchnorm=True, activation="tanh", dtype="float64"))
+    path = xpnet.onnx.export(model, tmp_path / "d.onnx", opset=20)
+    assert onnx.load(path).opset_import[0].version == 20
+    X = np.random.default_rng(1).standard_normal((9, 5))
+    (logits,) = _run(path, X)
+    assert logits.dtype == np.float64 and _relative(logits, model.forward(X)) <= 1e-12
+    with pytest.raises(ValueError, match="opset must be an int >= 15"):
+        xpnet.onnx.export(model, tmp_path / "x.onnx", opset=13)
+    with pytest.raises(TypeError, match="expected an xpnet MLP"):
+        xpnet.onnx.export(object(), tmp_path / "x.onnx")
+
+
+def test_checkpoint_trained_on_the_backend_under_test(tmp_path, xp, device):
+    """Trained on xp (any backend), saved, exported from the checkpoint by the CLI."""
+    model = MLP([6, 10, 3], batchnorm=True, activation="gelu", xp=xp, device=device, seed=4)
+    _trained(model, xp, device)
+    save(model, tmp_path / "m.safetensors")
+    result = run_cli("export", tmp_path / "m.safetensors", tmp_path / "m.onnx", "--softmax")
+    assert result.returncode == 0, result.stderr
+    assert "outputs logits and probabilities" in result.stdout
+    host = load(tmp_path / "m.safetensors")
+    X = np.random.default_rng(2).standard_normal((300, 6)).astype(np.float32)
+    logits, _ = _run(tmp_path / "m.onnx", X)
+    assert _relative(logits, host.forward(X)) <= 1e-5
