@@ -85,7 +85,7 @@ def export(
     elem = TensorProto.DOUBLE if dtype == np.float64 else TensorProto.FLOAT
     nodes, weights = [], []
 
-    def const(name, value):
+    def _const(name, value):
         weights.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
@@ -95,14 +95,14 @@ def export(
         out = f"linear{i}"
         nodes.append(
             helper.make_node(
-                "Gemm", [current, const(f"W{i}", W), const(f"b{i}", b)], [out], transB=1
+                "Gemm", [current, _const(f"W{i}", W), _const(f"b{i}", b)], [out], transB=1
             )
         )
         current = out
         if i < len(model.bn_layers):
             bn = model.bn_layers[i]
             inputs = [current] + [
-                const(f"bn{i}_{name}", backend.to_numpy(getattr(bn, name))[0])
+                _const(f"bn{i}_{name}", backend.to_numpy(getattr(bn, name))[0])
                 for name in ("BW", "Bb", "running_M", "running_V")
             ]
             out = f"batchnorm{i}"
@@ -110,7 +110,7 @@ def export(
                 helper.make_node("BatchNormalization", inputs, [out], epsilon=float(bn.eps))
             )
             current = out
-        current = _activation(model.f[i], current, i, nodes, const, helper, elem)
+        current = _activation(model.f[i], current, i, nodes, _const, helper, elem)
     nodes.append(helper.make_node("Identity", [current], ["logits"]))
     outputs = [helper.make_tensor_value_info("logits", elem, ["N", model.sizes[-1]])]
     if softmax:
@@ -138,7 +138,7 @@ def export(
     return path
 
 
-def _activation(f, current, i, nodes, const, helper, elem):
+def _activation(f, current, i, nodes, _const, helper, elem):
     """Append the nodes of activation ``f`` and return the name of its output."""
     from onnx import TensorProto
 
@@ -151,7 +151,7 @@ def _activation(f, current, i, nodes, const, helper, elem):
     if isinstance(f, GELU):  # x Φ(x) = x (1 + erf(x/√2)) / 2, the exact form
         scaled, erf, shifted, half = (f"gelu{i}_{k}" for k in ("scaled", "erf", "shifted", "half"))
         nodes.append(
-            helper.make_node("Mul", [current, const(f"gelu{i}_c", 1 / math.sqrt(2))], [scaled])
+            helper.make_node("Mul", [current, _const(f"gelu{i}_c", 1 / math.sqrt(2))], [scaled])
         )
         if elem == TensorProto.DOUBLE:  # ONNX Runtime's Erf is float32 only
             nodes.append(helper.make_node("Cast", [scaled], [f"{scaled}32"], to=TensorProto.FLOAT))
@@ -160,8 +160,8 @@ def _activation(f, current, i, nodes, const, helper, elem):
         else:
             nodes.append(helper.make_node("Erf", [scaled], [erf]))
         nodes += [
-            helper.make_node("Add", [erf, const(f"gelu{i}_one", 1.0)], [shifted]),
-            helper.make_node("Mul", [current, const(f"gelu{i}_h", 0.5)], [half]),
+            helper.make_node("Add", [erf, _const(f"gelu{i}_one", 1.0)], [shifted]),
+            helper.make_node("Mul", [current, _const(f"gelu{i}_h", 0.5)], [half]),
             helper.make_node("Mul", [half, shifted], [out]),
         ]
         return out
