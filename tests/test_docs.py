@@ -43,6 +43,17 @@ def test_readme_optimizer_snippet_runs():
     assert len(namespace["model"].dropout_layers) == 2
 
 
+def test_readme_run_anywhere_snippets_run(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("sklearn")
+    monkeypatch.chdir(tmp_path)
+    onnx_code, sklearn_code = _python_blocks("Run anywhere: ONNX and scikit-learn")
+    exec(compile(onnx_code, "README.md onnx", "exec"), {})
+    assert float(capsys.readouterr().out) < 1e-5
+    exec(compile(sklearn_code, "README.md sklearn", "exec"), {})
+    assert float(capsys.readouterr().out) >= 0.95
+
+
 def test_example_script_runs():
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "quickstart.py"), "array_api_strict"],

@@ -1,0 +1,66 @@
+"""The scikit-learn estimators: scikit-learn's own estimator checks, a Pipeline with
+cross-validation on the digits, and NumPy in and out whatever the backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+from sklearn.datasets import load_digits  # noqa: E402
+from sklearn.model_selection import cross_val_score  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from xpnet.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+
+
+@parametrize_with_checks([MLPClassifier(), MLPRegressor()])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def test_pipeline_cross_validation_on_digits():
+    X, y = load_digits(return_X_y=True)
+    clf = MLPClassifier(hidden_layer_sizes=(128, 64), batchnorm=True, epochs=40, random_state=0)
+    pipe = make_pipeline(StandardScaler(), clf)
+    scores = cross_val_score(pipe, X, y, cv=3)
+    assert scores.mean() >= 0.95, scores
+
+
+def test_numpy_in_and_out_on_the_backend_under_test(backend_case, xp):
+    lib, device = backend_case
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    clf = MLPClassifier(
+        hidden_layer_sizes=(32,), epochs=5, random_state=0, backend=lib, device=device,
+        batchnorm=True, dropout=0.1, optimizer="adamw",
+    )  # fmt: skip
+    clf.fit(X[:1200], y[:1200])
+    proba = clf.predict_proba(X[1200:])
+    assert isinstance(proba, np.ndarray) and proba.shape == (597, 10)
+    assert isinstance(clf.predict(X[:3]), np.ndarray)
+    assert clf.score(X[1200:], y[1200:]) > 0.8
+    assert len(clf.loss_curve_) == clf.n_iter_ == 5 and clf.n_features_in_ == 64
+    reg = MLPRegressor(hidden_layer_sizes=(16,), epochs=3, backend=lib, device=device)
+    out = reg.fit(X, np.stack([y, -y], axis=1).astype(float)).predict(X[:4])
+    assert isinstance(out, np.ndarray) and out.shape == (4, 2)
+
+
+def test_partial_fit_and_early_stopping():
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    clf = MLPClassifier(hidden_layer_sizes=(32,), random_state=0)
+    with pytest.raises(ValueError, match="classes must be given"):
+        clf.partial_fit(X, y)
+    for _ in range(3):
+        clf.partial_fit(X, y, classes=np.arange(10))
+    assert clf.n_iter_ == 3 and clf.loss_curve_[2] < clf.loss_curve_[0]
+    stopped = MLPClassifier(
+        hidden_layer_sizes=(32,), epochs=500, early_stopping=True, n_iter_no_change=3,
+        random_state=0,
+    ).fit(X, y)  # fmt: skip
+    assert stopped.n_iter_ < 500 and len(stopped.validation_scores_) == stopped.n_iter_
+    assert clf.get_params()["hidden_layer_sizes"] == (32,)
+    assert clf.set_params(epochs=7).epochs == 7
