@@ -10,8 +10,12 @@ with ``softmax=True`` also ``"probabilities"``. Built with the ``onnx`` package'
 
 Examples
 --------
->>> import xpnet.onnx  # doctest: +SKIP
->>> xpnet.onnx.export(model, "model.onnx")  # doctest: +SKIP
+>>> import os, tempfile
+>>> from xpnet.models import MLP
+>>> from xpnet.onnx import export
+>>> path = export(MLP([4, 8, 3]).eval(), os.path.join(tempfile.mkdtemp(), "m.onnx"))
+>>> path.name
+'m.onnx'
 """
 
 from __future__ import annotations
