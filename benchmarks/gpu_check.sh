@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Every CUDA check of xpnet in one device run, in under 8 minutes, ending with one table.
+# Every CUDA check of xpnet in one device run, ending with one table: each stage has a time
+# limit, 520 s in all at worst (device run: timeout_s 590), a few minutes when all goes well.
 #
 # Here first:   bash benchmarks/gpu_wheels.sh     (fills the git-ignored .whl/)
-# On the device (the device tool's run, carry: [".whl"], timeout_s 540):
+# On the device (the device tool's run, carry: [".whl"], timeout_s 590):
 #               bash benchmarks/gpu_check.sh
 # Everything it prints also lands in $OUT (the files come back).
 set -uo pipefail
@@ -26,14 +27,14 @@ stage() {  # stage NAME SECONDS COMMAND...: run, log to $OUT/NAME.log, record pa
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
-stage info 60 python3 -m xpnet info
-stage pytest-cupy 270 python3 -m pytest --backend=cupy -q -p no:cacheprovider -x
-stage parity-float64 60 python3 -m xpnet parity --backends numpy,cupy --dtype float64
-stage parity-float32 60 python3 -m xpnet parity --backends numpy,cupy --dtype float32
-stage train-cupy 90 python3 -m xpnet train --backend cupy --out "$OUT/run" --quiet --json
-stage evaluate-numpy 60 python3 -m xpnet evaluate "$OUT/run/model.safetensors" --backend numpy --json
-stage nosync 60 python3 benchmarks/gpu_nosync.py
-stage bench-gpu 150 python3 -m xpnet bench --gpu --seconds 1
+stage info 30 python3 -m xpnet info
+stage pytest-cupy 180 python3 -m pytest --backend=cupy -q -p no:cacheprovider -x
+stage parity-float64 40 python3 -m xpnet parity --backends numpy,cupy --dtype float64
+stage parity-float32 40 python3 -m xpnet parity --backends numpy,cupy --dtype float32
+stage train-cupy 60 python3 -m xpnet train --backend cupy --out "$OUT/run" --quiet --json
+stage evaluate-numpy 30 python3 -m xpnet evaluate "$OUT/run/model.safetensors" --backend numpy --json
+stage nosync 40 python3 benchmarks/gpu_nosync.py
+stage bench-gpu 100 python3 -m xpnet bench --gpu --seconds 1
 
 echo
 echo "== summary ($(head -n 1 "$OUT/card.txt"))"
