@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
@@ -162,7 +163,7 @@ def _checked(X, labels, source):
         )
     if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
         raise DataError(f"{source}: X must be numeric, got dtype {X.dtype}")
-    X = X.astype(np.float64)
+    X = X.astype(np.float64, copy=False)
     if not np.all(np.isfinite(X)):
         bad = np.argwhere(~np.isfinite(X))[0]
         raise DataError(f"{source}: X has a non-finite value at row {bad[0]}, column {bad[1]}")
@@ -392,37 +393,114 @@ def _csv_rows(path):
         raise DataError(f"{path}: cannot read CSV ({err})") from None
 
 
+def _first_row(path):
+    """``(line number, cells)`` of the first non-blank row of a CSV file, or None."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            for row in reader:
+                if row and any(c.strip() for c in row):
+                    return reader.line_num, row
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{path}: cannot read CSV ({err})") from None
+    return None
+
+
 def _read_csv(path, label_column):
-    rows = _csv_rows(path)
-    if not rows:
+    """Features and labels of a CSV file through NumPy's C parser (``numpy.loadtxt``): one
+    pass for numeric labels, two for string labels. A malformed file is read again row by
+    row, only to name the line and the cell that is wrong."""
+    first_row = _first_row(path)
+    if first_row is None:
         raise DataError(f"{path}: empty file")
-    width = len(rows[0])
+    line_of_first, row = first_row
+    width = len(row)
     if width < 2:
-        other = next((d for d in (";", "\t", "|", " ") if d in rows[0][0].strip()), None)
+        other = next((d for d in (";", "\t", "|", " ") if d in row[0].strip()), None)
         if other is not None:
             name = {";": "semicolons", "\t": "tabs", "|": "vertical bars", " ": "spaces"}[other]
             raise DataError(
-                f"{path}: line 1 has one column and contains {name}; xpnet reads "
-                f"comma-separated files: save the file with commas between the columns"
+                f"{path}: line {line_of_first} has one column and contains {name}; xpnet "
+                f"reads comma-separated files: save the file with commas between the columns"
             )
         raise DataError(f"{path}: need at least one feature column and a label column")
-    first = [c.strip() for c in rows[0]]
+    label_index, has_header = _label_column(path, [c.strip() for c in row], label_column)
+    skip = line_of_first if has_header else line_of_first - 1
+    features = [i for i in range(width) if i != label_index]
+    options = {
+        "delimiter": ",",
+        "comments": None,
+        "quotechar": '"',
+        "skiprows": skip,
+        "ndmin": 2,
+        "encoding": "utf-8",
+    }
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
+            try:
+                data = np.loadtxt(path, dtype=np.float64, **options)
+                if data.shape[1] != width:
+                    raise ValueError("column count")
+                X, labels = _without_column(data, label_index), data[:, label_index]
+            except ValueError:  # string labels, or a malformed row (found below)
+                X = np.loadtxt(path, dtype=np.float64, usecols=features, **options)
+                labels = np.char.strip(
+                    np.loadtxt(path, dtype=str, usecols=[label_index], **options).reshape(-1)
+                )
+    except ValueError:
+        return _read_csv_rows(path, label_index, has_header)
+    if X.shape[0] == 0:
+        raise DataError(f"{path}: no data rows")
+    if np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)):
+        labels = labels.astype(np.int64)
+    elif labels.dtype.kind == "U":
+        labels = _numeric_labels(labels)  # numbers written oddly stay numbers
+    return X, labels
+
+
+def _label_column(path, first, label_column):
+    """``(label index, whether the first row is a header)``."""
+    width = len(first)
     text = None if label_column is None else str(label_column)
     if text is not None and not text.lstrip("-").isdigit():
         # a label column given by name: the first row is the header that names it
         if text not in first:
             raise DataError(f"{path}: no column named {text!r} in header {first}")
-        label_index, header, rows = first.index(text), first, rows[1:]
-    else:
-        label_index = width - 1 if text is None else int(text)
-        if not -width <= label_index < width:
-            raise DataError(f"{path}: label column {text} out of range for {width} columns")
-        label_index %= width
-        # a header is a first row whose feature cells are not all numbers
-        is_header = not all(_is_number(c) for i, c in enumerate(first) if i != label_index)
-        header, rows = (first, rows[1:]) if is_header else (None, rows)
+        return first.index(text), True
+    label_index = width - 1 if text is None else int(text)
+    if not -width <= label_index < width:
+        raise DataError(f"{path}: label column {text} out of range for {width} columns")
+    label_index %= width
+    # a header is a first row whose feature cells are not all numbers
+    return label_index, not all(_is_number(c) for i, c in enumerate(first) if i != label_index)
+
+
+def _without_column(data, index):
+    """``data`` without column ``index``: a view when it is the first or the last."""
+    if index == data.shape[1] - 1:
+        return data[:, :-1]
+    if index == 0:
+        return data[:, 1:]
+    return np.delete(data, index, axis=1)
+
+
+def _numeric_labels(values):
+    try:
+        numeric = values.astype(np.float64)
+    except ValueError:
+        return values
+    return numeric.astype(np.int64) if np.all(numeric == np.round(numeric)) else numeric
+
+
+def _read_csv_rows(path, label_index, has_header):
+    """The row-by-row reader: names the line and the cell of the first malformed row."""
+    rows = _csv_rows(path)
+    width = len(rows[0])
+    if has_header:
+        rows = rows[1:]
     X, y = [], []
-    for line, row in enumerate(rows, start=2 if header else 1):
+    for line, row in enumerate(rows, start=2 if has_header else 1):
         if len(row) != width:
             raise DataError(f"{path}, line {line}: {len(row)} columns, expected {width}")
         try:
@@ -433,11 +511,7 @@ def _read_csv(path, label_column):
         y.append(row[label_index].strip())
     if not X:
         raise DataError(f"{path}: no data rows")
-    labels = np.asarray(y)
-    if all(_is_number(v) for v in y):
-        numeric = np.asarray([float(v) for v in y])
-        labels = numeric.astype(np.int64) if np.all(numeric == np.round(numeric)) else numeric
-    return np.asarray(X), labels
+    return np.asarray(X), _numeric_labels(np.asarray(y))
 
 
 def _cache_dir():
