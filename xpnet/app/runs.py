@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import backend
 from ..checkpoint import load_all, read_metadata, save
-from ..data import file_sha256, is_builtin, load_dataset, read_arrays, stratified_split
+from ..data import data_sha256, is_builtin, load_dataset, read_arrays, stratified_split
 from ..errors import DataError, RunError
 from ..models import MLP
 from ..nn import CrossEntropyLoss, Softmax
@@ -468,9 +468,9 @@ def evaluation_data(info, dataset=None, *, label_column=None, all_rows=False):
     else:
         spec = dataset
         path = Path(dataset)
-        if not path.is_file():
+        if not path.exists():
             read_arrays(path)  # raises the DataError that names the problem
-        same = record.get("sha256") is not None and file_sha256(path) == record["sha256"]
+        same = record.get("sha256") is not None and data_sha256(path) == record["sha256"]
     if not same or all_rows:
         if is_builtin(spec):
             data = load_dataset(spec, seed=seed)
@@ -492,15 +492,15 @@ def evaluation_data(info, dataset=None, *, label_column=None, all_rows=False):
 def _recorded_file(spec, record):
     """The training file of a checkpoint, checked against its recorded SHA-256."""
     path = Path(spec)
-    if not path.is_file() and record.get("path"):
+    if not path.exists() and record.get("path"):
         path = Path(record["path"])
-    if not path.is_file():
+    if not path.exists():
         raise DataError(
             f"the model was trained on {record.get('path') or spec}, which is not there; "
             f"pass --dataset FILE"
         )
     digest = record.get("sha256")
-    if digest is not None and file_sha256(path) != digest:
+    if digest is not None and data_sha256(path) != digest:
         raise DataError(
             f"{path}: the file changed since the model was trained (SHA-256 differs), so "
             f"its test split is not the one training held out; pass --dataset {path} "

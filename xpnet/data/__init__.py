@@ -21,17 +21,20 @@ import numpy as np
 
 from .. import backend
 from ..errors import DataError, DataFileNotFoundError
+from .idx import idx_folder_sha256, is_idx_folder, load_idx_folder
 
 __all__ = [
     "BUILTIN",
     "DataError",
     "Dataset",
     "batches",
+    "data_sha256",
     "file_sha256",
     "is_builtin",
     "load_dataset",
     "load_digits",
     "load_file",
+    "load_idx",
     "load_mnist1d",
     "read_arrays",
     "read_features",
@@ -588,13 +591,58 @@ def is_builtin(spec) -> bool:
     return isinstance(spec, str) and spec in BUILTIN
 
 
+def load_idx(folder) -> Dataset:
+    """An IDX dataset folder (MNIST and its kin) with its official train and test split.
+
+    Parameters
+    ----------
+    folder : str or Path
+        A folder with the four IDX files under their standard names (:mod:`xpnet.data.idx`).
+
+    Returns
+    -------
+    Dataset
+        Pixels scaled to [0, 1], ``path`` and ``sha256`` recording the folder.
+    """
+    X, y, Xt, yt = load_idx_folder(folder)
+    classes = np.unique(np.concatenate([y, yt]))
+    return Dataset(
+        str(folder),
+        X,
+        np.searchsorted(classes, y),
+        Xt,
+        np.searchsorted(classes, yt),
+        [c.item() for c in classes],
+        {"official": True},
+        path=str(Path(folder).resolve()),
+        sha256=idx_folder_sha256(folder),
+    )
+
+
+def data_sha256(path) -> str:
+    """The SHA-256 that records a data file, or the four files of an IDX folder.
+
+    Parameters
+    ----------
+    path : str or Path
+        A data file or an IDX folder.
+
+    Returns
+    -------
+    str
+        Hexadecimal.
+    """
+    return idx_folder_sha256(path) if Path(path).is_dir() else file_sha256(path)
+
+
 def load_dataset(spec="digits", *, label_column=None, seed=0) -> Dataset:
     """A built-in dataset by name or a data file by path.
 
     Parameters
     ----------
     spec : str or Path
-        A name from :data:`BUILTIN` (``"digits"``, ``"mnist1d"``) or a ``.npz``/``.csv`` file
+        A name from :data:`BUILTIN` (``"digits"``, ``"mnist1d"``), a folder of IDX files
+        (:func:`load_idx`: MNIST, with its official split) or a ``.npz``/``.csv`` file
         (:func:`load_file`).
     label_column : int or str, optional
         The CSV label column.
@@ -608,6 +656,8 @@ def load_dataset(spec="digits", *, label_column=None, seed=0) -> Dataset:
     """
     if is_builtin(spec):
         return BUILTIN[spec](seed=seed)
+    if is_idx_folder(spec):
+        return load_idx(spec)
     return load_file(spec, label_column=label_column, seed=seed)
 
 

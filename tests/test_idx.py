@@ -1,0 +1,90 @@
+"""IDX folders (MNIST's format): the official split from small files the tests write,
+gzipped or not; malformed files refused before anything sized by them is allocated."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from tests.helpers import run_cli
+from xpnet.data import load_dataset
+from xpnet.data.idx import IDX_FILES, read_idx
+from xpnet.errors import DataError
+
+
+def _idx(array, code=0x08):
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def _write_folder(folder, *, gz, n_train=120, n_test=40, seed=0):
+    """Tiny 4x4 'images' whose class is the brightest quadrant (learnable)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, n in (("train", n_train), ("t10k", n_test)):
+        y = rng.integers(0, 4, n).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 4, 4)).astype(np.uint8)
+        for k, label in enumerate(y):
+            r, c = divmod(int(label), 2)
+            images[k, 2 * r : 2 * r + 2, 2 * c : 2 * c + 2] += 180
+        for kind, array, dims in (("images", images, 3), ("labels", y, 1)):
+            name = f"{part}-{kind}-idx{dims}-ubyte"
+            blob = _idx(array)
+            if gz:
+                (folder / f"{name}.gz").write_bytes(gzip.compress(blob))
+            else:
+                (folder / name).write_bytes(blob)
+    return folder
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_official_split(tmp_path, gz):
+    folder = _write_folder(tmp_path / "mnist", gz=gz)
+    data = load_dataset(str(folder))
+    assert data.X_train.shape == (120, 16) and data.X_test.shape == (40, 16)
+    assert data.X_train.max() <= 1.0 and data.X_train.min() >= 0.0
+    assert data.classes == [0, 1, 2, 3] and data.split == {"official": True}
+    assert data.path == str(folder.resolve()) and len(data.sha256) == 64
+
+
+def test_read_idx_types_and_refusals(tmp_path):
+    values = np.arange(12, dtype=np.float32).reshape(3, 4)
+    (tmp_path / "f").write_bytes(_idx(values, code=0x0D))
+    np.testing.assert_array_equal(read_idx(tmp_path / "f"), values)
+    (tmp_path / "bad").write_bytes(b"\x01\x00\x08\x01" + struct.pack(">I", 3) + b"abc")
+    with pytest.raises(DataError, match="bad magic number"):
+        read_idx(tmp_path / "bad")
+    # a header that promises 60000x60000 values: refused from the file's size
+    (tmp_path / "huge").write_bytes(bytes([0, 0, 8, 2]) + struct.pack(">2I", 60000, 60000))
+    with pytest.raises(DataError, match=r"the header says \(60000, 60000\)"):
+        read_idx(tmp_path / "huge")
+    (tmp_path / "code").write_bytes(bytes([0, 0, 0x42, 1]) + struct.pack(">I", 1) + b"x")
+    with pytest.raises(DataError, match="unknown IDX type code 0x42"):
+        read_idx(tmp_path / "code")
+
+
+def test_missing_file_names_the_four(tmp_path):
+    folder = _write_folder(tmp_path / "m", gz=False)
+    (folder / IDX_FILES["test_labels"]).unlink()
+    with pytest.raises(FileNotFoundError, match="no t10k-labels-idx1-ubyte"):
+        load_dataset(str(folder))
+
+
+def test_train_and_evaluate_on_an_idx_folder(tmp_path):
+    folder = _write_folder(tmp_path / "mnist", gz=True, n_train=400, n_test=100)
+    result = run_cli(
+        "train", "--dataset", folder, "--epochs", 15, "--hidden", 16, "--out", tmp_path / "r",
+        "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["data"]["n_test"] == 100 and metrics["test_accuracy"] > 0.9
+    report = run_cli("evaluate", tmp_path / "r" / "model.safetensors", "--json", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    evaluated = json.loads(report.stdout)
+    assert evaluated["accuracy"] == metrics["test_accuracy"]
+    assert "official test split (100 of 500 rows)" in evaluated["dataset"]

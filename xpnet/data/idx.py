@@ -1,0 +1,185 @@
+"""MNIST's IDX files (also Fashion-MNIST, KMNIST, EMNIST): the official train and test split.
+
+A folder with the four files under their standard names, gzipped or not::
+
+    train-images-idx3-ubyte[.gz]  train-labels-idx1-ubyte[.gz]
+    t10k-images-idx3-ubyte[.gz]   t10k-labels-idx1-ubyte[.gz]
+
+An IDX file is a 4-byte magic number (two zero bytes, a type code, the number of
+dimensions), one big-endian 32-bit size per dimension, then the values in C order. The
+header is checked against the file's size before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError, DataFileNotFoundError
+
+__all__ = ["IDX_FILES", "idx_folder_sha256", "is_idx_folder", "load_idx_folder", "read_idx"]
+
+#: The four files of an IDX dataset folder, by role.
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+_TYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+def _find(folder, stem):
+    for name in (stem, stem + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def is_idx_folder(path) -> bool:
+    """Whether ``path`` is a folder holding the IDX training images under their standard name.
+
+    Parameters
+    ----------
+    path : str or Path
+        A dataset spec.
+
+    Returns
+    -------
+    bool
+        True for a folder with ``train-images-idx3-ubyte`` (or ``.gz``).
+    """
+    path = Path(path)
+    return path.is_dir() and _find(path, IDX_FILES["train_images"]) is not None
+
+
+def read_idx(path) -> np.ndarray:
+    """The array stored in one IDX file (gzipped when its name ends in ``.gz``).
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+
+    Returns
+    -------
+    numpy.ndarray
+        Of the file's type (native byte order) and shape.
+
+    Raises
+    ------
+    DataError
+        A bad magic number, an unknown type, or sizes that do not match the data.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            blob = fh.read()
+    except (OSError, EOFError) as err:
+        raise DataError(f"{path}: cannot read ({err})") from None
+    if len(blob) < 4 or blob[0] != 0 or blob[1] != 0:
+        raise DataError(f"{path}: not an IDX file (bad magic number)")
+    code, ndim = blob[2], blob[3]
+    if code not in _TYPES:
+        raise DataError(f"{path}: unknown IDX type code 0x{code:02x}")
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(blob) < header:
+        raise DataError(f"{path}: an IDX header of {ndim} dimensions does not fit the file")
+    shape = struct.unpack(f">{ndim}I", blob[4:header])
+    dtype = _TYPES[code]
+    expected = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if len(blob) - header != expected:
+        raise DataError(
+            f"{path}: the header says {shape} values of {dtype.name} ({expected} bytes), the "
+            f"file holds {len(blob) - header}"
+        )
+    return (
+        np.frombuffer(blob, dtype=dtype, offset=header)
+        .reshape(shape)
+        .astype(dtype.newbyteorder("="))
+    )
+
+
+def idx_folder_sha256(folder) -> str:
+    """One SHA-256 over the four files of an IDX folder (their names and bytes).
+
+    Parameters
+    ----------
+    folder : str or Path
+        The folder.
+
+    Returns
+    -------
+    str
+        Hexadecimal.
+    """
+    digest = hashlib.sha256()
+    for stem in IDX_FILES.values():
+        path = _find(Path(folder), stem)
+        if path is not None:
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def load_idx_folder(folder):
+    """The official train and test split: images flattened to rows, scaled to [0, 1].
+
+    Parameters
+    ----------
+    folder : str or Path
+        A folder with the four IDX files.
+
+    Returns
+    -------
+    X_train : numpy.ndarray
+        ``(N, H·W)`` float64 training features.
+    y_train : numpy.ndarray
+        ``(N,)`` training labels.
+    X_test : numpy.ndarray
+        The test features.
+    y_test : numpy.ndarray
+        The test labels.
+
+    Raises
+    ------
+    DataFileNotFoundError
+        One of the four files is missing.
+    DataError
+        A file is malformed, or images and labels disagree in number.
+    """
+    folder = Path(folder)
+    arrays = {}
+    for role, stem in IDX_FILES.items():
+        path = _find(folder, stem)
+        if path is None:
+            raise DataFileNotFoundError(
+                f"{folder}: no {stem} (or {stem}.gz); an IDX dataset folder holds "
+                f"{', '.join(IDX_FILES.values())}",
+                filename=str(folder / stem),
+            )
+        arrays[role] = read_idx(path)
+    out = []
+    for part in ("train", "test"):
+        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
+        if labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+            raise DataError(
+                f"{folder}: {images.shape[0]} {part} images but labels of shape {labels.shape}"
+            )
+        X = images.reshape(images.shape[0], -1).astype(np.float64)
+        if images.dtype == np.uint8:
+            X /= 255.0
+        out += [X, labels.astype(np.int64)]
+    return tuple(out)
