@@ -13,7 +13,7 @@ import numpy as np
 
 from . import backend
 from ._typing import Array
-from .data import batches
+from .data import batches, host_batches
 from .errors import TrainingDiverged, XpnetTypeError, XpnetValueError
 from .nn._checks import check_size
 
@@ -91,7 +91,9 @@ def evaluate(
         The fraction of rows whose largest output is their class.
     """
     _check_data((X, y), "evaluate: the data")
-    X, y = to_model(model, X, y)
+    streaming = isinstance(X, np.memmap)  # moved a batch at a time, never whole
+    if not streaming:
+        X, y = to_model(model, X, y)
     xp = model.xp
     was_training = model.training
     model.eval()
@@ -101,6 +103,8 @@ def evaluate(
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)  # in bounds: the standard leaves others open
             Xb, yb = X[start:stop, ...], y[start:stop]
+            if streaming:
+                Xb, yb = to_model(model, Xb, yb)
             out = model.forward(Xb)
             total_loss = total_loss + loss.forward(out, yb) * Xb.shape[0]
             correct = correct + xp.sum(xp.astype(xp.argmax(out, axis=1) == yb, out.dtype))
@@ -217,6 +221,7 @@ def fit(
     max_loss: float | None = None,
     check_every: int | None = None,
     scheduler: Any = None,
+    shuffle: str | None = None,
 ) -> list[dict]:
     """Train ``model`` and return its history, one dict per epoch.
 
@@ -230,7 +235,9 @@ def fit(
         An optimizer over the model's parameters (``step()``).
     train_data : tuple (X, y)
         Features ``(N, F)`` and integer class ids ``(N,)`` of any library; moved to the
-        model's backend and device once, then shuffled and sliced there every epoch.
+        model's backend and device once, then shuffled and sliced there every epoch. A
+        ``numpy.memmap`` of features (a dataset larger than memory) stays on disk: each
+        batch is read from it and moved on its own.
     epochs, batch_size : int
         Total passes over the data (counting those a resumed ``state`` has done) and rows
         per step. With BatchNorm the last, smaller batch of each epoch is dropped
@@ -270,6 +277,12 @@ def fit(
         A learning-rate schedule (:mod:`xpnet.optim.lr_scheduler`) stepped once at the
         end of every epoch, before ``on_epoch_end``.
 
+    shuffle : str, optional
+        ``"full"`` (a fresh permutation every epoch) or ``"blocks"`` (blocks of
+        :data:`xpnet.data.BLOCK_BATCHES` batches in random order, rows shuffled within
+        each: what memory-mapped data use, so that each batch is read from one region of
+        the file). None: ``"blocks"`` for a ``numpy.memmap``, else ``"full"``.
+
     Returns
     -------
     list of dict
@@ -294,8 +307,14 @@ def fit(
     _check_data(train_data, "fit: train_data")
     if validation is not None:
         _check_data(validation, "fit: validation")
-    X, y = to_model(model, *train_data)
-    if validation is not None:
+    streaming = isinstance(train_data[0], np.memmap)
+    X: Any
+    y: Any
+    if streaming:  # read from the file a batch at a time, never whole
+        X, y = train_data[0], np.asarray(train_data[1], dtype=np.int64)
+    else:
+        X, y = to_model(model, *train_data)
+    if validation is not None and not isinstance(validation[0], np.memmap):
         validation = to_model(model, *validation)
     xp = model.xp
     for data, what in (
@@ -308,6 +327,9 @@ def fit(
         check_every = 1 if backend.on_host(X) else DEVICE_CHECK_EVERY
     check_every = check_size(check_every, "check_every", "fit")
     forward_loss = getattr(loss, "forward_unchecked", None)
+    shuffle = ("blocks" if streaming else "full") if shuffle is None else shuffle
+    if streaming and shuffle != "blocks":
+        raise XpnetValueError("fit: memory-mapped data are shuffled in blocks (shuffle='blocks')")
     state = FitState() if state is None else state
     rng = np.random.default_rng(seed)
     if state.rng_state is not None:
@@ -327,7 +349,15 @@ def fit(
         correct = 0.0
         next_postfix = 10  # the progress bar shows the running means every 10 steps or so
         with _progress(n_batches, f"epoch {epoch}/{epochs}", progress) as bar:
-            for Xb, yb in batches(X, y, batch_size, rng=rng, drop_last=bool(model.bn_layers)):
+            drop_last = bool(model.bn_layers)
+            if streaming:
+                source = host_batches(
+                    X, y, batch_size, lambda a, b: to_model(model, a, b), rng=rng,
+                    drop_last=drop_last,
+                )  # fmt: skip
+            else:
+                source = batches(X, y, batch_size, rng=rng, drop_last=drop_last, shuffle=shuffle)
+            for Xb, yb in source:
                 out = model.forward(Xb)
                 L = forward_loss(out, yb, xp) if forward_loss else loss.forward(out, yb)
                 window.add(L, Xb.shape[0])

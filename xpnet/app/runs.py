@@ -31,7 +31,7 @@ from ..models import MLP
 from ..nn import CrossEntropyLoss, Softmax
 from ..optim import SGD, Adam, AdamW
 from ..optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR, StepLR
-from ..train import FitState, evaluate, fit, to_model
+from ..train import FitState, evaluate, fit
 
 __all__ = [
     "DIVERGENCE_FACTOR",
@@ -310,9 +310,14 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print):
     X_train, y_train = data.X_train, data.y_train
     validation = None
     if config["early_stopping"]:
-        keep, held = stratified_split(y_train, test_fraction=0.1, seed=config["seed"] + 1)
-        validation = (X_train[held], y_train[held])
-        X_train, y_train = X_train[keep], y_train[keep]
+        if isinstance(X_train, np.memmap):  # on disk: the last tenth, as views of the file
+            cut = X_train.shape[0] - max(1, X_train.shape[0] // 10)
+            validation = (X_train[cut:], y_train[cut:])
+            X_train, y_train = X_train[:cut], y_train[:cut]
+        else:
+            keep, held = stratified_split(y_train, test_fraction=0.1, seed=config["seed"] + 1)
+            validation = (X_train[held], y_train[held])
+            X_train, y_train = X_train[keep], y_train[keep]
     loss = CrossEntropyLoss()
     terminal = sys.stderr.isatty()
 
@@ -352,8 +357,7 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print):
             scheduler=scheduler,
         )
     train_seconds = time.perf_counter() - start
-    X_test, y_test = to_model(model, data.X_test, data.y_test)
-    test_loss, test_accuracy = evaluate(model, loss, X_test, y_test)
+    test_loss, test_accuracy = evaluate(model, loss, data.X_test, data.y_test)
     model_path = folder / "model.safetensors"
     stopping = None
     if config["early_stopping"]:
@@ -484,7 +488,12 @@ def evaluation_data(info, dataset=None, *, label_column=None, all_rows=False):
     data = load_dataset(spec, label_column=label_column, seed=seed)
     if classes is not None and data.classes != classes:
         raise DataError(f"{spec}: classes {data.classes} differ from the checkpoint's {classes}")
-    where = "official test split" if split.get("official") else f"test split, seed {seed}"
+    if split.get("official"):
+        where = "official test split"
+    elif split.get("last"):
+        where = "test split, the last quarter of the rows"
+    else:
+        where = f"test split, seed {seed}"
     total = len(data.y_train) + len(data.y_test)
     return data.X_test, data.y_test, f"{spec}: {where} ({len(data.y_test)} of {total} rows)"
 

@@ -20,22 +20,27 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend
-from ..errors import DataError, DataFileNotFoundError
+from ..errors import DataError, DataFileNotFoundError, XpnetValueError
 from .idx import idx_folder_sha256, is_idx_folder, load_idx_folder
+from .npy import is_npy_folder, npy_folder_sha256, open_npy_folder
 
 __all__ = [
+    "BLOCK_BATCHES",
     "BUILTIN",
     "DataError",
     "Dataset",
     "batches",
+    "block_order",
     "data_sha256",
     "file_sha256",
+    "host_batches",
     "is_builtin",
     "load_dataset",
     "load_digits",
     "load_file",
     "load_idx",
     "load_mnist1d",
+    "load_npy",
     "read_arrays",
     "read_features",
     "stratified_split",
@@ -619,6 +624,40 @@ def load_idx(folder) -> Dataset:
     )
 
 
+def load_npy(folder) -> Dataset:
+    """A folder of ``.npy`` files, memory-mapped: a dataset larger than memory.
+
+    Parameters
+    ----------
+    folder : str or Path
+        A folder with ``X.npy`` and ``y.npy`` (:mod:`xpnet.data.npy`).
+
+    Returns
+    -------
+    Dataset
+        ``X_train`` and ``X_test`` are ``numpy.memmap`` views of the files, in their stored
+        dtype; the labels are in memory. The split is the folder's (``X_test.npy``) or the
+        last quarter of the rows.
+    """
+    X, y, Xt, yt = open_npy_folder(folder)
+    classes, ids = np.unique(np.concatenate([y, yt]), return_inverse=True)
+    if len(classes) < 2:
+        raise DataError(f"{folder}: need at least 2 classes, found {len(classes)}")
+    ids = ids.astype(np.int64)
+    split = {"official": True} if (Path(folder) / "X_test.npy").is_file() else {"last": 0.25}
+    return Dataset(
+        str(folder),
+        X,
+        ids[: len(y)],
+        Xt,
+        ids[len(y) :],
+        [c.item() for c in classes],
+        split,
+        path=str(Path(folder).resolve()),
+        sha256=npy_folder_sha256(folder),
+    )
+
+
 def data_sha256(path) -> str:
     """The SHA-256 that records a data file, or the four files of an IDX folder.
 
@@ -632,6 +671,8 @@ def data_sha256(path) -> str:
     str
         Hexadecimal.
     """
+    if is_npy_folder(path):
+        return npy_folder_sha256(path)
     return idx_folder_sha256(path) if Path(path).is_dir() else file_sha256(path)
 
 
@@ -642,7 +683,8 @@ def load_dataset(spec="digits", *, label_column=None, seed=0) -> Dataset:
     ----------
     spec : str or Path
         A name from :data:`BUILTIN` (``"digits"``, ``"mnist1d"``), a folder of IDX files
-        (:func:`load_idx`: MNIST, with its official split) or a ``.npz``/``.csv`` file
+        (:func:`load_idx`: MNIST, with its official split), a folder of ``.npy`` files
+        (:func:`load_npy`: memory-mapped, larger than memory) or a ``.npz``/``.csv`` file
         (:func:`load_file`).
     label_column : int or str, optional
         The CSV label column.
@@ -658,14 +700,46 @@ def load_dataset(spec="digits", *, label_column=None, seed=0) -> Dataset:
         return BUILTIN[spec](seed=seed)
     if is_idx_folder(spec):
         return load_idx(spec)
+    if is_npy_folder(spec):
+        return load_npy(spec)
     return load_file(spec, label_column=label_column, seed=seed)
 
 
-def batches(X, y, batch_size, *, rng=None, drop_last=False):
+#: Rows per shuffled block, in batches: memory-mapped data are read a block at a time.
+BLOCK_BATCHES = 64
+
+
+def block_order(rng, n, block):
+    """A shuffle that reads a memory-mapped file a block at a time.
+
+    The blocks of ``block`` consecutive rows come in random order, and the rows within
+    each block in random order, so that every batch is gathered from one region of the
+    file instead of from anywhere in it.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The host generator.
+    n : int
+        Rows.
+    block : int
+        Rows per block.
+
+    Returns
+    -------
+    numpy.ndarray
+        A permutation of ``range(n)``.
+    """
+    starts = rng.permutation(np.arange(0, n, block))
+    return np.concatenate([s + rng.permutation(min(block, n - s)) for s in starts])
+
+
+def batches(X, y, batch_size, *, rng=None, drop_last=False, shuffle="full"):
     """Minibatches of arrays already on their device.
 
-    With ``rng`` the order is a fresh permutation drawn on the host; the permutation moves
-    to the device once and the data are gathered there with one ``take`` per epoch.
+    With ``rng`` the order is drawn on the host (a fresh permutation, or with
+    ``shuffle="blocks"`` the :func:`block_order` that memory-mapped data use); the order
+    moves to the device once and the data are gathered there with one ``take`` per epoch.
 
     Parameters
     ----------
@@ -680,6 +754,8 @@ def batches(X, y, batch_size, *, rng=None, drop_last=False):
     drop_last : bool
         Drop a last batch smaller than ``batch_size`` (with shuffling, different rows each
         epoch).
+    shuffle : str
+        ``"full"`` or ``"blocks"`` (blocks of :data:`BLOCK_BATCHES` batches).
 
     Yields
     ------
@@ -689,9 +765,52 @@ def batches(X, y, batch_size, *, rng=None, drop_last=False):
     xp = backend.namespace(X, y)
     n = X.shape[0]
     if rng is not None:
-        perm = xp.asarray(rng.permutation(n), device=backend.device(X))
+        order = _order(rng, n, batch_size, shuffle)
+        perm = xp.asarray(order, device=backend.device(X))
         X, y = xp.take(X, perm, axis=0), xp.take(y, perm, axis=0)
     stop_at = n - n % batch_size if drop_last and n >= batch_size else n
     for start in range(0, stop_at, batch_size):
         stop = min(start + batch_size, n)
         yield X[start:stop, ...], y[start:stop]
+
+
+def host_batches(X, y, batch_size, convert, *, rng, drop_last=False):
+    """Minibatches gathered from host arrays (a memory map) one at a time and moved.
+
+    Only one batch at a time is read from the file and held in memory, in
+    :func:`block_order`; the result equals :func:`batches` with ``shuffle="blocks"``.
+
+    Parameters
+    ----------
+    X : numpy.ndarray
+        ``(N, F)`` features, typically a ``numpy.memmap``.
+    y : numpy.ndarray
+        ``(N,)`` class ids.
+    batch_size : int
+        Rows per batch.
+    convert : callable
+        Moves ``(X_batch, y_batch)`` to the model: returns them converted.
+    rng : numpy.random.Generator
+        Draws the order.
+    drop_last : bool
+        Drop a last batch smaller than ``batch_size``.
+
+    Yields
+    ------
+    X_batch, y_batch : array
+        On the model's library and device.
+    """
+    n = X.shape[0]
+    order = _order(rng, n, batch_size, "blocks")
+    stop_at = n - n % batch_size if drop_last and n >= batch_size else n
+    for start in range(0, stop_at, batch_size):
+        rows = order[start : min(start + batch_size, n)]
+        yield convert(X[rows], y[rows])
+
+
+def _order(rng, n, batch_size, shuffle):
+    if shuffle == "blocks":
+        return block_order(rng, n, batch_size * BLOCK_BATCHES)
+    if shuffle != "full":
+        raise XpnetValueError(f"shuffle must be 'full' or 'blocks', got {shuffle!r}")
+    return rng.permutation(n)
