@@ -13,13 +13,13 @@ header is checked against the file's size before anything is allocated.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import struct
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError, DataFileNotFoundError
+from ._files import folder_sha256
 
 __all__ = ["IDX_FILES", "idx_folder_sha256", "is_idx_folder", "load_idx_folder", "read_idx"]
 
@@ -125,13 +125,9 @@ def idx_folder_sha256(folder) -> str:
     str
         Hexadecimal.
     """
-    digest = hashlib.sha256()
-    for stem in IDX_FILES.values():
-        path = _find(Path(folder), stem)
-        if path is not None:
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
+    folder = Path(folder)
+    names = [path.name for stem in IDX_FILES.values() if (path := _find(folder, stem))]
+    return folder_sha256(folder, names)
 
 
 def load_idx_folder(folder):

@@ -10,12 +10,12 @@ random order, or write the test files).
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError, DataFileNotFoundError
+from ._files import folder_sha256
 
 __all__ = ["NPY_FILES", "is_npy_folder", "npy_folder_sha256", "open_npy_folder"]
 
@@ -54,15 +54,7 @@ def npy_folder_sha256(folder) -> str:
     str
         Hexadecimal.
     """
-    digest = hashlib.sha256()
-    for name in NPY_FILES:
-        path = Path(folder) / name
-        if path.is_file():
-            digest.update(name.encode())
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()
+    return folder_sha256(folder, NPY_FILES)
 
 
 def _features(path):

@@ -1,0 +1,32 @@
+"""Checksums of data files, shared by the readers."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+
+def folder_sha256(folder, names) -> str:
+    """One SHA-256 over the named files of a folder that exist: each name, then its bytes.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The folder.
+    names : iterable of str
+        File names, in the order they are hashed.
+
+    Returns
+    -------
+    str
+        Hexadecimal.
+    """
+    digest = hashlib.sha256()
+    for name in names:
+        path = Path(folder) / name
+        if path.is_file():
+            digest.update(name.encode())
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
