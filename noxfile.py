@@ -1,4 +1,5 @@
-"""Sessions: ``nox`` runs lint, the test suite on every CPU backend, and the docs build.
+"""Sessions: ``nox`` runs lint, the test suite on every CPU backend, the data-parallel
+tests under mpiexec, and the docs build.
 
 ``nox -s "tests(backend='cupy')"`` runs the suite on a CUDA GPU machine.
 """
@@ -10,7 +11,12 @@ import nox
 BACKENDS = ["numpy", "array_api_strict", "torch", "cupy"]
 CPU_BACKENDS = [b for b in BACKENDS if b != "cupy"]
 
-nox.options.sessions = ["lint", *[f"tests(backend='{b}')" for b in CPU_BACKENDS], "docs"]
+nox.options.sessions = [
+    "lint",
+    *[f"tests(backend='{b}')" for b in CPU_BACKENDS],
+    "mpi",
+    "docs",
+]
 nox.options.error_on_missing_interpreters = True
 
 
@@ -23,6 +29,14 @@ def tests(session, backend):
     # scikit-learn's estimator checks include the Array API one only with this set
     session.env["SCIPY_ARRAY_API"] = "1"
     session.run("pytest", f"--backend={backend}", *session.posargs)
+
+
+@nox.session
+def mpi(session):
+    """The data-parallel tests: xpnet train under mpiexec with 2 and 3 processes (MPICH)."""
+    session.install(".[test,mpi]")
+    session.env["XPNET_MPI_TESTS"] = "1"
+    session.run("pytest", "tests/mpi", *session.posargs)
 
 
 @nox.session

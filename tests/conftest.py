@@ -8,12 +8,16 @@ CUDA when visible), ``cupy`` (skipped cleanly without a CUDA device) or ``all``.
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 
 from xpnet import backend
 
 CHOICES = ("numpy", "array_api_strict", "torch", "cupy", "all")
+
+# the data-parallel tests start mpiexec; the nox session "mpi" runs them
+collect_ignore = [] if os.environ.get("XPNET_MPI_TESTS") else ["mpi"]
 
 
 def pytest_addoption(parser):

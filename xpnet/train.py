@@ -14,6 +14,7 @@ import numpy as np
 from . import backend
 from ._typing import Array
 from .data import batches, host_batches
+from .distributed import shard
 from .errors import TrainingDiverged, XpnetTypeError, XpnetValueError
 from .nn._checks import check_size
 
@@ -147,6 +148,21 @@ def _check_labels(model, y, what):
         )
 
 
+def _sum_gradients(model, comm, xp, extra):
+    """Sum every parameter's gradient and ``extra`` (the loss) over all processes, in one
+    all-reduce over one flat buffer; returns the summed ``extra``."""
+    params = [p for _, p in model.named_parameters()]
+    flat = xp.concat([xp.reshape(p.grad, (-1,)) for p in params] + [xp.reshape(extra, (1,))])
+    flat = comm.allreduce_sum(flat)
+    offset = 0
+    for p in params:
+        shape = tuple(p.grad.shape)
+        size = math.prod(shape)
+        setattr(p.module, p.grad_attr, xp.reshape(flat[offset : offset + size], shape))
+        offset += size
+    return flat[offset]
+
+
 class _LossWindow:
     """Step losses kept where they were computed and read back several at a time."""
 
@@ -222,6 +238,7 @@ def fit(
     check_every: int | None = None,
     scheduler: Any = None,
     shuffle: str | None = None,
+    comm: Any = None,
 ) -> list[dict]:
     """Train ``model`` and return its history, one dict per epoch.
 
@@ -283,6 +300,13 @@ def fit(
         each: what memory-mapped data use, so that each batch is read from one region of
         the file). None: ``"blocks"`` for a ``numpy.memmap``, else ``"full"``.
 
+    comm : MPICommunicator, optional
+        Train data-parallel (:mod:`xpnet.distributed`): every process passes the same data
+        and seed, takes its :func:`~xpnet.distributed.shard` of each global batch of
+        ``batch_size`` rows, and the gradients are summed across processes in one
+        all-reduce per step; BatchNorm layers use the global batch's statistics. A last
+        batch with fewer rows than processes is skipped. Not with dropout.
+
     Returns
     -------
     list of dict
@@ -327,6 +351,15 @@ def fit(
         check_every = 1 if backend.on_host(X) else DEVICE_CHECK_EVERY
     check_every = check_size(check_every, "check_every", "fit")
     forward_loss = getattr(loss, "forward_unchecked", None)
+    if comm is not None:
+        if getattr(model, "dropout_layers", None):
+            raise XpnetValueError("fit: data-parallel training does not support dropout yet")
+        if batch_size < comm.size:
+            raise XpnetValueError(
+                f"fit: batch_size {batch_size} is smaller than the {comm.size} processes"
+            )
+        for bn in model.bn_layers:
+            bn.comm = comm
     shuffle = ("blocks" if streaming else "full") if shuffle is None else shuffle
     if streaming and shuffle != "blocks":
         raise XpnetValueError("fit: memory-mapped data are shuffled in blocks (shuffle='blocks')")
@@ -358,10 +391,21 @@ def fit(
             else:
                 source = batches(X, y, batch_size, rng=rng, drop_last=drop_last, shuffle=shuffle)
             for Xb, yb in source:
+                if comm is not None:  # this process's share of the global batch
+                    n_global = Xb.shape[0]
+                    if n_global < comm.size:
+                        continue  # a last batch with fewer rows than processes
+                    start, stop = shard(n_global, comm.size, comm.rank)
+                    Xb, yb = Xb[start:stop, ...], yb[start:stop]
                 out = model.forward(Xb)
                 L = forward_loss(out, yb, xp) if forward_loss else loss.forward(out, yb)
-                window.add(L, Xb.shape[0])
                 correct = correct + xp.sum(xp.astype(xp.argmax(out, axis=1) == yb, out.dtype))
+                if comm is None:
+                    window.add(L, Xb.shape[0])
+                else:  # the gradient of the global batch's mean loss, summed in one call
+                    share = Xb.shape[0] / n_global
+                    model.backward(loss.backward() * share, input_grad=False)
+                    window.add(_sum_gradients(model, comm, xp, L * share), n_global)
                 if len(window.pending) >= check_every:
                     # reads the losses back: with check_every=1 before this step updates
                     # anything; on a device once per check_every steps
@@ -372,11 +416,14 @@ def fit(
                             loss=f"{window.total / window.seen:.4f}",
                             acc=f"{float(correct) / window.seen:.4f}",
                         )
-                model.backward(loss.backward(), input_grad=False)
+                if comm is None:
+                    model.backward(loss.backward(), input_grad=False)
                 optimizer.step()
                 bar.update(1)
         window.flush(xp)
         total_loss, seen = window.total, window.seen
+        if comm is not None:
+            correct = comm.allreduce_sum(xp.reshape(xp.asarray(correct), (1,)))[0]
         record = {"epoch": epoch, "loss": total_loss / seen, "accuracy": float(correct) / seen}
         if lr is not None:
             record["lr"] = lr
@@ -403,6 +450,8 @@ def fit(
             log(record)
         if on_epoch_end is not None:
             on_epoch_end(state)
+    for bn in model.bn_layers:
+        bn.comm = None
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
     return state.history

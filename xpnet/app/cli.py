@@ -119,7 +119,11 @@ def _echo(args, text):
 
 # -- train ---------------------------------------------------------------------------------
 def _cmd_train(args):
+    from ..distributed import init as init_distributed
     from .runs import RESUME_FILE, config_of_run, train_run
+
+    comm = init_distributed()  # None unless started with mpiexec/srun and several processes
+    root = comm is None or comm.rank == 0
 
     given = [name for name in RUN_OPTIONS if getattr(args, name) is not None]
     if args.resume:
@@ -173,7 +177,10 @@ def _cmd_train(args):
             else Path("runs")
             / (f"{Path(str(opts['dataset'])).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
         )
-        if (folder / RESUME_FILE).exists():
+        taken = (folder / RESUME_FILE).exists()
+        if comm is not None:  # the first process decides for all, before any writes
+            folder, taken = comm.broadcast((folder, taken))
+        if taken:
             raise UsageError(
                 f"{folder} already holds a run; continue it with "
                 f"--resume {folder} or choose another --out"
@@ -185,6 +192,7 @@ def _cmd_train(args):
             resume=bool(args.resume),
             quiet=args.quiet,
             echo=lambda text: _echo(args, text),
+            comm=comm,
         )
     except TrainingDiverged as err:
         print(
@@ -202,6 +210,8 @@ def _cmd_train(args):
         return 130
     except OSError as err:
         raise UsageError(f"cannot write to {folder}: {err.strerror or err}") from None
+    if not root:
+        return 0
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items() if k != "curves"}))
         return 0
@@ -591,17 +601,31 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        status = args.func(args)
     except XpnetError as err:
         print(f"xpnet {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        status = EXIT_USAGE
     except OSError as err:  # a file xpnet was asked to read or write
         where = f"{err.filename}: " if err.filename else ""
         print(f"xpnet {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
-        return EXIT_USAGE
+        status = EXIT_USAGE
     except KeyboardInterrupt:
         print(f"xpnet {args.command}: interrupted", file=sys.stderr)
-        return 130
+        status = 130
+    if status:
+        _end_other_processes(status)
+    return status
+
+
+def _end_other_processes(status):
+    """Under MPI, a process that fails ends the job, so that the others do not wait for it
+    in their next all-reduce."""
+    from ..distributed import active
+
+    comm = active()
+    if comm is not None:
+        sys.stderr.flush()
+        comm.abort(status)
 
 
 if __name__ == "__main__":

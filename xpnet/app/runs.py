@@ -204,7 +204,7 @@ def _data_source(config):
     return config["data_path"]
 
 
-def _setup(config, folder, resume):
+def _setup(config, folder, resume, root=True):
     """Data, model, optimizer and fit state of a new or resumed run (may raise)."""
     xp = backend.get(config["backend"])
     device = backend.resolve_device(xp, config["device"])
@@ -235,11 +235,12 @@ def _setup(config, folder, resume):
         optimizer = _optimizer(model, config)
         scheduler = _scheduler(optimizer, config)
         state = FitState()
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise RunError(f"cannot create the run folder {folder}: {err.strerror}") from None
-        _save_resume(resume_path, model, optimizer, state, config, data, scheduler)
+        if root:  # with several processes, the first writes the run folder
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise RunError(f"cannot create the run folder {folder}: {err.strerror}") from None
+            _save_resume(resume_path, model, optimizer, state, config, data, scheduler)
     return model, optimizer, scheduler, state, data, config
 
 
@@ -255,7 +256,7 @@ def _epoch_line(record, epochs):
     )
 
 
-def train_run(config, folder, *, resume=False, quiet=False, echo=print):
+def train_run(config, folder, *, resume=False, quiet=False, echo=print, comm=None):
     """Train (or, with ``resume``, continue) the run described by ``config`` in ``folder``.
 
     Progress: one line per epoch on stderr unless ``quiet`` (above a progress bar on a
@@ -274,6 +275,9 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print):
         No progress output.
     echo : callable
         Prints the run's summary lines.
+    comm : MPICommunicator, optional
+        Train data-parallel (:mod:`xpnet.distributed`); the first process alone prints
+        and writes the run folder, and the metadata records the number of processes.
 
     Returns
     -------
@@ -291,8 +295,12 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print):
     """
     wall = time.perf_counter()
     folder = Path(folder)
+    root = comm is None or comm.rank == 0
+    if not root:
+        quiet, echo = True, _silent
+    config = {**config, "world_size": 1 if comm is None else comm.size}
     try:
-        setup = _setup(config, folder, resume)
+        setup = _setup(config, folder, resume, root)
     except OSError as err:
         raise RunError(f"{err.filename or folder}: {err.strerror or err}") from None
     model, optimizer, scheduler, state, data, config = setup
@@ -333,7 +341,8 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print):
             print(line, file=sys.stderr, flush=True)
 
     def _checkpoint(fit_state):
-        _save_resume(resume_path, model, optimizer, fit_state, config, data, scheduler)
+        if root:
+            _save_resume(resume_path, model, optimizer, fit_state, config, data, scheduler)
 
     start = time.perf_counter()
     # fit stops on a non-finite loss itself, naming the epoch and step; the library's own
@@ -355,6 +364,7 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print):
             on_epoch_end=_checkpoint,
             max_loss=loss_bound(data.n_classes),
             scheduler=scheduler,
+            comm=comm,
         )
     train_seconds = time.perf_counter() - start
     test_loss, test_accuracy = evaluate(model, loss, data.X_test, data.y_test)
@@ -368,6 +378,20 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print):
             "best_epoch": state.best_epoch,
             "best_val_loss": None if state.best == float("inf") else state.best,
         }
+    metrics = {
+        "test_accuracy": test_accuracy,
+        "test_loss": test_loss,
+        "epochs_run": len(history),
+        "early_stopping": stopping,
+        "history": history,
+        "config": config,
+        "data": data.record(),
+        "train_seconds": train_seconds,
+        "wall_seconds": time.perf_counter() - wall,
+        "checkpoint": str(model_path),
+    }
+    if not root:
+        return metrics
     save(
         model,
         model_path,
@@ -382,22 +406,14 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print):
             "early_stopping": stopping,
         },
     )
-    metrics = {
-        "test_accuracy": test_accuracy,
-        "test_loss": test_loss,
-        "epochs_run": len(history),
-        "early_stopping": stopping,
-        "history": history,
-        "config": config,
-        "data": data.record(),
-        "train_seconds": train_seconds,
-        "wall_seconds": time.perf_counter() - wall,
-        "checkpoint": str(model_path),
-    }
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     best = stopping["best_epoch"] if stopping else None
     metrics["curves"] = _plot_curves(history, folder / "curves.png", best_epoch=best)
     return metrics
+
+
+def _silent(text):
+    """An echo that prints nothing (every process but the first)."""
 
 
 def _recorded_data(user):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .. import backend
 from .._typing import Array, Device, DType, Namespace
@@ -112,6 +112,10 @@ class BatchNorm1d(Module):
         self.V: Array = None
         self._inv_std: Array = None
         self._evaluated = False
+        #: A communicator (:mod:`xpnet.distributed`) while training data-parallel: the batch
+        #: statistics are then those of the global batch. None: this process's batch.
+        self.comm: Any = None
+        self._n: Array = None
 
     def extra_repr(self) -> str:
         """The constructor arguments, for ``repr``.
@@ -167,7 +171,7 @@ class BatchNorm1d(Module):
         XpnetValueError
             ``n < 2``.
         """
-        if n < 2:
+        if n < 2 and self.comm is None:  # data-parallel: the global batch counts
             raise XpnetValueError(
                 f"{self._label()}: training needs a batch of at least 2 rows to compute a "
                 f"variance, got {n}; use a larger batch or call eval()"
@@ -196,10 +200,20 @@ class BatchNorm1d(Module):
         if evaluate:
             M, V = self.running_M, self.running_V
             D = Z - M
-        else:
+        elif self.comm is None:
             M = xp.mean(Z, axis=0, keepdims=True)
             D = Z - M
             V = xp.mean(D * D, axis=0, keepdims=True)
+        else:  # statistics of the global batch: Σ Z, Σ Z² and the rows, summed in one call
+            C = Z.shape[1]
+            rows = xp.ones((1,), dtype=Z.dtype, device=backend.device(Z)) * Z.shape[0]
+            local = xp.concat([xp.sum(Z, axis=0), xp.sum(Z * Z, axis=0), rows])
+            total = self.comm.allreduce_sum(local)
+            self._n = total[2 * C]
+            M = xp.reshape(total[:C] / self._n, (1, C))
+            V = xp.reshape(total[C : 2 * C] / self._n, (1, C)) - M * M
+            D = Z - M
+        if not evaluate:
             a = self.alpha
             self.running_M = a * self.running_M + (1.0 - a) * M
             self.running_V = a * self.running_V + (1.0 - a) * V
@@ -258,5 +272,11 @@ class BatchNorm1d(Module):
             return dLdBZ * scale
         # mean_n(G) = BW·dLdBb/N and mean_n(G ⊙ NZ) = BW·dLdBW/N, so the exact gradient
         # needs no further pass over the batch for them:
-        n = dLdBZ.shape[0]
-        return (dLdBZ - self.dLdBb / n - NZ * (self.dLdBW / n)) * scale
+        if self.comm is None:
+            n, sum_b, sum_w = dLdBZ.shape[0], self.dLdBb, self.dLdBW
+        else:  # over the global batch; dLdBW, dLdBb stay this shard's (summed with the rest)
+            C = dLdBZ.shape[1]
+            total = self.comm.allreduce_sum(xp.concat([self.dLdBb[0, :], self.dLdBW[0, :]]))
+            n = self._n
+            sum_b, sum_w = xp.reshape(total[:C], (1, C)), xp.reshape(total[C:], (1, C))
+        return (dLdBZ - sum_b / n - NZ * (sum_w / n)) * scale

@@ -1,0 +1,132 @@
+"""Data-parallel training under ``mpiexec`` (run by ``nox -s mpi``): N processes compute
+what one process computes, resume, and a failing process ends the whole job."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xpnet._safetensors import decode
+from xpnet.checkpoint import read_metadata
+
+MPIEXEC = shutil.which("mpiexec")
+pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="mpiexec not found")
+
+
+def _run(*args, n=None, cwd=None, timeout=300):
+    command = [sys.executable, "-m", "xpnet", *map(str, args)]
+    if n is not None:
+        command = [MPIEXEC, "-n", str(n), *command]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def _arrays(folder):
+    return decode((Path(folder) / "model.safetensors").read_bytes())[0]
+
+
+def _worst(a, b):
+    return max(float(np.max(np.abs(a[k] - b[k])) / max(np.max(np.abs(a[k])), 1e-300)) for k in a)
+
+
+TRAIN = ["train", "--dtype", "float64", "--epochs", 3, "--hidden", "32,16", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    out = tmp_path_factory.mktemp("single") / "run"
+    result = _run(*TRAIN, "--out", out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_n_processes_compute_what_one_computes(tmp_path, single, n):
+    out = tmp_path / "run"
+    result = _run(*TRAIN, "--out", out, n=n)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("test accuracy:") == 1  # the first process alone prints
+    assert _worst(_arrays(single), _arrays(out)) <= 1e-10
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["world_size"] == n
+    assert read_metadata(out / "model.safetensors")["user"]["config"]["world_size"] == n
+    reference = json.loads((single / "metrics.json").read_text())
+    assert [r["loss"] for r in metrics["history"]] == pytest.approx(
+        [r["loss"] for r in reference["history"]], rel=1e-12
+    )
+
+
+def test_resume_under_mpi(tmp_path, single):
+    out = tmp_path / "run"
+    first = _run(*[a if a != 3 else 2 for a in TRAIN], "--out", out, n=2)
+    assert first.returncode == 0, first.stderr
+    resumed = _run("train", "--resume", out, "--epochs", 3, "--quiet", n=2)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _worst(_arrays(single), _arrays(out)) <= 1e-10
+
+
+_WRAPPER = """
+import os, sys
+from mpi4py import MPI
+rank = MPI.COMM_WORLD.Get_rank()
+out = sys.argv[1]
+open(os.path.join(os.path.dirname(out), f"pid-{rank}"), "w").write(str(os.getpid()))
+import xpnet.app.runs
+if rank == 1 and sys.argv[2] == "raise":
+    real = xpnet.app.runs.fit
+    def failing(*args, on_epoch_end=None, **kwargs):
+        def hook(state):
+            on_epoch_end(state)
+            if state.epoch == 2:
+                raise RuntimeError("rank 1 fails after epoch 2")
+        return real(*args, on_epoch_end=hook, **kwargs)
+    xpnet.app.runs.fit = failing
+from xpnet.app.cli import main
+sys.exit(main(["train", "--epochs", sys.argv[3], "--hidden", "16", "--out", out, "--quiet"]))
+"""
+
+
+def test_an_exception_on_one_process_ends_the_job(tmp_path):
+    out = tmp_path / "run"
+    start = time.perf_counter()
+    result = subprocess.run(
+        [MPIEXEC, "-n", "2", sys.executable, "-c", _WRAPPER, str(out), "raise", "40"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0 and "rank 1 fails after epoch 2" in result.stderr
+    assert time.perf_counter() - start < 60
+    # whole, not half-written: epoch 1's, or epoch 2's if the first process saved it in time
+    saved = read_metadata(out / "resume.safetensors")
+    assert saved["user"]["resume"]["epoch"] >= 1
+    assert not list(out.glob(".*.tmp")) and not (out / "model.safetensors").exists()
+
+
+def test_a_killed_process_ends_the_job(tmp_path):
+    out = tmp_path / "run"
+    job = subprocess.Popen(
+        [MPIEXEC, "-n", "2", sys.executable, "-c", _WRAPPER, str(out), "kill", "100000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if (out / "resume.safetensors").exists() and (tmp_path / "pid-1").exists():
+                if read_metadata(out / "resume.safetensors")["user"]["resume"]["epoch"] >= 1:
+                    break
+            time.sleep(0.2)
+        os.kill(int((tmp_path / "pid-1").read_text()), signal.SIGKILL)
+        job.wait(timeout=60)  # every process ends: no hang in an all-reduce
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode != 0
+    assert read_metadata(out / "resume.safetensors")["user"]["resume"]["epoch"] >= 1
+    assert not list(out.glob(".*.tmp"))
