@@ -104,9 +104,12 @@ def test_an_exception_on_one_process_ends_the_job(tmp_path):
     assert result.returncode != 0 and "rank 1 fails after epoch 2" in result.stderr
     assert time.perf_counter() - start < 60
     # whole, not half-written: epoch 1's, or epoch 2's if the first process saved it in time
+    # (a process killed in the middle of a save leaves only its temporary file)
     saved = read_metadata(out / "resume.safetensors")
-    assert saved["user"]["resume"]["epoch"] >= 1
-    assert not list(out.glob(".*.tmp")) and not (out / "model.safetensors").exists()
+    assert saved["user"]["resume"]["epoch"] >= 1 and not (out / "model.safetensors").exists()
+    resumed = _run("train", "--resume", out, "--epochs", 3, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert not list(out.glob(".*.tmp")) and (out / "model.safetensors").is_file()
 
 
 def test_a_killed_process_ends_the_job(tmp_path):
@@ -129,4 +132,3 @@ def test_a_killed_process_ends_the_job(tmp_path):
             job.kill()
     assert job.returncode != 0
     assert read_metadata(out / "resume.safetensors")["user"]["resume"]["epoch"] >= 1
-    assert not list(out.glob(".*.tmp"))

@@ -219,6 +219,9 @@ def _setup(config, folder, resume, root=True):
     config = {**config, "data_sha256": data.sha256, "data_path": data.path}
     resume_path = folder / RESUME_FILE
     if resume:
+        if root:  # a process killed while saving leaves its temporary file: not a checkpoint
+            for stale in folder.glob(".*.safetensors.*.tmp"):
+                stale.unlink(missing_ok=True)
         model, optimizer, scheduler, state = _restore(resume_path, config, xp, device)
     else:
         sizes = [data.n_features, *config["hidden"], data.n_classes]
