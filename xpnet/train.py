@@ -148,10 +148,9 @@ def _check_labels(model, y, what):
         )
 
 
-def _sum_gradients(model, comm, xp, extra):
-    """Sum every parameter's gradient and ``extra`` (the loss) over all processes, in one
+def _sum_gradients(params, comm, xp, extra):
+    """Sum the gradients of ``params`` and ``extra`` (the loss) over all processes, in one
     all-reduce over one flat buffer; returns the summed ``extra``."""
-    params = [p for _, p in model.named_parameters()]
     flat = xp.concat([xp.reshape(p.grad, (-1,)) for p in params] + [xp.reshape(extra, (1,))])
     flat = comm.allreduce_sum(flat)
     offset = 0
@@ -360,6 +359,7 @@ def fit(
             )
         for bn in model.bn_layers:
             bn.comm = comm
+        params = [p for _, p in model.named_parameters()]  # summed after every backward
     shuffle = ("blocks" if streaming else "full") if shuffle is None else shuffle
     if streaming and shuffle != "blocks":
         raise XpnetValueError("fit: memory-mapped data are shuffled in blocks (shuffle='blocks')")
@@ -405,7 +405,7 @@ def fit(
                 else:  # the gradient of the global batch's mean loss, summed in one call
                     share = Xb.shape[0] / n_global
                     model.backward(loss.backward() * share, input_grad=False)
-                    window.add(_sum_gradients(model, comm, xp, L * share), n_global)
+                    window.add(_sum_gradients(params, comm, xp, L * share), n_global)
                 if len(window.pending) >= check_every:
                     # reads the losses back: with check_every=1 before this step updates
                     # anything; on a device once per check_every steps

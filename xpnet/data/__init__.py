@@ -9,7 +9,6 @@ slices them there, so no step copies data from the host.
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import warnings
 import zipfile
@@ -21,6 +20,7 @@ import numpy as np
 
 from .. import backend
 from ..errors import DataError, DataFileNotFoundError, XpnetValueError
+from ._files import file_sha256
 from .idx import idx_folder_sha256, is_idx_folder, load_idx_folder
 from .npy import is_npy_folder, npy_folder_sha256, open_npy_folder
 
@@ -255,26 +255,6 @@ def load_file(path, *, label_column=None, seed=0) -> Dataset:
         sha256=file_sha256(path),
         label_column=label_column,
     )
-
-
-def file_sha256(path) -> str:
-    """The SHA-256 of a file's bytes, read in 1 MiB blocks.
-
-    Parameters
-    ----------
-    path : str or Path
-        The file.
-
-    Returns
-    -------
-    str
-        Hexadecimal.
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_file(path, kind="data file"):

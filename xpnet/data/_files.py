@@ -6,6 +6,30 @@ import hashlib
 from pathlib import Path
 
 
+def _update(digest, path):
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+
+    Returns
+    -------
+    str
+        Hexadecimal.
+    """
+    digest = hashlib.sha256()
+    _update(digest, path)
+    return digest.hexdigest()
+
+
 def folder_sha256(folder, names) -> str:
     """One SHA-256 over the named files of a folder that exist: each name, then its bytes.
 
@@ -26,7 +50,5 @@ def folder_sha256(folder, names) -> str:
         path = Path(folder) / name
         if path.is_file():
             digest.update(name.encode())
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
+            _update(digest, path)
     return digest.hexdigest()
