@@ -395,7 +395,10 @@ def build_parser():
     p.add_argument(
         "--dataset",
         default=None,
-        help=f"{' or '.join(BUILTIN)} (built in; default digits) or a .npz/.csv file",
+        help=(
+            f"{' or '.join(BUILTIN)} (built in; default digits), a .npz/.csv file, or a folder "
+            "of MNIST-format IDX files or of X.npy and y.npy"
+        ),
     )
     p.add_argument(
         "--label-column",
