@@ -80,7 +80,16 @@ class BatchNorm1d(Module):
 
     declared_parameters: ClassVar[dict[str, str]] = {"BW": "dLdBW", "Bb": "dLdBb"}
     declared_buffers: ClassVar[tuple[str, ...]] = ("running_M", "running_V")
-    declared_caches: ClassVar[tuple[str, ...]] = ("Z", "NZ", "BZ", "M", "V", "_inv_std")
+    declared_caches: ClassVar[tuple[str, ...]] = (
+        "Z",
+        "NZ",
+        "BZ",
+        "M",
+        "V",
+        "_inv_std",
+        "_n",
+        "_shift",
+    )
 
     def __init__(
         self,
@@ -116,6 +125,7 @@ class BatchNorm1d(Module):
         #: statistics are then those of the global batch. None: this process's batch.
         self.comm: Any = None
         self._n: Array = None
+        self._shift: Array = None
 
     def extra_repr(self) -> str:
         """The constructor arguments, for ``repr``.
@@ -194,6 +204,30 @@ class BatchNorm1d(Module):
         """
         return self._forward(Z, xp, not self.training)
 
+    def _global_statistics(self, Z, xp):
+        """Mean and variance of the global batch, summed across processes in one call.
+
+        The sums are of ``Z - K`` and ``(Z - K)²`` for a shift ``K`` that every process
+        shares: the previous global batch's mean. ``Σ(Z-K)²/N - (Σ(Z-K)/N)²`` then loses
+        nothing to cancellation when the features lie far from zero (``ΣZ²/N - M²`` would
+        lose all of float32's digits at a mean of 3000 and a unit spread). The first batch,
+        with no previous mean, sums ``Z`` first for its mean: one call more, once.
+        """
+        C = Z.shape[1]
+        rows = xp.ones((1,), dtype=Z.dtype, device=backend.device(Z)) * Z.shape[0]
+        K = self._shift
+        if K is None:
+            total = self.comm.allreduce_sum(xp.concat([xp.sum(Z, axis=0), rows]))
+            K = xp.reshape(total[:C] / total[C], (1, C))
+        D = Z - K
+        total = self.comm.allreduce_sum(xp.concat([xp.sum(D, axis=0), xp.sum(D * D, axis=0), rows]))
+        self._n = total[2 * C]
+        S = xp.reshape(total[:C] / self._n, (1, C))  # the mean of Z - K
+        M = K + S
+        V = xp.reshape(total[C : 2 * C] / self._n, (1, C)) - S * S
+        self._shift = M
+        return M, V
+
     def _forward(self, Z, xp, evaluate):
         self.Z = Z
         self._evaluated = evaluate
@@ -204,14 +238,8 @@ class BatchNorm1d(Module):
             M = xp.mean(Z, axis=0, keepdims=True)
             D = Z - M
             V = xp.mean(D * D, axis=0, keepdims=True)
-        else:  # statistics of the global batch: Σ Z, Σ Z² and the rows, summed in one call
-            C = Z.shape[1]
-            rows = xp.ones((1,), dtype=Z.dtype, device=backend.device(Z)) * Z.shape[0]
-            local = xp.concat([xp.sum(Z, axis=0), xp.sum(Z * Z, axis=0), rows])
-            total = self.comm.allreduce_sum(local)
-            self._n = total[2 * C]
-            M = xp.reshape(total[:C] / self._n, (1, C))
-            V = xp.reshape(total[C : 2 * C] / self._n, (1, C)) - M * M
+        else:
+            M, V = self._global_statistics(Z, xp)
             D = Z - M
         if not evaluate:
             a = self.alpha
