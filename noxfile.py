@@ -33,10 +33,11 @@ def tests(session, backend):
 
 @nox.session
 def mpi(session):
-    """The data-parallel tests: xpnet train under mpiexec with 2 and 3 processes (MPICH)."""
+    """The data-parallel tests: xpnet train under mpiexec with 2 and 3 processes (MPICH),
+    and one process through the sum path of its arrays (tests/test_nccl.py)."""
     session.install(".[test,mpi]")
     session.env["XPNET_MPI_TESTS"] = "1"
-    session.run("pytest", "tests/mpi", *session.posargs)
+    session.run("pytest", "tests/mpi", "tests/test_nccl.py", *session.posargs)
 
 
 @nox.session

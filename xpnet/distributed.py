@@ -6,7 +6,10 @@ gradients of all parameters are summed across processes with **one** all-reduce 
 flat buffer, so that every process takes the same optimizer step. BatchNorm layers sum
 their batch statistics (one all-reduce in forward, one in backward), so ``N`` processes
 compute what one process computes on the whole batch. The transport is MPI through
-``mpi4py`` (``pip install 'xpnet[mpi]'``); arrays on a GPU are staged through the host.
+``mpi4py`` (``pip install 'xpnet[mpi]'``) for host arrays, and NCCL for CuPy arrays when
+every process can load it (the NCCL id travels over MPI; ``XPNET_NCCL=0`` turns it off),
+else CuPy and PyTorch CUDA arrays are staged through the host. Processes on one machine
+take its GPUs in turn when no device is given (:func:`xpnet.backend.rank_device`).
 
 Examples
 --------
@@ -49,6 +52,11 @@ class MPICommunicator:
         This process's index, 0 to ``size - 1``.
     size : int
         The number of processes.
+    local_rank : int
+        This process's index among the processes on its machine (it picks the GPU).
+    transport : str or None
+        How the last :meth:`allreduce_sum` travelled: ``"mpi"`` (host arrays),
+        ``"nccl"`` (CuPy arrays, on the device) or ``"mpi, staged through the host"``.
     """
 
     def __init__(self, comm: Any) -> None:
@@ -56,6 +64,24 @@ class MPICommunicator:
 
         self._mpi, self.comm = MPI, comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self.local_rank = node.Get_rank()
+        node.Free()
+        self.transport: str | None = None
+        self._device_sums: dict[tuple[str, str], Any] = {}  # placement -> NCCLSum or None
+
+    def _device_sum(self, x: Array) -> Any:
+        """The NCCL sum for ``x``'s device, made once per device (collectively), or None."""
+        key = backend.placement(x)
+        if key not in self._device_sums:
+            # every process must take the same path, or the first sum would mismatch
+            usable = self.comm.allreduce(backend.nccl_usable(x), op=self._mpi.LAND)
+            summer = None
+            if usable:
+                unique_id = self.broadcast(backend.nccl_unique_id() if self.rank == 0 else None)
+                summer = backend.NCCLSum(unique_id, self.rank, self.size, x)
+            self._device_sums[key] = summer
+        return self._device_sums[key]
 
     def allreduce_sum(self, x: Array) -> Array:
         """The elementwise sum of ``x`` over all processes, on ``x``'s library and device.
@@ -63,14 +89,20 @@ class MPICommunicator:
         Parameters
         ----------
         x : array
-            The same shape and dtype on every process.
+            The same shape, dtype and library on every process.
 
         Returns
         -------
         array
-            The sum (host arrays are summed in place of a copy; device arrays go through
-            the host).
+            The sum, a new array: host arrays through MPI, CuPy arrays through NCCL on
+            the device where every process has it, other device arrays through the host.
         """
+        if not isinstance(x, np.ndarray):
+            summer = self._device_sum(x)
+            if summer is not None and summer.supports(x):
+                self.transport = "nccl"
+                return summer(x)
+        self.transport = "mpi" if isinstance(x, np.ndarray) else "mpi, staged through the host"
         host = np.ascontiguousarray(backend.to_numpy(x))
         total = np.empty_like(host)
         self.comm.Allreduce(host, total, op=self._mpi.SUM)

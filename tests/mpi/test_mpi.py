@@ -134,3 +134,61 @@ def test_a_killed_process_ends_the_job(tmp_path):
             job.kill()
     assert job.returncode != 0
     assert read_metadata(out / "resume.safetensors")["user"]["resume"]["epoch"] >= 1
+
+
+# The device path's bootstrap, with a stand-in for NCCL (the real one needs GPUs, and is
+# run on one by tests/test_nccl.py): every process takes the same path, the id process 0
+# makes reaches all, and arrays that are not NumPy's go through it.
+_BOOTSTRAP = """
+import json, sys
+import array_api_strict as xps
+import numpy as np
+from mpi4py import MPI
+import xpnet.backend
+from xpnet.distributed import MPICommunicator
+
+world = MPI.COMM_WORLD
+rank = world.Get_rank()
+usable = sys.argv[1] == "all" or rank == 0
+made = []
+
+class StandIn:
+    def __init__(self, unique_id, rank, size, like):
+        made.append(unique_id)
+    def supports(self, x):
+        return True
+    def __call__(self, x):
+        return xps.asarray(world.allreduce(np.asarray(x), op=MPI.SUM) + 0.5)
+
+xpnet.backend.nccl_usable = lambda x: usable
+xpnet.backend.nccl_unique_id = lambda: ("id made by", rank)
+xpnet.backend.NCCLSum = StandIn
+comm = MPICommunicator(world)
+report = {}
+for _ in range(2):
+    total = comm.allreduce_sum(xps.asarray([1.0, float(rank)]))
+    report.setdefault("sums", []).append([float(v) for v in total])
+report.update(transport=comm.transport, made=made, host=comm.allreduce_sum(np.ones(2)).tolist(),
+              host_transport=comm.transport, local_rank=comm.local_rank)
+with open(f"{sys.argv[2]}/report-{rank}.json", "w") as f:  # one file each: no mixed lines
+    json.dump(report, f)
+"""
+
+
+@pytest.mark.parametrize("usable", ["all", "first"])
+def test_device_sums_bootstrap_once_and_agree(tmp_path, usable):
+    result = subprocess.run(
+        [MPIEXEC, "-n", "3", sys.executable, "-c", _BOOTSTRAP, usable, str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    reports = [json.loads((tmp_path / f"report-{r}.json").read_text()) for r in range(3)]
+    assert len(reports) == 3 and sorted(r["local_rank"] for r in reports) == [0, 1, 2]
+    for r in reports:
+        assert r["host"] == [3.0, 3.0] and r["host_transport"] == "mpi"
+        if usable == "all":  # one bootstrap per device, with process 0's id everywhere
+            assert r["made"] == [["id made by", 0]] and r["transport"] == "nccl"
+            assert r["sums"] == [[3.5, 3.5]] * 2
+        else:  # one process cannot: all stage through the host
+            assert r["made"] == [] and r["transport"] == "mpi, staged through the host"
+            assert r["sums"] == [[3.0, 3.0]] * 2

@@ -204,10 +204,12 @@ def _data_source(config):
     return config["data_path"]
 
 
-def _setup(config, folder, resume, root=True):
+def _setup(config, folder, resume, root=True, comm=None):
     """Data, model, optimizer and fit state of a new or resumed run (may raise)."""
     xp = backend.get(config["backend"])
     device = backend.resolve_device(xp, config["device"])
+    if comm is not None and config["device"] is None:  # a machine's GPUs in turn
+        device = backend.rank_device(xp, comm.local_rank) or device
     data = load_dataset(
         _data_source(config), label_column=config["label_column"], seed=config["seed"]
     )
@@ -303,7 +305,7 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print, comm=Non
         quiet, echo = True, _silent
     config = {**config, "world_size": 1 if comm is None else comm.size}
     try:
-        setup = _setup(config, folder, resume, root)
+        setup = _setup(config, folder, resume, root, comm)
     except OSError as err:
         raise RunError(f"{err.filename or folder}: {err.strerror or err}") from None
     model, optimizer, scheduler, state, data, config = setup

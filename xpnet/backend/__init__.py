@@ -5,6 +5,7 @@ library fast paths that compute the same function as their generic Array API ver
 """
 
 from ._capabilities import flat_views, inplace_updates, quiet_float_errors
+from ._collective import NCCLSum, nccl_unique_id, nccl_usable, rank_device
 from ._convert import (
     FLOAT_DTYPES,
     convert,
@@ -39,6 +40,7 @@ __all__ = [
     "DISTRIBUTIONS",
     "FLOAT_DTYPES",
     "SUPPORTED",
+    "NCCLSum",
     "available",
     "compat_version",
     "convert",
@@ -60,9 +62,12 @@ __all__ = [
     "library_name",
     "library_version",
     "namespace",
+    "nccl_unique_id",
+    "nccl_usable",
     "on_host",
     "placement",
     "quiet_float_errors",
+    "rank_device",
     "report",
     "resolve_device",
     "resolve_dtype",
