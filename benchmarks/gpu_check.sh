@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every CUDA check of xpnet in one device run, ending with one table: each stage has a time
-# limit, 520 s in all at worst (device run: timeout_s 590), a few minutes when all goes well.
+# limit, 555 s in all at worst (device run: timeout_s 590), a few minutes when all goes well.
 #
 # Here first:   bash benchmarks/gpu_wheels.sh     (fills the git-ignored .whl/)
 # On the device (the device tool's run, carry: [".whl"], timeout_s 590):
@@ -14,6 +14,14 @@ export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || { echo "no wheels: run benchmarks/gpu_wheels.sh here"; exit 1; }
 export PYTHONPATH=/tmp/site:$PWD
+if ls .whl/mpi/*.whl > /dev/null 2>&1 &&
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+        --prefix /tmp/mpi .whl/mpi/*.whl; then  # MPICH's libraries need a prefix, not --target
+    mpi_site=$(dirname "$(dirname "$(find /tmp/mpi -path '*/mpi4py/__init__.py' | head -n 1)")")
+    mpi_lib=$(dirname "$(find /tmp/mpi -name 'libmpi.so.12' | head -n 1)")
+    export PYTHONPATH=$PYTHONPATH:$mpi_site PATH=/tmp/mpi/bin:$PATH
+    export LD_LIBRARY_PATH=$mpi_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fi
 declare -A STATUS
 
 stage() {  # stage NAME SECONDS COMMAND...: run, log to $OUT/NAME.log, record pass/fail and time
@@ -27,18 +35,23 @@ stage() {  # stage NAME SECONDS COMMAND...: run, log to $OUT/NAME.log, record pa
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
-stage info 30 python3 -m xpnet info
-stage pytest-cupy 180 python3 -m pytest --backend=cupy -q -p no:cacheprovider -x
-stage parity-float64 40 python3 -m xpnet parity --backends numpy,cupy --dtype float64
-stage parity-float32 40 python3 -m xpnet parity --backends numpy,cupy --dtype float32
-stage train-cupy 60 python3 -m xpnet train --backend cupy --out "$OUT/run" --quiet --json
-stage evaluate-numpy 30 python3 -m xpnet evaluate "$OUT/run/model.safetensors" --backend numpy --json
-stage nosync 40 python3 benchmarks/gpu_nosync.py
+STAGES="info pytest-cupy parity-float64 parity-float32 train-cupy evaluate-numpy nosync nccl prefetch bench-gpu"
+stage info 20 python3 -m xpnet info
+# the data-parallel test needs MPI: its own stage, so that a machine without it fails alone
+stage pytest-cupy 180 python3 -m pytest --backend=cupy -q -p no:cacheprovider -x \
+    --ignore=tests/test_nccl.py
+stage parity-float64 30 python3 -m xpnet parity --backends numpy,cupy --dtype float64
+stage parity-float32 30 python3 -m xpnet parity --backends numpy,cupy --dtype float32
+stage train-cupy 45 python3 -m xpnet train --backend cupy --out "$OUT/run" --quiet --json
+stage evaluate-numpy 20 python3 -m xpnet evaluate "$OUT/run/model.safetensors" --backend numpy --json
+stage nosync 30 python3 benchmarks/gpu_nosync.py
+stage nccl 40 python3 benchmarks/gpu_nccl.py
+stage prefetch 60 python3 benchmarks/gpu_prefetch.py
 stage bench-gpu 100 python3 -m xpnet bench --gpu --seconds 1
 
 echo
 echo "== summary ($(head -n 1 "$OUT/card.txt"))"
-for name in info pytest-cupy parity-float64 parity-float32 train-cupy evaluate-numpy nosync bench-gpu; do
+for name in $STAGES; do
     printf '%-16s %s\n' "$name" "${STATUS[$name]:-not run}"
 done
 python3 - "$OUT" <<'PY'

@@ -10,5 +10,10 @@ rm -rf .whl && mkdir -p .whl
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation py --abi none --platform any -d .whl \
     "array-api-compat==1.16.0" "array-api-strict==2.6.1" tqdm hypothesis attrs sortedcontainers
-ls -1 .whl
+# mpi4py and MPICH for the data-parallel check through NCCL (binary wheels, about 15 MB;
+# gpu_check.sh installs them with --prefix, as MPICH's libraries live outside the package)
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux1_x86_64 -d .whl/mpi "mpi4py==4.1.2" "mpich==5.0.2"
+ls -1 .whl .whl/mpi
 du -sh .whl

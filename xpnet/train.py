@@ -238,6 +238,7 @@ def fit(
     scheduler: Any = None,
     shuffle: str | None = None,
     comm: Any = None,
+    prefetch: bool = True,
 ) -> list[dict]:
     """Train ``model`` and return its history, one dict per epoch.
 
@@ -305,6 +306,11 @@ def fit(
         ``batch_size`` rows, and the gradients are summed across processes in one
         all-reduce per step; BatchNorm layers use the global batch's statistics. A last
         batch with fewer rows than processes is skipped. Not with dropout.
+    prefetch : bool
+        For a ``numpy.memmap`` and a model on a GPU (CuPy): gather each batch into pinned
+        host memory and copy it on its own CUDA stream while the previous step runs
+        (:func:`xpnet.backend.prefetcher`); the batches and results are the same either
+        way. Without effect elsewhere.
 
     Returns
     -------
@@ -363,6 +369,13 @@ def fit(
     shuffle = ("blocks" if streaming else "full") if shuffle is None else shuffle
     if streaming and shuffle != "blocks":
         raise XpnetValueError("fit: memory-mapped data are shuffled in blocks (shuffle='blocks')")
+    gather = None  # memory-mapped batches to a GPU: gathered and copied ahead of use
+    mover = backend.prefetcher(model.layers[0].W) if streaming and prefetch else None
+    if mover is not None:
+
+        def gather(X_, y_, rows):
+            return mover(X_, y_, rows, dtype=model.dtype)
+
     state = FitState() if state is None else state
     rng = np.random.default_rng(seed)
     if state.rng_state is not None:
@@ -386,7 +399,7 @@ def fit(
             if streaming:
                 source = host_batches(
                     X, y, batch_size, lambda a, b: to_model(model, a, b), rng=rng,
-                    drop_last=drop_last,
+                    drop_last=drop_last, gather=gather,
                 )  # fmt: skip
             else:
                 source = batches(X, y, batch_size, rng=rng, drop_last=drop_last, shuffle=shuffle)

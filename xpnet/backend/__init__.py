@@ -33,6 +33,7 @@ from ._namespace import (
     resolve_device,
     synchronize,
 )
+from ._prefetch import PinnedPrefetcher, prefetcher
 from ._random import host_rng, host_uniform
 from ._special import erf, erf_generic, erfc, erfc_generic
 
@@ -41,6 +42,7 @@ __all__ = [
     "FLOAT_DTYPES",
     "SUPPORTED",
     "NCCLSum",
+    "PinnedPrefetcher",
     "available",
     "compat_version",
     "convert",
@@ -66,6 +68,7 @@ __all__ = [
     "nccl_usable",
     "on_host",
     "placement",
+    "prefetcher",
     "quiet_float_errors",
     "rank_device",
     "report",

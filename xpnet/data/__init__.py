@@ -754,7 +754,7 @@ def batches(X, y, batch_size, *, rng=None, drop_last=False, shuffle="full"):
         yield X[start:stop, ...], y[start:stop]
 
 
-def host_batches(X, y, batch_size, convert, *, rng, drop_last=False):
+def host_batches(X, y, batch_size, convert, *, rng, drop_last=False, gather=None):
     """Minibatches gathered from host arrays (a memory map) one at a time and moved.
 
     Only one batch at a time is read from the file and held in memory, in
@@ -774,6 +774,10 @@ def host_batches(X, y, batch_size, convert, *, rng, drop_last=False):
         Draws the order.
     drop_last : bool
         Drop a last batch smaller than ``batch_size``.
+    gather : callable, optional
+        ``gather(X, y, rows)`` reads and moves one batch itself, in place of
+        ``convert(X[rows], y[rows])`` (:func:`xpnet.backend.prefetcher` gathers into
+        pinned memory and copies while the previous step runs).
 
     Yields
     ------
@@ -785,7 +789,7 @@ def host_batches(X, y, batch_size, convert, *, rng, drop_last=False):
     stop_at = n - n % batch_size if drop_last and n >= batch_size else n
     for start in range(0, stop_at, batch_size):
         rows = order[start : min(start + batch_size, n)]
-        yield convert(X[rows], y[rows])
+        yield convert(X[rows], y[rows]) if gather is None else gather(X, y, rows)
 
 
 def _order(rng, n, batch_size, shuffle):
