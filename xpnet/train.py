@@ -305,7 +305,8 @@ def fit(
         and seed, takes its :func:`~xpnet.distributed.shard` of each global batch of
         ``batch_size`` rows, and the gradients are summed across processes in one
         all-reduce per step; BatchNorm layers use the global batch's statistics. A last
-        batch with fewer rows than processes is skipped. Not with dropout.
+        batch with fewer rows than processes is skipped. Dropout masks are drawn for the
+        global batch, so ``N`` processes drop what one process drops.
     prefetch : bool
         For a ``numpy.memmap`` and a model on a GPU (CuPy): gather each batch into pinned
         host memory and copy it on its own CUDA stream while the previous step runs
@@ -356,9 +357,12 @@ def fit(
         check_every = 1 if backend.on_host(X) else DEVICE_CHECK_EVERY
     check_every = check_size(check_every, "check_every", "fit")
     forward_loss = getattr(loss, "forward_unchecked", None)
+    dropouts = list(getattr(model, "dropout_layers", ()))
+    for drop in dropouts:  # a run that ended in an error may have left them set
+        drop.shard = None
+    for bn in model.bn_layers:
+        bn.comm = None
     if comm is not None:
-        if getattr(model, "dropout_layers", None):
-            raise XpnetValueError("fit: data-parallel training does not support dropout yet")
         if batch_size < comm.size:
             raise XpnetValueError(
                 f"fit: batch_size {batch_size} is smaller than the {comm.size} processes"
@@ -410,6 +414,8 @@ def fit(
                         continue  # a last batch with fewer rows than processes
                     start, stop = shard(n_global, comm.size, comm.rank)
                     Xb, yb = Xb[start:stop, ...], yb[start:stop]
+                    for drop in dropouts:  # masks drawn for the global batch
+                        drop.shard = (n_global, start, stop)
                 out = model.forward(Xb)
                 L = forward_loss(out, yb, xp) if forward_loss else loss.forward(out, yb)
                 correct = correct + xp.sum(xp.astype(xp.argmax(out, axis=1) == yb, out.dtype))
@@ -465,6 +471,8 @@ def fit(
             on_epoch_end(state)
     for bn in model.bn_layers:
         bn.comm = None
+    for drop in dropouts:
+        drop.shard = None
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
     return state.history

@@ -64,6 +64,17 @@ def test_n_processes_compute_what_one_computes(tmp_path, single, n):
     )
 
 
+def test_dropout_masks_are_those_of_the_global_batch(tmp_path):
+    args = [*TRAIN, "--dropout", "0.3", "--batch-size", "50"]  # 50 rows: 3 processes differ
+    alone = _run(*args, "--out", tmp_path / "alone")
+    assert alone.returncode == 0, alone.stderr
+    for n in (2, 3):
+        out = tmp_path / f"n{n}"
+        result = _run(*args, "--out", out, n=n)
+        assert result.returncode == 0, result.stderr
+        assert _worst(_arrays(tmp_path / "alone"), _arrays(out)) <= 1e-10
+
+
 def test_resume_under_mpi(tmp_path, single):
     out = tmp_path / "run"
     first = _run(*[a if a != 3 else 2 for a in TRAIN], "--out", out, n=2)
