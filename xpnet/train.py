@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -358,28 +359,18 @@ def fit(
     check_every = check_size(check_every, "check_every", "fit")
     forward_loss = getattr(loss, "forward_unchecked", None)
     dropouts = list(getattr(model, "dropout_layers", ()))
-    for drop in dropouts:  # a run that ended in an error may have left them set
-        drop.shard = None
-    for bn in model.bn_layers:
-        bn.comm = None
     if comm is not None:
         if batch_size < comm.size:
             raise XpnetValueError(
                 f"fit: batch_size {batch_size} is smaller than the {comm.size} processes"
             )
-        for bn in model.bn_layers:
-            bn.comm = comm
         params = [p for _, p in model.named_parameters()]  # summed after every backward
     shuffle = ("blocks" if streaming else "full") if shuffle is None else shuffle
     if streaming and shuffle != "blocks":
         raise XpnetValueError("fit: memory-mapped data are shuffled in blocks (shuffle='blocks')")
-    gather = None  # memory-mapped batches to a GPU: gathered and copied ahead of use
+    # memory-mapped batches to a GPU: gathered and copied ahead of use
     mover = backend.prefetcher(model.layers[0].W) if streaming and prefetch else None
-    if mover is not None:
-
-        def gather(X_, y_, rows):
-            return mover(X_, y_, rows, dtype=model.dtype)
-
+    gather = None if mover is None else functools.partial(mover, dtype=model.dtype)
     state = FitState() if state is None else state
     rng = np.random.default_rng(seed)
     if state.rng_state is not None:
@@ -389,90 +380,96 @@ def fit(
         if model.bn_layers and X.shape[0] >= batch_size
         else -(-X.shape[0] // batch_size)
     )
-    for epoch in range(state.epoch + 1, epochs + 1):
-        if state.stopped_early:
-            break
-        start = time.perf_counter()
-        model.train()
-        window = _LossWindow(epoch)
-        lr = getattr(optimizer, "lr", None)
-        correct = 0.0
-        next_postfix = 10  # the progress bar shows the running means every 10 steps or so
-        with _progress(n_batches, f"epoch {epoch}/{epochs}", progress) as bar:
-            drop_last = bool(model.bn_layers)
-            if streaming:
-                source = host_batches(
-                    X, y, batch_size, lambda a, b: to_model(model, a, b), rng=rng,
-                    drop_last=drop_last, gather=gather,
-                )  # fmt: skip
-            else:
-                source = batches(X, y, batch_size, rng=rng, drop_last=drop_last, shuffle=shuffle)
-            for Xb, yb in source:
-                if comm is not None:  # this process's share of the global batch
-                    n_global = Xb.shape[0]
-                    if n_global < comm.size:
-                        continue  # a last batch with fewer rows than processes
-                    start, stop = shard(n_global, comm.size, comm.rank)
-                    Xb, yb = Xb[start:stop, ...], yb[start:stop]
-                    for drop in dropouts:  # masks drawn for the global batch
-                        drop.shard = (n_global, start, stop)
-                out = model.forward(Xb)
-                L = forward_loss(out, yb, xp) if forward_loss else loss.forward(out, yb)
-                correct = correct + xp.sum(xp.astype(xp.argmax(out, axis=1) == yb, out.dtype))
-                if comm is None:
-                    window.add(L, Xb.shape[0])
-                else:  # the gradient of the global batch's mean loss, summed in one call
-                    share = Xb.shape[0] / n_global
-                    model.backward(loss.backward() * share, input_grad=False)
-                    window.add(_sum_gradients(params, comm, xp, L * share), n_global)
-                if len(window.pending) >= check_every:
-                    # reads the losses back: with check_every=1 before this step updates
-                    # anything; on a device once per check_every steps
-                    window.flush(xp)
-                    if progress and window.step >= next_postfix:
-                        next_postfix = window.step + 10
-                        bar.set_postfix(
-                            loss=f"{window.total / window.seen:.4f}",
-                            acc=f"{float(correct) / window.seen:.4f}",
-                        )
-                if comm is None:
-                    model.backward(loss.backward(), input_grad=False)
-                optimizer.step()
-                bar.update(1)
-        window.flush(xp)
-        total_loss, seen = window.total, window.seen
-        if comm is not None:
-            correct = comm.allreduce_sum(xp.reshape(xp.asarray(correct), (1,)))[0]
-        record = {"epoch": epoch, "loss": total_loss / seen, "accuracy": float(correct) / seen}
-        if lr is not None:
-            record["lr"] = lr
-        if max_loss is not None and record["loss"] > max_loss:
-            raise TrainingDiverged(epoch, None, record["loss"], max_loss)
-        if validation is not None:
-            record["val_loss"], record["val_accuracy"] = evaluate(model, loss, *validation)
-        record["seconds"] = time.perf_counter() - start
-        state.history.append(record)
-        state.epoch = epoch
-        state.rng_state = rng.bit_generator.state
-        if early_stopping is not None:
-            if record["val_loss"] < state.best:
-                state.best, state.best_epoch, state.waited = record["val_loss"], epoch, 0
-                state.best_state = {
-                    k: xp.asarray(v, copy=True) for k, v in model.state_dict().items()
-                }
-            else:
-                state.waited += 1
-                state.stopped_early = state.waited >= early_stopping
-        if scheduler is not None:
-            scheduler.step()
-        if log is not None:
-            log(record)
-        if on_epoch_end is not None:
-            on_epoch_end(state)
-    for bn in model.bn_layers:
-        bn.comm = None
-    for drop in dropouts:
-        drop.shard = None
+    try:
+        for bn in model.bn_layers:  # statistics of the global batch (None: of this one)
+            bn.comm = comm
+        for epoch in range(state.epoch + 1, epochs + 1):
+            if state.stopped_early:
+                break
+            start = time.perf_counter()
+            model.train()
+            window = _LossWindow(epoch)
+            lr = getattr(optimizer, "lr", None)
+            correct = 0.0
+            next_postfix = 10  # the progress bar shows the running means every 10 steps or so
+            with _progress(n_batches, f"epoch {epoch}/{epochs}", progress) as bar:
+                drop_last = bool(model.bn_layers)
+                if streaming:
+                    source = host_batches(
+                        X, y, batch_size, lambda a, b: to_model(model, a, b), rng=rng,
+                        drop_last=drop_last, gather=gather,
+                    )  # fmt: skip
+                else:
+                    source = batches(
+                        X, y, batch_size, rng=rng, drop_last=drop_last, shuffle=shuffle
+                    )
+                for Xb, yb in source:
+                    if comm is not None:  # this process's share of the global batch
+                        n_global = Xb.shape[0]
+                        if n_global < comm.size:
+                            continue  # a last batch with fewer rows than processes
+                        start, stop = shard(n_global, comm.size, comm.rank)
+                        Xb, yb = Xb[start:stop, ...], yb[start:stop]
+                        for drop in dropouts:  # masks drawn for the global batch
+                            drop.shard = (n_global, start, stop)
+                    out = model.forward(Xb)
+                    L = forward_loss(out, yb, xp) if forward_loss else loss.forward(out, yb)
+                    correct = correct + xp.sum(xp.astype(xp.argmax(out, axis=1) == yb, out.dtype))
+                    if comm is None:
+                        window.add(L, Xb.shape[0])
+                    else:  # the gradient of the global batch's mean loss, summed in one call
+                        share = Xb.shape[0] / n_global
+                        model.backward(loss.backward() * share, input_grad=False)
+                        window.add(_sum_gradients(params, comm, xp, L * share), n_global)
+                    if len(window.pending) >= check_every:
+                        # reads the losses back: with check_every=1 before this step updates
+                        # anything; on a device once per check_every steps
+                        window.flush(xp)
+                        if progress and window.step >= next_postfix:
+                            next_postfix = window.step + 10
+                            bar.set_postfix(
+                                loss=f"{window.total / window.seen:.4f}",
+                                acc=f"{float(correct) / window.seen:.4f}",
+                            )
+                    if comm is None:
+                        model.backward(loss.backward(), input_grad=False)
+                    optimizer.step()
+                    bar.update(1)
+            window.flush(xp)
+            total_loss, seen = window.total, window.seen
+            if comm is not None:
+                correct = comm.allreduce_sum(xp.reshape(xp.asarray(correct), (1,)))[0]
+            record = {"epoch": epoch, "loss": total_loss / seen, "accuracy": float(correct) / seen}
+            if lr is not None:
+                record["lr"] = lr
+            if max_loss is not None and record["loss"] > max_loss:
+                raise TrainingDiverged(epoch, None, record["loss"], max_loss)
+            if validation is not None:
+                record["val_loss"], record["val_accuracy"] = evaluate(model, loss, *validation)
+            record["seconds"] = time.perf_counter() - start
+            state.history.append(record)
+            state.epoch = epoch
+            state.rng_state = rng.bit_generator.state
+            if early_stopping is not None:
+                if record["val_loss"] < state.best:
+                    state.best, state.best_epoch, state.waited = record["val_loss"], epoch, 0
+                    state.best_state = {
+                        k: xp.asarray(v, copy=True) for k, v in model.state_dict().items()
+                    }
+                else:
+                    state.waited += 1
+                    state.stopped_early = state.waited >= early_stopping
+            if scheduler is not None:
+                scheduler.step()
+            if log is not None:
+                log(record)
+            if on_epoch_end is not None:
+                on_epoch_end(state)
+    finally:  # the model is left as it was given: no communicator, no shard
+        for bn in model.bn_layers:
+            bn.comm = None
+        for drop in dropouts:
+            drop.shard = None
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
     return state.history
