@@ -209,7 +209,8 @@ def _setup(config, folder, resume, root=True, comm=None):
     xp = backend.get(config["backend"])
     device = backend.resolve_device(xp, config["device"])
     if comm is not None and config["device"] is None:  # a machine's GPUs in turn
-        device = backend.rank_device(xp, comm.local_rank) or device
+        local = backend.rank_device(xp, comm.local_rank)
+        device = device if local is None else local
     data = load_dataset(
         _data_source(config), label_column=config["label_column"], seed=config["seed"]
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from ._namespace import placement
+from ._namespace import library_name, placement
 
 __all__ = ["NCCLSum", "nccl_unique_id", "nccl_usable", "rank_device"]
 
@@ -83,8 +83,6 @@ def rank_device(xp, local_rank: int):
         ``cupy.cuda.Device(local_rank % count)`` for CuPy; None (the library's default)
         for the other libraries.
     """
-    from ._namespace import library_name
-
     if library_name(xp) != "cupy":
         return None
     import cupy

@@ -12,8 +12,6 @@ CuPy only; the other libraries move batches as before (:func:`prefetcher` return
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ._namespace import placement
@@ -138,9 +136,8 @@ class PinnedPrefetcher:
             self.stream.wait_event(slot.consumed)
             kind = cupy.cuda.runtime.memcpyHostToDevice
             for dev, host in ((slot.dev_X, slot.host_X[:n]), (slot.dev_y, slot.host_y[:n])):
-                nbytes = math.prod(host.shape) * host.itemsize
                 cupy.cuda.runtime.memcpyAsync(
-                    dev.data.ptr, host.ctypes.data, nbytes, kind, self.stream.ptr
+                    dev.data.ptr, host.ctypes.data, host.nbytes, kind, self.stream.ptr
                 )
             slot.copied = self.stream.record()
             compute.wait_event(slot.copied)
