@@ -269,6 +269,47 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     True
     """
 
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        batchnorm=False,
+        dropout=0.0,
+        optimizer="adam",
+        learning_rate=1e-3,
+        momentum=0.9,
+        weight_decay=0.0,
+        batch_size=32,
+        epochs=200,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        random_state=None,
+        backend="numpy",
+        device=None,
+        dtype="float64",
+    ):
+        super().__init__(
+            hidden_layer_sizes,
+            activation,
+            batchnorm=batchnorm,
+            dropout=dropout,
+            optimizer=optimizer,
+            learning_rate=learning_rate,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            epochs=epochs,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            random_state=random_state,
+            backend=backend,
+            device=device,
+            dtype=dtype,
+        )
+
     def _loss(self):
         return CrossEntropyLoss()
 
@@ -438,6 +479,47 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     n_iter_ : int
         Epochs run.
     """
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        batchnorm=False,
+        dropout=0.0,
+        optimizer="adam",
+        learning_rate=1e-3,
+        momentum=0.9,
+        weight_decay=0.0,
+        batch_size=32,
+        epochs=200,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        random_state=None,
+        backend="numpy",
+        device=None,
+        dtype="float64",
+    ):
+        super().__init__(
+            hidden_layer_sizes,
+            activation,
+            batchnorm=batchnorm,
+            dropout=dropout,
+            optimizer=optimizer,
+            learning_rate=learning_rate,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            epochs=epochs,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            random_state=random_state,
+            backend=backend,
+            device=device,
+            dtype=dtype,
+        )
 
     def _loss(self):
         return MSELoss()
