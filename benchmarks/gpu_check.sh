@@ -5,11 +5,13 @@
 # Here first:   bash benchmarks/gpu_wheels.sh     (fills the git-ignored .whl/)
 # On the device (the device tool's run, carry: [".whl"], timeout_s 590):
 #               bash benchmarks/gpu_check.sh
-# Everything it prints also lands in $OUT (the files come back).
+# Each stage's whole log is kept in $LOGS; they come back joined as one file, $OUT/gpu-check.log
+# (the device tool returns at most 8 files).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/xpnet-gpu-check}
-mkdir -p "$OUT"
+LOGS=/tmp/xpnet-gpu-logs
+mkdir -p "$OUT" "$LOGS"
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || { echo "no wheels: run benchmarks/gpu_wheels.sh here"; exit 1; }
@@ -24,37 +26,38 @@ if ls .whl/mpi/*.whl > /dev/null 2>&1 &&
 fi
 declare -A STATUS
 
-stage() {  # stage NAME SECONDS COMMAND...: run, log to $OUT/NAME.log, record pass/fail and time
+stage() {  # stage NAME SECONDS COMMAND...: run, log to $LOGS/NAME.log and $OUT/gpu-check.log, record pass/fail and time
     local name=$1 limit=$2; shift 2
     local start=$SECONDS
     echo "== $name"
-    timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+    timeout "$limit" "$@" > "$LOGS/$name.log" 2>&1
     local rc=$?
-    tail -n 12 "$OUT/$name.log"
+    if [ "$rc" -eq 0 ]; then tail -n 12 "$LOGS/$name.log"; else tail -n 40 "$LOGS/$name.log"; fi
+    { echo "==== $name (rc=$rc)"; cat "$LOGS/$name.log"; } >> "$OUT/gpu-check.log"
     STATUS[$name]="rc=$rc, $((SECONDS - start)) s"
 }
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$LOGS/card.txt"
 STAGES="info pytest-cupy parity-float64 parity-float32 train-cupy evaluate-numpy nosync nccl prefetch bench-gpu"
 stage info 20 python3 -m xpnet info
 # the data-parallel test needs MPI: its own stage, so that a machine without it fails alone
-stage pytest-cupy 180 python3 -m pytest --backend=cupy -q -p no:cacheprovider -x \
+stage pytest-cupy 180 python3 -m pytest --backend=cupy -q -p no:cacheprovider --maxfail=30 -rfE \
     --ignore=tests/test_nccl.py
 stage parity-float64 30 python3 -m xpnet parity --backends numpy,cupy --dtype float64
 stage parity-float32 30 python3 -m xpnet parity --backends numpy,cupy --dtype float32
-stage train-cupy 45 python3 -m xpnet train --backend cupy --out "$OUT/run" --quiet --json
-stage evaluate-numpy 20 python3 -m xpnet evaluate "$OUT/run/model.safetensors" --backend numpy --json
+stage train-cupy 45 python3 -m xpnet train --backend cupy --out /tmp/xpnet-run --quiet --json
+stage evaluate-numpy 20 python3 -m xpnet evaluate /tmp/xpnet-run/model.safetensors --backend numpy --json
 stage nosync 30 python3 benchmarks/gpu_nosync.py
 stage nccl 40 python3 benchmarks/gpu_nccl.py
 stage prefetch 60 python3 benchmarks/gpu_prefetch.py
 stage bench-gpu 100 python3 -m xpnet bench --gpu --seconds 1
 
 echo
-echo "== summary ($(head -n 1 "$OUT/card.txt"))"
+echo "== summary ($(head -n 1 "$LOGS/card.txt"))"
 for name in $STAGES; do
     printf '%-16s %s\n' "$name" "${STATUS[$name]:-not run}"
 done
-python3 - "$OUT" <<'PY'
+python3 - "$LOGS" <<'PY'
 import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])

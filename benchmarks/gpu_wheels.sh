@@ -15,5 +15,11 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux1_x86_64 -d .whl/mpi "mpi4py==4.1.2" "mpich==5.0.2"
+# scikit-learn (the estimators' backend="cupy" tests) and safetensors (the checkpoint
+# cross-check): binary wheels, installed with --target like the pure-Python ones
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+    "scikit-learn==1.9.1" joblib threadpoolctl "safetensors==$(python3 -c 'import safetensors; print(safetensors.__version__)' 2>/dev/null || echo 0.7.0)"
 ls -1 .whl .whl/mpi
 du -sh .whl
