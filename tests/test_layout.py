@@ -70,7 +70,10 @@ def test_the_installed_distribution():
 
     import xpnet
 
-    dist = metadata.distribution("xpnet")
+    try:
+        dist = metadata.distribution("xpnet")
+    except metadata.PackageNotFoundError:  # run from a source tree (the GPU check does)
+        pytest.skip("xpnet is imported from a source tree, not an installed distribution")
     assert dist.version == xpnet.__version__
     assert resources.files("xpnet").joinpath("py.typed").is_file()
     assert "LICENSE" in (dist.metadata.get_all("License-File") or [])

@@ -70,6 +70,10 @@ def test_float64_and_opset(tmp_path):
     model = _trained(MLP([5, 8, 3], batchnorm=True, activation="tanh", dtype="float64"))
     path = xpnet.onnx.export(model, tmp_path / "d.onnx", opset=20)
     assert onnx.load(path).opset_import[0].version == 20
+    for opset in (17, 20):  # the IR version is the opset's own, so older runtimes load it
+        proto = onnx.load(xpnet.onnx.export(model, tmp_path / f"o{opset}.onnx", opset=opset))
+        want = onnx.helper.find_min_ir_version_for(proto.opset_import)
+        assert proto.ir_version == want < onnx.IR_VERSION
     X = np.random.default_rng(1).standard_normal((9, 5))
     (logits,) = _run(path, X)
     assert logits.dtype == np.float64 and _relative(logits, model.forward(X)) <= 1e-12

@@ -129,9 +129,13 @@ def export(
     )
     from . import __version__
 
+    opsets = [helper.make_opsetid("", opset)]
     proto = helper.make_model(
         graph,
-        opset_imports=[helper.make_opsetid("", opset)],
+        opset_imports=opsets,
+        # the oldest IR version that holds this opset, not the newest the onnx package
+        # knows: runtimes older than the package still read the file
+        ir_version=helper.find_min_ir_version_for(opsets),
         producer_name="xpnet",
         producer_version=__version__,
         doc_string=f"{type(model).__name__}({model.extra_repr()}) in evaluation mode",
