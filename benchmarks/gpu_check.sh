@@ -41,7 +41,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 STAGES="info pytest-cupy parity-float64 parity-float32 train-cupy evaluate-numpy nosync nccl prefetch bench-gpu"
 stage info 20 python3 -m xpnet info
 # the data-parallel test needs MPI: its own stage, so that a machine without it fails alone
-stage pytest-cupy 180 python3 -m pytest --backend=cupy -q -p no:cacheprovider --maxfail=30 -rfE \
+# in 8 processes sharing the GPU (pytest-xdist travels in .whl): one process took over 180 s
+stage pytest-cupy 240 python3 -m pytest --backend=cupy -n 8 -v --tb=short -p no:cacheprovider -rfE \
     --ignore=tests/test_nccl.py
 stage parity-float64 30 python3 -m xpnet parity --backends numpy,cupy --dtype float64
 stage parity-float32 30 python3 -m xpnet parity --backends numpy,cupy --dtype float32

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 rm -rf .whl && mkdir -p .whl
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation py --abi none --platform any -d .whl \
-    "array-api-compat==1.16.0" "array-api-strict==2.6.1" tqdm hypothesis attrs sortedcontainers
+    "array-api-compat==1.16.0" "array-api-strict==2.6.1" tqdm hypothesis attrs sortedcontainers \
+    pytest-xdist execnet
 # mpi4py and MPICH for the data-parallel check through NCCL (binary wheels, about 15 MB;
 # gpu_check.sh installs them with --prefix, as MPICH's libraries live outside the package)
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \

@@ -1,7 +1,8 @@
 """The only part of xpnet that knows concrete array libraries.
 
 Namespace and device resolution, dtypes, the host RNG, conversion between libraries, and
-library fast paths that compute the same function as their generic Array API version.
+library fast paths that compute the same function as their generic Array API version,
+and the fused CUDA kernels (:func:`fused`).
 """
 
 from ._capabilities import flat_views, inplace_updates, quiet_float_errors
@@ -15,6 +16,7 @@ from ._convert import (
     resolve_dtype,
     to_numpy,
 )
+from ._fused import ACTIVATIONS, CupyFused, fused, use_fused
 from ._namespace import (
     DISTRIBUTIONS,
     SUPPORTED,
@@ -38,9 +40,11 @@ from ._random import host_rng, host_uniform
 from ._special import erf, erf_generic, erfc, erfc_generic
 
 __all__ = [
+    "ACTIVATIONS",
     "DISTRIBUTIONS",
     "FLOAT_DTYPES",
     "SUPPORTED",
+    "CupyFused",
     "NCCLSum",
     "PinnedPrefetcher",
     "available",
@@ -55,6 +59,7 @@ __all__ = [
     "erfc",
     "erfc_generic",
     "flat_views",
+    "fused",
     "get",
     "host_rng",
     "host_uniform",
@@ -76,4 +81,5 @@ __all__ = [
     "resolve_dtype",
     "synchronize",
     "to_numpy",
+    "use_fused",
 ]

@@ -142,6 +142,27 @@ class Linear(Module):
         self.A = A
         return A @ self.W.T + self.b.T
 
+    def product_unchecked(self, A: Array, xp: Namespace) -> Array:
+        """``A Wᵀ`` without the bias, keeping ``A`` for ``backward``.
+
+        For a caller that adds the bias together with what follows (the MLP adds it
+        inside the activation's fused kernel, :meth:`Activation.forward_with_bias`).
+
+        Parameters
+        ----------
+        A : array
+            ``(N, C_in)`` of the parameters' library, device and dtype.
+        xp : namespace
+            Its namespace.
+
+        Returns
+        -------
+        array
+            ``A Wᵀ``, ``(N, C_out)``.
+        """
+        self.A = A
+        return A @ self.W.T
+
     def backward(self, dLdZ: Array) -> Array:
         """Store ``dLdW = dLdZᵀ A``, ``dLdb = Σ_n dLdZ`` and return ``dLdA = dLdZ W``.
 

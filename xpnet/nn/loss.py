@@ -165,12 +165,41 @@ class CrossEntropyLoss(_Loss):
     1.0986
     """
 
-    declared_caches: ClassVar[tuple[str, ...]] = ("A", "Y", "softmax", "_classes")
+    declared_caches: ClassVar[tuple[str, ...]] = ("A", "Y", "softmax", "_classes", "_labels")
 
     def __init__(self) -> None:
         super().__init__()
         self.softmax: Array = None
         self._classes = None  # (key, arange(C)) for one-hot targets of integer labels
+        self._labels = None  # checked integer labels, where fused kernels took them
+
+    def forward_unchecked(self, A: Array, Y: Array, xp: Namespace) -> Array:  # type: ignore[override]
+        """:meth:`forward` on inputs already checked, with no host synchronisation.
+
+        Where the library has fused kernels (:func:`xpnet.backend.fused`), integer labels
+        go to them as they are: the softmax and the loss take one kernel, the gradient
+        one more, and ``Y`` stays None (no one-hot array is made).
+
+        Parameters
+        ----------
+        A : array
+            ``(N, C)`` logits.
+        Y : array
+            ``(N, C)`` targets or ``(N,)`` integer labels in ``[0, C)``, already checked.
+        xp : namespace
+            The namespace of ``A`` and ``Y``.
+
+        Returns
+        -------
+        array
+            The loss, 0-d.
+        """
+        ops = backend.fused(xp) if Y.ndim == 1 else None
+        if ops is None:
+            return self._forward(A, self._checked_targets(Y, A, xp), xp)
+        self.A, self.Y, self._labels = A, None, Y
+        L, self.softmax = ops.cross_entropy(A, Y)
+        return L
 
     def forward(self, A: Array, Y: Array) -> Array:
         """The mean cross-entropy of the logits ``A`` against the targets ``Y``.
@@ -236,7 +265,7 @@ class CrossEntropyLoss(_Loss):
         return Y
 
     def _forward(self, A, Y, xp):
-        self.A, self.Y = A, Y
+        self.A, self.Y, self._labels = A, Y, None
         shifted = A - xp.max(A, axis=1, keepdims=True)
         e = xp.exp(shifted)
         total = xp.sum(e, axis=1, keepdims=True)
@@ -245,4 +274,6 @@ class CrossEntropyLoss(_Loss):
         return xp.asarray(xp.sum(Y * log_softmax) / -A.shape[0])
 
     def _backward(self, xp):
+        if self._labels is not None:  # the fused forward's labels
+            return backend.fused(xp).cross_entropy_backward(self.softmax, self._labels)
         return (self.softmax - self.Y) / self.A.shape[0]

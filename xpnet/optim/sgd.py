@@ -207,6 +207,13 @@ class SGD(Optimizer):
             self._flatten(xp)  # a parameter or buffer was replaced since
         P, V = self._flat[0], self._flat[1]
         g = xp.concat([xp.reshape(g, (-1,)) for g in grads])
+        ops = backend.fused(xp)
+        if ops is not None:  # the lines below in one kernel (backend.fused)
+            ops.sgd_update(
+                P, V, g, lr=self.lr, momentum=self.mu, weight_decay=self.weight_decay,
+                nesterov=self.nesterov,
+            )  # fmt: skip
+            return
         if self.weight_decay:
             g += self.weight_decay * P
         if self.mu:

@@ -1,0 +1,227 @@
+"""The fused kernels compute what the Array API code they replace computes.
+
+On CuPy (the GPU check) the real kernels run against the same modules with
+``backend.use_fused(False)``. In the NumPy session the same kernel source runs on the CPU
+(``tests/cuda_emulation.py``: compiled as C++, one host thread per CUDA thread), through
+the unchanged ``CupyFused``, against NumPy's own array code. Other sessions skip: their
+arrays are neither CuPy's nor NumPy's.
+
+Element-wise kernels do the array code's operations in its order without fused
+multiply-adds: on the GPU they round as the array code does, on the CPU they differ only
+by the C library's ``exp``/``tanh``/``erfc`` against NumPy's. Reductions add in another
+order. The tolerances say which is which.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpnet
+from tests.helpers import to_numpy
+from xpnet import backend
+from xpnet.models import MLP
+from xpnet.nn import GELU, BatchNorm1d, CrossEntropyLoss, Identity, ReLU, Sigmoid, Tanh
+from xpnet.optim import SGD
+
+from . import cuda_emulation
+
+KINDS = {"identity": Identity, "relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "gelu": GELU}
+#: relative tolerance: element-wise (libm against NumPy on the CPU) and after reductions
+ELEMENTWISE = {"float32": 2e-6, "float64": 1e-13}
+REDUCED = {"float32": 2e-5, "float64": 1e-12}
+
+
+@pytest.fixture
+def fused_case(xp, device, monkeypatch):
+    """(ops, generic): the fused kernels for ``xp`` and a context for the array code."""
+    lib = backend.library_name(xp)
+    if lib == "cupy":
+        ops = backend.fused(xp)
+        assert ops is not None, "CuPy has fused kernels"
+        return ops, lambda: backend.use_fused(False)
+    if lib != "numpy":
+        pytest.skip(f"{lib}: the emulated kernels take NumPy arrays (the numpy session)")
+    if cuda_emulation.compiler() is None:
+        pytest.skip("no C++ compiler to run the kernels on the CPU")
+    assert backend.fused(xp) is None  # NumPy has none of its own
+    ops = backend.CupyFused(cupy=cuda_emulation.emulated_cupy())
+    return ops, _unchanged
+
+
+class _unchanged:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _arrays(xp, device, dtype, *shapes, seed=0, scale=2.0):
+    rng = np.random.default_rng(seed)
+    host = [scale * rng.standard_normal(shape) for shape in shapes]
+    return [xp.asarray(h.astype(dtype), device=device) for h in host]
+
+
+def _close(got, want, rtol, what):
+    got, want = to_numpy(got), to_numpy(want)
+    assert got.shape == want.shape, what
+    scale = max(float(np.max(np.abs(want))), 1e-30)
+    worst = float(np.max(np.abs(got - want))) / scale
+    assert worst <= rtol, f"{what}: {worst:.2e} > {rtol:.0e}"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_bias_activation_and_its_backward(fused_case, xp, device, kind, dtype):
+    ops, generic = fused_case
+    Z, b, G = _arrays(xp, device, dtype, (37, 19), (19, 1), (37, 19))
+    tol = ELEMENTWISE[dtype]
+    with generic():
+        reference = KINDS[kind]()
+        want = reference.forward_unchecked(Z + b.T, xp)
+        want_grad = reference.backward_unchecked(G, xp)
+    got = ops.bias_activation(Z, b, kind)
+    _close(got["A"], want, tol, f"{kind} forward")
+    if kind == "gelu":
+        _close(got["Z"], reference.Z, tol, "gelu's cached Z")
+        _close(got["cdf"], reference.cdf, tol, "gelu's cached cdf")
+    if kind != "identity":
+        got_grad = ops.activation_backward(kind, G, **{k: got.get(k) for k in ("A", "Z", "cdf")})
+        _close(got_grad, want_grad, tol, f"{kind} backward")
+    # without a bias, of any shape; NaN stays NaN (the training loop's guard needs it)
+    nan = xp.asarray(np.array([[np.nan, -1.0, 0.0, 3.0]], dtype=dtype), device=device)
+    out = to_numpy(ops.bias_activation(nan, None, kind)["A"])
+    assert np.isnan(out[0, 0]) and np.all(np.isfinite(out[0, 1:])), (kind, out)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(50, 70), (7, 3), (300, 33)])
+def test_batchnorm_forward_and_backward(fused_case, xp, device, shape, dtype):
+    ops, generic = fused_case
+    C = shape[1]
+    Z, G = _arrays(xp, device, dtype, shape, shape, seed=1)
+    Z = Z + 5.0  # statistics away from zero
+    with generic():
+        bn = BatchNorm1d(C, xp=xp, device=device, dtype=dtype)
+        bn.BW = bn.BW * 1.5
+        bn.Bb = bn.Bb - 0.25
+        out = bn.forward_unchecked(Z, xp)
+        dZ = bn.backward_unchecked(G, xp)
+    got = ops.batchnorm_forward(
+        Z, bn.BW, bn.Bb, xp.zeros((1, C), dtype=Z.dtype, device=device),
+        xp.ones((1, C), dtype=Z.dtype, device=device), bn.alpha, bn.eps,
+    )  # fmt: skip
+    tol = REDUCED[dtype]
+    for name, want in [("M", bn.M), ("V", bn.V), ("NZ", bn.NZ), ("BZ", out)]:
+        _close(got[name], want, tol, f"BatchNorm {name}")
+    _close(got["running_M"], bn.running_M, tol, "running mean")
+    _close(got["running_V"], bn.running_V, tol, "running variance")
+    got_dZ, got_dBW, got_dBb = ops.batchnorm_backward(G, got["NZ"], bn.BW, got["inv_std"])
+    _close(got_dBW, bn.dLdBW, tol, "dLdBW")
+    _close(got_dBb, bn.dLdBb, tol, "dLdBb")
+    _close(got_dZ, dZ, tol * 10, "dLdZ")  # a difference of sums of N terms
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(23, 10), (5, 300), (64, 1)])
+def test_cross_entropy_and_its_gradient(fused_case, xp, device, shape, dtype):
+    ops, generic = fused_case
+    N, C = shape
+    (A,) = _arrays(xp, device, dtype, shape, seed=2, scale=4.0)
+    labels = xp.asarray(np.random.default_rng(3).integers(0, C, N), device=device)
+    with generic():
+        loss = CrossEntropyLoss()
+        want = loss.forward(A, labels)
+        want_grad = loss.backward()
+    got, softmax = ops.cross_entropy(A, labels)
+    tol = REDUCED[dtype]
+    _close(got, want, tol, "loss")
+    _close(softmax, loss.softmax, tol, "softmax")
+    _close(ops.cross_entropy_backward(softmax, labels), want_grad, tol, "gradient")
+    bad = np.array(to_numpy(A))
+    bad[N // 2, 0] = np.nan
+    value, _ = ops.cross_entropy(xp.asarray(bad, device=device), labels)
+    assert np.isnan(float(to_numpy(value)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"momentum": 0.0, "weight_decay": 0.0, "nesterov": False},
+        {"momentum": 0.9, "weight_decay": 0.0, "nesterov": False},
+        {"momentum": 0.9, "weight_decay": 1e-2, "nesterov": True},
+        {"momentum": 0.0, "weight_decay": 1e-3, "nesterov": False},
+    ],
+    ids=["plain", "momentum", "nesterov+wd", "wd"],
+)
+def test_sgd_update_is_bit_identical(fused_case, xp, device, options, dtype):
+    ops, generic = fused_case
+    P, V, g = _arrays(xp, device, dtype, (1000,), (1000,), (1000,), seed=4)
+    P2, V2 = xp.asarray(P, copy=True), xp.asarray(V, copy=True)
+    ops.sgd_update(P, V, g, lr=0.05, **options)
+    # the array code of SGD's flat update, step by step
+    mu, wd = options["momentum"], options["weight_decay"]
+    with generic():
+        g2 = xp.asarray(g, copy=True)
+        if wd:
+            g2 += wd * P2
+        if mu:
+            V2 *= mu
+            V2 += g2
+            g2 = g2 + mu * V2 if options["nesterov"] else V2
+        P2 -= 0.05 * g2
+    np.testing.assert_array_equal(to_numpy(P), to_numpy(P2))
+    np.testing.assert_array_equal(to_numpy(V), to_numpy(V2))
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+@pytest.mark.parametrize("activation", ["relu", "gelu", "sigmoid"])
+def test_training_steps_equal_the_array_code(
+    fused_case, xp, device, monkeypatch, activation, batchnorm
+):
+    """The modules choose the kernels by themselves; training follows the same path."""
+    ops, generic = fused_case
+    X, _ = _arrays(xp, device, "float64", (40, 12), (1,), seed=5)
+    y = xp.asarray(np.random.default_rng(6).integers(0, 5, 40), device=device)
+    results = []
+    for use in (False, True):
+        if use and backend.library_name(xp) == "numpy":
+            monkeypatch.setattr(xpnet.backend, "fused", lambda _: ops)
+        context = _unchanged() if use else generic()
+        with context:
+            model = MLP([12, 16, 9, 5], activation=activation, batchnorm=batchnorm, xp=xp,
+                        device=device, dtype="float64", seed=7)  # fmt: skip
+            loss, opt = CrossEntropyLoss(), SGD(model, lr=0.1, momentum=0.9, nesterov=True)
+            losses = []
+            for _ in range(6):
+                losses.append(float(to_numpy(loss.forward_unchecked(model.forward(X), y, xp))))
+                model.backward(loss.backward(), input_grad=False)
+                opt.step()
+            assert (loss.Y is None) == use  # the fused loss keeps labels, not one-hot rows
+            results.append((losses, {k: to_numpy(v) for k, v in model.state_dict().items()}))
+    (plain_losses, plain), (fused_losses, fused_state) = results
+    np.testing.assert_allclose(fused_losses, plain_losses, rtol=1e-12)
+    for key, value in plain.items():
+        _close(fused_state[key], value, 1e-11, key)
+
+
+def test_the_capability_decides(xp, device, monkeypatch):
+    """Only CuPy has kernels; they can be turned off; a subclass that changes an
+    activation is not replaced by its parent's kernel."""
+    lib = backend.library_name(xp)
+    assert (backend.fused(xp) is not None) == (lib == "cupy")
+    with backend.use_fused(False):
+        assert backend.fused(xp) is None
+
+    class Shifted(ReLU):
+        def _activate(self, Z, xp):
+            self.A = xp.maximum(Z, 0.0) + 1.0
+            return self.A
+
+    Z = xp.asarray(np.array([[-1.0, 2.0]]), device=device)
+    calls = []
+    monkeypatch.setattr(xpnet.backend, "fused", lambda _: calls.append(1) or object())
+    np.testing.assert_array_equal(to_numpy(Shifted().forward(Z)), [[1.0, 3.0]])
+    assert calls == []  # not even asked: the class declares no kind of its own

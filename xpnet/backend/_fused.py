@@ -1,0 +1,362 @@
+"""Fused kernels: a library's one-pass versions of the array code of ``xpnet.nn``.
+
+:func:`fused` is the capability: for a namespace whose library has fused kernels (CuPy,
+on a CUDA GPU) it returns a :class:`CupyFused`, else None, and the modules of
+``xpnet.nn`` and ``xpnet.optim`` then run their Array API code. The modules ask for it at
+each call, so they stay free of any library; each operation computes what the module's
+own array code computes (the GPU check compares them on the device):
+
+======================  ==================================================  =========
+operation               replaces                                            kernels
+======================  ==================================================  =========
+bias + activation       ``Z = A Wᵀ + b`` after the product, and ``f(Z)``    1 (2-6)
+activation backward     ``dLdA * f'(Z)``                                    1 (2-7)
+BatchNorm forward       batch mean, variance, running statistics, affine     2 (17)
+BatchNorm backward      ``dLdBW``, ``dLdBb``, ``dLdZ``                        2 (10)
+cross-entropy           softmax, loss of integer labels; its gradient       2+1 (13)
+SGD update              weight decay, momentum, Nesterov, the step          1 (5)
+======================  ==================================================  =========
+
+The element-wise kernels do the array code's operations in its order without fused
+multiply-adds, so they round as it does; the reductions (BatchNorm's statistics and
+sums, the softmax's row sums) add in their own order, as any two reductions may.
+``XPNET_FUSED=0`` in the environment, or :func:`use_fused` ``(False)``, turns them off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from ._namespace import library_name
+
+__all__ = ["ACTIVATIONS", "CupyFused", "fused", "use_fused"]
+
+#: The activations with fused kernels, by the name their classes declare (``fused_kind``).
+ACTIVATIONS = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "gelu": 4}
+
+_THREADS = 256
+_MAX_BLOCKS = 4096  # grid-stride loops cover the rest
+_enabled = os.environ.get("XPNET_FUSED", "1").strip().lower() not in ("0", "false", "no", "off")
+_CUPY: CupyFused | None = None
+
+
+@contextlib.contextmanager
+def use_fused(enabled: bool = True):
+    """Turn the fused kernels on or off inside a ``with`` block (for comparisons).
+
+    Parameters
+    ----------
+    enabled : bool
+        False runs the Array API code of every module, on every library.
+
+    Yields
+    ------
+    None
+        Inside the block, :func:`fused` answers as ``enabled`` says.
+
+    Examples
+    --------
+    >>> from xpnet import backend
+    >>> with backend.use_fused(False):
+    ...     backend.fused(backend.get("numpy")) is None
+    True
+    """
+    global _enabled
+    before, _enabled = _enabled, bool(enabled)
+    try:
+        yield
+    finally:
+        _enabled = before
+
+
+def fused(xp):
+    """The fused kernels of ``xp``'s library, or None where it has none.
+
+    Parameters
+    ----------
+    xp : namespace
+        An Array API namespace.
+
+    Returns
+    -------
+    CupyFused or None
+        For CuPy (unless turned off); None for every other library.
+    """
+    if not _enabled:
+        return None
+    try:
+        name = library_name(xp)
+    except TypeError:
+        return None
+    if name != "cupy":
+        return None
+    global _CUPY
+    if _CUPY is None:
+        _CUPY = CupyFused()
+    return _CUPY
+
+
+def _blocks(n):
+    return (max(1, min(_MAX_BLOCKS, -(-n // _THREADS))),)
+
+
+class CupyFused:
+    """The fused kernels of xpnet on CuPy arrays, compiled once per floating type.
+
+    Every method takes arrays of one floating type (the model's) on the current device
+    and queues its kernels on the current stream; none reads a value back.
+
+    Parameters
+    ----------
+    cupy : module, optional
+        CuPy (imported by default); the tests pass a stand-in that runs the kernels on
+        the CPU.
+
+    Examples
+    --------
+    The modules call it themselves when their arrays are CuPy's::
+
+        ops = backend.fused(xp)          # None on NumPy
+        if ops is not None:
+            A = ops.bias_activation(Z, b, "relu")["A"]
+    """
+
+    def __init__(self, cupy=None) -> None:
+        if cupy is None:
+            import cupy as library
+
+            cupy = library
+        self._cupy = cupy
+        self._source = resources.files(__package__).joinpath("_kernels.cu").read_text()
+        self._modules: dict[str, Any] = {}
+
+    def _kernel(self, name, dtype):
+        key = np.dtype(dtype).name
+        module = self._modules.get(key)
+        if module is None:
+            ctype = {"float32": "float", "float64": "double"}[key]
+            module = self._cupy.RawModule(
+                code=f"typedef {ctype} T;\n{self._source}", options=("--fmad=false",)
+            )
+            self._modules[key] = module
+        return module.get_function(name)
+
+    def _scalar(self, value, dtype):
+        return np.dtype(dtype).type(value)
+
+    def _contiguous(self, x):
+        return self._cupy.ascontiguousarray(x)
+
+    def bias_activation(self, Z, b, kind):
+        """``f(Z + bᵀ)``, or ``f(Z)`` without a bias, with what the activation caches.
+
+        Parameters
+        ----------
+        Z : cupy.ndarray
+            ``(N, C)``: a layer's product ``A Wᵀ``; without a bias, any shape.
+        b : cupy.ndarray or None
+            ``(C, 1)`` bias.
+        kind : str
+            A key of :data:`ACTIVATIONS`.
+
+        Returns
+        -------
+        dict
+            ``{"A": f(Z + bᵀ)}``; for ``"gelu"`` also ``"Z"`` (``Z + bᵀ``) and ``"cdf"``.
+        """
+        cp = self._cupy
+        Z = self._contiguous(Z)
+        n, C = Z.size, Z.shape[-1] if b is not None else 1
+        A = cp.empty_like(Z)
+        gelu = kind == "gelu"
+        z_out = cp.empty_like(Z) if gelu else A
+        cdf = cp.empty_like(Z) if gelu else A
+        bias = self._contiguous(b) if b is not None else A
+        self._kernel("bias_activation", Z.dtype)(
+            _blocks(n), (_THREADS,),
+            (Z, bias, A, z_out, cdf, np.int64(n), np.int32(C), np.int32(b is not None),
+             np.int32(ACTIVATIONS[kind])),
+        )  # fmt: skip
+        return {"A": A, "Z": z_out, "cdf": cdf} if gelu else {"A": A}
+
+    def activation_backward(self, kind, dLdA, A=None, Z=None, cdf=None):
+        """``dLdZ = dLdA * f'(Z)`` from the activation's caches.
+
+        Parameters
+        ----------
+        kind : str
+            A key of :data:`ACTIVATIONS` other than ``"identity"``.
+        dLdA : cupy.ndarray
+            The gradient with respect to the output.
+        A, Z, cdf : cupy.ndarray, optional
+            The caches: ``A`` for relu, sigmoid and tanh; ``Z`` and ``cdf`` for gelu.
+
+        Returns
+        -------
+        cupy.ndarray
+            ``dLdZ``.
+        """
+        cp = self._cupy
+        dLdA = self._contiguous(dLdA)
+        dZ = cp.empty_like(dLdA)
+        first = A if A is not None else Z
+        args = [self._contiguous(x) if x is not None else first for x in (A, Z, cdf)]
+        self._kernel("activation_backward", dLdA.dtype)(
+            _blocks(dLdA.size), (_THREADS,),
+            (dLdA, *args, dZ, np.int64(dLdA.size), np.int32(ACTIVATIONS[kind])),
+        )  # fmt: skip
+        return dZ
+
+    def batchnorm_forward(self, Z, BW, Bb, running_M, running_V, alpha, eps):
+        """BatchNorm in training mode over the rows of ``Z``.
+
+        Parameters
+        ----------
+        Z : cupy.ndarray
+            ``(N, C)`` input.
+        BW, Bb, running_M, running_V : cupy.ndarray
+            ``(1, C)`` scale, shift and running statistics.
+        alpha, eps : float
+            The running statistics' weight of the past, and the variance's offset.
+
+        Returns
+        -------
+        dict
+            ``M``, ``V``, ``inv_std`` (``(1, C)``), ``NZ``, ``BZ`` (``(N, C)``) and the new
+            running statistics ``running_M``, ``running_V`` (new arrays).
+        """
+        cp = self._cupy
+        Z = self._contiguous(Z)
+        N, C = Z.shape
+        dtype = Z.dtype
+        stats = {k: cp.empty((1, C), dtype=dtype) for k in ("M", "V", "inv_std")}
+        new = {k: cp.empty((1, C), dtype=dtype) for k in ("running_M", "running_V")}
+        self._kernel("batchnorm_statistics", dtype)(
+            (-(-C // 32),), (32, 8),
+            (Z, np.int64(N), np.int32(C), stats["M"], stats["V"], stats["inv_std"],
+             self._contiguous(running_M), self._contiguous(running_V),
+             new["running_M"], new["running_V"], self._scalar(alpha, dtype),
+             self._scalar(1.0 - alpha, dtype), self._scalar(eps, dtype)),
+        )  # fmt: skip
+        NZ, BZ = cp.empty_like(Z), cp.empty_like(Z)
+        self._kernel("batchnorm_apply", dtype)(
+            _blocks(Z.size), (_THREADS,),
+            (Z, stats["M"], stats["inv_std"], self._contiguous(BW), self._contiguous(Bb),
+             NZ, BZ, np.int64(Z.size), np.int32(C)),
+        )  # fmt: skip
+        return {**stats, **new, "NZ": NZ, "BZ": BZ}
+
+    def batchnorm_backward(self, dLdBZ, NZ, BW, inv_std):
+        """BatchNorm's gradients in training mode (the batch statistics depend on ``Z``).
+
+        Parameters
+        ----------
+        dLdBZ : cupy.ndarray
+            ``(N, C)`` gradient with respect to the output.
+        NZ : cupy.ndarray
+            ``(N, C)`` normalised input of the forward pass.
+        BW, inv_std : cupy.ndarray
+            ``(1, C)`` scale and ``1/sqrt(V + eps)``.
+
+        Returns
+        -------
+        dLdZ : cupy.ndarray
+            ``(N, C)``.
+        dLdBW : cupy.ndarray
+            ``(1, C)``.
+        dLdBb : cupy.ndarray
+            ``(1, C)``.
+        """
+        cp = self._cupy
+        G = self._contiguous(dLdBZ)
+        N, C = G.shape
+        dtype = G.dtype
+        sum_w, sum_b = cp.empty((1, C), dtype=dtype), cp.empty((1, C), dtype=dtype)
+        NZ = self._contiguous(NZ)
+        self._kernel("batchnorm_gradient_sums", dtype)(
+            (-(-C // 32),), (32, 8), (G, NZ, np.int64(N), np.int32(C), sum_w, sum_b)
+        )
+        dZ = cp.empty_like(G)
+        self._kernel("batchnorm_backward", dtype)(
+            _blocks(G.size), (_THREADS,),
+            (G, NZ, sum_w, sum_b, self._contiguous(BW), self._contiguous(inv_std), dZ,
+             np.int64(G.size), np.int32(C), self._scalar(N, dtype)),
+        )  # fmt: skip
+        return dZ, sum_w, sum_b
+
+    def cross_entropy(self, A, labels):
+        """Softmax cross-entropy of logits ``A`` against integer labels in ``[0, C)``.
+
+        Parameters
+        ----------
+        A : cupy.ndarray
+            ``(N, C)`` logits.
+        labels : cupy.ndarray
+            ``(N,)`` integer labels, already known to lie in ``[0, C)``.
+
+        Returns
+        -------
+        loss : cupy.ndarray
+            The mean loss, 0-d.
+        softmax : cupy.ndarray
+            The ``(N, C)`` probabilities.
+        """
+        cp = self._cupy
+        A = self._contiguous(A)
+        N, C = A.shape
+        S = cp.empty_like(A)
+        rows = cp.empty((N,), dtype=A.dtype)
+        y = self._contiguous(labels.astype(cp.int64, copy=False))
+        self._kernel("cross_entropy_rows", A.dtype)((N,), (128,), (A, y, S, rows, np.int32(C)))
+        return cp.sum(rows) / self._scalar(N, A.dtype), S
+
+    def cross_entropy_backward(self, softmax, labels):
+        """``(softmax - onehot(labels)) / N``, the gradient of the mean loss.
+
+        Parameters
+        ----------
+        softmax : cupy.ndarray
+            ``(N, C)``, from :meth:`cross_entropy`.
+        labels : cupy.ndarray
+            ``(N,)`` integer labels.
+
+        Returns
+        -------
+        cupy.ndarray
+            ``(N, C)``.
+        """
+        cp = self._cupy
+        N, C = softmax.shape
+        G = cp.empty_like(softmax)
+        y = self._contiguous(labels.astype(cp.int64, copy=False))
+        self._kernel("cross_entropy_backward", softmax.dtype)(
+            _blocks(G.size), (_THREADS,),
+            (self._contiguous(softmax), y, G, np.int64(G.size), np.int32(C),
+             self._scalar(N, softmax.dtype)),
+        )  # fmt: skip
+        return G
+
+    def sgd_update(self, P, V, g, *, lr, momentum, weight_decay, nesterov):
+        """SGD's update of the flat parameters ``P`` and velocity ``V``, in place.
+
+        Parameters
+        ----------
+        P, V, g : cupy.ndarray
+            Flat (1-d, contiguous) parameters, velocity and gradient.
+        lr, momentum, weight_decay : float
+            The step's hyperparameters.
+        nesterov : bool
+            Nesterov momentum.
+        """
+        dtype = P.dtype
+        self._kernel("sgd_update", dtype)(
+            _blocks(P.size), (_THREADS,),
+            (P, V, self._contiguous(g), np.int64(P.size), self._scalar(lr, dtype),
+             self._scalar(momentum, dtype), self._scalar(weight_decay, dtype),
+             np.int32(bool(weight_decay)), np.int32(bool(momentum)), np.int32(bool(nesterov))),
+        )  # fmt: skip

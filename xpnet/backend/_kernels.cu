@@ -1,0 +1,238 @@
+// xpnet's fused CUDA kernels (compiled by CuPy's RawModule once per floating type T).
+//
+// Each kernel computes what a sequence of array operations of xpnet/nn computes, in one
+// pass over memory. The element-wise ones do the operations in the same order as the
+// array code, and the module is compiled with --fmad=false (no fused multiply-add), so
+// they round as the separate kernels would; the reductions sum in their own order.
+// NaN propagates as in the array code: the training loop relies on a NaN loss.
+
+#define GRID_STRIDE(i, n)                                                       \
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
+         i += (long long)blockDim.x * gridDim.x)
+
+// ---- activations --------------------------------------------------------------------
+// relu: max(z, 0) keeping NaN; sigmoid: 1/(1+e) or e/(1+e), e = exp(-|z|);
+// gelu: z Φ(z), Φ(z) = erfc(-z/√2)/2, z clipped below at -40 as in xpnet.nn.GELU.
+
+__device__ __forceinline__ T relu_of(T z) { return (z > (T)0 || isnan(z)) ? z : (T)0; }
+
+__device__ __forceinline__ T sigmoid_of(T z) {
+    T e = exp(-fabs(z));
+    T r = (T)1 / ((T)1 + e);
+    return z >= (T)0 ? r : e * r;
+}
+
+__device__ __forceinline__ T clip_low(T z, T low) { return z < low ? low : z; }
+
+__device__ __forceinline__ T clip(T z, T low, T high) {
+    return z < low ? low : (z > high ? high : z);
+}
+
+// a = f(x + b[j]) for an (n / C, C) row-major x; without a bias (has_bias = 0), a = f(x).
+// kind: 0 identity, 1 relu, 2 sigmoid, 3 tanh, 4 gelu (which also writes z and Φ(z)).
+extern "C" __global__ void bias_activation(const T* x, const T* b, T* a, T* z_out, T* cdf,
+                                           long long n, int C, int has_bias, int kind) {
+    GRID_STRIDE(i, n) {
+        T z = has_bias ? x[i] + b[i % C] : x[i];
+        switch (kind) {
+            case 0: a[i] = z; break;
+            case 1: a[i] = relu_of(z); break;
+            case 2: a[i] = sigmoid_of(z); break;
+            case 3: a[i] = tanh(z); break;
+            default: {
+                T c = (T)0.5 * erfc((T)(-0.70710678118654752440) * z);
+                z_out[i] = z;
+                cdf[i] = c;
+                a[i] = clip_low(z, (T)(-40)) * c;
+            }
+        }
+    }
+}
+
+// dz = da * f'(z), from the cached output a (relu, sigmoid, tanh) or z and Φ(z) (gelu).
+extern "C" __global__ void activation_backward(const T* da, const T* a, const T* z,
+                                               const T* cdf, T* dz, long long n, int kind) {
+    GRID_STRIDE(i, n) {
+        switch (kind) {
+            case 1: dz[i] = da[i] * (T)(a[i] > (T)0); break;
+            case 2: dz[i] = da[i] * (a[i] * ((T)1 - a[i])); break;
+            case 3: dz[i] = da[i] * ((T)1 - a[i] * a[i]); break;
+            default: {
+                T zc = clip(z[i], (T)(-40), (T)40);
+                T pdf = (T)0.39894228040143267794 * exp((T)(-0.5) * (zc * zc));
+                dz[i] = da[i] * (cdf[i] + zc * pdf);
+            }
+        }
+    }
+}
+
+// ---- column reductions: a block of 32 x ROWS threads per 32 columns ---------------------
+#define ROWS 8
+
+// The block's sum over its ROWS partial sums of column threadIdx.x, in shared memory.
+__device__ __forceinline__ T column_total(T (*shared)[33], T partial) {
+    shared[threadIdx.y][threadIdx.x] = partial;
+    __syncthreads();
+    T total = (T)0;
+    for (int k = 0; k < ROWS; ++k) total += shared[k][threadIdx.x];
+    __syncthreads();
+    return total;
+}
+
+// BatchNorm's batch statistics (training): M = mean(Z), V = mean((Z - M)²) over the rows of
+// an (N, C) Z, inv_std = 1 / sqrt(V + eps), and the new running statistics
+// alpha * running + (1 - alpha) * batch.
+extern "C" __global__ void batchnorm_statistics(const T* Z, long long N, int C, T* M, T* V,
+                                                T* inv_std, const T* run_M, const T* run_V,
+                                                T* new_M, T* new_V, T alpha, T one_minus_alpha,
+                                                T eps) {
+    __shared__ T shared[ROWS][33];
+    int j = blockIdx.x * 32 + threadIdx.x;
+    bool live = j < C;
+    T s = (T)0;
+    if (live)
+        for (long long r = threadIdx.y; r < N; r += ROWS) s += Z[r * C + j];
+    T mean = column_total(shared, s) / (T)N;
+    T q = (T)0;
+    if (live)
+        for (long long r = threadIdx.y; r < N; r += ROWS) {
+            T d = Z[r * C + j] - mean;
+            q += d * d;
+        }
+    T var = column_total(shared, q) / (T)N;
+    if (live && threadIdx.y == 0) {
+        M[j] = mean;
+        V[j] = var;
+        inv_std[j] = (T)1 / sqrt(var + eps);
+        new_M[j] = alpha * run_M[j] + one_minus_alpha * mean;
+        new_V[j] = alpha * run_V[j] + one_minus_alpha * var;
+    }
+}
+
+// NZ = (Z - M) * inv_std and BZ = BW * NZ + Bb, per column j.
+extern "C" __global__ void batchnorm_apply(const T* Z, const T* M, const T* inv_std,
+                                           const T* BW, const T* Bb, T* NZ, T* BZ, long long n,
+                                           int C) {
+    GRID_STRIDE(i, n) {
+        int j = i % C;
+        T nz = (Z[i] - M[j]) * inv_std[j];
+        NZ[i] = nz;
+        BZ[i] = BW[j] * nz + Bb[j];
+    }
+}
+
+// Column sums of G ⊙ NZ and of G: BatchNorm's dL/dBW and dL/dBb.
+extern "C" __global__ void batchnorm_gradient_sums(const T* G, const T* NZ, long long N, int C,
+                                                   T* sum_w, T* sum_b) {
+    __shared__ T shared[ROWS][33];
+    int j = blockIdx.x * 32 + threadIdx.x;
+    bool live = j < C;
+    T sw = (T)0, sb = (T)0;
+    if (live)
+        for (long long r = threadIdx.y; r < N; r += ROWS) {
+            long long i = r * C + j;
+            sw += G[i] * NZ[i];
+            sb += G[i];
+        }
+    sw = column_total(shared, sw);
+    sb = column_total(shared, sb);
+    if (live && threadIdx.y == 0) {
+        sum_w[j] = sw;
+        sum_b[j] = sb;
+    }
+}
+
+// dZ = (G - sum_b / N - NZ * (sum_w / N)) * (BW * inv_std), the exact batch gradient.
+extern "C" __global__ void batchnorm_backward(const T* G, const T* NZ, const T* sum_w,
+                                              const T* sum_b, const T* BW, const T* inv_std,
+                                              T* dZ, long long n, int C, T N) {
+    GRID_STRIDE(i, n) {
+        int j = i % C;
+        dZ[i] = (G[i] - sum_b[j] / N - NZ[i] * (sum_w[j] / N)) * (BW[j] * inv_std[j]);
+    }
+}
+
+// ---- softmax cross-entropy: one block of XENT_THREADS threads per row ------------------
+#define XENT_THREADS 128
+
+__device__ __forceinline__ T block_max(T* shared, T v) {
+    shared[threadIdx.x] = v;
+    __syncthreads();
+    for (int k = XENT_THREADS / 2; k > 0; k >>= 1) {
+        if (threadIdx.x < k) {
+            T other = shared[threadIdx.x + k];
+            T mine = shared[threadIdx.x];
+            shared[threadIdx.x] = (other > mine || isnan(other)) ? other : mine;
+        }
+        __syncthreads();
+    }
+    T result = shared[0];
+    __syncthreads();
+    return result;
+}
+
+__device__ __forceinline__ T block_sum(T* shared, T v) {
+    shared[threadIdx.x] = v;
+    __syncthreads();
+    for (int k = XENT_THREADS / 2; k > 0; k >>= 1) {
+        if (threadIdx.x < k) shared[threadIdx.x] += shared[threadIdx.x + k];
+        __syncthreads();
+    }
+    T result = shared[0];
+    __syncthreads();
+    return result;
+}
+
+// For row n of (N, C) logits A with label y[n]: S = softmax(A[n]) and
+// row_loss[n] = log Σ_c exp(A[n,c] - m) - (A[n,y] - m), m the row's maximum.
+extern "C" __global__ void cross_entropy_rows(const T* A, const long long* y, T* S, T* row_loss,
+                                              int C) {
+    __shared__ T shared[XENT_THREADS];
+    long long row = blockIdx.x;
+    const T* a = A + row * C;
+    T* s = S + row * C;
+    T m = a[0];  // every row has C >= 1 values
+    for (int c = threadIdx.x; c < C; c += XENT_THREADS)
+        m = (a[c] > m || isnan(a[c])) ? a[c] : m;
+    m = block_max(shared, m);
+    T t = (T)0;
+    for (int c = threadIdx.x; c < C; c += XENT_THREADS) {
+        T e = exp(a[c] - m);
+        s[c] = e;
+        t += e;
+    }
+    t = block_sum(shared, t);
+    for (int c = threadIdx.x; c < C; c += XENT_THREADS) s[c] = s[c] / t;
+    if (threadIdx.x == 0) {
+        long long label = y[row];  // checked by the caller; a NaN loss rather than a bad read
+        row_loss[row] = (label >= 0 && label < C) ? log(t) - (a[label] - m) : (T)nan("");
+    }
+}
+
+// G = (S - onehot(y)) / N: the gradient of the mean loss.
+extern "C" __global__ void cross_entropy_backward(const T* S, const long long* y, T* G,
+                                                  long long n, int C, T N) {
+    GRID_STRIDE(i, n) {
+        T target = (T)((i % C) == y[i / C]);
+        G[i] = (S[i] - target) / N;
+    }
+}
+
+// ---- SGD with momentum, weight decay and Nesterov over one flat parameter array ----------
+// The same operations, in the same order, as xpnet.optim.SGD's flat update:
+// g += wd * p; v = v * mu + g; g = nesterov ? g + mu * v : v; p -= lr * g.
+extern "C" __global__ void sgd_update(T* P, T* V, const T* grad, long long n, T lr, T mu, T wd,
+                                      int has_wd, int has_mu, int nesterov) {
+    GRID_STRIDE(i, n) {
+        T g = grad[i];
+        T p = P[i];
+        if (has_wd) g = g + wd * p;
+        if (has_mu) {
+            T v = V[i] * mu;
+            v = v + g;
+            V[i] = v;
+            g = nesterov ? g + mu * v : v;
+        }
+        P[i] = p - lr * g;
+    }
+}
