@@ -163,6 +163,50 @@ def _sum_gradients(params, comm, xp, extra):
     return flat[offset]
 
 
+def _graph_step(model, loss, optimizer, comm):
+    """The CUDA-graph runner of one training step, or an error saying why there is none."""
+    refusals = [
+        (comm is not None, "data-parallel runs (comm) sum gradients outside the step"),
+        (
+            any(d.p > 0 for d in getattr(model, "dropout_layers", ())),
+            "dropout draws its masks on the host every step",
+        ),
+        (
+            type(optimizer).__name__ != "SGD",
+            f"{type(optimizer).__name__} changes its step size every step (bias correction)",
+        ),
+    ]
+    for refused, why in refusals:
+        if refused:
+            raise XpnetValueError(f"fit: cuda_graph=True is not possible here: {why}")
+    forward_loss = getattr(loss, "forward_unchecked", None)
+    xp = model.xp
+
+    def step(X, y):
+        """One training step; returns the loss and the number of right predictions."""
+        out = model.forward(X)
+        L = forward_loss(out, y, xp) if forward_loss else loss.forward(out, y)
+        correct = xp.sum(xp.astype(xp.argmax(out, axis=1) == y, out.dtype))
+        model.backward(loss.backward(), input_grad=False)
+        optimizer.step()
+        return L, correct
+
+    runner = backend.cuda_graph_step(step, model.layers[0].W)
+    if runner is None:
+        raise XpnetValueError(
+            "fit: cuda_graph=True is not possible here: the model's arrays are not CuPy's "
+            "(CUDA graphs need backend='cupy')"
+        )
+    return runner
+
+
+def _graph_key(optimizer):
+    """The optimizer's numbers that a captured step has fixed in its kernels."""
+    return tuple(
+        getattr(optimizer, name, None) for name in ("lr", "mu", "weight_decay", "nesterov")
+    )
+
+
 class _LossWindow:
     """Step losses kept where they were computed and read back several at a time."""
 
@@ -240,6 +284,8 @@ def fit(
     shuffle: str | None = None,
     comm: Any = None,
     prefetch: bool = True,
+    cuda_graph: bool = False,
+    tf32: bool = False,
 ) -> list[dict]:
     """Train ``model`` and return its history, one dict per epoch.
 
@@ -313,6 +359,18 @@ def fit(
         host memory and copy it on its own CUDA stream while the previous step runs
         (:func:`xpnet.backend.prefetcher`); the batches and results are the same either
         way. Without effect elsewhere.
+    cuda_graph : bool
+        CuPy only: run each training step as a CUDA graph, captured from the second step
+        of each batch shape and replayed with one launch (:class:`xpnet.backend.CudaGraphStep`);
+        the numbers are those of the eager step. SGD only (Adam's bias correction changes
+        every step); the graph is captured anew when the learning rate changes; no
+        dropout and no ``comm``. The losses are read back every ``check_every`` steps as
+        usual, after the step that computed them.
+    tf32 : bool
+        Let float32 matrix products use TF32 tensor cores during training
+        (:func:`xpnet.backend.set_tf32`; faster on NVIDIA GPUs since Ampere, 10-bit
+        mantissa inputs); the library's previous setting is restored at the end. No
+        effect on a CPU or in float64.
 
     Returns
     -------
@@ -371,6 +429,7 @@ def fit(
     # memory-mapped batches to a GPU: gathered and copied ahead of use
     mover = backend.prefetcher(model.layers[0].W) if streaming and prefetch else None
     gather = None if mover is None else functools.partial(mover, dtype=model.dtype)
+    graph = _graph_step(model, loss, optimizer, comm) if cuda_graph else None
     state = FitState() if state is None else state
     rng = np.random.default_rng(seed)
     if state.rng_state is not None:
@@ -380,6 +439,7 @@ def fit(
         if model.bn_layers and X.shape[0] >= batch_size
         else -(-X.shape[0] // batch_size)
     )
+    tf32_before = backend.set_tf32(xp, tf32)
     try:
         for bn in model.bn_layers:  # statistics of the global batch (None: of this one)
             bn.comm = comm
@@ -404,6 +464,14 @@ def fit(
                         X, y, batch_size, rng=rng, drop_last=drop_last, shuffle=shuffle
                     )
                 for Xb, yb in source:
+                    if graph is not None:  # the whole step, captured once and replayed
+                        L, batch_correct = graph(Xb, yb, key=_graph_key(optimizer))
+                        correct = correct + batch_correct
+                        window.add(xp.asarray(L, copy=True), Xb.shape[0])  # L is the graph's
+                        if len(window.pending) >= check_every:
+                            window.flush(xp)
+                        bar.update(1)
+                        continue
                     if comm is not None:  # this process's share of the global batch
                         n_global = Xb.shape[0]
                         if n_global < comm.size:
@@ -466,6 +534,7 @@ def fit(
             if on_epoch_end is not None:
                 on_epoch_end(state)
     finally:  # the model is left as it was given: no communicator, no shard
+        backend.set_tf32(xp, tf32_before)
         for bn in model.bn_layers:
             bn.comm = None
         for drop in dropouts:

@@ -36,6 +36,8 @@ RUN_OPTIONS = (
     "device",
     "dtype",
     "seed",
+    "tf32",
+    "cuda_graph",
 )
 #: Their defaults (the parser's defaults are None, so that a given option can be told apart).
 RUN_DEFAULTS = {
@@ -57,6 +59,8 @@ RUN_DEFAULTS = {
     "device": None,
     "dtype": "float32",
     "seed": 0,
+    "tf32": False,
+    "cuda_graph": False,
 }
 
 
@@ -118,6 +122,19 @@ def _echo(args, text):
 
 
 # -- train ---------------------------------------------------------------------------------
+def _cuda_graph_refusal(config, comm):
+    """Why a run cannot capture its steps as CUDA graphs (None: it can)."""
+    if config["backend"] != "cupy":
+        return f"needs --backend cupy (a CUDA GPU), not {config['backend']}"
+    if config["optimizer"] != "sgd":
+        return f"needs --optimizer sgd ({config['optimizer']} changes its step size every step)"
+    if config.get("dropout"):
+        return "cannot be combined with --dropout (its masks are drawn on the host)"
+    if comm is not None:
+        return "runs in one process (the gradient sum of several runs outside the step)"
+    return None
+
+
 def _cmd_train(args):
     from ..distributed import init as init_distributed
     from .runs import RESUME_FILE, config_of_run, train_run
@@ -171,6 +188,9 @@ def _cmd_train(args):
             "backend": _pick_backend(opts["backend"]),
             "device": None if device is None else backend.device_name(device),
         }
+        refusal = _cuda_graph_refusal(config, comm) if config["cuda_graph"] else None
+        if refusal:
+            raise UsageError(f"--cuda-graph: {refusal}")
         folder = (
             Path(args.out)
             if args.out
@@ -459,6 +479,20 @@ def build_parser():
         default=None,
         metavar="N",
         help="raise the learning rate linearly from a tenth over the first N epochs (default: 0)",
+    )
+    p.add_argument(
+        "--tf32",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="float32 products on TF32 tensor cores (NVIDIA GPUs; faster, 10-bit mantissa "
+        "inputs; recorded in the checkpoint; default: off)",
+    )
+    p.add_argument(
+        "--cuda-graph",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run each training step as one CUDA graph (--backend cupy, --optimizer sgd, "
+        "no --dropout; the same numbers, fewer launches; default: off)",
     )
     p.add_argument(
         "--dropout",

@@ -371,6 +371,8 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print, comm=Non
             max_loss=loss_bound(data.n_classes),
             scheduler=scheduler,
             comm=comm,
+            cuda_graph=bool(config.get("cuda_graph", False)),
+            tf32=bool(config.get("tf32", False)),
         )
     train_seconds = time.perf_counter() - start
     test_loss, test_accuracy = evaluate(model, loss, data.X_test, data.y_test)

@@ -16,7 +16,8 @@ from ._convert import (
     resolve_dtype,
     to_numpy,
 )
-from ._fused import ACTIVATIONS, CupyFused, fused, use_fused
+from ._fused import ACTIVATIONS, CupyFused, fused, set_tf32, use_fused
+from ._graph import CudaGraphStep, cuda_graph_step
 from ._namespace import (
     DISTRIBUTIONS,
     SUPPORTED,
@@ -44,12 +45,14 @@ __all__ = [
     "DISTRIBUTIONS",
     "FLOAT_DTYPES",
     "SUPPORTED",
+    "CudaGraphStep",
     "CupyFused",
     "NCCLSum",
     "PinnedPrefetcher",
     "available",
     "compat_version",
     "convert",
+    "cuda_graph_step",
     "device",
     "device_name",
     "devices",
@@ -79,6 +82,7 @@ __all__ = [
     "report",
     "resolve_device",
     "resolve_dtype",
+    "set_tf32",
     "synchronize",
     "to_numpy",
     "use_fused",

@@ -34,7 +34,7 @@ import numpy as np
 
 from ._namespace import library_name
 
-__all__ = ["ACTIVATIONS", "CupyFused", "fused", "use_fused"]
+__all__ = ["ACTIVATIONS", "CupyFused", "fused", "set_tf32", "use_fused"]
 
 #: The activations with fused kernels, by the name their classes declare (``fused_kind``).
 ACTIVATIONS = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "gelu": 4}
@@ -43,6 +43,7 @@ _THREADS = 256
 _MAX_BLOCKS = 4096  # grid-stride loops cover the rest
 _enabled = os.environ.get("XPNET_FUSED", "1").strip().lower() not in ("0", "false", "no", "off")
 _CUPY: CupyFused | None = None
+_NAMES: dict[int, str | None] = {}  # id(namespace) -> library name, asked once
 
 
 @contextlib.contextmanager
@@ -89,16 +90,161 @@ def fused(xp):
     """
     if not _enabled:
         return None
-    try:
-        name = library_name(xp)
-    except TypeError:
-        return None
+    key = id(xp)
+    name = _NAMES.get(key, "")
+    if name == "":
+        try:
+            name = _NAMES[key] = library_name(xp)
+        except TypeError:
+            name = _NAMES[key] = None
     if name != "cupy":
         return None
     global _CUPY
     if _CUPY is None:
         _CUPY = CupyFused()
     return _CUPY
+
+
+# cuBLAS's constants and its column-major products of row-major arrays
+_GEMM = {"float32": ("cublasSgemm_v2", "c_float"), "float64": ("cublasDgemm_v2", "c_double")}
+_OP_N, _OP_T = 0, 1
+_DEFAULT_MATH, _TF32_TENSOR_OP_MATH = 0, 3
+_WORKSPACE = 32 << 20  # bytes; set once, as graph capture requires
+
+
+class _Cublas:
+    """cuBLAS through ctypes, on the library CuPy has loaded, with a handle per device."""
+
+    def __init__(self, library):
+        import ctypes
+
+        self._ctypes, self._lib = ctypes, library
+        self._handles: dict[int, list] = {}  # device id -> [handle, stream ptr, math mode, ws]
+
+    @classmethod
+    def load(cls, cupy):
+        """The cuBLAS that CuPy uses, or None (a stand-in CuPy, or no such library)."""
+        import ctypes
+
+        try:
+            cupy.cuda.device.get_cublas_handle()  # loads cuBLAS if CuPy has not yet
+            with open("/proc/self/maps") as maps:
+                paths = {line.split()[-1] for line in maps if "libcublas.so" in line}
+        except (AttributeError, OSError):
+            return None
+        for path in sorted(paths):
+            try:
+                return cls(ctypes.CDLL(path))
+            except OSError:
+                continue
+        return None
+
+    def _call(self, name, *args):
+        status = getattr(self._lib, name)(*args)
+        if status != 0:
+            raise RuntimeError(f"{name} failed with cuBLAS status {status}")
+
+    def _handle(self, cupy, tf32):
+        c = self._ctypes
+        device = cupy.cuda.runtime.getDevice()
+        entry = self._handles.get(device)
+        if entry is None:
+            handle = c.c_void_p()
+            self._call("cublasCreate_v2", c.byref(handle))
+            workspace = cupy.empty((_WORKSPACE,), dtype=cupy.uint8)
+            entry = self._handles[device] = [handle, None, None, workspace]
+        handle = entry[0]
+        stream = cupy.cuda.get_current_stream().ptr
+        if entry[1] != stream:  # setting the stream resets the workspace: set both
+            self._call("cublasSetStream_v2", handle, c.c_void_p(stream))
+            self._call(
+                "cublasSetWorkspace_v2", handle, c.c_void_p(entry[3].data.ptr),
+                c.c_size_t(_WORKSPACE),
+            )  # fmt: skip
+            entry[1] = stream
+        mode = _TF32_TENSOR_OP_MATH if tf32 else _DEFAULT_MATH
+        if entry[2] != mode:
+            self._call("cublasSetMathMode", handle, c.c_int(mode))
+            entry[2] = mode
+        return handle
+
+    def gemm(self, cupy, A, B, trans_a, trans_b, tf32):
+        c = self._ctypes
+        M, K = (A.shape[1], A.shape[0]) if trans_a else A.shape
+        K2, N = (B.shape[1], B.shape[0]) if trans_b else B.shape
+        if K != K2:
+            raise ValueError(f"matmul: shapes {A.shape} and {B.shape} do not match")
+        out = cupy.empty((M, N), dtype=A.dtype)
+        if M == 0 or N == 0:
+            return out
+        if K == 0:
+            out.fill(0)
+            return out
+        function, scalar = _GEMM[A.dtype.name]
+        scalar = getattr(c, scalar)
+        handle = self._handle(cupy, tf32 and scalar is c.c_float)
+        # row-major C = op(A) op(B) is column-major Cᵀ = op(B)ᵀ op(A)ᵀ; a row-major matrix
+        # read column-major is its transpose, with its row length as leading dimension
+        one, zero = scalar(1.0), scalar(0.0)
+        self._call(
+            function, handle, c.c_int(_OP_T if trans_b else _OP_N),
+            c.c_int(_OP_T if trans_a else _OP_N), c.c_int(N), c.c_int(M), c.c_int(K),
+            c.byref(one), c.c_void_p(B.data.ptr), c.c_int(B.shape[1]),
+            c.c_void_p(A.data.ptr), c.c_int(A.shape[1]), c.byref(zero),
+            c.c_void_p(out.data.ptr), c.c_int(N),
+        )  # fmt: skip
+        return out
+
+
+_TF32 = {"cupy": False}
+
+
+def set_tf32(xp, enabled: bool) -> bool:
+    """Let ``xp``'s float32 matrix products use TF32 tensor cores, or not.
+
+    TF32 rounds the products' inputs to 10 bits of mantissa (float32 keeps 23) and adds
+    in float32: several times faster on NVIDIA GPUs since Ampere, less precise. Off by
+    default, as in PyTorch; the setting is the library's, for the whole process. It
+    changes nothing on a CPU, nor for float64.
+
+    Parameters
+    ----------
+    xp : namespace
+        An Array API namespace: CuPy (xpnet's own products and CuPy's) or PyTorch
+        (``torch.backends.cuda.matmul.allow_tf32``); no effect on the others.
+    enabled : bool
+        The new setting.
+
+    Returns
+    -------
+    bool
+        The previous setting (False for a library without one).
+    """
+    try:
+        name = library_name(xp)
+    except TypeError:
+        return False
+    enabled = bool(enabled)
+    if name == "torch":
+        import torch
+
+        before = bool(torch.backends.cuda.matmul.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+        return before
+    if name != "cupy":
+        return False
+    before, _TF32["cupy"] = _TF32["cupy"], enabled
+    ops = fused(xp)
+    if ops is not None:
+        ops.set_tf32(enabled)
+    try:  # CuPy's own products (those xpnet's kernels do not replace)
+        from cupy._core import _routines_linalg as linalg
+
+        mode = linalg.COMPUTE_TYPE_TF32 if enabled else linalg.COMPUTE_TYPE_DEFAULT
+        linalg.set_compute_type(np.dtype(np.float32), mode)
+    except (ImportError, AttributeError):
+        pass
+    return before
 
 
 def _blocks(n):
@@ -134,6 +280,58 @@ class CupyFused:
         self._cupy = cupy
         self._source = resources.files(__package__).joinpath("_kernels.cu").read_text()
         self._modules: dict[str, Any] = {}
+        self._blas_lib: _Cublas | None = None
+        self._blas_loaded = False
+
+    @property
+    def _blas(self):
+        if not self._blas_loaded:
+            self._blas_lib, self._blas_loaded = _Cublas.load(self._cupy), True
+        return self._blas_lib
+
+    def matmul(self, A, B, trans_a=False, trans_b=False):
+        """``op(A) @ op(B)``, ``op`` transposing where asked, through an own cuBLAS handle.
+
+        CuPy's own products refuse to run while a CUDA graph is captured; this one runs
+        there too (:class:`CudaGraphStep`), and eager steps use it as well so that both
+        compute the same numbers. Without a cuBLAS library it falls back to ``@``.
+
+        Parameters
+        ----------
+        A, B : cupy.ndarray
+            2-d arrays of one floating type.
+        trans_a, trans_b : bool
+            Use ``A.T`` (``B.T``) in place of ``A`` (``B``).
+
+        Returns
+        -------
+        cupy.ndarray
+            The C-contiguous product.
+        """
+        blas = self._blas
+        if blas is None or A.dtype != B.dtype or A.dtype.name not in _GEMM:
+            return (A.T if trans_a else A) @ (B.T if trans_b else B)
+        return blas.gemm(
+            self._cupy, self._contiguous(A), self._contiguous(B), trans_a, trans_b, self.tf32
+        )
+
+    def set_tf32(self, enabled):
+        """Let float32 products use TF32 tensor cores (10-bit mantissa inputs) or not.
+
+        Parameters
+        ----------
+        enabled : bool
+            The new setting.
+
+        Returns
+        -------
+        bool
+            The previous setting.
+        """
+        before, self.tf32 = self.tf32, bool(enabled)
+        return before
+
+    tf32 = False
 
     def _kernel(self, name, dtype):
         key = np.dtype(dtype).name
@@ -227,20 +425,21 @@ class CupyFused:
         Returns
         -------
         dict
-            ``M``, ``V``, ``inv_std`` (``(1, C)``), ``NZ``, ``BZ`` (``(N, C)``) and the new
-            running statistics ``running_M``, ``running_V`` (new arrays).
+            ``M``, ``V``, ``inv_std`` (``(1, C)``), ``NZ`` and ``BZ`` (``(N, C)``). The
+            running statistics are updated in place (so a CUDA graph's replays see them).
         """
         cp = self._cupy
         Z = self._contiguous(Z)
         N, C = Z.shape
         dtype = Z.dtype
         stats = {k: cp.empty((1, C), dtype=dtype) for k in ("M", "V", "inv_std")}
-        new = {k: cp.empty((1, C), dtype=dtype) for k in ("running_M", "running_V")}
+        for running in (running_M, running_V):
+            if not running.flags.c_contiguous:
+                raise ValueError("batchnorm_forward: running statistics must be contiguous")
         self._kernel("batchnorm_statistics", dtype)(
             (-(-C // 32),), (32, 8),
             (Z, np.int64(N), np.int32(C), stats["M"], stats["V"], stats["inv_std"],
-             self._contiguous(running_M), self._contiguous(running_V),
-             new["running_M"], new["running_V"], self._scalar(alpha, dtype),
+             running_M, running_V, self._scalar(alpha, dtype),
              self._scalar(1.0 - alpha, dtype), self._scalar(eps, dtype)),
         )  # fmt: skip
         NZ, BZ = cp.empty_like(Z), cp.empty_like(Z)
@@ -249,7 +448,7 @@ class CupyFused:
             (Z, stats["M"], stats["inv_std"], self._contiguous(BW), self._contiguous(Bb),
              NZ, BZ, np.int64(Z.size), np.int32(C)),
         )  # fmt: skip
-        return {**stats, **new, "NZ": NZ, "BZ": BZ}
+        return {**stats, "NZ": NZ, "BZ": BZ}
 
     def batchnorm_backward(self, dLdBZ, NZ, BW, inv_std):
         """BatchNorm's gradients in training mode (the batch statistics depend on ``Z``).

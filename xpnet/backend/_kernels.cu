@@ -80,12 +80,11 @@ __device__ __forceinline__ T column_total(T (*shared)[33], T partial) {
 }
 
 // BatchNorm's batch statistics (training): M = mean(Z), V = mean((Z - M)²) over the rows of
-// an (N, C) Z, inv_std = 1 / sqrt(V + eps), and the new running statistics
+// an (N, C) Z, inv_std = 1 / sqrt(V + eps), and the running statistics updated in place to
 // alpha * running + (1 - alpha) * batch.
 extern "C" __global__ void batchnorm_statistics(const T* Z, long long N, int C, T* M, T* V,
-                                                T* inv_std, const T* run_M, const T* run_V,
-                                                T* new_M, T* new_V, T alpha, T one_minus_alpha,
-                                                T eps) {
+                                                T* inv_std, T* run_M, T* run_V, T alpha,
+                                                T one_minus_alpha, T eps) {
     __shared__ T shared[ROWS][33];
     int j = blockIdx.x * 32 + threadIdx.x;
     bool live = j < C;
@@ -104,8 +103,8 @@ extern "C" __global__ void batchnorm_statistics(const T* Z, long long N, int C, 
         M[j] = mean;
         V[j] = var;
         inv_std[j] = (T)1 / sqrt(var + eps);
-        new_M[j] = alpha * run_M[j] + one_minus_alpha * mean;
-        new_V[j] = alpha * run_V[j] + one_minus_alpha * var;
+        run_M[j] = alpha * run_M[j] + one_minus_alpha * mean;
+        run_V[j] = alpha * run_V[j] + one_minus_alpha * var;
     }
 }
 

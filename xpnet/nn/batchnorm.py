@@ -237,8 +237,7 @@ class BatchNorm1d(Module):
                 Z, self.BW, self.Bb, self.running_M, self.running_V, self.alpha, self.eps
             )
             self.M, self.V, self._inv_std = out["M"], out["V"], out["inv_std"]
-            self.running_M, self.running_V = out["running_M"], out["running_V"]
-            self.NZ, self.BZ = out["NZ"], out["BZ"]
+            self.NZ, self.BZ = out["NZ"], out["BZ"]  # running_M, running_V: in place
             return self.BZ
         if evaluate:
             M, V = self.running_M, self.running_V

@@ -139,8 +139,7 @@ class Linear(Module):
         array
             ``Z``.
         """
-        self.A = A
-        return A @ self.W.T + self.b.T
+        return self.product_unchecked(A, xp) + self.b.T
 
     def product_unchecked(self, A: Array, xp: Namespace) -> Array:
         """``A Wᵀ`` without the bias, keeping ``A`` for ``backward``.
@@ -161,7 +160,8 @@ class Linear(Module):
             ``A Wᵀ``, ``(N, C_out)``.
         """
         self.A = A
-        return A @ self.W.T
+        ops = backend.fused(xp)
+        return A @ self.W.T if ops is None else ops.matmul(A, self.W, trans_b=True)
 
     def backward(self, dLdZ: Array) -> Array:
         """Store ``dLdW = dLdZᵀ A``, ``dLdb = Σ_n dLdZ`` and return ``dLdA = dLdZ W``.
@@ -209,6 +209,12 @@ class Linear(Module):
         array or None
             ``dLdA``, or None without ``input_grad``.
         """
-        self.dLdW = dLdZ.T @ self.A
+        ops = backend.fused(xp)  # the library's own products (backend.fused), or @
+        if ops is None:
+            self.dLdW = dLdZ.T @ self.A
+        else:
+            self.dLdW = ops.matmul(dLdZ, self.A, trans_a=True)
         self.dLdb = xp.sum(dLdZ, axis=0, keepdims=True).T
-        return dLdZ @ self.W if input_grad else None
+        if not input_grad:
+            return None
+        return dLdZ @ self.W if ops is None else ops.matmul(dLdZ, self.W)

@@ -177,8 +177,16 @@ class SGD(Optimizer):
         if self._update is None:
             self._update_flat(xp, grads)
             return
+        ops = backend.fused(xp) if self._update == self._update_inplace else None
         for (name, p), g in zip(self.params, grads, strict=True):
-            self._update(p, g, name)
+            if ops is None:
+                self._update(p, g, name)
+            else:  # _update_inplace in one kernel per parameter (backend.fused)
+                flat = [xp.reshape(a, (-1,)) for a in (p.value, self.velocity[name], g)]
+                ops.sgd_update(
+                    *flat, lr=self.lr, momentum=self.mu, weight_decay=self.weight_decay,
+                    nesterov=self.nesterov,
+                )  # fmt: skip
 
     def _n_values(self):
         return sum(math.prod(p.value.shape) for _, p in self.params)
