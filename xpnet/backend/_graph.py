@@ -121,7 +121,18 @@ class CudaGraphStep:
         pool = cp.get_default_memory_pool()
 
         def keep(size):
-            """Allocate from CuPy's pool and keep the memory while the graph lives."""
+            """Allocate from CuPy's pool and keep the memory while the graph lives.
+
+            Parameters
+            ----------
+            size : int
+                Bytes.
+
+            Returns
+            -------
+            cupy.cuda.MemoryPointer
+                The memory.
+            """
             memory = pool.malloc(size)
             kept.append(memory)
             return memory
