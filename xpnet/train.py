@@ -183,7 +183,18 @@ def _graph_step(model, loss, optimizer, comm):
     xp = model.xp
 
     def step(X, y):
-        """One training step; returns the loss and the number of right predictions."""
+        """One training step.
+
+        Parameters
+        ----------
+        X, y : array
+            The batch.
+
+        Returns
+        -------
+        tuple of array
+            The loss and the number of right predictions, 0-d.
+        """
         out = model.forward(X)
         L = forward_loss(out, y, xp) if forward_loss else loss.forward(out, y)
         correct = xp.sum(xp.astype(xp.argmax(out, axis=1) == y, out.dtype))
