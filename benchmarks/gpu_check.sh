@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every CUDA check of xpnet in one device run, ending with one table: each stage has a time
-# limit, 555 s in all at worst (device run: timeout_s 590), a few minutes when all goes well.
+# limit, 755 s in all at worst, about five minutes when all goes well (device run: timeout_s
+# 420 or what the session has left; each stage's log comes back as it ends).
 #
 # Here first:   bash benchmarks/gpu_wheels.sh     (fills the git-ignored .whl/)
 # On the device (the device tool's run, carry: [".whl"], timeout_s 590):
@@ -24,6 +25,7 @@ if ls .whl/mpi/*.whl > /dev/null 2>&1 &&
     export PYTHONPATH=$PYTHONPATH:$mpi_site PATH=/tmp/mpi/bin:$PATH
     export LD_LIBRARY_PATH=$mpi_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fi
+[ -d .whl/cache ] && export XDG_CACHE_HOME=$PWD/.whl/cache  # MNIST-1D, made by gpu_wheels.sh
 declare -A STATUS
 
 stage() {  # stage NAME SECONDS COMMAND...: run, log to $LOGS/NAME.log and $OUT/gpu-check.log, record pass/fail and time
@@ -38,12 +40,15 @@ stage() {  # stage NAME SECONDS COMMAND...: run, log to $LOGS/NAME.log and $OUT/
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$LOGS/card.txt"
-STAGES="info pytest-cupy parity-float64 parity-float32 train-cupy evaluate-numpy nosync nccl prefetch bench-gpu"
+STAGES="info pytest-cupy bench-gpu gpu-train parity-float64 parity-float32 train-cupy evaluate-numpy nosync nccl prefetch"
 stage info 20 python3 -m xpnet info
 # the data-parallel test needs MPI: its own stage, so that a machine without it fails alone
 # in 8 processes sharing the GPU (pytest-xdist travels in .whl): one process took over 180 s
 stage pytest-cupy 240 python3 -m pytest --backend=cupy -n 8 -v --tb=short -p no:cacheprovider -rfE \
     --ignore=tests/test_nccl.py
+# the step timings, float32 and TF32; whole training runs against NumPy on this machine
+stage bench-gpu 150 python3 -m xpnet bench --gpu --tf32 --seconds 0.5
+stage gpu-train 120 python3 benchmarks/gpu_train.py
 stage parity-float64 30 python3 -m xpnet parity --backends numpy,cupy --dtype float64
 stage parity-float32 30 python3 -m xpnet parity --backends numpy,cupy --dtype float32
 stage train-cupy 45 python3 -m xpnet train --backend cupy --out /tmp/xpnet-run --quiet --json
@@ -51,7 +56,6 @@ stage evaluate-numpy 20 python3 -m xpnet evaluate /tmp/xpnet-run/model.safetenso
 stage nosync 30 python3 benchmarks/gpu_nosync.py
 stage nccl 40 python3 benchmarks/gpu_nccl.py
 stage prefetch 60 python3 benchmarks/gpu_prefetch.py
-stage bench-gpu 100 python3 -m xpnet bench --gpu --seconds 1
 
 echo
 echo "== summary ($(head -n 1 "$LOGS/card.txt"))"

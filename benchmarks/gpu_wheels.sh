@@ -22,5 +22,11 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
     "scikit-learn==1.9.1" joblib threadpoolctl "safetensors==$(python3 -c 'import safetensors; print(safetensors.__version__)' 2>/dev/null || echo 0.7.0)"
+# MNIST-1D for benchmarks/gpu_train.py, generated here (the device lacks the mnist1d package)
+# into the cache that xpnet reads (XDG_CACHE_HOME=.whl/cache on the device)
+python=python3
+[ -x .venv/bin/python ] && python=.venv/bin/python
+XDG_CACHE_HOME=$PWD/.whl/cache "$python" -c "from xpnet.data import load_mnist1d; load_mnist1d()" ||
+    echo "no MNIST-1D (pip install 'xpnet[datasets]' here): gpu_train.py will skip it"
 ls -1 .whl .whl/mpi
 du -sh .whl

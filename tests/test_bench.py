@@ -80,13 +80,25 @@ def test_gpu_benchmark_code_path_on_the_cpu():
     from xpnet.app.peers import GemmFloor
 
     table = {"small": ([8, 16, 4], 32, False), "small+bn": ([8, 16, 16, 4], 32, True)}
-    rows = run_gpu(seconds=0.05, xp="numpy", torch_device="cpu", table=table)
-    assert [(r["size"], r["peer"]) for r in rows] == [
-        (size, peer) for size in table for peer in ("xpnet", "torch", "gemm")
+    rows = run_gpu(
+        seconds=0.05, xp="numpy", torch_device="cpu", table=table, precisions=("float32", "tf32")
+    )
+    assert [(r["size"], r["precision"], r["peer"]) for r in rows] == [
+        (size, precision, peer)
+        for precision in ("float32", "tf32")
+        for size in table
+        for peer in ("xpnet", "graph", "generic", "torch", "gemm")
     ]
-    assert all(r["us"] > 0 for r in rows)
+    # NumPy has neither CUDA graphs nor fused kernels to turn off
+    measured = {(r["size"], r["precision"], r["peer"]): r["us"] for r in rows}
+    assert all(
+        (us is None) == (peer in ("graph", "generic")) for (_, _, peer), us in measured.items()
+    )
+    assert all(us > 0 for us in measured.values() if us is not None)
     text = format_gpu_table(rows, "a CPU standing in")
-    assert "a CPU standing in" in text and "small+bn" in text and "x" in text.splitlines()[-1]
+    assert "a CPU standing in" in text and "small+bn" in text and "tf32" in text
+    last = text.splitlines()[-1].split()  # xpnet/pt, graph/pt (no graph here), xpnet/floor
+    assert last[-3].endswith("x") and last[-2] == "n/a" and last[-1].endswith("x")
     # the floor does the step's products: 2 for the first layer, 3 for each later one
     from xpnet import backend
 

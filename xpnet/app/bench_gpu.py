@@ -1,9 +1,11 @@
 """``xpnet bench --gpu``: one float32 training step on a CUDA GPU, side by side.
 
-xpnet on CuPy, PyTorch eager on CUDA, and the GEMM floor (the step's matrix products
-alone, on CuPy) at the sizes the CUDA work is measured on. A GPU runs asynchronously, so
-each measurement runs steps back to back and waits for the device before reading the
-clock; the number is the median over rounds of at least ``--seconds`` each.
+xpnet on CuPy (with its fused kernels, replayed as a CUDA graph, and its Array API code
+alone), PyTorch eager on CUDA, and the GEMM floor (the step's matrix products alone, on
+CuPy) at the sizes the CUDA work is measured on, with float32 or TF32 products. A GPU
+runs asynchronously, so each measurement runs steps back to back and waits for the device
+before reading the clock; the number is the median over rounds of at least ``--seconds``
+each.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from ..errors import BackendUnavailableError, XpnetValueError
 from .bench import XpnetStep
 from .peers import GemmFloor, TorchStep
 
-__all__ = ["GPU_SIZES", "format_gpu_table", "run_gpu", "time_on_device"]
+__all__ = ["GPU_PEERS", "GPU_SIZES", "format_gpu_table", "run_gpu", "time_on_device"]
 
 #: name -> (layer widths, batch, BatchNorm), the sizes of the CUDA measurements.
 GPU_SIZES = {
@@ -69,8 +71,26 @@ def time_on_device(step, sync, *, seconds=1.0, rounds=5, warmup=5):
     return statistics.median(means)
 
 
-def run_gpu(sizes=None, *, seconds=1.0, xp="cupy", torch_device="cuda", table=None, log=None):
+#: The peers of each size, in the table's order.
+GPU_PEERS = ("xpnet", "graph", "generic", "torch", "gemm")
+
+
+def run_gpu(
+    sizes=None,
+    *,
+    seconds=1.0,
+    xp="cupy",
+    torch_device="cuda",
+    table=None,
+    log=None,
+    precisions=("float32",),
+):
     """Time xpnet, PyTorch eager and the GEMM floor at every size.
+
+    The peers: ``xpnet`` (a step as ``fit`` runs it, with the library's fused kernels),
+    ``graph`` (the same step replayed as a CUDA graph), ``generic`` (the Array API code
+    alone, fused kernels off), ``torch`` (PyTorch eager) and ``gemm`` (the step's matrix
+    products alone).
 
     Parameters
     ----------
@@ -86,51 +106,88 @@ def run_gpu(sizes=None, *, seconds=1.0, xp="cupy", torch_device="cuda", table=No
         Sizes to choose from (default :data:`GPU_SIZES`).
     log : callable, optional
         Called with a line per measurement.
+    precisions : tuple of str
+        ``"float32"`` and/or ``"tf32"`` (float32 arrays, products on TF32 tensor cores
+        for every peer: :func:`xpnet.backend.set_tf32`).
 
     Returns
     -------
     list of dict
-        ``{size, peer, us}`` rows; ``us`` is None for a peer that cannot run.
+        ``{size, precision, peer, us}`` rows; ``us`` is None for a peer that cannot run
+        (no graphs or no fused kernels off CuPy, no PyTorch).
 
     Raises
     ------
     BackendUnavailableError
         ``xp`` is ``"cupy"`` and no CUDA device is visible.
     XpnetValueError
-        An unknown size.
+        An unknown size or precision.
     """
     table = GPU_SIZES if table is None else table
     sizes = list(table) if sizes is None else sizes
     unknown = [s for s in sizes if s not in table]
+    unknown += [p for p in precisions if p not in ("float32", "tf32")]
     if unknown:
-        raise XpnetValueError(f"unknown GPU sizes {unknown}; expected some of {list(table)}")
+        raise XpnetValueError(
+            f"unknown GPU sizes or precisions {unknown}; expected some of {list(table)} "
+            "and float32, tf32"
+        )
     if xp == "cupy" and "cupy" not in backend.available():
         raise BackendUnavailableError(
             "xpnet bench --gpu needs CuPy and a visible CUDA device: pip install "
             "'xpnet[cuda13]' (or '[cuda12]') on a machine with an NVIDIA GPU"
         )
     namespace = backend.get(xp)
+    torch_ns = backend.get("torch") if torch_device is not None else None
     rows = []
-    for size in sizes:
-        widths, batch, batchnorm = table[size]
-        rng = np.random.default_rng(0)
-        X = rng.standard_normal((batch, widths[0])).astype(np.float32)
-        y = rng.integers(0, widths[-1], batch)
-        ours = XpnetStep(widths, X, y, batchnorm=batchnorm, xp=xp)
-        peers = [("xpnet", ours, ours.X)]
-        if torch_device is not None:
-            theirs = TorchStep(widths, X, y, batchnorm=batchnorm, device=torch_device)
-            peers.append(("torch", theirs, theirs.X))
-        floor = GemmFloor(widths, batch, namespace, device=backend.device(ours.X))
-        peers.append(("gemm", floor, floor.acts[0]))
-        for name, step, probe in peers:
-            seconds_per_step = time_on_device(
-                step, lambda probe=probe: backend.synchronize(probe), seconds=seconds
-            )
-            rows.append({"size": size, "peer": name, "us": seconds_per_step * 1e6})
-            if log:
-                log(f"  {size:<12} {name:<6} {seconds_per_step * 1e6:>10.1f} us")
+    for precision in precisions:
+        tf32 = precision == "tf32"
+        before = backend.set_tf32(namespace, tf32)
+        torch_before = backend.set_tf32(torch_ns, tf32) if torch_ns is not None else False
+        try:
+            for size in sizes:
+                rows += _time_size(size, table[size], namespace, xp, torch_device, seconds)
+                for row in rows[-len(GPU_PEERS) :]:
+                    row["precision"] = precision
+                    if log and row["us"] is not None:
+                        log(f"  {size:<12} {precision:<8} {row['peer']:<8} {row['us']:>10.1f} us")
+        finally:
+            backend.set_tf32(namespace, before)
+            if torch_ns is not None:
+                backend.set_tf32(torch_ns, torch_before)
     return rows
+
+
+def _time_size(size, spec, namespace, xp, torch_device, seconds):
+    widths, batch, batchnorm = spec
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((batch, widths[0])).astype(np.float32)
+    y = rng.integers(0, widths[-1], batch)
+    fused = backend.fused(namespace) is not None
+    ours = XpnetStep(widths, X, y, batchnorm=batchnorm, xp=xp)
+    peers: list[tuple[str, object, object]] = [("xpnet", ours, ours.X)]
+    runner = backend.cuda_graph_step(ours.run, ours.model.layers[0].W) if fused else None
+    if runner is not None:
+        peers.append(("graph", lambda: runner(ours.X, ours.y, key=size), ours.X))
+    if fused:
+        plain = XpnetStep(widths, X, y, batchnorm=batchnorm, xp=xp)
+
+        def generic():
+            with backend.use_fused(False):
+                return plain()
+
+        peers.append(("generic", generic, plain.X))
+    if torch_device is not None:
+        theirs = TorchStep(widths, X, y, batchnorm=batchnorm, device=torch_device)
+        peers.append(("torch", theirs, theirs.X))
+    floor = GemmFloor(widths, batch, namespace, device=backend.device(ours.X))
+    peers.append(("gemm", floor, floor.acts[0]))
+    timed = {}
+    for name, step, probe in peers:
+        timed[name] = 1e6 * time_on_device(
+            step, lambda probe=probe: backend.synchronize(probe), seconds=seconds
+        )
+    return [{"size": size, "peer": name, "us": timed.get(name)} for name in GPU_PEERS]
 
 
 def format_gpu_table(rows, card):
@@ -146,27 +203,34 @@ def format_gpu_table(rows, card):
     Returns
     -------
     str
-        Microseconds per step for each peer, and xpnet's ratio to PyTorch and to the
-        GEMM floor.
+        Microseconds per step for each peer, and the ratios of xpnet (eager and as a
+        graph) to PyTorch eager and of xpnet to the GEMM floor.
     """
-    by = {(r["size"], r["peer"]): r["us"] for r in rows}
-    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    by = {(r["size"], r.get("precision", "float32"), r["peer"]): r["us"] for r in rows}
+    keys = list(dict.fromkeys((r["size"], r.get("precision", "float32")) for r in rows))
+    head = ("xpnet", "graph", "generic", "pytorch", "gemm floor")
+    ratios = ("xpnet/pt", "graph/pt", "xpnet/floor")
     lines = [
-        f"µs per training step (median), float32, {card}",
-        f"{'size':<14}{'xpnet':>10}{'pytorch':>10}{'gemm floor':>12}"
-        f"{'xpnet/pytorch':>15}{'xpnet/floor':>13}",
-    ]
-    for size in sizes:
-        ours, theirs, floor = (by.get((size, p)) for p in ("xpnet", "torch", "gemm"))
+        f"µs per training step (median), float32 arrays, {card}",
+        f"{'size':<13}{'products':<10}" + "".join(f"{h:>11}" for h in head)
+        + "".join(f"{h:>12}" for h in ratios),
+    ]  # fmt: skip
 
-        def cell(v, width):
-            return f"{v:>{width}.1f}" if v is not None else f"{'n/a':>{width}}"
-
-        def ratio(a, b, width):
-            return f"{a / b:>{width - 1}.2f}x" if a and b else f"{'n/a':>{width}}"
-
-        lines.append(
-            f"{size:<14}{cell(ours, 10)}{cell(theirs, 10)}{cell(floor, 12)}"
-            f"{ratio(ours, theirs, 15)}{ratio(ours, floor, 13)}"
+    for size, precision in keys:
+        ours, graph, generic, theirs, floor = (
+            by.get((size, precision, p)) for p in ("xpnet", "graph", "generic", "torch", "gemm")
         )
+        lines.append(
+            f"{size:<13}{precision:<10}"
+            + "".join(_cell(v, 11) for v in (ours, graph, generic, theirs, floor))
+            + _ratio(ours, theirs, 12) + _ratio(graph, theirs, 12) + _ratio(ours, floor, 12)
+        )  # fmt: skip
     return "\n".join(lines)
+
+
+def _cell(v, width):
+    return f"{v:>{width}.1f}" if v is not None else f"{'n/a':>{width}}"
+
+
+def _ratio(a, b, width):
+    return f"{a / b:>{width - 1}.2f}x" if a and b else f"{'n/a':>{width}}"
