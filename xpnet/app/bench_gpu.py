@@ -182,12 +182,20 @@ def _time_size(size, spec, namespace, xp, torch_device, seconds):
         peers.append(("torch", theirs, theirs.X))
     floor = GemmFloor(widths, batch, namespace, device=backend.device(ours.X))
     peers.append(("gemm", floor, floor.acts[0]))
-    timed = {}
+    timed, errors = {}, {}
     for name, step, probe in peers:
-        timed[name] = 1e6 * time_on_device(
-            step, lambda probe=probe: backend.synchronize(probe), seconds=seconds
-        )
-    return [{"size": size, "peer": name, "us": timed.get(name)} for name in GPU_PEERS]
+        try:
+            timed[name] = 1e6 * time_on_device(
+                step, lambda probe=probe: backend.synchronize(probe), seconds=seconds
+            )
+        except Exception as err:  # one peer that cannot run leaves the others' numbers
+            if name in ("xpnet", "gemm"):
+                raise
+            errors[name] = f"{type(err).__name__}: {err}"
+    return [
+        {"size": size, "peer": name, "us": timed.get(name), "error": errors.get(name)}
+        for name in GPU_PEERS
+    ]
 
 
 def format_gpu_table(rows, card):
@@ -225,6 +233,8 @@ def format_gpu_table(rows, card):
             + "".join(_cell(v, 11) for v in (ours, graph, generic, theirs, floor))
             + _ratio(ours, theirs, 12) + _ratio(graph, theirs, 12) + _ratio(ours, floor, 12)
         )  # fmt: skip
+    failed = [r for r in rows if r.get("error")]
+    lines += [f"{r['size']} {r.get('precision', '')} {r['peer']}: {r['error']}" for r in failed]
     return "\n".join(lines)
 
 
