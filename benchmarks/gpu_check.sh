@@ -40,15 +40,17 @@ stage() {  # stage NAME SECONDS COMMAND...: run, log to $LOGS/NAME.log and $OUT/
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$LOGS/card.txt"
-STAGES="info pytest-cupy bench-gpu gpu-train parity-float64 parity-float32 train-cupy evaluate-numpy nosync nccl prefetch"
+STAGES="info pytest-cupy gpu-train bench-gpu graph-profile parity-float64 parity-float32 train-cupy evaluate-numpy nosync nccl prefetch"
 stage info 20 python3 -m xpnet info
 # the data-parallel test needs MPI: its own stage, so that a machine without it fails alone
 # in 8 processes sharing the GPU (pytest-xdist travels in .whl): one process took over 180 s
-stage pytest-cupy 240 python3 -m pytest --backend=cupy -n 8 -v --tb=short -p no:cacheprovider -rfE \
+stage pytest-cupy 240 python3 -m pytest --backend=cupy -n 8 -v --tb=short -p no:cacheprovider \
+    -p no:benchmark -rfE \
     --ignore=tests/test_nccl.py
-# the step timings, float32 and TF32; whole training runs against NumPy on this machine
-stage bench-gpu 150 python3 -m xpnet bench --gpu --tf32 --seconds 0.5
+# whole training runs against NumPy on this machine; the step timings, float32 and TF32
 stage gpu-train 120 python3 benchmarks/gpu_train.py
+stage bench-gpu 150 python3 -m xpnet bench --gpu --tf32 --seconds 0.5
+stage graph-profile 40 python3 benchmarks/gpu_graph_profile.py
 stage parity-float64 30 python3 -m xpnet parity --backends numpy,cupy --dtype float64
 stage parity-float32 30 python3 -m xpnet parity --backends numpy,cupy --dtype float32
 stage train-cupy 45 python3 -m xpnet train --backend cupy --out /tmp/xpnet-run --quiet --json

@@ -32,6 +32,7 @@ def train(dataset, mode, epochs, folder):
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
+        print(done.stderr[-3000:], file=sys.stderr)  # the traceback, for the log
         return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(done.stdout.strip().splitlines()[-1])
 

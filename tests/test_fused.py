@@ -224,3 +224,23 @@ def test_the_capability_decides(xp, device, monkeypatch):
     monkeypatch.setattr(xpnet.backend, "fused", lambda _: calls.append(1) or object())
     np.testing.assert_array_equal(to_numpy(Shifted().forward(Z)), [[1.0, 3.0]])
     assert calls == []  # not even asked: the class declares no kind of its own
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("C", [10, 300, 1])
+def test_right_predictions_are_counted_as_argmax(fused_case, xp, device, C, dtype):
+    """Ties go to the first largest value and NaN counts as the largest, as in argmax."""
+    ops, generic = fused_case
+    rng = np.random.default_rng(8)
+    host = rng.integers(0, 4, (200, C)).astype(dtype)  # many ties
+    host[3, C // 2] = np.nan
+    host[5, :] = np.nan
+    host[7, [C // 3, int(C * 0.87)]] = np.nan  # C=300: a later NaN in a lower thread
+    labels = rng.integers(0, C, 200)
+    labels[:40] = np.argmax(host[:40], axis=1)  # some right, whatever the ties
+    A, y = xp.asarray(host, device=device), xp.asarray(labels, device=device)
+    want = int(np.sum(np.argmax(host, axis=1) == labels))
+    assert float(to_numpy(ops.count_correct(A, y))) == want >= 40
+    with generic():
+        rows = to_numpy(xp.argmax(A, axis=1))
+    np.testing.assert_array_equal(rows, np.argmax(host, axis=1))  # the library agrees

@@ -197,7 +197,7 @@ def _graph_step(model, loss, optimizer, comm):
         """
         out = model.forward(X)
         L = forward_loss(out, y, xp) if forward_loss else loss.forward(out, y)
-        correct = xp.sum(xp.astype(xp.argmax(out, axis=1) == y, out.dtype))
+        correct = _count_correct(out, y, xp)
         model.backward(loss.backward(), input_grad=False)
         optimizer.step()
         return L, correct
@@ -209,6 +209,17 @@ def _graph_step(model, loss, optimizer, comm):
             "(CUDA graphs need backend='cupy')"
         )
     return runner
+
+
+def _count_correct(out, y, xp):
+    """The right predictions of a batch (0-d, on the device): ``argmax`` equal to ``y``.
+
+    With fused kernels one pass per row, which a CUDA graph can also capture (CuPy's
+    segmented reductions copy their offsets from the host)."""
+    ops = backend.fused(xp) if y.ndim == 1 else None
+    if ops is not None:
+        return ops.count_correct(out, y)
+    return xp.sum(xp.astype(xp.argmax(out, axis=1) == y, out.dtype))
 
 
 def _graph_key(optimizer):
@@ -493,7 +504,7 @@ def fit(
                             drop.shard = (n_global, start, stop)
                     out = model.forward(Xb)
                     L = forward_loss(out, yb, xp) if forward_loss else loss.forward(out, yb)
-                    correct = correct + xp.sum(xp.astype(xp.argmax(out, axis=1) == yb, out.dtype))
+                    correct = correct + _count_correct(out, yb, xp)
                     if comm is None:
                         window.add(L, Xb.shape[0])
                     else:  # the gradient of the global batch's mean loss, summed in one call

@@ -14,6 +14,7 @@ activation backward     ``dLdA * f'(Z)``                                    1 (2
 BatchNorm forward       batch mean, variance, running statistics, affine     2 (17)
 BatchNorm backward      ``dLdBW``, ``dLdBb``, ``dLdZ``                        2 (10)
 cross-entropy           softmax, loss of integer labels; its gradient       2+1 (13)
+right predictions       ``sum(argmax(A, axis=1) == y)``                      2 (4)
 SGD update              weight decay, momentum, Nesterov, the step          1 (5)
 ======================  ==================================================  =========
 
@@ -513,6 +514,30 @@ class CupyFused:
         y = self._contiguous(labels.astype(cp.int64, copy=False))
         self._kernel("cross_entropy_rows", A.dtype)((N,), (128,), (A, y, S, rows, np.int32(C)))
         return cp.sum(rows) / self._scalar(N, A.dtype), S
+
+    def count_correct(self, A, labels):
+        """How many rows of ``A`` have their largest value at their label (as ``argmax``).
+
+        Parameters
+        ----------
+        A : cupy.ndarray
+            ``(N, C)`` scores.
+        labels : cupy.ndarray
+            ``(N,)`` integer labels.
+
+        Returns
+        -------
+        cupy.ndarray
+            The count, 0-d, of ``A``'s dtype.
+        """
+        cp = self._cupy
+        A = self._contiguous(A)
+        hits = cp.empty((A.shape[0],), dtype=A.dtype)
+        y = self._contiguous(labels.astype(cp.int64, copy=False))
+        self._kernel("argmax_hits", A.dtype)(
+            (A.shape[0],), (128,), (A, y, hits, np.int32(A.shape[1]))
+        )
+        return cp.sum(hits)
 
     def cross_entropy_backward(self, softmax, labels):
         """``(softmax - onehot(labels)) / N``, the gradient of the mean loss.

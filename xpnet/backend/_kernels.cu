@@ -208,6 +208,41 @@ extern "C" __global__ void cross_entropy_rows(const T* A, const long long* y, T*
     }
 }
 
+// hits[row] = 1 where the row's largest logit (the first of equal ones; NaN counts as the
+// largest, as in NumPy's argmax) is at its label, else 0: the right predictions of a batch.
+extern "C" __global__ void argmax_hits(const T* A, const long long* y, T* hits, int C) {
+    __shared__ T best[XENT_THREADS];
+    __shared__ int where[XENT_THREADS];
+    long long row = blockIdx.x;
+    const T* a = A + row * C;
+    T m = a[0];
+    int at = 0;
+    for (int c = threadIdx.x; c < C; c += XENT_THREADS) {
+        T v = a[c];
+        if (!isnan(m) && (v > m || isnan(v))) {
+            m = v;
+            at = c;
+        }
+    }
+    best[threadIdx.x] = m;
+    where[threadIdx.x] = at;
+    __syncthreads();
+    for (int k = XENT_THREADS / 2; k > 0; k >>= 1) {
+        if (threadIdx.x < k) {
+            T v = best[threadIdx.x + k], mine = best[threadIdx.x];
+            int j = where[threadIdx.x + k], i = where[threadIdx.x];
+            bool take = isnan(mine) ? (isnan(v) && j < i)
+                                    : (isnan(v) || v > mine || (v == mine && j < i));
+            if (take) {
+                best[threadIdx.x] = v;
+                where[threadIdx.x] = j;
+            }
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) hits[row] = (T)(where[0] == y[row]);
+}
+
 // G = (S - onehot(y)) / N: the gradient of the mean loss.
 extern "C" __global__ void cross_entropy_backward(const T* S, const long long* y, T* G,
                                                   long long n, int C, T N) {
