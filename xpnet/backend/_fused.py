@@ -27,6 +27,7 @@ sums, the softmax's row sums) add in their own order, as any two reductions may.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from importlib import resources
 from typing import Any
@@ -39,6 +40,11 @@ __all__ = ["ACTIVATIONS", "CupyFused", "fused", "set_tf32", "use_fused"]
 
 #: The activations with fused kernels, by the name their classes declare (``fused_kind``).
 ACTIVATIONS = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "gelu": 4}
+
+#: GELU's constants, computed in double as xpnet.nn.GELU computes them (its kernels take
+#: them as arguments, so that both round the same arguments the same way)
+SQRT1_2 = 1.0 / math.sqrt(2.0)
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 _THREADS = 256
 _MAX_BLOCKS = 4096  # grid-stride loops cover the rest
@@ -379,7 +385,7 @@ class CupyFused:
         self._kernel("bias_activation", Z.dtype)(
             _blocks(n), (_THREADS,),
             (Z, bias, A, z_out, cdf, np.int64(n), np.int32(C), np.int32(b is not None),
-             np.int32(ACTIVATIONS[kind])),
+             np.int32(ACTIVATIONS[kind]), self._scalar(-SQRT1_2, Z.dtype)),
         )  # fmt: skip
         return {"A": A, "Z": z_out, "cdf": cdf} if gelu else {"A": A}
 
@@ -407,7 +413,8 @@ class CupyFused:
         args = [self._contiguous(x) if x is not None else first for x in (A, Z, cdf)]
         self._kernel("activation_backward", dLdA.dtype)(
             _blocks(dLdA.size), (_THREADS,),
-            (dLdA, *args, dZ, np.int64(dLdA.size), np.int32(ACTIVATIONS[kind])),
+            (dLdA, *args, dZ, np.int64(dLdA.size), np.int32(ACTIVATIONS[kind]),
+             self._scalar(INV_SQRT_2PI, dLdA.dtype)),
         )  # fmt: skip
         return dZ
 

@@ -30,8 +30,11 @@ __device__ __forceinline__ T clip(T z, T low, T high) {
 
 // a = f(x + b[j]) for an (n / C, C) row-major x; without a bias (has_bias = 0), a = f(x).
 // kind: 0 identity, 1 relu, 2 sigmoid, 3 tanh, 4 gelu (which also writes z and Φ(z)).
+// neg_sqrt1_2 is -1/sqrt(2.0) as xpnet.nn.GELU computes it in double (one ulp from the
+// correctly rounded constant; erfc's tail multiplies that difference by 2z²).
 extern "C" __global__ void bias_activation(const T* x, const T* b, T* a, T* z_out, T* cdf,
-                                           long long n, int C, int has_bias, int kind) {
+                                           long long n, int C, int has_bias, int kind,
+                                           T neg_sqrt1_2) {
     GRID_STRIDE(i, n) {
         T z = has_bias ? x[i] + b[i % C] : x[i];
         switch (kind) {
@@ -40,7 +43,7 @@ extern "C" __global__ void bias_activation(const T* x, const T* b, T* a, T* z_ou
             case 2: a[i] = sigmoid_of(z); break;
             case 3: a[i] = tanh(z); break;
             default: {
-                T c = (T)0.5 * erfc((T)(-0.70710678118654752440) * z);
+                T c = (T)0.5 * erfc(neg_sqrt1_2 * z);
                 z_out[i] = z;
                 cdf[i] = c;
                 a[i] = clip_low(z, (T)(-40)) * c;
@@ -51,7 +54,8 @@ extern "C" __global__ void bias_activation(const T* x, const T* b, T* a, T* z_ou
 
 // dz = da * f'(z), from the cached output a (relu, sigmoid, tanh) or z and Φ(z) (gelu).
 extern "C" __global__ void activation_backward(const T* da, const T* a, const T* z,
-                                               const T* cdf, T* dz, long long n, int kind) {
+                                               const T* cdf, T* dz, long long n, int kind,
+                                               T inv_sqrt_2pi) {
     GRID_STRIDE(i, n) {
         switch (kind) {
             case 1: dz[i] = da[i] * (T)(a[i] > (T)0); break;
@@ -59,7 +63,7 @@ extern "C" __global__ void activation_backward(const T* da, const T* a, const T*
             case 3: dz[i] = da[i] * ((T)1 - a[i] * a[i]); break;
             default: {
                 T zc = clip(z[i], (T)(-40), (T)40);
-                T pdf = (T)0.39894228040143267794 * exp((T)(-0.5) * (zc * zc));
+                T pdf = inv_sqrt_2pi * exp((T)(-0.5) * (zc * zc));
                 dz[i] = da[i] * (cdf[i] + zc * pdf);
             }
         }

@@ -107,6 +107,8 @@ class SGD(Optimizer):
         self.velocity = {name: _zeros_like(p.value) for name, p in self.params}
         xp = backend.namespace(self.params[0][1].value)
         self._flat = None  # (P, V, parameter views, velocity views) of the flat path
+        self._ops: Any = None  # the library's fused kernels (set by step)
+        self._ops_xp: Any = None
         self._update: Callable[..., None] | None
         if not backend.inplace_updates(xp):
             self._update = self._update_assign
@@ -177,16 +179,9 @@ class SGD(Optimizer):
         if self._update is None:
             self._update_flat(xp, grads)
             return
-        ops = backend.fused(xp) if self._update == self._update_inplace else None
+        self._ops, self._ops_xp = backend.fused(xp), xp  # _update_inplace's kernels, if any
         for (name, p), g in zip(self.params, grads, strict=True):
-            if ops is None:
-                self._update(p, g, name)
-            else:  # _update_inplace in one kernel per parameter (backend.fused)
-                flat = [xp.reshape(a, (-1,)) for a in (p.value, self.velocity[name], g)]
-                ops.sgd_update(
-                    *flat, lr=self.lr, momentum=self.mu, weight_decay=self.weight_decay,
-                    nesterov=self.nesterov,
-                )  # fmt: skip
+            self._update(p, g, name)
 
     def _n_values(self):
         return sum(math.prod(p.value.shape) for _, p in self.params)
@@ -214,14 +209,14 @@ class SGD(Optimizer):
         ):
             self._flatten(xp)  # a parameter or buffer was replaced since
         P, V = self._flat[0], self._flat[1]
-        g = xp.concat([xp.reshape(g, (-1,)) for g in grads])
         ops = backend.fused(xp)
-        if ops is not None:  # the lines below in one kernel (backend.fused)
-            ops.sgd_update(
-                P, V, g, lr=self.lr, momentum=self.mu, weight_decay=self.weight_decay,
-                nesterov=self.nesterov,
-            )  # fmt: skip
+        if ops is not None:  # the lines below in one kernel per parameter (backend.fused),
+            # on the views: no gradient copy (CuPy's concatenation of many arrays copies
+            # their addresses from the host, which a CUDA graph cannot capture)
+            for pv, vv, g in zip(*self._flat[2:], grads, strict=True):
+                self._fused_update(ops, xp, pv, vv, g)
             return
+        g = xp.concat([xp.reshape(g, (-1,)) for g in grads])
         if self.weight_decay:
             g += self.weight_decay * P
         if self.mu:
@@ -243,8 +238,18 @@ class SGD(Optimizer):
             g = g + self.mu * v if self.nesterov else v
         param.assign(p - self.lr * g)
 
+    def _fused_update(self, ops, xp, p, v, g):
+        flat = [xp.reshape(a, (-1,)) for a in (p, v, g)]
+        ops.sgd_update(
+            *flat, lr=self.lr, momentum=self.mu, weight_decay=self.weight_decay,
+            nesterov=self.nesterov,
+        )  # fmt: skip
+
     def _update_inplace(self, param, g, name):
         p = param.value
+        if self._ops is not None:  # the lines below in one kernel (backend.fused)
+            self._fused_update(self._ops, self._ops_xp, p, self.velocity[name], g)
+            return
         if self.weight_decay:
             g = g + self.weight_decay * p
         if self.mu:
