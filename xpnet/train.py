@@ -214,8 +214,8 @@ def _graph_step(model, loss, optimizer, comm):
 def _count_correct(out, y, xp):
     """The right predictions of a batch (0-d, on the device): ``argmax`` equal to ``y``.
 
-    With fused kernels one pass per row, which a CUDA graph can also capture (CuPy's
-    segmented reductions copy their offsets from the host)."""
+    With fused kernels, one pass over the rows and a sum (the array code takes four
+    kernels); the count follows NumPy's ``argmax`` (first of equal values, NaN largest)."""
     ops = backend.fused(xp) if y.ndim == 1 else None
     if ops is not None:
         return ops.count_correct(out, y)
