@@ -295,3 +295,23 @@ def test_sgd_on_both_paths_equals_the_array_code_bit_for_bit(
             states.append({k: to_numpy(v) for k, v in model.state_dict().items()})
     for key, value in states[0].items():
         np.testing.assert_array_equal(states[1][key], value, err_msg=key)
+
+
+def test_float16_goes_to_the_array_code(fused_case, xp, device, monkeypatch):
+    """The kernels take float32 and float64; an activation of float16 data runs its
+    array code instead of failing."""
+    ops, generic = fused_case
+    if backend.library_name(xp) == "numpy":
+        monkeypatch.setattr(xpnet.backend, "fused", lambda _: ops)
+    assert not ops.handles(np.zeros(1, dtype=np.float16))
+    Z = xp.asarray(np.array([[-1.5, 0.0, 2.5]], dtype=np.float16), device=device)
+    for kind in ("relu", "gelu", "sigmoid"):
+        f = KINDS[kind]()
+        out = f.forward(Z)
+        assert out.dtype == Z.dtype
+        grad = f.backward(xp.ones_like(Z))
+        with generic():
+            g = KINDS[kind]()
+            want, want_grad = g.forward(Z), g.backward(xp.ones_like(Z))
+        np.testing.assert_array_equal(to_numpy(out), to_numpy(want))
+        np.testing.assert_array_equal(to_numpy(grad), to_numpy(want_grad))

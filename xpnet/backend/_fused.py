@@ -290,6 +290,22 @@ class CupyFused:
         self._blas_lib: _Cublas | None = None
         self._blas_loaded = False
 
+    @staticmethod
+    def handles(x) -> bool:
+        """Whether the kernels take ``x``'s dtype (float32 and float64; float16 does not).
+
+        Parameters
+        ----------
+        x : cupy.ndarray
+            An array.
+
+        Returns
+        -------
+        bool
+            True for float32 and float64.
+        """
+        return np.dtype(x.dtype).name in _GEMM
+
     @property
     def _blas(self):
         if not self._blas_loaded:

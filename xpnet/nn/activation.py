@@ -82,7 +82,7 @@ class Activation(Module):
             ``A``.
         """
         ops = self._fused(xp)
-        if ops is not None and self._kind != "identity":
+        if ops is not None and self._kind != "identity" and ops.handles(Z):
             return self._adopt(ops.bias_activation(Z, None, self._kind))
         self.A = self._activate(Z, xp)
         return self.A
@@ -108,7 +108,7 @@ class Activation(Module):
             ``A``.
         """
         ops = self._fused(xp)
-        if ops is not None:
+        if ops is not None and ops.handles(Z):
             return self._adopt(ops.bias_activation(Z, b, self._kind))
         return self.forward_unchecked(Z + b.T, xp)
 
@@ -171,7 +171,7 @@ class Activation(Module):
             ``dLdZ``.
         """
         ops = self._fused(xp)
-        if ops is not None and self._kind != "identity":
+        if ops is not None and self._kind != "identity" and ops.handles(dLdA):
             caches = {name: getattr(self, name) for name in self.declared_caches}
             return ops.activation_backward(self._kind, dLdA, **caches)
         return self._chain(dLdA, xp)
