@@ -287,6 +287,7 @@ class CupyFused:
         self._cupy = cupy
         self._source = resources.files(__package__).joinpath("_kernels.cu").read_text()
         self._modules: dict[str, Any] = {}
+        self._functions: dict[tuple, Any] = {}
         self._blas_lib: _Cublas | None = None
         self._blas_loaded = False
 
@@ -357,15 +358,18 @@ class CupyFused:
     tf32 = False
 
     def _kernel(self, name, dtype):
-        key = np.dtype(dtype).name
-        module = self._modules.get(key)
-        if module is None:
-            ctype = {"float32": "float", "float64": "double"}[key]
-            module = self._cupy.RawModule(
-                code=f"typedef {ctype} T;\n{self._source}", options=("--fmad=false",)
-            )
-            self._modules[key] = module
-        return module.get_function(name)
+        function = self._functions.get((name, dtype))
+        if function is None:  # compiled once per floating type, looked up once per kernel
+            key = np.dtype(dtype).name
+            module = self._modules.get(key)
+            if module is None:
+                ctype = {"float32": "float", "float64": "double"}[key]
+                module = self._cupy.RawModule(
+                    code=f"typedef {ctype} T;\n{self._source}", options=("--fmad=false",)
+                )
+                self._modules[key] = module
+            function = self._functions[(name, dtype)] = module.get_function(name)
+        return function
 
     def _scalar(self, value, dtype):
         return np.dtype(dtype).type(value)
