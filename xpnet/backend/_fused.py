@@ -16,7 +16,11 @@ BatchNorm backward      ``dLdBW``, ``dLdBb``, ``dLdZ``                        2 
 cross-entropy           softmax, loss of integer labels; its gradient       2+1 (13)
 right predictions       ``sum(argmax(A, axis=1) == y)``                      2 (4)
 SGD update              weight decay, momentum, Nesterov, the step          1 (5)
+matrix products         ``@`` (cuBLAS through an own handle: graph-safe)    1 (1)
 ======================  ==================================================  =========
+
+The counts are per layer, per loss, or per parameter for SGD (which works on each
+parameter's view of the optimizer's flat buffer and so copies no gradient).
 
 The element-wise kernels do the array code's operations in its order without fused
 multiply-adds, so they round as it does; the reductions (BatchNorm's statistics and
