@@ -4,7 +4,8 @@ A folder's ``X.npy`` is read a batch at a time (``fit`` on a ``numpy.memmap``). 
 prefetching each batch is gathered into pinned memory and copied on its own CUDA stream
 while the previous step runs; without it, a plain copy makes the host wait for the device
 every step. The reference is the same training with the data already in GPU memory, and
-the cost of the copy alone is measured too. One epoch is timed after a first one (kernels
+the costs of the copy alone and of the host's gather of a batch's rows (in one thread and
+in the threads the prefetcher uses) are measured too. One epoch is timed after a first one (kernels
 compiled, the file in the page cache). Prints one table.
 
     python benchmarks/gpu_prefetch.py                    # on a CUDA machine (CuPy)
@@ -64,6 +65,19 @@ def _copy_ms(xp, rows, features):
     return 1e3 * (time.perf_counter() - start) / 10
 
 
+def _gather_ms(mapped, batch, threads):
+    """Rows of one shuffled batch gathered from the map on the host, alone."""
+    rng = np.random.default_rng(1)
+    out = np.empty((batch, mapped.shape[1]), dtype=mapped.dtype)
+    times = []
+    for _ in range(10):
+        rows = np.sort(rng.choice(mapped.shape[0], batch, replace=False))
+        start = time.perf_counter()
+        backend.gather_rows(mapped, rows, out, threads=threads)
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="cupy")
@@ -85,9 +99,10 @@ def main(argv=None):
         resident = (xp.asarray(np.asarray(mapped)), xp.asarray(y))
         print(f"{args.rows} rows x 784 float32 ({mapped.nbytes / 1e6:.0f} MB), BatchNorm, SGD; "
               f"on {backend.devices(xp)[0]}")  # fmt: skip
+        threads = backend.gather_threads()
         print(
             f"{'size':<12} {'in GPU memory':>14} {'memmap+prefetch':>16} {'memmap, plain':>14} "
-            f"{'copy alone':>11}   ms per step"
+            f"{'copy alone':>11} {'gather, 1 thread':>17} {f'{threads} threads':>11}   ms per step"
         )
         for name in args.sizes.split(","):
             sizes, batch = SIZES[name]
@@ -97,7 +112,8 @@ def main(argv=None):
             same = "same losses" if loss_b == loss_c else f"LOSSES DIFFER {loss_b} {loss_c}"
             print(
                 f"{name:<12} {device_ms:>14.2f} {ahead_ms:>16.2f} {plain_ms:>14.2f} "
-                f"{_copy_ms(xp, batch, 784):>11.2f}   ({same}; in memory {loss_a:.6f})"
+                f"{_copy_ms(xp, batch, 784):>11.2f} {_gather_ms(mapped, batch, 1):>17.2f} "
+                f"{_gather_ms(mapped, batch, threads):>11.2f}   ({same}; in memory {loss_a:.6f})"
             )
 
 

@@ -177,3 +177,14 @@ def test_prefetcher_bookkeeping_on_a_host_stand_in(tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.asarray(same), host[order[:5]])
     assert fake.current.waited == len(sizes) + 1  # every batch waited for its copy
     assert all(slot.rows >= 64 for slot in move._slots)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+def test_rows_gathered_in_threads_equal_numpy_take(tmp_path, threads):
+    """A batch split among threads (uneven parts too) equals one ``numpy.take``."""
+    X, _, host = _memmap(tmp_path, n=3000, features=11, dtype="float32")
+    rows = np.random.default_rng(5).permutation(3000)[:1999]
+    out = np.full((2100, 11), np.nan, dtype=np.float32)
+    backend.gather_rows(X, rows, out[:1999], threads=threads)
+    np.testing.assert_array_equal(out[:1999], host[rows])
+    assert np.isnan(out[1999:]).all()  # nothing written past the batch

@@ -36,7 +36,7 @@ from ._namespace import (
     resolve_device,
     synchronize,
 )
-from ._prefetch import PinnedPrefetcher, prefetcher
+from ._prefetch import PinnedPrefetcher, gather_rows, gather_threads, prefetcher
 from ._random import host_rng, host_uniform
 from ._special import erf, erf_generic, erfc, erfc_generic
 
@@ -63,6 +63,8 @@ __all__ = [
     "erfc_generic",
     "flat_views",
     "fused",
+    "gather_rows",
+    "gather_threads",
     "get",
     "host_rng",
     "host_uniform",
