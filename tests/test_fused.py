@@ -14,6 +14,8 @@ order. The tolerances say which is which.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -46,15 +48,7 @@ def fused_case(xp, device, monkeypatch):
         pytest.skip("no C++ compiler to run the kernels on the CPU")
     assert backend.fused(xp) is None  # NumPy has none of its own
     ops = backend.CupyFused(cupy=cuda_emulation.emulated_cupy())
-    return ops, _unchanged
-
-
-class _unchanged:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+    return ops, contextlib.nullcontext
 
 
 def _arrays(xp, device, dtype, *shapes, seed=0, scale=2.0):
@@ -188,7 +182,7 @@ def test_training_steps_equal_the_array_code(
     for use in (False, True):
         if use and backend.library_name(xp) == "numpy":
             monkeypatch.setattr(xpnet.backend, "fused", lambda _: ops)
-        context = _unchanged() if use else generic()
+        context = contextlib.nullcontext() if use else generic()
         with context:
             model = MLP([12, 16, 9, 5], activation=activation, batchnorm=batchnorm, xp=xp,
                         device=device, dtype="float64", seed=7)  # fmt: skip
@@ -284,7 +278,7 @@ def test_sgd_on_both_paths_equals_the_array_code_bit_for_bit(
     for use in (False, True):
         if use and lib == "numpy":
             monkeypatch.setattr(xpnet.backend, "fused", lambda _: ops)
-        with _unchanged() if use else generic():
+        with contextlib.nullcontext() if use else generic():
             model = MLP([6, 9, 4], xp=xp, device=device, seed=2)
             opt = SGD(model, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-2)
             assert (opt._flat is not None) == (path == "flat")

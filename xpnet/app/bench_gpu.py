@@ -146,11 +146,12 @@ def run_gpu(
         torch_before = backend.set_tf32(torch_ns, tf32) if torch_ns is not None else False
         try:
             for size in sizes:
-                rows += _time_size(size, table[size], namespace, xp, torch_device, seconds)
-                for row in rows[-len(GPU_PEERS) :]:
+                timed = _time_size(size, table[size], namespace, xp, torch_device, seconds)
+                for row in timed:
                     row["precision"] = precision
                     if log and row["us"] is not None:
                         log(f"  {size:<12} {precision:<8} {row['peer']:<8} {row['us']:>10.1f} us")
+                rows += timed
         finally:
             backend.set_tf32(namespace, before)
             if torch_ns is not None:

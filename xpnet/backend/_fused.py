@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from ._capabilities import _library
 from ._namespace import library_name
 
 __all__ = ["ACTIVATIONS", "CupyFused", "fused", "set_tf32", "use_fused"]
@@ -54,7 +55,6 @@ _THREADS = 256
 _MAX_BLOCKS = 4096  # grid-stride loops cover the rest
 _enabled = os.environ.get("XPNET_FUSED", "1").strip().lower() not in ("0", "false", "no", "off")
 _CUPY: CupyFused | None = None
-_NAMES: dict[int, str | None] = {}  # id(namespace) -> library name, asked once
 
 
 @contextlib.contextmanager
@@ -101,14 +101,7 @@ def fused(xp):
     """
     if not _enabled:
         return None
-    key = id(xp)
-    name = _NAMES.get(key, "")
-    if name == "":
-        try:
-            name = _NAMES[key] = library_name(xp)
-        except TypeError:
-            name = _NAMES[key] = None
-    if name != "cupy":
+    if _library(xp) != "cupy":
         return None
     global _CUPY
     if _CUPY is None:
@@ -244,10 +237,7 @@ def set_tf32(xp, enabled: bool) -> bool:
         return before
     if name != "cupy":
         return False
-    before, _TF32["cupy"] = _TF32["cupy"], enabled
-    ops = fused(xp)
-    if ops is not None:
-        ops.set_tf32(enabled)
+    before, _TF32["cupy"] = _TF32["cupy"], enabled  # read by CupyFused.matmul
     try:  # CuPy's own products (those xpnet's kernels do not replace)
         from cupy._core import _routines_linalg as linalg
 
@@ -340,26 +330,9 @@ class CupyFused:
         if blas is None or A.dtype != B.dtype or A.dtype.name not in _GEMM:
             return (A.T if trans_a else A) @ (B.T if trans_b else B)
         return blas.gemm(
-            self._cupy, self._contiguous(A), self._contiguous(B), trans_a, trans_b, self.tf32
-        )
-
-    def set_tf32(self, enabled):
-        """Let float32 products use TF32 tensor cores (10-bit mantissa inputs) or not.
-
-        Parameters
-        ----------
-        enabled : bool
-            The new setting.
-
-        Returns
-        -------
-        bool
-            The previous setting.
-        """
-        before, self.tf32 = self.tf32, bool(enabled)
-        return before
-
-    tf32 = False
+            self._cupy, self._contiguous(A), self._contiguous(B), trans_a, trans_b,
+            _TF32["cupy"],
+        )  # fmt: skip
 
     def _kernel(self, name, dtype):
         function = self._functions.get((name, dtype))
