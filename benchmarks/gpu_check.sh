@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every CUDA check of xpnet in one device run, ending with one table: each stage has a time
-# limit, 755 s in all at worst, about five minutes when all goes well (device run: timeout_s
+# limit, 815 s in all at worst, about five minutes when all goes well (device run: timeout_s
 # 420 or what the session has left; each stage's log comes back as it ends).
 #
 # Here first:   bash benchmarks/gpu_wheels.sh     (fills the git-ignored .whl/)
@@ -40,7 +40,7 @@ stage() {  # stage NAME SECONDS COMMAND...: run, log to $LOGS/NAME.log and $OUT/
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$LOGS/card.txt"
-STAGES="info pytest-cupy gpu-train bench-gpu graph-profile parity-float64 parity-float32 train-cupy evaluate-numpy nosync nccl prefetch"
+STAGES="info pytest-cupy gpu-train bench-gpu graph-profile kernel-profile parity-float64 parity-float32 train-cupy evaluate-numpy nosync nccl prefetch"
 stage info 20 python3 -m xpnet info
 # the data-parallel test needs MPI: its own stage, so that a machine without it fails alone
 # in 8 processes sharing the GPU (pytest-xdist travels in .whl): one process took over 180 s
@@ -51,6 +51,7 @@ stage pytest-cupy 240 python3 -m pytest --backend=cupy -n 8 -v --tb=short -p no:
 stage gpu-train 120 python3 benchmarks/gpu_train.py
 stage bench-gpu 150 python3 -m xpnet bench --gpu --tf32 --seconds 0.5
 stage graph-profile 40 python3 benchmarks/gpu_graph_profile.py
+stage kernel-profile 60 python3 benchmarks/gpu_kernel_profile.py
 stage parity-float64 30 python3 -m xpnet parity --backends numpy,cupy --dtype float64
 stage parity-float32 30 python3 -m xpnet parity --backends numpy,cupy --dtype float32
 stage train-cupy 45 python3 -m xpnet train --backend cupy --out /tmp/xpnet-run --quiet --json
