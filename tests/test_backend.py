@@ -82,6 +82,22 @@ def test_library_erf_equals_generic(xp, device, name):
     assert_close(fast, backend.to_numpy(generic), xp=xp, dtype="float64", rtol=rtol, atol=1e-300)
 
 
+@pytest.mark.parametrize("name", ["erf", "erfc"])
+def test_erf_keeps_the_input_dtype(xp, device, name, monkeypatch):
+    """A library's function that answers in a wider type (CuPy's erfc takes float16 to
+    float64) still gives the input's dtype, as the generic code does."""
+    from xpnet.backend import _special
+
+    x = asarray(xp, device, [0.5, -1.0], dtype="float32")
+    generic = getattr(_special, f"{name}_generic")
+    wide = lambda v: generic(xp.astype(v, xp.float64), xp=xp)  # noqa: E731
+    monkeypatch.setitem(_special._FAST, (id(xp), name), wide)
+    got = getattr(backend, name)(x, xp=xp)
+    assert got.dtype == x.dtype
+    want = [math.erf(0.5), math.erf(-1.0)] if name == "erf" else [math.erfc(0.5), math.erfc(-1.0)]
+    np.testing.assert_allclose(backend.to_numpy(got), want, rtol=1e-6)
+
+
 def test_generic_erf_against_torch():
     """The generic path against a library implementation, whatever --backend is."""
     torch = pytest.importorskip("torch")

@@ -146,7 +146,12 @@ def _dispatch(x, xp, name, generic):
     if key not in _FAST:
         _FAST[key] = _library_function(xp, name)
     fast = _FAST[key]
-    return generic(x, xp=xp) if fast is None else fast(x)
+    if fast is None:
+        return generic(x, xp=xp)
+    out = fast(x)
+    # a library without a loop for x's type computes in a wider one (CuPy's erfc takes
+    # float16 to float64): the result keeps x's dtype, as the array code's would
+    return out if out.dtype == x.dtype else xp.astype(out, x.dtype)
 
 
 def erf(x, /, *, xp=None):
