@@ -20,7 +20,7 @@ from xpnet.app.bench import XpnetStep
 KINDS = [  # (label, pattern of a kernel node's name in the graph's DOT text)
     ("matrix products (cuBLAS)", r"gemm|xmma|sm\d+_|cutlass|ampere|hopper"),
     ("xpnet fused kernels", r"bias_activation|activation_backward|batchnorm|cross_entropy"
-     r"|argmax_hits|sgd_update"),
+     r"|argmax_hits|sgd_update|column_partials|column_totals"),
     ("CuPy kernels (sums, concat, copies)", r"cupy|cub|reduce|concat|copy|DeviceReduce"),
 ]  # fmt: skip
 

@@ -39,16 +39,17 @@ inline void __syncthreads() { block_barrier->arrive_and_wait(); }
 #define __device__
 #define __forceinline__ inline
 #define __shared__ static
-static void launch(unsigned gx, unsigned bx, unsigned by, const std::function<void()>& body) {
-    gridDim = {gx, 1, 1};
+static void launch(unsigned gx, unsigned gy, unsigned bx, unsigned by,
+                   const std::function<void()>& body) {
+    gridDim = {gx, gy, 1};
     blockDim = {bx, by, 1};
-    for (unsigned b = 0; b < gx; ++b) {
+    for (unsigned b = 0; b < gx * gy; ++b) {
         std::barrier<> barrier(bx * by);
         block_barrier = &barrier;
         std::vector<std::thread> threads;
         for (unsigned t = 0; t < bx * by; ++t)
             threads.emplace_back([&, t] {
-                blockIdx = {b, 0, 0};
+                blockIdx = {b % gx, b / gx, 0};
                 threadIdx = {t % bx, t / bx, 0};
                 body();
             });
@@ -82,11 +83,11 @@ def _ctype(ctype, scalar):
 class _Kernel:
     def __init__(self, function, params, scalar):
         self.function, self.params, self.scalar = function, params, scalar
-        function.argtypes = [ctypes.c_uint] * 3 + [_ctype(t, scalar) for t, _ in params]
+        function.argtypes = [ctypes.c_uint] * 4 + [_ctype(t, scalar) for t, _ in params]
         function.restype = None
 
     def __call__(self, grid, block, args):
-        block = (*block, 1)[:2]
+        grid, block = (*grid, 1)[:2], (*block, 1)[:2]
         values = []
         for (ctype, name), arg in zip(self.params, args, strict=True):
             if "*" in ctype:
@@ -94,7 +95,7 @@ class _Kernel:
                 values.append(arg.ctypes.data)
             else:
                 values.append(arg.item() if isinstance(arg, np.generic) else arg)
-        self.function(grid[0], block[0], block[1], *values)
+        self.function(grid[0], grid[1], block[0], block[1], *values)
 
 
 class _Module:
@@ -112,8 +113,8 @@ class _Module:
             decl = ", ".join(f"{t} {n}" for t, n in params)
             call = ", ".join(n for _, n in params)
             wrappers.append(
-                f'extern "C" void launch_{name}(unsigned gx, unsigned bx, unsigned by, {decl}) '
-                f"{{ launch(gx, bx, by, [&] {{ {name}({call}); }}); }}"
+                f'extern "C" void launch_{name}(unsigned gx, unsigned gy, unsigned bx, '
+                f"unsigned by, {decl}) {{ launch(gx, gy, bx, by, [&] {{ {name}({call}); }}); }}"
             )
         source = f"{_PRELUDE}\n{code}\n" + "\n".join(wrappers)
         key = hashlib.sha256(source.encode()).hexdigest()[:16]
@@ -144,6 +145,7 @@ def emulated_cupy():
         RawModule=_Module,
         empty=np.empty,
         empty_like=np.empty_like,
+        zeros=np.zeros,
         ascontiguousarray=np.ascontiguousarray,
         sum=lambda x: np.asarray(np.sum(x)),
         int64=np.int64,

@@ -117,6 +117,68 @@ def test_batchnorm_forward_and_backward(fused_case, xp, device, shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(1000, 3), (300, 33), (2, 70), (0, 5)])
+def test_column_sums_equal_the_array_code(fused_case, xp, device, shape, dtype):
+    """A layer's bias gradient: chunks of rows summed apart, then in order (1000 rows of 3
+    columns take 16 chunks; 70 columns, three blocks of 32)."""
+    ops, generic = fused_case
+    (X,) = _arrays(xp, device, dtype, shape, seed=8)
+    X = X + 3.0
+    with generic():
+        want = xp.sum(X, axis=0, keepdims=True)
+    got = ops.column_sums(X)
+    assert got.shape == (1, shape[1])
+    _close(got, want, REDUCED[dtype], "column sums")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", ["relu", "gelu", "tanh", "identity"])
+def test_batchnorm_with_bias_and_activation(fused_case, xp, device, monkeypatch, kind, dtype):
+    """A Linear layer's bias, BatchNorm and the activation after it in one pass (the MLP's
+    path) equal the three modules' array code one after another."""
+    ops, generic = fused_case
+    N, C = 700, 37  # 11 chunks of rows
+    Z, b, G = _arrays(xp, device, dtype, (N, C), (C, 1), (N, C), seed=9)
+    b = 4.0 * b  # a bias the statistics must see
+    with generic():
+        bn, f = BatchNorm1d(C, xp=xp, device=device, dtype=dtype), KINDS[kind]()
+        bn.BW, bn.Bb = bn.BW * 1.5, bn.Bb - 0.25
+        A = f.forward_unchecked(bn.forward_unchecked(Z + b.T, xp), xp)
+        want = {"A": A, "NZ": bn.NZ, "M": bn.M, "V": bn.V, "BZ": bn.BZ}
+        want_running = (bn.running_M, bn.running_V)
+        want_dZ = bn.backward_unchecked(f.backward_unchecked(G, xp), xp)
+    if backend.library_name(xp) == "numpy":
+        monkeypatch.setattr(xpnet.backend, "fused", lambda _: ops)
+    fused_bn, fused_f = BatchNorm1d(C, xp=xp, device=device, dtype=dtype), KINDS[kind]()
+    fused_bn.BW, fused_bn.Bb = fused_bn.BW * 1.5, fused_bn.Bb - 0.25
+    got = fused_bn.forward_activated(Z, b, fused_f, xp)
+    tol = REDUCED[dtype]
+    _close(got, want["A"], tol, f"{kind} of BatchNorm")
+    assert fused_f.A is got
+    for name in ("NZ", "M", "V"):
+        _close(getattr(fused_bn, name), want[name], tol, f"BatchNorm {name}")
+    _close(fused_bn.running_M, want_running[0], tol, "running mean")
+    _close(fused_bn.running_V, want_running[1], tol, "running variance")
+    assert fused_bn.Z is None  # Z + bᵀ is never written out
+    if kind == "gelu":  # GELU's cache is BatchNorm's output
+        _close(fused_bn.BZ, want["BZ"], tol, "BZ")
+        assert fused_f.Z is fused_bn.BZ
+    else:
+        assert fused_bn.BZ is None
+    dZ = fused_bn.backward_unchecked(fused_f.backward_unchecked(G, xp), xp)
+    _close(dZ, want_dZ, tol * 10, "dLdZ")
+    # without fused kernels the same call runs the modules' array code, caches and all
+    with generic():
+        plain_bn, plain_f = BatchNorm1d(C, xp=xp, device=device, dtype=dtype), KINDS[kind]()
+        plain_bn.BW, plain_bn.Bb = plain_bn.BW * 1.5, plain_bn.Bb - 0.25
+        if backend.library_name(xp) == "numpy":
+            monkeypatch.setattr(xpnet.backend, "fused", lambda _: None)
+        out = plain_bn.forward_activated(Z, b, plain_f, xp)
+        np.testing.assert_array_equal(to_numpy(out), to_numpy(want["A"]))
+        np.testing.assert_array_equal(to_numpy(plain_bn.Z), to_numpy(Z + b.T))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape", [(23, 10), (5, 300), (64, 1)])
 def test_cross_entropy_and_its_gradient(fused_case, xp, device, shape, dtype):
     ops, generic = fused_case

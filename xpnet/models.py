@@ -312,13 +312,16 @@ class MLP(Module):
         # Linear, BatchNorm1d (where present), activation: written out rather than
         # iterated over a list of modules, which costs a visible share of a small step
         n_bn, n_drop = len(self.bn_layers), len(self.dropout_layers)
-        # where the library has fused kernels, a layer without BatchNorm adds its bias in
-        # the activation's kernel (backend.fused; the same numbers as the lines below)
+        # where the library has fused kernels, a layer adds its bias in the activation's
+        # kernel, or in BatchNorm's (backend.fused; the same numbers as the lines below)
         fuse = backend.fused(xp) is not None
         A = A0
         for i, (layer, f) in enumerate(zip(self.layers, self.f, strict=True)):
             if fuse and i >= n_bn:
                 A = f.forward_with_bias(layer.product_unchecked(A, xp), layer.b, xp)
+            elif fuse:  # bias, normalisation and activation in one pass after the statistics
+                P = layer.product_unchecked(A, xp)
+                A = self.bn_layers[i].forward_activated(P, layer.b, f, xp)
             else:
                 Z = layer.forward_unchecked(A, xp)
                 if i < n_bn:

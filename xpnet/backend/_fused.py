@@ -11,8 +11,11 @@ operation               replaces                                            kern
 ======================  ==================================================  =========
 bias + activation       ``Z = A Wᵀ + b`` after the product, and ``f(Z)``    1 (2-6)
 activation backward     ``dLdA * f'(Z)``                                    1 (2-7)
-BatchNorm forward       batch mean, variance, running statistics, affine     2 (17)
-BatchNorm backward      ``dLdBW``, ``dLdBb``, ``dLdZ``                        2 (10)
+bias gradient           ``sum(dLdZ, axis=0)``                               2 (1)
+BatchNorm forward       batch mean, variance, running statistics, affine;    5 (17)
+                        in an MLP also the bias before it and the
+                        activation after it (``Z + b`` and ``BZ`` unwritten)
+BatchNorm backward      ``dLdBW``, ``dLdBb``, ``dLdZ``                        3 (10)
 cross-entropy           softmax, loss of integer labels; its gradient       2+1 (13)
 right predictions       ``sum(argmax(A, axis=1) == y)``                      2 (4)
 SGD update              weight decay, momentum, Nesterov, the step          1 (5)
@@ -20,7 +23,10 @@ matrix products         ``@`` (cuBLAS through an own handle: graph-safe)    1 (1
 ======================  ==================================================  =========
 
 The counts are per layer, per loss, or per parameter for SGD (which works on each
-parameter's view of the optimizer's flat buffer and so copies no gradient).
+parameter's view of the optimizer's flat buffer and so copies no gradient). Column
+reductions (bias gradients, BatchNorm's statistics and sums) take two kernels: chunks of
+rows summed in parallel, so that a wide batch fills the GPU, then the chunks' sums added in
+order, so that the result depends on the shape alone, never on timing.
 
 The element-wise kernels do the array code's operations in its order without fused
 multiply-adds, so they round as it does; the reductions (BatchNorm's statistics and
@@ -53,6 +59,8 @@ INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 _THREADS = 256
 _MAX_BLOCKS = 4096  # grid-stride loops cover the rest
+_REDUCTION_BLOCKS = 1024  # column reductions: blocks of 256 threads enough to fill a GPU
+_CHUNK_ROWS = 64  # ... while each block still sums at least this many rows
 _enabled = os.environ.get("XPNET_FUSED", "1").strip().lower() not in ("0", "false", "no", "off")
 _CUPY: CupyFused | None = None
 
@@ -415,8 +423,57 @@ class CupyFused:
         )  # fmt: skip
         return dZ
 
-    def batchnorm_forward(self, Z, BW, Bb, running_M, running_V, alpha, eps):
-        """BatchNorm in training mode over the rows of ``Z``.
+    def _chunks(self, N, C):
+        """How many chunks of rows a column reduction of an (N, C) array splits into."""
+        blocks = -(-C // 32)
+        return max(1, min(-(-_REDUCTION_BLOCKS // blocks), -(-N // _CHUNK_ROWS)))
+
+    def _column_partials(self, X, mode, *, Y=None, b=None, M=None):
+        """The chunk sums of ``column_partials`` (see ``_kernels.cu``): ``(groups, k, C)``."""
+        N, C = X.shape
+        chunks = self._chunks(N, C)
+        groups = 2 if mode == 2 else 1
+        partial = self._cupy.empty((groups, chunks, C), dtype=X.dtype)
+        self._kernel("column_partials", X.dtype)(
+            (-(-C // 32), chunks), (32, 8),
+            (X, Y if Y is not None else X, self._contiguous(b) if b is not None else X,
+             M if M is not None else X, np.int64(N), np.int32(C), np.int32(b is not None),
+             np.int32(mode), partial),
+        )  # fmt: skip
+        return partial, chunks
+
+    def _column_totals(self, partial, chunks, divisor=1.0):
+        groups, _, C = partial.shape
+        out = self._cupy.empty((groups, C), dtype=partial.dtype)
+        self._kernel("column_totals", partial.dtype)(
+            _blocks(groups * C), (_THREADS,),
+            (partial, np.int32(chunks), np.int32(C), np.int32(groups),
+             self._scalar(divisor, partial.dtype), out),
+        )  # fmt: skip
+        return out
+
+    def column_sums(self, X):
+        """``sum(X, axis=0, keepdims=True)`` of a 2-d ``X``: a layer's bias gradient.
+
+        Parameters
+        ----------
+        X : cupy.ndarray
+            ``(N, C)``.
+
+        Returns
+        -------
+        cupy.ndarray
+            ``(1, C)``.
+        """
+        X = self._contiguous(X)
+        if X.shape[0] == 0:
+            return self._cupy.zeros((1, X.shape[1]), dtype=X.dtype)
+        return self._column_totals(*self._column_partials(X, 0))
+
+    def batchnorm_forward(
+        self, Z, BW, Bb, running_M, running_V, alpha, eps, *, bias=None, activation=None
+    ):
+        """BatchNorm in training mode over the rows of ``Z`` (or of ``Z + biasᵀ``).
 
         Parameters
         ----------
@@ -426,34 +483,58 @@ class CupyFused:
             ``(1, C)`` scale, shift and running statistics.
         alpha, eps : float
             The running statistics' weight of the past, and the variance's offset.
+        bias : cupy.ndarray, optional
+            ``(C, 1)``: normalise ``Z + biasᵀ``, added where it is read (a Linear
+            layer's bias, never written out).
+        activation : str, optional
+            A key of :data:`ACTIVATIONS`: also apply it to ``BZ`` in the same pass.
 
         Returns
         -------
         dict
-            ``M``, ``V``, ``inv_std`` (``(1, C)``), ``NZ`` and ``BZ`` (``(N, C)``). The
-            running statistics are updated in place (so a CUDA graph's replays see them).
+            ``M``, ``V``, ``inv_std`` (``(1, C)``) and ``NZ`` (``(N, C)``); ``BZ``
+            without an activation, else ``A`` (and for ``"gelu"`` also ``Z``, which is
+            ``BZ``, and ``cdf``). The running statistics are updated in place (so a CUDA
+            graph's replays see them).
         """
         cp = self._cupy
         Z = self._contiguous(Z)
         N, C = Z.shape
         dtype = Z.dtype
-        stats = {k: cp.empty((1, C), dtype=dtype) for k in ("M", "V", "inv_std")}
         for running in (running_M, running_V):
             if not running.flags.c_contiguous:
                 raise ValueError("batchnorm_forward: running statistics must be contiguous")
-        self._kernel("batchnorm_statistics", dtype)(
-            (-(-C // 32),), (32, 8),
-            (Z, np.int64(N), np.int32(C), stats["M"], stats["V"], stats["inv_std"],
+        # two passes, as the array code: the mean, then the mean square about it
+        M = self._column_totals(*self._column_partials(Z, 0, b=bias), divisor=float(N))
+        partial, chunks = self._column_partials(Z, 1, b=bias, M=M)
+        V, inv_std = cp.empty((1, C), dtype=dtype), cp.empty((1, C), dtype=dtype)
+        self._kernel("batchnorm_variance", dtype)(
+            _blocks(C), (_THREADS,),
+            (partial, np.int32(chunks), np.int32(C), self._scalar(N, dtype), M, V, inv_std,
              running_M, running_V, self._scalar(alpha, dtype),
              self._scalar(1.0 - alpha, dtype), self._scalar(eps, dtype)),
         )  # fmt: skip
-        NZ, BZ = cp.empty_like(Z), cp.empty_like(Z)
+        NZ = cp.empty_like(Z)
+        kind = -1 if activation is None else ACTIVATIONS[activation]
+        gelu = activation == "gelu"
+        BZ = cp.empty_like(Z) if kind < 0 or gelu else NZ  # NZ: a pointer never written
+        A = cp.empty_like(Z) if kind >= 0 else NZ
+        cdf = cp.empty_like(Z) if gelu else NZ
         self._kernel("batchnorm_apply", dtype)(
             _blocks(Z.size), (_THREADS,),
-            (Z, stats["M"], stats["inv_std"], self._contiguous(BW), self._contiguous(Bb),
-             NZ, BZ, np.int64(Z.size), np.int32(C)),
+            (Z, self._contiguous(bias) if bias is not None else Z, M, inv_std,
+             self._contiguous(BW), self._contiguous(Bb), NZ, BZ, A, cdf, np.int64(Z.size),
+             np.int32(C), np.int32(bias is not None), np.int32(kind),
+             self._scalar(-SQRT1_2, dtype)),
         )  # fmt: skip
-        return {**stats, "NZ": NZ, "BZ": BZ}
+        out = {"M": M, "V": V, "inv_std": inv_std, "NZ": NZ}
+        if kind < 0:
+            out["BZ"] = BZ
+        else:
+            out["A"] = A
+            if gelu:
+                out.update(Z=BZ, cdf=cdf)
+        return out
 
     def batchnorm_backward(self, dLdBZ, NZ, BW, inv_std):
         """BatchNorm's gradients in training mode (the batch statistics depend on ``Z``).
@@ -480,11 +561,9 @@ class CupyFused:
         G = self._contiguous(dLdBZ)
         N, C = G.shape
         dtype = G.dtype
-        sum_w, sum_b = cp.empty((1, C), dtype=dtype), cp.empty((1, C), dtype=dtype)
         NZ = self._contiguous(NZ)
-        self._kernel("batchnorm_gradient_sums", dtype)(
-            (-(-C // 32),), (32, 8), (G, NZ, np.int64(N), np.int32(C), sum_w, sum_b)
-        )
+        sums = self._column_totals(*self._column_partials(G, 2, Y=NZ))
+        sum_w, sum_b = sums[0:1], sums[1:2]
         dZ = cp.empty_like(G)
         self._kernel("batchnorm_backward", dtype)(
             _blocks(G.size), (_THREADS,),

@@ -10,6 +10,16 @@
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
          i += (long long)blockDim.x * gridDim.x)
 
+// The column (row) of element i of a row-major array with C columns: in 32-bit arithmetic
+// where i fits, as a 64-bit division costs several times a 32-bit one on the GPU.
+__device__ __forceinline__ int column_of(long long i, int C) {
+    return i <= 0xffffffffLL ? (int)((unsigned)i % (unsigned)C) : (int)(i % C);
+}
+
+__device__ __forceinline__ long long row_of(long long i, int C) {
+    return i <= 0xffffffffLL ? (long long)((unsigned)i / (unsigned)C) : i / C;
+}
+
 // ---- activations --------------------------------------------------------------------
 // relu: max(z, 0) keeping NaN; sigmoid: 1/(1+e) or e/(1+e), e = exp(-|z|);
 // gelu: z Φ(z), Φ(z) = erfc(-z/√2)/2, z clipped below at -40 as in xpnet.nn.GELU.
@@ -28,27 +38,32 @@ __device__ __forceinline__ T clip(T z, T low, T high) {
     return z < low ? low : (z > high ? high : z);
 }
 
+// a[i] = f(z), kind: 0 identity, 1 relu, 2 sigmoid, 3 tanh, 4 gelu (which also writes z and
+// Φ(z)). neg_sqrt1_2 is -1/sqrt(2.0) as xpnet.nn.GELU computes it in double (one ulp from
+// the correctly rounded constant; erfc's tail multiplies that difference by 2z²).
+__device__ __forceinline__ void activate(T z, long long i, int kind, T neg_sqrt1_2, T* a,
+                                         T* z_out, T* cdf) {
+    switch (kind) {
+        case 0: a[i] = z; break;
+        case 1: a[i] = relu_of(z); break;
+        case 2: a[i] = sigmoid_of(z); break;
+        case 3: a[i] = tanh(z); break;
+        default: {
+            T c = (T)0.5 * erfc(neg_sqrt1_2 * z);
+            z_out[i] = z;
+            cdf[i] = c;
+            a[i] = clip_low(z, (T)(-40)) * c;
+        }
+    }
+}
+
 // a = f(x + b[j]) for an (n / C, C) row-major x; without a bias (has_bias = 0), a = f(x).
-// kind: 0 identity, 1 relu, 2 sigmoid, 3 tanh, 4 gelu (which also writes z and Φ(z)).
-// neg_sqrt1_2 is -1/sqrt(2.0) as xpnet.nn.GELU computes it in double (one ulp from the
-// correctly rounded constant; erfc's tail multiplies that difference by 2z²).
 extern "C" __global__ void bias_activation(const T* x, const T* b, T* a, T* z_out, T* cdf,
                                            long long n, int C, int has_bias, int kind,
                                            T neg_sqrt1_2) {
     GRID_STRIDE(i, n) {
-        T z = has_bias ? x[i] + b[i % C] : x[i];
-        switch (kind) {
-            case 0: a[i] = z; break;
-            case 1: a[i] = relu_of(z); break;
-            case 2: a[i] = sigmoid_of(z); break;
-            case 3: a[i] = tanh(z); break;
-            default: {
-                T c = (T)0.5 * erfc(neg_sqrt1_2 * z);
-                z_out[i] = z;
-                cdf[i] = c;
-                a[i] = clip_low(z, (T)(-40)) * c;
-            }
-        }
+        T z = has_bias ? x[i] + b[column_of(i, C)] : x[i];
+        activate(z, i, kind, neg_sqrt1_2, a, z_out, cdf);
     }
 }
 
@@ -70,7 +85,11 @@ extern "C" __global__ void activation_backward(const T* da, const T* a, const T*
     }
 }
 
-// ---- column reductions: a block of 32 x ROWS threads per 32 columns ---------------------
+// ---- column reductions in two steps ------------------------------------------------------
+// column_partials: a block of 32 x ROWS threads sums 32 columns over one chunk of the rows
+// (chunk blockIdx.y of gridDim.y), so a wide batch keeps every multiprocessor busy; the
+// final kernels then add each column's chunk sums in chunk order. The chunks depend on
+// the shape alone, so a result does too (eager and captured steps agree bit for bit).
 #define ROWS 8
 
 // The block's sum over its ROWS partial sums of column threadIdx.x, in shared memory.
@@ -83,65 +102,89 @@ __device__ __forceinline__ T column_total(T (*shared)[33], T partial) {
     return total;
 }
 
-// BatchNorm's batch statistics (training): M = mean(Z), V = mean((Z - M)²) over the rows of
-// an (N, C) Z, inv_std = 1 / sqrt(V + eps), and the running statistics updated in place to
-// alpha * running + (1 - alpha) * batch.
-extern "C" __global__ void batchnorm_statistics(const T* Z, long long N, int C, T* M, T* V,
-                                                T* inv_std, T* run_M, T* run_V, T alpha,
-                                                T one_minus_alpha, T eps) {
+// Over the rows of chunk k of an (N, C) X, with z = X[r, j] (+ b[j] where has_bias):
+//   mode 0: partial[k, j] = Σ z                 (column sums; BatchNorm's mean)
+//   mode 1: partial[k, j] = Σ (z - M[j])²       (BatchNorm's variance)
+//   mode 2: partial[k, j] = Σ z Y[r, j] and partial[chunks + k, j] = Σ z
+//           (BatchNorm's gradient sums, z = G, Y = NZ)
+extern "C" __global__ void column_partials(const T* X, const T* Y, const T* b, const T* M,
+                                           long long N, int C, int has_bias, int mode,
+                                           T* partial) {
     __shared__ T shared[ROWS][33];
     int j = blockIdx.x * 32 + threadIdx.x;
+    int k = blockIdx.y, chunks = gridDim.y;
     bool live = j < C;
-    T s = (T)0;
-    if (live)
-        for (long long r = threadIdx.y; r < N; r += ROWS) s += Z[r * C + j];
-    T mean = column_total(shared, s) / (T)N;
-    T q = (T)0;
-    if (live)
-        for (long long r = threadIdx.y; r < N; r += ROWS) {
-            T d = Z[r * C + j] - mean;
-            q += d * d;
+    T s0 = (T)0, s1 = (T)0;
+    if (live) {
+        long long first = N * k / chunks, last = N * (k + 1) / chunks;
+        T bias = has_bias ? b[j] : (T)0;
+        T mean = mode == 1 ? M[j] : (T)0;
+        for (long long r = first + threadIdx.y; r < last; r += ROWS) {
+            long long i = r * C + j;
+            T z = has_bias ? X[i] + bias : X[i];
+            if (mode == 0) {
+                s0 += z;
+            } else if (mode == 1) {
+                T d = z - mean;
+                s0 += d * d;
+            } else {
+                s0 += z * Y[i];
+                s1 += z;
+            }
         }
-    T var = column_total(shared, q) / (T)N;
+    }
+    s0 = column_total(shared, s0);
+    if (mode == 2) s1 = column_total(shared, s1);
     if (live && threadIdx.y == 0) {
-        M[j] = mean;
+        partial[(long long)k * C + j] = s0;
+        if (mode == 2) partial[(long long)(chunks + k) * C + j] = s1;
+    }
+}
+
+// out[g, j] = (Σ_k partial[g, k, j]) / divisor for g < groups: the chunks' sums, in order.
+extern "C" __global__ void column_totals(const T* partial, int chunks, int C, int groups,
+                                         T divisor, T* out) {
+    GRID_STRIDE(i, (long long)groups * C) {
+        long long g = i / C, j = i % C;
+        T total = (T)0;
+        for (int k = 0; k < chunks; ++k) total += partial[(g * chunks + k) * C + j];
+        out[i] = total / divisor;
+    }
+}
+
+// BatchNorm's variance from the chunks' sums of squares: V = Σ / N, inv_std = 1/sqrt(V + eps),
+// and the running statistics updated in place to alpha * running + (1 - alpha) * batch.
+extern "C" __global__ void batchnorm_variance(const T* partial, int chunks, int C, T N,
+                                              const T* M, T* V, T* inv_std, T* run_M, T* run_V,
+                                              T alpha, T one_minus_alpha, T eps) {
+    GRID_STRIDE(j, C) {
+        T total = (T)0;
+        for (int k = 0; k < chunks; ++k) total += partial[(long long)k * C + j];
+        T var = total / N;
         V[j] = var;
         inv_std[j] = (T)1 / sqrt(var + eps);
-        run_M[j] = alpha * run_M[j] + one_minus_alpha * mean;
+        run_M[j] = alpha * run_M[j] + one_minus_alpha * M[j];
         run_V[j] = alpha * run_V[j] + one_minus_alpha * var;
     }
 }
 
-// NZ = (Z - M) * inv_std and BZ = BW * NZ + Bb, per column j.
-extern "C" __global__ void batchnorm_apply(const T* Z, const T* M, const T* inv_std,
-                                           const T* BW, const T* Bb, T* NZ, T* BZ, long long n,
-                                           int C) {
+// z = Z (+ b[j] where has_bias), NZ = (z - M) * inv_std and BZ = BW * NZ + Bb, per column j;
+// then with kind >= 0 the activation of BZ into A (and, for gelu, BZ into z_out with Φ
+// into cdf), BZ itself unwritten unless kind < 0.
+extern "C" __global__ void batchnorm_apply(const T* Z, const T* b, const T* M,
+                                           const T* inv_std, const T* BW, const T* Bb, T* NZ,
+                                           T* BZ, T* A, T* cdf, long long n, int C,
+                                           int has_bias, int kind, T neg_sqrt1_2) {
     GRID_STRIDE(i, n) {
-        int j = i % C;
-        T nz = (Z[i] - M[j]) * inv_std[j];
+        int j = column_of(i, C);
+        T z = has_bias ? Z[i] + b[j] : Z[i];
+        T nz = (z - M[j]) * inv_std[j];
         NZ[i] = nz;
-        BZ[i] = BW[j] * nz + Bb[j];
-    }
-}
-
-// Column sums of G ⊙ NZ and of G: BatchNorm's dL/dBW and dL/dBb.
-extern "C" __global__ void batchnorm_gradient_sums(const T* G, const T* NZ, long long N, int C,
-                                                   T* sum_w, T* sum_b) {
-    __shared__ T shared[ROWS][33];
-    int j = blockIdx.x * 32 + threadIdx.x;
-    bool live = j < C;
-    T sw = (T)0, sb = (T)0;
-    if (live)
-        for (long long r = threadIdx.y; r < N; r += ROWS) {
-            long long i = r * C + j;
-            sw += G[i] * NZ[i];
-            sb += G[i];
-        }
-    sw = column_total(shared, sw);
-    sb = column_total(shared, sb);
-    if (live && threadIdx.y == 0) {
-        sum_w[j] = sw;
-        sum_b[j] = sb;
+        T bz = BW[j] * nz + Bb[j];
+        if (kind < 0)
+            BZ[i] = bz;
+        else
+            activate(bz, i, kind, neg_sqrt1_2, A, BZ, cdf);
     }
 }
 
@@ -150,7 +193,7 @@ extern "C" __global__ void batchnorm_backward(const T* G, const T* NZ, const T* 
                                               const T* sum_b, const T* BW, const T* inv_std,
                                               T* dZ, long long n, int C, T N) {
     GRID_STRIDE(i, n) {
-        int j = i % C;
+        int j = column_of(i, C);
         dZ[i] = (G[i] - sum_b[j] / N - NZ[i] * (sum_w[j] / N)) * (BW[j] * inv_std[j]);
     }
 }
@@ -251,7 +294,7 @@ extern "C" __global__ void argmax_hits(const T* A, const long long* y, T* hits, 
 extern "C" __global__ void cross_entropy_backward(const T* S, const long long* y, T* G,
                                                   long long n, int C, T N) {
     GRID_STRIDE(i, n) {
-        T target = (T)((i % C) == y[i / C]);
+        T target = (T)(column_of(i, C) == y[row_of(i, C)]);
         G[i] = (S[i] - target) / N;
     }
 }

@@ -204,6 +204,46 @@ class BatchNorm1d(Module):
         """
         return self._forward(Z, xp, not self.training)
 
+    def forward_activated(self, Z: Array, b: Array, activation: Any, xp: Namespace) -> Array:
+        """``activation(BatchNorm(Z + bᵀ))``: a Linear layer's product and bias, this layer
+        and the activation after it, as :class:`~xpnet.models.MLP` runs them.
+
+        Where the library has fused kernels (:func:`xpnet.backend.fused`) and this layer
+        trains on one process, the bias is added where ``Z`` is read and the
+        normalisation, affine map and activation take one pass: neither ``Z + bᵀ`` nor
+        ``BZ`` is written out, so ``self.Z`` is None and ``self.BZ`` is None unless the
+        activation keeps it (GELU's ``Z``); backward needs neither. Elsewhere this is
+        :meth:`forward_unchecked` of ``Z + bᵀ`` followed by the activation's own.
+
+        Parameters
+        ----------
+        Z : array
+            ``(N, C)`` product ``A Wᵀ`` of the Linear layer before this one.
+        b : array
+            ``(C, 1)`` bias of that layer.
+        activation : Activation
+            The activation after this layer.
+        xp : namespace
+            Their namespace.
+
+        Returns
+        -------
+        array
+            The activation's output ``A``, ``(N, C)``.
+        """
+        kind = activation._kind  # None for an activation without fused kernels
+        ops = backend.fused(xp) if self.training and self.comm is None else None
+        if ops is None or kind is None or not ops.handles(Z):
+            return activation.forward_unchecked(self._forward(Z + b.T, xp, not self.training), xp)
+        out = ops.batchnorm_forward(
+            Z, self.BW, self.Bb, self.running_M, self.running_V, self.alpha, self.eps,
+            bias=b, activation=kind,
+        )  # fmt: skip
+        self._evaluated = False
+        self.Z, self.BZ = None, out.get("Z")
+        self.M, self.V, self._inv_std, self.NZ = out["M"], out["V"], out["inv_std"], out["NZ"]
+        return activation._adopt({k: out[k] for k in ("A", "Z", "cdf") if k in out})
+
     def _global_statistics(self, Z, xp):
         """Mean and variance of the global batch, summed across processes in one call.
 

@@ -214,7 +214,10 @@ class Linear(Module):
             self.dLdW = dLdZ.T @ self.A
         else:
             self.dLdW = ops.matmul(dLdZ, self.A, trans_a=True)
-        self.dLdb = xp.sum(dLdZ, axis=0, keepdims=True).T
+        if ops is not None and ops.handles(dLdZ):  # a column reduction that fills the GPU
+            self.dLdb = ops.column_sums(dLdZ).T
+        else:
+            self.dLdb = xp.sum(dLdZ, axis=0, keepdims=True).T
         if not input_grad:
             return None
         return dLdZ @ self.W if ops is None else ops.matmul(dLdZ, self.W)
