@@ -5,7 +5,7 @@ Both run in one process and PyTorch's profiler (CUPTI, which records every kerne
 process, CuPy's too) times their kernels; the table lists each kernel's GPU time per step,
 largest first, and the GPU's busy time per step in all.
 
-    python benchmarks/gpu_kernel_profile.py                 # wide+bn float32 and TF32
+    python benchmarks/gpu_kernel_profile.py       # wide+bn, wide, big, mnist-b128; float32, TF32
     python benchmarks/gpu_kernel_profile.py --sizes wide,big --steps 10
 """
 
@@ -64,7 +64,7 @@ def print_side_by_side(label, ours, theirs, top):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="wide+bn,mnist-b128")
+    parser.add_argument("--sizes", default="wide+bn,wide,big,mnist-b128")
     parser.add_argument("--precisions", default="float32,tf32")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--top", type=int, default=12)
