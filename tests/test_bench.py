@@ -106,6 +106,48 @@ def test_gpu_benchmark_code_path_on_the_cpu():
     assert floor().shape == (32, 16)
 
 
+def test_gpu_peers_take_turns_round_by_round():
+    """Every round runs each peer's share in turn (a drift of the machine touches all), a
+    peer that raises is reported and left out, and the others keep their numbers."""
+    from xpnet.app.bench_gpu import time_interleaved
+
+    calls = []
+
+    def step(name):
+        def run():
+            calls.append(name)
+            if name == "bad" and len(calls) > 9:  # in the second round
+                raise RuntimeError("out of memory")
+
+        return run
+
+    steps = {name: (step(name), lambda: None) for name in ("a", "b", "bad")}
+    times, errors = time_interleaved(steps, seconds=0.0, rounds=3, warmup=1)
+    assert set(times) == {"a", "b"} and all(t > 0 for t in times.values())
+    assert errors == {"bad": "RuntimeError: out of memory"}
+    # after each peer's warm-up and trial call, one call of each per round, in turn
+    assert calls[6:] == ["a", "b", "bad", "a", "b", "bad", "a", "b"]
+
+
+def test_gemm_floor_with_its_own_products():
+    """The floor through another products' routine (xpnet's cuBLAS calls on CuPy) does
+    the same products as through ``@``."""
+    from xpnet import backend
+    from xpnet.app.peers import GemmFloor
+
+    seen = []
+
+    def matmul(A, B, trans_a=False, trans_b=False):
+        seen.append((A.shape, B.shape, trans_a, trans_b))
+        return (A.T if trans_a else A) @ (B.T if trans_b else B)
+
+    xp = backend.get("numpy")
+    plain = GemmFloor([8, 16, 4], 32, xp)
+    own = GemmFloor([8, 16, 4], 32, xp, matmul=matmul)
+    np.testing.assert_array_equal(own(), plain())
+    assert len(seen) == 2 + 3  # forward per layer, then dW per layer and dA past the first
+
+
 def test_gpu_benchmark_refuses_without_cuda():
     from xpnet import backend
 

@@ -2,10 +2,11 @@
 
 xpnet on CuPy (with its fused kernels, replayed as a CUDA graph, and its Array API code
 alone), PyTorch eager on CUDA, and the GEMM floor (the step's matrix products alone, on
-CuPy) at the sizes the CUDA work is measured on, with float32 or TF32 products. A GPU
-runs asynchronously, so each measurement runs steps back to back and waits for the device
-before reading the clock; the number is the median over rounds of at least ``--seconds``
-each.
+CuPy: the faster of CuPy's ``@`` and xpnet's own cuBLAS calls) at the sizes the CUDA work
+is measured on, with float32 or TF32 products. A GPU runs asynchronously, so each
+measurement runs steps back to back and waits for the device before reading the clock;
+the peers take turns round by round (a drift of the machine touches all of them), and the
+number is the median over the rounds, of at least ``--seconds`` per peer in all.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from ..errors import BackendUnavailableError, XpnetValueError
 from .bench import XpnetStep
 from .peers import GemmFloor, TorchStep
 
-__all__ = ["GPU_PEERS", "GPU_SIZES", "format_gpu_table", "run_gpu", "time_on_device"]
+__all__ = [
+    "GPU_PEERS",
+    "GPU_SIZES",
+    "format_gpu_table",
+    "run_gpu",
+    "time_interleaved",
+    "time_on_device",
+]
 
 #: name -> (layer widths, batch, BatchNorm), the sizes of the CUDA measurements.
 GPU_SIZES = {
@@ -69,6 +77,62 @@ def time_on_device(step, sync, *, seconds=1.0, rounds=5, warmup=5):
         sync()
         means.append((time.perf_counter() - start) / per_round)
     return statistics.median(means)
+
+
+def time_interleaved(steps, *, seconds=1.0, rounds=5, warmup=5):
+    """Median seconds per step of several asynchronous steps, their rounds interleaved.
+
+    Each round runs every step's share in turn, so that a drift of the machine (clocks,
+    other work on the host) touches all of them alike rather than the one timed last.
+
+    Parameters
+    ----------
+    steps : dict
+        ``name -> (step, sync)``, as for :func:`time_on_device`.
+    seconds : float
+        The least time of each step's rounds together.
+    rounds : int
+        Rounds; each runs a step back to back, then waits for the device once.
+    warmup : int
+        Untimed calls of each step first.
+
+    Returns
+    -------
+    times : dict
+        ``name -> seconds`` per step (the median over the rounds of the mean).
+    errors : dict
+        ``name -> "Type: message"`` for each step that raised; it is left out of the
+        rounds that follow.
+    """
+    counts, errors = {}, {}
+    for name, (step, sync) in steps.items():
+        try:
+            for _ in range(warmup):
+                step()
+            sync()
+            start = time.perf_counter()
+            step()
+            sync()
+        except Exception as err:  # one step that cannot run leaves the others' numbers
+            errors[name] = f"{type(err).__name__}: {err}"
+            continue
+        once = max(time.perf_counter() - start, 1e-6)
+        counts[name] = max(1, int(seconds / rounds / once))
+    means: dict[str, list] = {name: [] for name in counts}
+    for _ in range(rounds):
+        for name in list(means):
+            step, sync = steps[name]
+            try:
+                start = time.perf_counter()
+                for _ in range(counts[name]):
+                    step()
+                sync()
+            except Exception as err:
+                errors[name] = f"{type(err).__name__}: {err}"
+                del means[name]
+                continue
+            means[name].append((time.perf_counter() - start) / counts[name])
+    return {name: statistics.median(v) for name, v in means.items()}, errors
 
 
 #: The peers of each size, in the table's order.
@@ -181,18 +245,25 @@ def _time_size(size, spec, namespace, xp, torch_device, seconds):
     if torch_device is not None:
         theirs = TorchStep(widths, X, y, batchnorm=batchnorm, device=torch_device)
         peers.append(("torch", theirs, theirs.X))
-    floor = GemmFloor(widths, batch, namespace, device=backend.device(ours.X))
+    device = backend.device(ours.X)
+    floor = GemmFloor(widths, batch, namespace, device=device)
     peers.append(("gemm", floor, floor.acts[0]))
-    timed, errors = {}, {}
-    for name, step, probe in peers:
-        try:
-            timed[name] = 1e6 * time_on_device(
-                step, lambda probe=probe: backend.synchronize(probe), seconds=seconds
-            )
-        except Exception as err:  # one peer that cannot run leaves the others' numbers
-            if name in ("xpnet", "gemm"):
-                raise
-            errors[name] = f"{type(err).__name__}: {err}"
+    if fused:  # the floor is the faster of the library's `@` and xpnet's own cuBLAS calls
+        own = GemmFloor(
+            widths, batch, namespace, device=device, matmul=backend.fused(namespace).matmul
+        )
+        peers.append(("gemm-own", own, own.acts[0]))
+    syncs = {name: (lambda probe=probe: backend.synchronize(probe)) for name, _, probe in peers}
+    timed, errors = time_interleaved(
+        {name: (step, syncs[name]) for name, step, _ in peers}, seconds=seconds
+    )
+    for name in ("xpnet", "gemm"):
+        if name in errors:
+            raise RuntimeError(f"xpnet bench --gpu: {size} {name}: {errors[name]}")
+    timed = {name: 1e6 * t for name, t in timed.items()}
+    if "gemm-own" in timed:
+        timed["gemm"] = min(timed["gemm"], timed.pop("gemm-own"))
+    errors.pop("gemm-own", None)
     return [
         {"size": size, "peer": name, "us": timed.get(name), "error": errors.get(name)}
         for name in GPU_PEERS

@@ -314,11 +314,14 @@ class GemmFloor:
         ``"float32"`` or ``"float64"``.
     seed : int
         Seeds the random operands.
+    matmul : callable, optional
+        ``matmul(A, B, trans_a=False, trans_b=False)``: the products' routine (xpnet's own
+        cuBLAS calls, :meth:`xpnet.backend.CupyFused.matmul`); default the library's ``@``.
     """
 
     name = "gemm floor"
 
-    def __init__(self, sizes, batch, xp, *, device=None, dtype="float32", seed=0):
+    def __init__(self, sizes, batch, xp, *, device=None, dtype="float32", seed=0, matmul=None):
         rng = np.random.default_rng(seed)
 
         def _draw(*shape):
@@ -328,8 +331,11 @@ class GemmFloor:
         self.acts = [_draw(batch, n) for n in sizes[:-1]]
         self.weights = [_draw(o, i) for i, o in itertools.pairwise(sizes)]
         self.grads = [_draw(batch, o) for o in sizes[1:]]
+        self.matmul = matmul
 
     def __call__(self):
+        if self.matmul is not None:
+            return self._call_with(self.matmul)
         out = None
         for A, W in zip(self.acts, self.weights, strict=True):
             out = A @ W.T
@@ -337,4 +343,14 @@ class GemmFloor:
             out = dZ.T @ A
             if i > 0:
                 out = dZ @ W
+        return out
+
+    def _call_with(self, matmul):
+        out = None
+        for A, W in zip(self.acts, self.weights, strict=True):
+            out = matmul(A, W, trans_b=True)
+        for i, (A, W, dZ) in enumerate(zip(self.acts, self.weights, self.grads, strict=True)):
+            out = matmul(dZ, A, trans_a=True)
+            if i > 0:
+                out = matmul(dZ, W)
         return out
