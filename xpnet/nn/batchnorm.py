@@ -66,6 +66,8 @@ class BatchNorm1d(Module):
         The statistics the last forward normalised with, ``(1, C)``.
     Z, NZ, BZ : array or None
         The last input, normalised input and output, ``(N, C)``; training needs N >= 2.
+        After :meth:`forward_activated` on fused kernels, ``Z`` and ``BZ`` are None
+        (never written out; ``BZ`` is kept where the activation needs it, as GELU does).
     num_features, alpha, eps
         As given.
 
@@ -205,10 +207,10 @@ class BatchNorm1d(Module):
         return self._forward(Z, xp, not self.training)
 
     def forward_activated(self, Z: Array, b: Array, activation: Any, xp: Namespace) -> Array:
-        """``activation(BatchNorm(Z + bᵀ))``: a Linear layer's product and bias, this layer
-        and the activation after it, as :class:`~xpnet.models.MLP` runs them.
+        """``activation(BatchNorm(Z + bᵀ))``, as :class:`~xpnet.models.MLP` runs a layer.
 
-        Where the library has fused kernels (:func:`xpnet.backend.fused`) and this layer
+        A Linear layer's product ``Z`` and bias ``b``, this layer, and the activation after
+        it. Where the library has fused kernels (:func:`xpnet.backend.fused`) and this layer
         trains on one process, the bias is added where ``Z`` is read and the
         normalisation, affine map and activation take one pass: neither ``Z + bᵀ`` nor
         ``BZ`` is written out, so ``self.Z`` is None and ``self.BZ`` is None unless the
