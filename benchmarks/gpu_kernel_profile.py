@@ -3,7 +3,9 @@ PyTorch eager, at the sizes where xpnet is furthest from its targets.
 
 Both run in one process and PyTorch's profiler (CUPTI, which records every kernel of the
 process, CuPy's too) times their kernels; the table lists each kernel's GPU time per step,
-largest first, and the GPU's busy time per step in all.
+largest first, and the GPU's busy time per step in all. For the sizes named by ``--host``
+it also profiles the host's time of xpnet's eager steps (cProfile), where an eager step is
+launches rather than GPU work.
 
     python benchmarks/gpu_kernel_profile.py       # wide+bn, wide, big, mnist-b128; float32, TF32
     python benchmarks/gpu_kernel_profile.py --sizes wide,big --steps 10
@@ -53,6 +55,26 @@ def kernel_times(step, sync, steps):
     return {name: (calls / steps, us / steps) for name, (calls, us) in table.items()}
 
 
+def host_profile(step, sync, steps=300, top=15):
+    """Where the host's time of eager steps goes (cProfile, by own time)."""
+    import cProfile
+    import io
+    import pstats
+
+    for _ in range(10):
+        step()
+    sync()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(steps):
+        step()
+    sync()
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(top)
+    return text.getvalue()
+
+
 def print_side_by_side(label, ours, theirs, top):
     print(f"\n{label}: GPU µs per step by kernel (calls per step)")
     for who, table in (("xpnet", ours), ("pytorch", theirs)):
@@ -68,6 +90,9 @@ def main(argv=None):
     parser.add_argument("--precisions", default="float32,tf32")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument(
+        "--host", default="mnist-b128", help="sizes whose eager host time to profile too"
+    )
     args = parser.parse_args(argv)
     if "cupy" not in backend.available():
         sys.exit("gpu_kernel_profile: needs CuPy and a CUDA device")
@@ -93,6 +118,9 @@ def main(argv=None):
                 theirs = TorchStep(widths, X, y, batchnorm=bn, device="cuda")
                 a = kernel_times(ours, sync, args.steps)
                 b = kernel_times(theirs, sync, args.steps)
+                if size in args.host.split(",") and precision == "float32":
+                    print(f"\n{size} {precision}: host time of xpnet's eager steps")
+                    print(host_profile(ours, sync))
                 del ours, theirs
             finally:
                 backend.set_tf32(xp, before[0])
