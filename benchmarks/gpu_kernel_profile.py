@@ -33,7 +33,8 @@ def _short(name, width=58):
 
 
 def kernel_times(step, sync, steps):
-    """{kernel name: (calls, µs)} per step, from PyTorch's profiler."""
+    """{kernel name: (calls, µs)} per step, and the µs per step from the first kernel's
+    start to the last one's end and of those the GPU spent idle (between kernels)."""
     from torch.profiler import ProfilerActivity, profile
 
     for _ in range(3):
@@ -44,6 +45,7 @@ def kernel_times(step, sync, steps):
             step()
         sync()
     table = defaultdict(lambda: [0, 0.0])
+    spans = []
     for event in prof.events():
         device_type = str(getattr(event, "device_type", ""))
         if "CUDA" not in device_type:
@@ -52,7 +54,15 @@ def kernel_times(step, sync, steps):
         entry = table[event.name]
         entry[0] += 1
         entry[1] += us
-    return {name: (calls / steps, us / steps) for name, (calls, us) in table.items()}
+        spans.append((event.time_range.start, event.time_range.end))
+    idle, reached = 0.0, None
+    for start, end in sorted(spans):
+        if reached is not None and start > reached:
+            idle += start - reached
+        reached = end if reached is None else max(reached, end)
+    span = (reached - min(s for s, _ in spans)) if spans else 0.0
+    times = {name: (calls / steps, us / steps) for name, (calls, us) in table.items()}
+    return times, span / steps, idle / steps
 
 
 def host_profile(step, sync, steps=300, top=15):
@@ -77,9 +87,12 @@ def host_profile(step, sync, steps=300, top=15):
 
 def print_side_by_side(label, ours, theirs, top):
     print(f"\n{label}: GPU µs per step by kernel (calls per step)")
-    for who, table in (("xpnet", ours), ("pytorch", theirs)):
+    for who, (table, span, idle) in (("xpnet", ours), ("pytorch", theirs)):
         busy = sum(us for _, us in table.values())
-        print(f"  {who}: {busy:9.1f} µs busy, {sum(c for c, _ in table.values()):.0f} kernels")
+        print(
+            f"  {who}: {busy:9.1f} µs busy, {sum(c for c, _ in table.values()):.0f} kernels; "
+            f"{span:.1f} µs from first start to last end, {idle:.1f} of them idle"
+        )
         for name, (calls, us) in sorted(table.items(), key=lambda kv: -kv[1][1])[:top]:
             print(f"    {us:9.1f}  {calls:4.0f}x  {_short(name)}")
 
@@ -125,7 +138,7 @@ def main(argv=None):
             finally:
                 backend.set_tf32(xp, before[0])
                 backend.set_tf32(torch, before[1])
-            if not a:
+            if not a[0]:
                 print(f"{size} {precision}: the profiler saw no CuPy kernels")
             print_side_by_side(f"{size} {precision}", a, b, args.top)
             cupy.get_default_memory_pool().free_all_blocks()
