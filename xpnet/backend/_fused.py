@@ -118,7 +118,10 @@ def fused(xp):
 
 
 # cuBLAS's constants and its column-major products of row-major arrays
-_GEMM = {"float32": ("cublasSgemm_v2", "c_float"), "float64": ("cublasDgemm_v2", "c_double")}
+_GEMM = {  # keyed by dtype, not its name: a dtype's .name is a Python property, slow per call
+    np.dtype(np.float32): ("cublasSgemm_v2", "c_float"),
+    np.dtype(np.float64): ("cublasDgemm_v2", "c_double"),
+}
 _OP_N, _OP_T = 0, 1
 _DEFAULT_MATH, _TF32_TENSOR_OP_MATH = 0, 3
 _WORKSPACE = 32 << 20  # bytes; set once, as graph capture requires
@@ -192,7 +195,7 @@ class _Cublas:
         if K == 0:
             out.fill(0)
             return out
-        function, scalar = _GEMM[A.dtype.name]
+        function, scalar = _GEMM[A.dtype]
         scalar = getattr(c, scalar)
         handle = self._handle(cupy, tf32 and scalar is c.c_float)
         # row-major C = op(A) op(B) is column-major Cᵀ = op(B)ᵀ op(A)ᵀ; a row-major matrix
@@ -307,7 +310,7 @@ class CupyFused:
         bool
             True for float32 and float64.
         """
-        return np.dtype(x.dtype).name in _GEMM
+        return x.dtype in _GEMM
 
     @property
     def _blas(self):
@@ -335,7 +338,7 @@ class CupyFused:
             The C-contiguous product.
         """
         blas = self._blas
-        if blas is None or A.dtype != B.dtype or A.dtype.name not in _GEMM:
+        if blas is None or A.dtype != B.dtype or A.dtype not in _GEMM:
             return (A.T if trans_a else A) @ (B.T if trans_b else B)
         return blas.gemm(
             self._cupy, self._contiguous(A), self._contiguous(B), trans_a, trans_b,
