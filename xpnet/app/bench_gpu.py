@@ -27,7 +27,6 @@ __all__ = [
     "format_gpu_table",
     "run_gpu",
     "time_interleaved",
-    "time_on_device",
 ]
 
 #: name -> (layer widths, batch, BatchNorm), the sizes of the CUDA measurements.
@@ -40,45 +39,6 @@ GPU_SIZES = {
 }
 
 
-def time_on_device(step, sync, *, seconds=1.0, rounds=5, warmup=5):
-    """Median seconds per step of a step that runs asynchronously on a device.
-
-    Parameters
-    ----------
-    step : callable
-        One training step; it may return before the device has finished.
-    sync : callable
-        Waits until the device has finished (called before every clock reading).
-    seconds : float
-        The least time of all rounds together.
-    rounds : int
-        Each round runs steps back to back, then waits for the device once.
-    warmup : int
-        Untimed steps first (kernel compilation, allocator growth).
-
-    Returns
-    -------
-    float
-        The median over the rounds of the mean time per step.
-    """
-    for _ in range(warmup):
-        step()
-    sync()
-    start = time.perf_counter()
-    step()
-    sync()
-    once = max(time.perf_counter() - start, 1e-6)
-    per_round = max(1, int(seconds / rounds / once))
-    means = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(per_round):
-            step()
-        sync()
-        means.append((time.perf_counter() - start) / per_round)
-    return statistics.median(means)
-
-
 def time_interleaved(steps, *, seconds=1.0, rounds=5, warmup=5):
     """Median seconds per step of several asynchronous steps, their rounds interleaved.
 
@@ -88,7 +48,9 @@ def time_interleaved(steps, *, seconds=1.0, rounds=5, warmup=5):
     Parameters
     ----------
     steps : dict
-        ``name -> (step, sync)``, as for :func:`time_on_device`.
+        ``name -> (step, sync)``: one training step, which may return before the device
+        has finished, and a callable that waits for the device (called before every
+        clock reading).
     seconds : float
         The least time of each step's rounds together.
     rounds : int
