@@ -236,7 +236,7 @@ class BatchNorm1d(Module):
         kind = activation._kind  # None for an activation without fused kernels
         ops = backend.fused(xp) if self.training and self.comm is None else None
         if ops is None or kind is None or not ops.handles(Z):
-            return activation.forward_unchecked(self._forward(Z + b.T, xp, not self.training), xp)
+            return activation.forward_unchecked(self.forward_unchecked(Z + b.T, xp), xp)
         out = ops.batchnorm_forward(
             Z, self.BW, self.Bb, self.running_M, self.running_V, self.alpha, self.eps,
             bias=b, activation=kind,
