@@ -661,7 +661,6 @@ def _end_other_processes(status):
 
     comm = active()
     if comm is not None:
-        sys.stderr.flush()
         comm.abort(status)
 
 
