@@ -120,7 +120,7 @@ def test_batchnorm_forward_and_backward(fused_case, xp, device, shape, dtype):
 @pytest.mark.parametrize("shape", [(1000, 3), (300, 33), (2, 70), (0, 5)])
 def test_column_sums_equal_the_array_code(fused_case, xp, device, shape, dtype):
     """A layer's bias gradient: chunks of rows summed apart, then in order (1000 rows of 3
-    columns take 16 chunks; 70 columns, three blocks of 32)."""
+    columns take 16 chunks; 70 columns, three blocks of 32; up to 256 rows, one chunk)."""
     ops, generic = fused_case
     (X,) = _arrays(xp, device, dtype, shape, seed=8)
     X = X + 3.0
@@ -133,11 +133,13 @@ def test_column_sums_equal_the_array_code(fused_case, xp, device, shape, dtype):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("kind", ["relu", "gelu", "tanh", "identity"])
-def test_batchnorm_with_bias_and_activation(fused_case, xp, device, monkeypatch, kind, dtype):
+@pytest.mark.parametrize("N", [700, 200], ids=["11-chunks", "one-chunk"])
+def test_batchnorm_with_bias_and_activation(fused_case, xp, device, monkeypatch, N, kind, dtype):
     """A Linear layer's bias, BatchNorm and the activation after it in one pass (the MLP's
-    path) equal the three modules' array code one after another."""
+    path) equal the three modules' array code one after another: with the statistics'
+    sums in chunks, and in one launch each."""
     ops, generic = fused_case
-    N, C = 700, 37  # 11 chunks of rows
+    C = 37
     Z, b, G = _arrays(xp, device, dtype, (N, C), (C, 1), (N, C), seed=9)
     b = 4.0 * b  # a bias the statistics must see
     with generic():
@@ -229,6 +231,34 @@ def test_sgd_update_is_bit_identical(fused_case, xp, device, options, dtype):
         P2 -= 0.05 * g2
     np.testing.assert_array_equal(to_numpy(P), to_numpy(P2))
     np.testing.assert_array_equal(to_numpy(V), to_numpy(V2))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_update_group_equals_one_update_per_parameter(fused_case, xp, device, nesterov, dtype):
+    # 11 parameters: two launches (8 + 3), an empty one, 2-d gradients and a (C, 1) bias
+    ops, _ = fused_case
+    shapes = [(7, 5), (5, 1), (300,), (0,), (3, 3), (1,), (64, 2), (2, 1), (9,), (4, 4), (33,)]
+    grads = _arrays(xp, device, dtype, *shapes, seed=5)
+    grads[1] = xp.asarray(np.ascontiguousarray(to_numpy(grads[1]).T), device=device).T  # a view
+    n = sum(int(np.prod(s)) for s in shapes)
+    P, V = _arrays(xp, device, dtype, (n,), (n,), seed=6)
+    P2, V2 = xp.asarray(P, copy=True), xp.asarray(V, copy=True)
+    options = {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-2, "nesterov": nesterov}
+    ops.sgd_update_group(P, V, grads, **options)
+    offset = 0
+    for g in grads:  # the one-parameter kernel, bit-identical to the array code (above)
+        size = int(np.prod(g.shape))
+        if size:
+            view = slice(offset, offset + size)
+            p, v = xp.asarray(P2[view], copy=True), xp.asarray(V2[view], copy=True)
+            ops.sgd_update(p, v, xp.reshape(g, (-1,)), **options)
+            P2[view], V2[view] = p, v
+        offset += size
+    np.testing.assert_array_equal(to_numpy(P), to_numpy(P2))
+    np.testing.assert_array_equal(to_numpy(V), to_numpy(V2))
+    with pytest.raises(ValueError, match="12 values in all for 13 parameters"):
+        ops.sgd_update_group(P[:13], V[:13], [grads[2][:3], grads[8]], **options)
 
 
 @pytest.mark.parametrize("batchnorm", [False, True])
@@ -323,16 +353,17 @@ def test_gelu_takes_the_constants_of_the_array_code(fused_case, xp, device):
     np.testing.assert_allclose(got, want, rtol=1e-14, atol=0)
 
 
-@pytest.mark.parametrize("path", ["flat", "inplace"])
-def test_sgd_on_both_paths_equals_the_array_code_bit_for_bit(
-    fused_case, xp, device, monkeypatch, path
+@pytest.mark.parametrize("limit", ["default", "zero"])
+def test_sgd_with_kernels_is_flat_and_equals_the_array_code_bit_for_bit(
+    fused_case, xp, device, monkeypatch, limit
 ):
-    """SGD's fused update, over the flat parameters' views or per parameter (models above
-    FLAT_LIMIT values), computes exactly what its array code computes."""
+    """With fused kernels SGD takes the flat path for every model (one kernel per eight
+    parameters), also above FLAT_LIMIT values, where the array code updates parameter by
+    parameter; both compute the same numbers."""
     from xpnet.optim import sgd
 
     ops, generic = fused_case
-    if path == "inplace":
+    if limit == "zero":
         monkeypatch.setattr(sgd, "FLAT_LIMIT", 0)
     lib = backend.library_name(xp)
     grads = _arrays(xp, device, "float32", (9, 6), (9, 1), (4, 9), (4, 1), seed=9)
@@ -343,7 +374,7 @@ def test_sgd_on_both_paths_equals_the_array_code_bit_for_bit(
         with contextlib.nullcontext() if use else generic():
             model = MLP([6, 9, 4], xp=xp, device=device, seed=2)
             opt = SGD(model, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-2)
-            assert (opt._flat is not None) == (path == "flat")
+            assert (opt._flat is not None) == (use or limit == "default")
             for _ in range(3):
                 for layer, (gW, gb) in zip(model.layers, [grads[:2], grads[2:]], strict=True):
                     layer.dLdW, layer.dLdb = gW, gb

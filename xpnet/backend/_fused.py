@@ -61,6 +61,8 @@ _THREADS = 256
 _MAX_BLOCKS = 4096  # grid-stride loops cover the rest
 _REDUCTION_BLOCKS = 1024  # column reductions: blocks of 256 threads enough to fill a GPU
 _CHUNK_ROWS = 64  # ... while each block still sums at least this many rows
+_ONE_CHUNK_ROWS = 256  # up to this many rows, one chunk: one launch, no chunk totals
+_SGD_GROUP = 8  # parameters per launch of sgd_update_group (its gradient arguments)
 _enabled = os.environ.get("XPNET_FUSED", "1").strip().lower() not in ("0", "false", "no", "off")
 _CUPY: CupyFused | None = None
 
@@ -428,11 +430,14 @@ class CupyFused:
 
     def _chunks(self, N, C):
         """How many chunks of rows a column reduction of an (N, C) array splits into."""
+        if N <= _ONE_CHUNK_ROWS:  # 32 rows a thread at most: less than a second launch costs
+            return 1
         blocks = -(-C // 32)
         return max(1, min(-(-_REDUCTION_BLOCKS // blocks), -(-N // _CHUNK_ROWS)))
 
-    def _column_partials(self, X, mode, *, Y=None, b=None, M=None):
-        """The chunk sums of ``column_partials`` (see ``_kernels.cu``): ``(groups, k, C)``."""
+    def _column_partials(self, X, mode, *, Y=None, b=None, M=None, divisor=1.0):
+        """The chunk sums of ``column_partials`` (see ``_kernels.cu``): ``(groups, k, C)``,
+        each divided by ``divisor``."""
         N, C = X.shape
         chunks = self._chunks(N, C)
         groups = 2 if mode == 2 else 1
@@ -441,9 +446,18 @@ class CupyFused:
             (-(-C // 32), chunks), (32, 8),
             (X, Y if Y is not None else X, self._contiguous(b) if b is not None else X,
              M if M is not None else X, np.int64(N), np.int32(C), np.int32(b is not None),
-             np.int32(mode), partial),
+             np.int32(mode), self._scalar(divisor, X.dtype), partial),
         )  # fmt: skip
         return partial, chunks
+
+    def _column_reduce(self, X, mode, *, Y=None, b=None, divisor=1.0):
+        """Column sums (modes 0 and 2 of ``column_partials``) over all rows, divided by
+        ``divisor``: ``(groups, C)``. One launch when the rows make one chunk (its sums
+        are then the totals: ``0 + s`` is ``s``), else the chunks' sums and their totals."""
+        if self._chunks(*X.shape) == 1:
+            partial, _ = self._column_partials(X, mode, Y=Y, b=b, divisor=divisor)
+            return partial.reshape(partial.shape[0], partial.shape[2])
+        return self._column_totals(*self._column_partials(X, mode, Y=Y, b=b), divisor)
 
     def _column_totals(self, partial, chunks, divisor=1.0):
         groups, _, C = partial.shape
@@ -471,7 +485,7 @@ class CupyFused:
         X = self._contiguous(X)
         if X.shape[0] == 0:
             return self._cupy.zeros((1, X.shape[1]), dtype=X.dtype)
-        return self._column_totals(*self._column_partials(X, 0))
+        return self._column_reduce(X, 0)
 
     def batchnorm_forward(
         self, Z, BW, Bb, running_M, running_V, alpha, eps, *, bias=None, activation=None
@@ -508,7 +522,7 @@ class CupyFused:
             if not running.flags.c_contiguous:
                 raise ValueError("batchnorm_forward: running statistics must be contiguous")
         # two passes, as the array code: the mean, then the mean square about it
-        M = self._column_totals(*self._column_partials(Z, 0, b=bias), divisor=float(N))
+        M = self._column_reduce(Z, 0, b=bias, divisor=float(N))
         partial, chunks = self._column_partials(Z, 1, b=bias, M=M)
         V, inv_std = cp.empty((1, C), dtype=dtype), cp.empty((1, C), dtype=dtype)
         self._kernel("batchnorm_variance", dtype)(
@@ -565,7 +579,7 @@ class CupyFused:
         N, C = G.shape
         dtype = G.dtype
         NZ = self._contiguous(NZ)
-        sums = self._column_totals(*self._column_partials(G, 2, Y=NZ))
+        sums = self._column_reduce(G, 2, Y=NZ)
         sum_w, sum_b = sums[0:1], sums[1:2]
         dZ = cp.empty_like(G)
         self._kernel("batchnorm_backward", dtype)(
@@ -599,7 +613,8 @@ class CupyFused:
         rows = cp.empty((N,), dtype=A.dtype)
         y = self._contiguous(labels.astype(cp.int64, copy=False))
         self._kernel("cross_entropy_rows", A.dtype)((N,), (128,), (A, y, S, rows, np.int32(C)))
-        return cp.sum(rows) / self._scalar(N, A.dtype), S
+        # the rows' mean in one column reduction: one launch up to 256 rows, in a fixed order
+        return self._column_reduce(rows.reshape(N, 1), 0, divisor=float(N)).reshape(()), S
 
     def count_correct(self, A, labels):
         """How many rows of ``A`` have their largest value at their label (as ``argmax``).
@@ -650,6 +665,61 @@ class CupyFused:
              self._scalar(N, softmax.dtype)),
         )  # fmt: skip
         return G
+
+    def sgd_update_group(self, P, V, grads, *, lr, momentum, weight_decay, nesterov):
+        """SGD's update of flat ``P`` and ``V`` from one gradient array per parameter.
+
+        The parameters lie one after another in ``P`` (and their velocities in ``V``), in
+        the order of ``grads``; a launch updates up to eight of them, so a
+        model's whole update is one or two kernels rather than one per parameter. Each
+        element is updated exactly as :meth:`sgd_update` does.
+
+        Parameters
+        ----------
+        P, V : cupy.ndarray
+            Flat (1-d, contiguous) parameters and velocity.
+        grads : sequence of cupy.ndarray
+            The gradients, any shape; their sizes must add up to ``P.size``.
+        lr, momentum, weight_decay : float
+            The step's hyperparameters.
+        nesterov : bool
+            Nesterov momentum.
+
+        Raises
+        ------
+        ValueError
+            The gradients' sizes do not add up to ``P``'s.
+        """
+        grads = [self._contiguous(g) for g in grads]
+        total = sum(g.size for g in grads)
+        if total != P.size or V.size != P.size:
+            raise ValueError(
+                f"sgd_update_group: {len(grads)} gradients of {total} values in all for "
+                f"{P.size} parameters and {V.size} velocities"
+            )
+        dtype = P.dtype
+        tail = (
+            self._scalar(lr, dtype), self._scalar(momentum, dtype),
+            self._scalar(weight_decay, dtype), np.int32(bool(weight_decay)),
+            np.int32(bool(momentum)), np.int32(bool(nesterov)),
+        )  # fmt: skip
+        kernel = self._kernel("sgd_update_group", dtype)
+        first = 0
+        for k in range(0, len(grads), _SGD_GROUP):
+            group = grads[k : k + _SGD_GROUP]
+            ends, end = [], 0
+            for g in group:
+                end += g.size
+                ends.append(np.int64(end))
+            if end == 0:
+                continue
+            pad = _SGD_GROUP - len(group)
+            kernel(
+                _blocks(end), (_THREADS,),
+                (P, V, np.int64(first), *group, *[group[0]] * pad, *ends, *[ends[-1]] * pad,
+                 *tail),
+            )  # fmt: skip
+            first += end
 
     def sgd_update(self, P, V, g, *, lr, momentum, weight_decay, nesterov):
         """SGD's update of the flat parameters ``P`` and velocity ``V``, in place.

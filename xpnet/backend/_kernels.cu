@@ -102,14 +102,15 @@ __device__ __forceinline__ T column_total(T (*shared)[33], T partial) {
     return total;
 }
 
-// Over the rows of chunk k of an (N, C) X, with z = X[r, j] (+ b[j] where has_bias):
+// Over the rows of chunk k of an (N, C) X, with z = X[r, j] (+ b[j] where has_bias), each
+// sum divided by divisor (1 for the chunks of a sum that column_totals finishes):
 //   mode 0: partial[k, j] = Σ z                 (column sums; BatchNorm's mean)
 //   mode 1: partial[k, j] = Σ (z - M[j])²       (BatchNorm's variance)
 //   mode 2: partial[k, j] = Σ z Y[r, j] and partial[chunks + k, j] = Σ z
 //           (BatchNorm's gradient sums, z = G, Y = NZ)
 extern "C" __global__ void column_partials(const T* X, const T* Y, const T* b, const T* M,
                                            long long N, int C, int has_bias, int mode,
-                                           T* partial) {
+                                           T divisor, T* partial) {
     __shared__ T shared[ROWS][33];
     int j = blockIdx.x * 32 + threadIdx.x;
     int k = blockIdx.y, chunks = gridDim.y;
@@ -136,8 +137,8 @@ extern "C" __global__ void column_partials(const T* X, const T* Y, const T* b, c
     s0 = column_total(shared, s0);
     if (mode == 2) s1 = column_total(shared, s1);
     if (live && threadIdx.y == 0) {
-        partial[(long long)k * C + j] = s0;
-        if (mode == 2) partial[(long long)(chunks + k) * C + j] = s1;
+        partial[(long long)k * C + j] = s0 / divisor;
+        if (mode == 2) partial[(long long)(chunks + k) * C + j] = s1 / divisor;
     }
 }
 
@@ -302,18 +303,43 @@ extern "C" __global__ void cross_entropy_backward(const T* S, const long long* y
 // ---- SGD with momentum, weight decay and Nesterov over one flat parameter array ----------
 // The same operations, in the same order, as xpnet.optim.SGD's flat update:
 // g += wd * p; v = v * mu + g; g = nesterov ? g + mu * v : v; p -= lr * g.
+__device__ __forceinline__ void sgd_element(T* P, T* V, long long i, T g, T lr, T mu, T wd,
+                                            int has_wd, int has_mu, int nesterov) {
+    T p = P[i];
+    if (has_wd) g = g + wd * p;
+    if (has_mu) {
+        T v = V[i] * mu;
+        v = v + g;
+        V[i] = v;
+        g = nesterov ? g + mu * v : v;
+    }
+    P[i] = p - lr * g;
+}
+
 extern "C" __global__ void sgd_update(T* P, T* V, const T* grad, long long n, T lr, T mu, T wd,
                                       int has_wd, int has_mu, int nesterov) {
-    GRID_STRIDE(i, n) {
-        T g = grad[i];
-        T p = P[i];
-        if (has_wd) g = g + wd * p;
-        if (has_mu) {
-            T v = V[i] * mu;
-            v = v + g;
-            V[i] = v;
-            g = nesterov ? g + mu * v : v;
+    GRID_STRIDE(i, n) sgd_element(P, V, i, grad[i], lr, mu, wd, has_wd, has_mu, nesterov);
+}
+
+// The same update of up to 8 parameters in one launch, each with its own gradient array:
+// gradient k holds the elements [e_{k-1}, e_k) of P + first and V + first (e_{-1} = 0); the
+// slots after the last parameter repeat its end (and any gradient, never read).
+extern "C" __global__ void sgd_update_group(T* P, T* V, long long first, const T* g0,
+                                            const T* g1, const T* g2, const T* g3, const T* g4,
+                                            const T* g5, const T* g6, const T* g7, long long e0,
+                                            long long e1, long long e2, long long e3,
+                                            long long e4, long long e5, long long e6,
+                                            long long e7, T lr, T mu, T wd, int has_wd,
+                                            int has_mu, int nesterov) {
+    GRID_STRIDE(i, e7) {
+        T g;
+        if (i < e3) {
+            if (i < e1) g = i < e0 ? g0[i] : g1[i - e0];
+            else g = i < e2 ? g2[i - e1] : g3[i - e2];
+        } else {
+            if (i < e5) g = i < e4 ? g4[i - e3] : g5[i - e4];
+            else g = i < e6 ? g6[i - e5] : g7[i - e6];
         }
-        P[i] = p - lr * g;
+        sgd_element(P, V, first + i, g, lr, mu, wd, has_wd, has_mu, nesterov);
     }
 }

@@ -14,8 +14,16 @@ from .optimizer import Optimizer, _zeros_like
 
 __all__ = ["FLAT_LIMIT", "SGD"]
 
-#: Largest model (number of parameter values) that SGD updates through flat arrays.
+#: Largest model (number of parameter values) that SGD updates through flat arrays, where
+#: the library has no fused kernels (with them, every model: they read each gradient where
+#: it is, while the array code concatenates the gradients first).
 FLAT_LIMIT = 1 << 16
+
+
+def _fused_kernels(xp, x):
+    """The library's fused kernels if they take ``x``'s dtype, else None."""
+    ops = backend.fused(xp)
+    return ops if ops is not None and ops.handles(x) else None
 
 
 class SGD(Optimizer):
@@ -66,12 +74,13 @@ class SGD(Optimizer):
 
     * libraries whose arrays cannot change in place: new arrays are assigned;
     * mutable arrays: parameters and buffers are updated in place;
-    * mutable arrays with views, in small models (at most :data:`FLAT_LIMIT` values):
-      all parameters and buffers are moved, once, into two flat arrays, and the model's
-      attributes (``W``, ``b``, ...) become views of them; one step is then a handful of
-      operations on the flat arrays instead of four per parameter (PyTorch's "foreach"
-      idea). The attributes keep their identity from then on; a parameter that is
-      reassigned later (``load_state_dict``) is copied back into the flat array at the
+    * mutable arrays with views, in small models (at most :data:`FLAT_LIMIT` values), and
+      in every model where the library has fused kernels (CuPy, one kernel per eight
+      parameters): all parameters and buffers are moved, once, into two flat arrays, and
+      the model's attributes (``W``, ``b``, ...) become views of them; one step is then a
+      handful of operations on the flat arrays instead of four per parameter (PyTorch's
+      "foreach" idea). The attributes keep their identity from then on; a parameter that
+      is reassigned later (``load_state_dict``) is copied back into the flat array at the
       next step.
 
     The buffers live where the parameters were when the optimizer was created: move the
@@ -107,12 +116,12 @@ class SGD(Optimizer):
         self.velocity = {name: _zeros_like(p.value) for name, p in self.params}
         xp = backend.namespace(self.params[0][1].value)
         self._flat = None  # (P, V, parameter views, velocity views) of the flat path
-        self._ops: Any = None  # the library's fused kernels (set by step)
-        self._ops_xp: Any = None
         self._update: Callable[..., None] | None
         if not backend.inplace_updates(xp):
             self._update = self._update_assign
-        elif backend.flat_views(xp) and self._n_values() <= FLAT_LIMIT:
+        elif backend.flat_views(xp) and (
+            self._n_values() <= FLAT_LIMIT or _fused_kernels(xp, self.params[0][1].value)
+        ):
             self._update = None
             self._flatten(xp)
         else:
@@ -179,7 +188,6 @@ class SGD(Optimizer):
         if self._update is None:
             self._update_flat(xp, grads)
             return
-        self._ops, self._ops_xp = backend.fused(xp), xp  # _update_inplace's kernels, if any
         for (name, p), g in zip(self.params, grads, strict=True):
             self._update(p, g, name)
 
@@ -209,12 +217,15 @@ class SGD(Optimizer):
         ):
             self._flatten(xp)  # a parameter or buffer was replaced since
         P, V = self._flat[0], self._flat[1]
-        ops = backend.fused(xp)
-        if ops is not None:  # the lines below in one kernel per parameter (backend.fused),
-            # on the views: no gradient copy (CuPy's concatenation of many arrays copies
-            # their addresses from the host, which a CUDA graph cannot capture)
-            for pv, vv, g in zip(*self._flat[2:], grads, strict=True):
-                self._fused_update(ops, xp, pv, vv, g)
+        ops = _fused_kernels(xp, P)
+        if ops is not None:  # the lines below in one kernel per eight parameters
+            # (backend.fused), each gradient read where it is: no gradient copy (CuPy's
+            # concatenation of many arrays copies their addresses from the host, which a
+            # CUDA graph cannot capture)
+            ops.sgd_update_group(
+                P, V, grads, lr=self.lr, momentum=self.mu, weight_decay=self.weight_decay,
+                nesterov=self.nesterov,
+            )  # fmt: skip
             return
         g = xp.concat([xp.reshape(g, (-1,)) for g in grads])
         if self.weight_decay:
@@ -238,18 +249,8 @@ class SGD(Optimizer):
             g = g + self.mu * v if self.nesterov else v
         param.assign(p - self.lr * g)
 
-    def _fused_update(self, ops, xp, p, v, g):
-        flat = [xp.reshape(a, (-1,)) for a in (p, v, g)]
-        ops.sgd_update(
-            *flat, lr=self.lr, momentum=self.mu, weight_decay=self.weight_decay,
-            nesterov=self.nesterov,
-        )  # fmt: skip
-
     def _update_inplace(self, param, g, name):
         p = param.value
-        if self._ops is not None:  # the lines below in one kernel (backend.fused)
-            self._fused_update(self._ops, self._ops_xp, p, self.velocity[name], g)
-            return
         if self.weight_decay:
             g = g + self.weight_decay * p
         if self.mu:
