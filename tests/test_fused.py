@@ -402,3 +402,30 @@ def test_float16_goes_to_the_array_code(fused_case, xp, device, monkeypatch):
             want, want_grad = g.forward(Z), g.backward(xp.ones_like(Z))
         np.testing.assert_array_equal(to_numpy(out), to_numpy(want))
         np.testing.assert_array_equal(to_numpy(grad), to_numpy(want_grad))
+
+
+def _launch_count():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "launch_count.py"
+    spec = importlib.util.spec_from_file_location("launch_count", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("size", "sgd_launches", "one_chunk"),
+    [("mnist-b128", 1, True), ("mnist-b4096", 1, False), ("wide+bn", 2, False)],
+)
+def test_what_an_eager_cupy_step_launches(size, sgd_launches, one_chunk):
+    """The launches the kernels above save: SGD in one kernel per eight parameters (6 and
+    10 here), column reductions of a small batch in one launch, and no CuPy arithmetic
+    of its own in a step (``benchmarks/launch_count.py``'s counting stand-in)."""
+    counts, _ = _launch_count().measure(size, steps=1)
+    assert counts["kernel sgd_update_group"] == sgd_launches
+    assert counts["kernel sgd_update"] == 0
+    assert counts["library kernel"] == 0
+    assert (counts["kernel column_totals"] == 0) is one_chunk
+    assert counts["product"] == 8  # 3 forward, 3 dLdW, 2 dLdA
