@@ -49,34 +49,50 @@ def gemm_flops(sizes, n):
 
 
 def fused_bytes(sizes, n, batchnorm):
-    """Least memory traffic of one fused step, in bytes (float32; labels int64)."""
+    """Least memory traffic of one fused step, in bytes (float32; labels int64).
+
+    Returns
+    -------
+    gemm, passes : int
+        What the matrix products read and write, and what the passes around them do
+        (bias and activation, BatchNorm, column sums, the loss, the optimizer, the batch).
+    params : int
+        Trainable values.
+    """
     layers = list(itertools.pairwise(sizes))
     params = sum(a * b + b for a, b in layers) + (
         sum(2 * b for _, b in layers[:-1]) if batchnorm else 0
     )
-    total = n * sizes[0] * F32 + n * 8  # the batch and its labels, read once
+    gemm, passes = 0, n * sizes[0] * F32 + n * 8  # the batch and its labels, read once
     for i, (a, b) in enumerate(layers):
         last = i == len(layers) - 1
         act = n * b * F32
         # forward: the GEMM reads its input and W, writes Z; bias (+BatchNorm) +
         # activation read Z and write the layer's output
-        total += n * a * F32 + a * b * F32 + act
+        gemm += n * a * F32 + a * b * F32 + act
         if batchnorm and not last:
-            total += act + 2 * act  # statistics pass (read Z); normalise (read Z, write)
-        total += 2 * act  # bias and activation: read, write
+            passes += act + 2 * act  # statistics pass (read Z); normalise (read Z, write)
+        passes += 2 * act  # bias and activation: read, write
         # backward: activation backward reads dA and the output, writes dZ (BatchNorm:
         # a reduction pass and an elementwise pass more); the dLdW GEMM reads dZ and the
         # input and writes dW; the dLdA GEMM (not for the first layer) reads dZ and W and
         # writes dA; dLdb is a column sum of dZ
-        total += 3 * act
+        passes += 3 * act
         if batchnorm and not last:
-            total += 2 * act + 3 * act
-        total += act + n * a * F32 + a * b * F32 + act
+            passes += 2 * act + 3 * act
+        gemm += act + n * a * F32 + a * b * F32
+        passes += act
         if i > 0:
-            total += act + a * b * F32 + n * a * F32
-    total += 2 * n * sizes[-1] * F32  # softmax cross-entropy: logits in, gradient out
-    total += 5 * params * F32  # optimizer: read parameter, gradient, momentum; write two
-    return total, params
+            gemm += act + a * b * F32 + n * a * F32
+    passes += 2 * n * sizes[-1] * F32  # softmax cross-entropy: logits in, gradient out
+    passes += 5 * params * F32  # optimizer: read parameter, gradient, momentum; write two
+    return gemm, passes, params
+
+
+def serial_bound(gemm_us, pass_bytes, bandwidth):
+    """The least step time over the GEMMs' time when the passes run before or after the
+    products rather than beside them: ``1 + (pass bytes / bandwidth) / gemm time``."""
+    return 1.0 + pass_bytes / bandwidth * 1e6 / gemm_us
 
 
 def count_kernels(sizes, n, batchnorm):
@@ -132,6 +148,14 @@ def count_kernels(sizes, n, batchnorm):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-kernels", action="store_true", help="skip the kernel count (torch)")
+    parser.add_argument(
+        "--gemm-us", default="",
+        help="measured GEMM floors, e.g. wide=1655,big=3592 (µs, from xpnet bench --gpu)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bandwidth", type=float, default=2.8e12,
+        help="bytes/s the passes reach (default: SGD's pass measured on an H100)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     print("per float32 training step (SGD with momentum, cross-entropy)")
     head = (
@@ -142,7 +166,8 @@ def main(argv=None):
     rows = []
     for name, (sizes, n, batchnorm) in GPU_SIZES.items():
         flops = gemm_flops(sizes, n)
-        nbytes, params = fused_bytes(sizes, n, batchnorm)
+        gemm, passes, params = fused_bytes(sizes, n, batchnorm)
+        nbytes = gemm + passes
         kernels = "" if args.no_kernels else count_kernels(sizes, n, batchnorm)
         k = (
             ""
@@ -154,15 +179,41 @@ def main(argv=None):
             f"{name:<12} {params:>9,} {flops / 1e9:>10.2f} {nbytes / 1e6:>9.1f} "
             f"{flops / nbytes:>9.0f} {k:>32}"
         )
-        rows.append((name, flops, nbytes))
+        # with bias, activation and its backward, and the bias gradient in the products'
+        # epilogues (cuBLASLt), the passes left: the batch, the loss, the optimizer
+        rest = n * sizes[0] * F32 + n * 8 + 2 * n * sizes[-1] * F32 + 5 * params * F32
+        rows.append((name, flops, nbytes, (passes, rest)))
     print()
     print("floors in µs from datasheet peaks: compute float32 / TF32, memory (fused bytes)")
     for card, (fp32, tf32, bandwidth) in PEAKS.items():
         cells = "  ".join(
             f"{name} {1e6 * f / fp32:.0f}/{1e6 * f / tf32:.0f}, {1e6 * b / bandwidth:.0f}"
-            for name, f, b in rows
+            for name, f, b, _ in rows
         )
         print(f"{card}: {cells}")
+    if args.gemm_us:
+        measured = dict(item.split("=") for item in args.gemm_us.split(","))
+        print()
+        print(
+            f"measured GEMM floors and the passes at {args.bandwidth / 1e12:.2f} TB/s: the "
+            "least step / GEMM floor when the passes run serially with the products"
+        )
+        print(
+            "(epilogues: bias, activation, its backward and the bias gradient inside the "
+            "products; the batch, the loss and the optimizer still apart)"
+        )
+        print(
+            f"{'size':<12} {'passes MB':>9} {'passes µs':>9} {'GEMM µs':>8} {'bound':>6} "
+            f"{'with epilogues':>14}"
+        )
+        for name, _, _, (passes, rest) in rows:
+            if name in measured:
+                gemm_us = float(measured[name])
+                print(
+                    f"{name:<12} {passes / 1e6:>9.1f} {passes / args.bandwidth * 1e6:>9.0f} "
+                    f"{gemm_us:>8.0f} {serial_bound(gemm_us, passes, args.bandwidth):>6.2f} "
+                    f"{serial_bound(gemm_us, rest, args.bandwidth):>14.2f}"
+                )
 
 
 if __name__ == "__main__":
