@@ -672,7 +672,7 @@ class CupyFused:
         The parameters lie one after another in ``P`` (and their velocities in ``V``), in
         the order of ``grads``; a launch updates up to eight of them, so a
         model's whole update is one or two kernels rather than one per parameter. Each
-        element is updated exactly as :meth:`sgd_update` does.
+        element is updated as SGD's array code does it, in its order and rounding.
 
         Parameters
         ----------
@@ -720,23 +720,3 @@ class CupyFused:
                  *tail),
             )  # fmt: skip
             first += end
-
-    def sgd_update(self, P, V, g, *, lr, momentum, weight_decay, nesterov):
-        """SGD's update of the flat parameters ``P`` and velocity ``V``, in place.
-
-        Parameters
-        ----------
-        P, V, g : cupy.ndarray
-            Flat (1-d, contiguous) parameters, velocity and gradient.
-        lr, momentum, weight_decay : float
-            The step's hyperparameters.
-        nesterov : bool
-            Nesterov momentum.
-        """
-        dtype = P.dtype
-        self._kernel("sgd_update", dtype)(
-            _blocks(P.size), (_THREADS,),
-            (P, V, self._contiguous(g), np.int64(P.size), self._scalar(lr, dtype),
-             self._scalar(momentum, dtype), self._scalar(weight_decay, dtype),
-             np.int32(bool(weight_decay)), np.int32(bool(momentum)), np.int32(bool(nesterov))),
-        )  # fmt: skip

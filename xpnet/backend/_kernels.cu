@@ -300,7 +300,7 @@ extern "C" __global__ void cross_entropy_backward(const T* S, const long long* y
     }
 }
 
-// ---- SGD with momentum, weight decay and Nesterov over one flat parameter array ----------
+// ---- SGD with momentum, weight decay and Nesterov over the flat parameter array ---------
 // The same operations, in the same order, as xpnet.optim.SGD's flat update:
 // g += wd * p; v = v * mu + g; g = nesterov ? g + mu * v : v; p -= lr * g.
 __device__ __forceinline__ void sgd_element(T* P, T* V, long long i, T g, T lr, T mu, T wd,
@@ -316,12 +316,7 @@ __device__ __forceinline__ void sgd_element(T* P, T* V, long long i, T g, T lr, 
     P[i] = p - lr * g;
 }
 
-extern "C" __global__ void sgd_update(T* P, T* V, const T* grad, long long n, T lr, T mu, T wd,
-                                      int has_wd, int has_mu, int nesterov) {
-    GRID_STRIDE(i, n) sgd_element(P, V, i, grad[i], lr, mu, wd, has_wd, has_mu, nesterov);
-}
-
-// The same update of up to 8 parameters in one launch, each with its own gradient array:
+// Up to 8 parameters in one launch, each with its own gradient array:
 // gradient k holds the elements [e_{k-1}, e_k) of P + first and V + first (e_{-1} = 0); the
 // slots after the last parameter repeat its end (and any gradient, never read).
 extern "C" __global__ void sgd_update_group(T* P, T* V, long long first, const T* g0,
