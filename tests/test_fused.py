@@ -22,6 +22,7 @@ import pytest
 import xpnet
 from tests.helpers import to_numpy
 from xpnet import backend
+from xpnet.errors import XpnetValueError
 from xpnet.models import MLP
 from xpnet.nn import GELU, BatchNorm1d, CrossEntropyLoss, Identity, ReLU, Sigmoid, Tanh
 from xpnet.optim import SGD
@@ -255,6 +256,25 @@ def test_sgd_update_of_many_parameters_is_bit_identical(fused_case, xp, device, 
     np.testing.assert_array_equal(to_numpy(V), to_numpy(V2))
     with pytest.raises(ValueError, match="12 values in all for 13 parameters"):
         ops.sgd_update_group(P[:13], V[:13], [grads[2][:3], grads[8]], **options)
+    other = "float64" if dtype == "float32" else "float32"
+    with pytest.raises(ValueError, match="of the parameters'"):
+        ops.sgd_update_group(P[:12], V[:12], [grads[2][:3], xp.astype(grads[8], other)], **options)
+
+
+def test_sgd_with_kernels_names_a_gradient_of_the_wrong_shape(fused_case, xp, device, monkeypatch):
+    """The kernel places each gradient by its size; one of the right size and the wrong
+    shape (a transposed dLdW) would update the wrong elements, so it is refused."""
+    ops, _ = fused_case
+    if backend.library_name(xp) == "numpy":
+        monkeypatch.setattr(xpnet.backend, "fused", lambda _: ops)
+    model = MLP([6, 9, 4], xp=xp, device=device, seed=2)
+    opt = SGD(model, lr=0.1, momentum=0.9)
+    for layer in model.layers:
+        layer.dLdW, layer.dLdb = xp.ones_like(layer.W), xp.ones_like(layer.b)
+    opt.step()
+    model.layers[1].dLdW = xp.ones_like(model.layers[1].W.T)
+    with pytest.raises(XpnetValueError, match=r"layers\.1\.W has shape \(9, 4\)"):
+        opt.step()
 
 
 @pytest.mark.parametrize("batchnorm", [False, True])

@@ -688,8 +688,9 @@ class CupyFused:
         Raises
         ------
         ValueError
-            The gradients' sizes do not add up to ``P``'s.
+            The gradients' sizes do not add up to ``P``'s, or an array is of another dtype.
         """
+        dtype = P.dtype
         grads = [self._contiguous(g) for g in grads]
         total = sum(g.size for g in grads)
         if total != P.size or V.size != P.size:
@@ -697,7 +698,8 @@ class CupyFused:
                 f"sgd_update_group: {len(grads)} gradients of {total} values in all for "
                 f"{P.size} parameters and {V.size} velocities"
             )
-        dtype = P.dtype
+        if V.dtype != dtype or any(g.dtype != dtype for g in grads):
+            raise ValueError(f"sgd_update_group: every array must be of the parameters' {dtype}")
         tail = (
             self._scalar(lr, dtype), self._scalar(momentum, dtype),
             self._scalar(weight_decay, dtype), np.int32(bool(weight_decay)),

@@ -222,6 +222,12 @@ class SGD(Optimizer):
             # (backend.fused), each gradient read where it is: no gradient copy (CuPy's
             # concatenation of many arrays copies their addresses from the host, which a
             # CUDA graph cannot capture)
+            for pv, g, (name, _) in zip(self._flat[2], grads, self.params, strict=True):
+                if g.shape != pv.shape:  # the kernel places each gradient by its size
+                    raise XpnetValueError(
+                        f"SGD.step(): the gradient of {name} has shape {tuple(g.shape)}, "
+                        f"the parameter {tuple(pv.shape)}"
+                    )
             ops.sgd_update_group(
                 P, V, grads, lr=self.lr, momentum=self.mu, weight_decay=self.weight_decay,
                 nesterov=self.nesterov,
