@@ -150,3 +150,80 @@ def emulated_cupy():
         sum=lambda x: np.asarray(np.sum(x)),
         int64=np.int64,
     )
+
+
+_CUBLAS = r"""
+// The cuBLAS calls xpnet makes, on the CPU: column-major C = alpha op(A) op(B) + beta C.
+#include <cstddef>
+struct Handle { void* stream = nullptr; void* workspace = nullptr; size_t size = 0; int mode = 0; };
+template <typename T>
+static int gemm(Handle* h, int ta, int tb, int m, int n, int k, const T* alpha, const T* A,
+                int lda, const T* B, int ldb, const T* beta, T* C, int ldc) {
+    if (!h) return 1;  // CUBLAS_STATUS_NOT_INITIALIZED
+    if (lda < (ta ? k : m) || ldb < (tb ? n : k) || ldc < m) return 7;  // INVALID_VALUE
+    for (int j = 0; j < n; ++j)
+        for (int i = 0; i < m; ++i) {
+            T sum = 0;
+            for (int p = 0; p < k; ++p) {
+                T a = ta ? A[p + i * lda] : A[i + p * lda];
+                sum += a * (tb ? B[j + p * ldb] : B[p + j * ldb]);
+            }
+            C[i + j * ldc] = *alpha * sum + (*beta == 0 ? T(0) : *beta * C[i + j * ldc]);
+        }
+    return 0;
+}
+extern "C" {
+int cublasCreate_v2(Handle** h) { *h = new Handle; return 0; }
+int cublasSetStream_v2(Handle* h, void* s) { h->stream = s; return 0; }
+int cublasSetWorkspace_v2(Handle* h, void* w, size_t n) { h->workspace = w; h->size = n; return 0; }
+int cublasSetMathMode(Handle* h, int mode) { h->mode = mode; return 0; }
+int emulated_math_mode(Handle* h) { return h->mode; }
+int cublasSgemm_v2(Handle* h, int ta, int tb, int m, int n, int k, const float* alpha,
+                   const float* A, int lda, const float* B, int ldb, const float* beta,
+                   float* C, int ldc) {
+    return gemm(h, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+int cublasDgemm_v2(Handle* h, int ta, int tb, int m, int n, int k, const double* alpha,
+                   const double* A, int lda, const double* B, int ldb, const double* beta,
+                   double* C, int ldc) {
+    return gemm(h, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+}
+"""
+
+
+class DeviceArray(np.ndarray):
+    """A NumPy array that shows its address as CuPy's arrays do (``x.data.ptr``)."""
+
+    @property
+    def data(self):  # type: ignore[override]
+        return types.SimpleNamespace(ptr=self.ctypes.data)
+
+
+def emulated_cublas():
+    """(library, cupy): a cuBLAS stand-in compiled from C++ (the calls xpnet makes, as
+    CPU loops), and enough of CuPy for :class:`xpnet.backend._fused._Cublas` over it."""
+    key = hashlib.sha256(_CUBLAS.encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / "xpnet-cuda-emulation"
+    folder.mkdir(exist_ok=True)
+    library = folder / f"cublas-{key}.so"
+    if not library.exists():
+        src = folder / f"cublas-{key}.cpp"
+        src.write_text(_CUBLAS)
+        partial = folder / f"cublas-{key}.{id(src)}.tmp"
+        subprocess.run(
+            [compiler(), "-O1", "-ffp-contract=off", "-fPIC", "-shared", "-o", str(partial),
+             str(src)],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        partial.replace(library)
+    stream = types.SimpleNamespace(ptr=0)
+    cupy = types.SimpleNamespace(
+        empty=lambda shape, dtype: np.empty(shape, dtype=dtype).view(DeviceArray),
+        uint8=np.uint8,
+        cuda=types.SimpleNamespace(
+            runtime=types.SimpleNamespace(getDevice=lambda: 0),
+            get_current_stream=lambda: stream,
+        ),
+    )
+    return ctypes.CDLL(str(library)), cupy

@@ -444,3 +444,37 @@ def test_what_an_eager_cupy_step_launches(size, sgd_launches, one_chunk):
     assert counts["library kernel"] == 0
     assert (counts["kernel column_totals"] == 0) is one_chunk
     assert counts["product"] == 8  # 3 forward, 3 dLdW, 2 dLdA
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_cublas_products_arguments(dtype):
+    """xpnet's own products pass row-major arrays to column-major cuBLAS through ctypes:
+    here to a cuBLAS stand-in compiled for the CPU, for every transposition, against
+    NumPy's ``@`` (the GPU check runs the real one through every training test)."""
+    if cuda_emulation.compiler() is None:
+        pytest.skip("no C++ compiler to build the cuBLAS stand-in")
+    from xpnet.backend._fused import _Cublas
+
+    library, cupy = cuda_emulation.emulated_cublas()
+    blas = _Cublas(library)
+    rng = np.random.default_rng(11)
+    M, K, N = 5, 7, 3
+
+    def device(shape):
+        return rng.standard_normal(shape).astype(dtype).view(cuda_emulation.DeviceArray)
+
+    for trans_a in (False, True):
+        for trans_b in (False, True):
+            A = device((K, M) if trans_a else (M, K))
+            B = device((N, K) if trans_b else (K, N))
+            got = blas.gemm(cupy, A, B, trans_a, trans_b, False)
+            want = (A.T if trans_a else A) @ (B.T if trans_b else B)
+            assert got.shape == (M, N) and got.dtype == A.dtype
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=REDUCED[dtype])
+    handle = blas._handles[0][0]
+    blas.gemm(cupy, device((M, K)), device((K, N)), False, False, True)
+    assert library.emulated_math_mode(handle) == (3 if dtype == "float32" else 0)  # TF32
+    empty = blas.gemm(cupy, device((M, 0)), device((0, N)), False, False, False)
+    np.testing.assert_array_equal(np.asarray(empty), np.zeros((M, N)))
+    with pytest.raises(ValueError, match="do not match"):
+        blas.gemm(cupy, device((M, K)), device((N, K)), False, False, False)

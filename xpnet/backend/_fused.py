@@ -137,6 +137,25 @@ class _Cublas:
 
         self._ctypes, self._lib = ctypes, library
         self._handles: dict[int, list] = {}  # device id -> [handle, stream ptr, math mode, ws]
+        # per dtype: the gemm function with its argument types declared (ctypes then takes
+        # Python ints as they are, no wrapper objects per call), and pointers to 1 and 0
+        self._gemms: dict[Any, tuple] = {}
+        c = ctypes
+        for dtype, (name, scalar_name) in _GEMM.items():
+            try:
+                function = getattr(library, name)
+            except AttributeError:
+                continue
+            scalar = getattr(c, scalar_name)
+            function.argtypes = [
+                c.c_void_p, c.c_int, c.c_int, c.c_int, c.c_int, c.c_int, c.c_void_p,
+                c.c_void_p, c.c_int, c.c_void_p, c.c_int, c.c_void_p, c.c_void_p, c.c_int,
+            ]  # fmt: skip
+            function.restype = c.c_int
+            one, zero = scalar(1.0), scalar(0.0)
+            self._gemms[dtype] = (
+                function, name, scalar, c.addressof(one), c.addressof(zero), (one, zero)
+            )
 
     @classmethod
     def load(cls, cupy):
@@ -155,6 +174,10 @@ class _Cublas:
             except OSError:
                 continue
         return None
+
+    def supports(self, dtype) -> bool:
+        """Whether the library has a product of ``dtype``."""
+        return dtype in self._gemms
 
     def _call(self, name, *args):
         status = getattr(self._lib, name)(*args)
@@ -197,19 +220,16 @@ class _Cublas:
         if K == 0:
             out.fill(0)
             return out
-        function, scalar = _GEMM[A.dtype]
-        scalar = getattr(c, scalar)
+        function, name, scalar, one, zero, _ = self._gemms[A.dtype]
         handle = self._handle(cupy, tf32 and scalar is c.c_float)
         # row-major C = op(A) op(B) is column-major Cᵀ = op(B)ᵀ op(A)ᵀ; a row-major matrix
         # read column-major is its transpose, with its row length as leading dimension
-        one, zero = scalar(1.0), scalar(0.0)
-        self._call(
-            function, handle, c.c_int(_OP_T if trans_b else _OP_N),
-            c.c_int(_OP_T if trans_a else _OP_N), c.c_int(N), c.c_int(M), c.c_int(K),
-            c.byref(one), c.c_void_p(B.data.ptr), c.c_int(B.shape[1]),
-            c.c_void_p(A.data.ptr), c.c_int(A.shape[1]), c.byref(zero),
-            c.c_void_p(out.data.ptr), c.c_int(N),
+        status = function(
+            handle, _OP_T if trans_b else _OP_N, _OP_T if trans_a else _OP_N, N, M, K, one,
+            B.data.ptr, B.shape[1], A.data.ptr, A.shape[1], zero, out.data.ptr, N,
         )  # fmt: skip
+        if status != 0:
+            raise RuntimeError(f"{name} failed with cuBLAS status {status}")
         return out
 
 
@@ -340,7 +360,7 @@ class CupyFused:
             The C-contiguous product.
         """
         blas = self._blas
-        if blas is None or A.dtype != B.dtype or A.dtype not in _GEMM:
+        if blas is None or A.dtype != B.dtype or not blas.supports(A.dtype):
             return (A.T if trans_a else A) @ (B.T if trans_b else B)
         return blas.gemm(
             self._cupy, self._contiguous(A), self._contiguous(B), trans_a, trans_b,
