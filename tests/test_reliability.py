@@ -225,6 +225,9 @@ def test_ctrl_c_leaves_a_resumable_run(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C's default action, whatever this process inherited: a shell's background
+        # job ignores SIGINT, and so would the child (and train to the end)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     resume = tmp_path / "a" / RESUME_FILE
     deadline = time.monotonic() + 120
