@@ -132,6 +132,29 @@ def test_column_sums_equal_the_array_code(fused_case, xp, device, shape, dtype):
     _close(got, want, REDUCED[dtype], "column sums")
 
 
+@pytest.mark.parametrize("N", [3, 200, 5000])
+def test_batchnorm_statistics_keep_their_precision_under_a_large_mean(
+    fused_case, xp, device, monkeypatch, N
+):
+    """One pass over the rows for the mean and the variance, no sum of squares, and values
+    shifted by their column's first: float32 columns of mean 1e4 and spreads from 2 to
+    0.01 give the variance of float64 to 1e-6 (a one-pass sum of squares would lose it all,
+    1e8 - 1e8 in float32; unshifted running means lose 2% at the 0.01 spread; the array
+    code's two passes lose up to 4e-5 to their mean's rounding)."""
+    ops, _ = fused_case
+    rng = np.random.default_rng(12)
+    host = (1e4 + rng.standard_normal((N, 5)) * np.array([1.0, 0.5, 2.0, 1e-2, 0.0])).astype(
+        np.float32
+    )
+    want_M, want_V = host.astype(np.float64).mean(axis=0), host.astype(np.float64).var(axis=0)
+    if backend.library_name(xp) == "numpy":
+        monkeypatch.setattr(xpnet.backend, "fused", lambda _: ops)
+    bn = BatchNorm1d(5, xp=xp, device=device, dtype="float32")
+    bn.forward_unchecked(xp.asarray(host, device=device), xp)
+    np.testing.assert_allclose(to_numpy(bn.M)[0], want_M, rtol=1e-7)  # 1e4: an ulp is 1e-3
+    np.testing.assert_allclose(to_numpy(bn.V)[0], want_V, rtol=1e-6, atol=1e-8)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("kind", ["relu", "gelu", "tanh", "identity"])
 @pytest.mark.parametrize("N", [700, 200], ids=["11-chunks", "one-chunk"])

@@ -154,7 +154,12 @@ class _Cublas:
             function.restype = c.c_int
             one, zero = scalar(1.0), scalar(0.0)
             self._gemms[dtype] = (
-                function, name, scalar, c.addressof(one), c.addressof(zero), (one, zero)
+                function,
+                name,
+                scalar,
+                c.addressof(one),
+                c.addressof(zero),
+                (one, zero),
             )
 
     @classmethod
@@ -455,7 +460,7 @@ class CupyFused:
         blocks = -(-C // 32)
         return max(1, min(-(-_REDUCTION_BLOCKS // blocks), -(-N // _CHUNK_ROWS)))
 
-    def _column_partials(self, X, mode, *, Y=None, b=None, M=None, divisor=1.0):
+    def _column_partials(self, X, mode, *, Y=None, b=None, divisor=1.0):
         """The chunk sums of ``column_partials`` (see ``_kernels.cu``): ``(groups, k, C)``,
         each divided by ``divisor``."""
         N, C = X.shape
@@ -465,13 +470,13 @@ class CupyFused:
         self._kernel("column_partials", X.dtype)(
             (-(-C // 32), chunks), (32, 8),
             (X, Y if Y is not None else X, self._contiguous(b) if b is not None else X,
-             M if M is not None else X, np.int64(N), np.int32(C), np.int32(b is not None),
-             np.int32(mode), self._scalar(divisor, X.dtype), partial),
+             np.int64(N), np.int32(C), np.int32(b is not None), np.int32(mode),
+             self._scalar(divisor, X.dtype), partial),
         )  # fmt: skip
         return partial, chunks
 
     def _column_reduce(self, X, mode, *, Y=None, b=None, divisor=1.0):
-        """Column sums (modes 0 and 2 of ``column_partials``) over all rows, divided by
+        """Column sums (``column_partials``) over all rows, divided by
         ``divisor``: ``(groups, C)``. One launch when the rows make one chunk (its sums
         are then the totals: ``0 + s`` is ``s``), else the chunks' sums and their totals."""
         if self._chunks(*X.shape) == 1:
@@ -541,14 +546,21 @@ class CupyFused:
         for running in (running_M, running_V):
             if not running.flags.c_contiguous:
                 raise ValueError("batchnorm_forward: running statistics must be contiguous")
-        # two passes, as the array code: the mean, then the mean square about it
-        M = self._column_reduce(Z, 0, b=bias, divisor=float(N))
-        partial, chunks = self._column_partials(Z, 1, b=bias, M=M)
-        V, inv_std = cp.empty((1, C), dtype=dtype), cp.empty((1, C), dtype=dtype)
-        self._kernel("batchnorm_variance", dtype)(
+        # one pass for the mean and the variance (Welford's updates of values shifted by
+        # each column's first, Chan's merges of threads and chunks in a fixed order): the
+        # array code reads Z twice
+        chunks = self._chunks(N, C)
+        partial = cp.empty((2, chunks, C), dtype=dtype)
+        b = self._contiguous(bias) if bias is not None else Z
+        has_bias = np.int32(bias is not None)
+        self._kernel("column_moments", dtype)(
+            (-(-C // 32), chunks), (32, 8), (Z, b, np.int64(N), np.int32(C), has_bias, partial)
+        )
+        M, V, inv_std = (cp.empty((1, C), dtype=dtype) for _ in range(3))
+        self._kernel("batchnorm_statistics", dtype)(
             _blocks(C), (_THREADS,),
-            (partial, np.int32(chunks), np.int32(C), self._scalar(N, dtype), M, V, inv_std,
-             running_M, running_V, self._scalar(alpha, dtype),
+            (partial, Z, b, has_bias, np.int32(chunks), np.int32(C), np.int64(N), M, V,
+             inv_std, running_M, running_V, self._scalar(alpha, dtype),
              self._scalar(1.0 - alpha, dtype), self._scalar(eps, dtype)),
         )  # fmt: skip
         NZ = cp.empty_like(Z)

@@ -104,13 +104,12 @@ __device__ __forceinline__ T column_total(T (*shared)[33], T partial) {
 
 // Over the rows of chunk k of an (N, C) X, with z = X[r, j] (+ b[j] where has_bias), each
 // sum divided by divisor (1 for the chunks of a sum that column_totals finishes):
-//   mode 0: partial[k, j] = Σ z                 (column sums; BatchNorm's mean)
-//   mode 1: partial[k, j] = Σ (z - M[j])²       (BatchNorm's variance)
+//   mode 0: partial[k, j] = Σ z                 (column sums: bias gradients, the loss mean)
 //   mode 2: partial[k, j] = Σ z Y[r, j] and partial[chunks + k, j] = Σ z
 //           (BatchNorm's gradient sums, z = G, Y = NZ)
-extern "C" __global__ void column_partials(const T* X, const T* Y, const T* b, const T* M,
-                                           long long N, int C, int has_bias, int mode,
-                                           T divisor, T* partial) {
+extern "C" __global__ void column_partials(const T* X, const T* Y, const T* b, long long N,
+                                           int C, int has_bias, int mode, T divisor,
+                                           T* partial) {
     __shared__ T shared[ROWS][33];
     int j = blockIdx.x * 32 + threadIdx.x;
     int k = blockIdx.y, chunks = gridDim.y;
@@ -119,15 +118,11 @@ extern "C" __global__ void column_partials(const T* X, const T* Y, const T* b, c
     if (live) {
         long long first = N * k / chunks, last = N * (k + 1) / chunks;
         T bias = has_bias ? b[j] : (T)0;
-        T mean = mode == 1 ? M[j] : (T)0;
         for (long long r = first + threadIdx.y; r < last; r += ROWS) {
             long long i = r * C + j;
             T z = has_bias ? X[i] + bias : X[i];
             if (mode == 0) {
                 s0 += z;
-            } else if (mode == 1) {
-                T d = z - mean;
-                s0 += d * d;
             } else {
                 s0 += z * Y[i];
                 s1 += z;
@@ -142,6 +137,68 @@ extern "C" __global__ void column_partials(const T* X, const T* Y, const T* b, c
     }
 }
 
+// Chan's update of the count n, mean and sum of squared deviations m2 of a set of values
+// by those of another set (nb values, mean_b, m2_b); with n = 0 it gives the other's exactly.
+__device__ __forceinline__ void merge_moments(long long& n, T& mean, T& m2, long long nb,
+                                              T mean_b, T m2_b) {
+    long long total = n + nb;
+    T delta = mean_b - mean;
+    T weight = (T)nb / (T)total;
+    mean = mean + delta * weight;
+    m2 = m2 + m2_b + delta * delta * ((T)n * weight);
+    n = total;
+}
+
+// The shift of column j's values in column_moments: its first value (0 without rows).
+__device__ __forceinline__ T moment_shift(const T* X, const T* b, long long N, int C, int j,
+                                          int has_bias) {
+    if (N == 0) return (T)0;
+    return has_bias ? X[j] + b[j] : X[j];
+}
+
+// BatchNorm's statistics in one pass over the rows of chunk k of an (N, C) X, with
+// y = X[r, j] (+ b[j] where has_bias) - s_j, s_j the column's first value: each thread keeps
+// the mean and the sum of squared deviations of its y (Welford), the block merges its ROWS
+// threads in order, and partial[k, j] = the chunk's mean of y, partial[chunks + k, j] = its
+// sum of squared deviations. No sum of squares is formed, and the shift keeps the running
+// means at the scale of the spread, not of the values: a mean of 1e4 with a spread of 1e-2
+// loses no more in float32 than two passes do.
+extern "C" __global__ void column_moments(const T* X, const T* b, long long N, int C,
+                                          int has_bias, T* partial) {
+    __shared__ T shared_mean[ROWS][33];
+    __shared__ T shared_m2[ROWS][33];
+    int j = blockIdx.x * 32 + threadIdx.x;
+    int k = blockIdx.y, chunks = gridDim.y;
+    bool live = j < C;
+    long long first = N * k / chunks, last = N * (k + 1) / chunks;
+    T mean = (T)0, m2 = (T)0;
+    if (live) {
+        T bias = has_bias ? b[j] : (T)0;
+        T shift = moment_shift(X, b, N, C, j, has_bias);
+        long long count = 0;
+        for (long long r = first + threadIdx.y; r < last; r += ROWS) {
+            long long i = r * C + j;
+            T z = (has_bias ? X[i] + bias : X[i]) - shift;
+            count += 1;
+            T delta = z - mean;
+            mean = mean + delta / (T)count;
+            m2 = m2 + delta * (z - mean);
+        }
+    }
+    shared_mean[threadIdx.y][threadIdx.x] = mean;
+    shared_m2[threadIdx.y][threadIdx.x] = m2;
+    __syncthreads();
+    if (live && threadIdx.y == 0) {
+        long long rows = last - first, n = 0;
+        T chunk_mean = (T)0, chunk_m2 = (T)0;
+        for (int t = 0; t < ROWS && t < rows; ++t)  // thread t took rows t, t + ROWS, ...
+            merge_moments(n, chunk_mean, chunk_m2, (rows - t + ROWS - 1) / ROWS,
+                          shared_mean[t][threadIdx.x], shared_m2[t][threadIdx.x]);
+        partial[(long long)k * C + j] = chunk_mean;
+        partial[(long long)(chunks + k) * C + j] = chunk_m2;
+    }
+}
+
 // out[g, j] = (Σ_k partial[g, k, j]) / divisor for g < groups: the chunks' sums, in order.
 extern "C" __global__ void column_totals(const T* partial, int chunks, int C, int groups,
                                          T divisor, T* out) {
@@ -153,18 +210,29 @@ extern "C" __global__ void column_totals(const T* partial, int chunks, int C, in
     }
 }
 
-// BatchNorm's variance from the chunks' sums of squares: V = Σ / N, inv_std = 1/sqrt(V + eps),
-// and the running statistics updated in place to alpha * running + (1 - alpha) * batch.
-extern "C" __global__ void batchnorm_variance(const T* partial, int chunks, int C, T N,
-                                              const T* M, T* V, T* inv_std, T* run_M, T* run_V,
-                                              T alpha, T one_minus_alpha, T eps) {
+// BatchNorm's statistics from column_moments' chunks, merged in chunk order: M (the shift
+// added back), V (biased, m2 / N), inv_std = 1/sqrt(V + eps), and the running statistics
+// updated in place to alpha * running + (1 - alpha) * batch. No rows (N = 0) give NaN, as
+// the array code's mean of no rows.
+extern "C" __global__ void batchnorm_statistics(const T* partial, const T* X, const T* b,
+                                                int has_bias, int chunks, int C, long long N,
+                                                T* M, T* V, T* inv_std, T* run_M, T* run_V,
+                                                T alpha, T one_minus_alpha, T eps) {
     GRID_STRIDE(j, C) {
-        T total = (T)0;
-        for (int k = 0; k < chunks; ++k) total += partial[(long long)k * C + j];
-        T var = total / N;
+        long long n = 0;
+        T mean = (T)0, m2 = (T)0;
+        for (int k = 0; k < chunks; ++k) {
+            long long rows = N * (k + 1) / chunks - N * k / chunks;
+            if (rows > 0)
+                merge_moments(n, mean, m2, rows, partial[(long long)k * C + j],
+                              partial[(long long)(chunks + k) * C + j]);
+        }
+        T var = m2 / (T)N;
+        mean = N == 0 ? var : mean + moment_shift(X, b, N, C, (int)j, has_bias);
+        M[j] = mean;
         V[j] = var;
         inv_std[j] = (T)1 / sqrt(var + eps);
-        run_M[j] = alpha * run_M[j] + one_minus_alpha * M[j];
+        run_M[j] = alpha * run_M[j] + one_minus_alpha * mean;
         run_V[j] = alpha * run_V[j] + one_minus_alpha * var;
     }
 }
