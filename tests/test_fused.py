@@ -117,6 +117,25 @@ def test_batchnorm_forward_and_backward(fused_case, xp, device, shape, dtype):
     _close(got_dZ, dZ, tol * 10, "dLdZ")  # a difference of sums of N terms
 
 
+@pytest.mark.parametrize("kind", ["relu", "sigmoid", "tanh", "gelu"])
+@pytest.mark.parametrize("shape", [(1000, 3), (300, 70), (37, 19), (0, 4)])
+def test_activation_backward_with_sums_is_the_two_kernels_bit_for_bit(
+    fused_case, xp, device, kind, shape
+):
+    """The activation's backward and the bias gradient in one pass give exactly what the
+    two kernels give one after the other (the same sums, in the same order)."""
+    ops, _ = fused_case
+    Z, G = _arrays(xp, device, "float32", shape, shape, seed=13)
+    caches = ops.bias_activation(Z, None, kind)
+    if kind == "gelu":  # its backward reads Z and Φ(Z), not A
+        del caches["A"]
+    dZ, sums = ops.activation_backward_with_sums(kind, G, **caches)
+    want = ops.activation_backward(kind, G, **caches)
+    np.testing.assert_array_equal(to_numpy(dZ), to_numpy(want))
+    assert sums.shape == (1, shape[1])
+    np.testing.assert_array_equal(to_numpy(sums), to_numpy(ops.column_sums(want)))
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape", [(1000, 3), (300, 33), (2, 70), (0, 5)])
 def test_column_sums_equal_the_array_code(fused_case, xp, device, shape, dtype):
@@ -455,15 +474,24 @@ def _launch_count():
 
 
 @pytest.mark.parametrize(
-    ("size", "sgd_launches", "one_chunk"),
-    [("mnist-b128", 1, True), ("mnist-b4096", 1, False), ("wide+bn", 2, False)],
+    ("size", "sgd_launches", "one_chunk", "batchnorm"),
+    [
+        ("mnist-b128", 1, True, False),
+        ("mnist-b4096", 1, False, False),
+        ("wide+bn", 2, False, True),
+    ],
 )
-def test_what_an_eager_cupy_step_launches(size, sgd_launches, one_chunk):
+def test_what_an_eager_cupy_step_launches(size, sgd_launches, one_chunk, batchnorm):
     """The launches the kernels above save: SGD in one kernel per eight parameters (6 and
-    10 here), column reductions of a small batch in one launch, and no CuPy arithmetic
-    of its own in a step (``benchmarks/launch_count.py``'s counting stand-in)."""
+    10 here), column reductions of a small batch in one launch, the bias gradient in the
+    activation's backward, BatchNorm's statistics in one pass, and no CuPy arithmetic of
+    its own in a step (``benchmarks/launch_count.py``'s counting stand-in)."""
     counts, _ = _launch_count().measure(size, steps=1)
     assert counts["kernel sgd_update_group"] == sgd_launches
+    # two hidden layers: with BatchNorm, its backward sits between activation and bias
+    assert counts["kernel activation_backward_columns"] == (0 if batchnorm else 2)
+    assert counts["kernel activation_backward"] == (2 if batchnorm else 0)
+    assert counts["kernel column_moments"] == (2 if batchnorm else 0)
     assert counts["library kernel"] == 0
     assert (counts["kernel column_totals"] == 0) is one_chunk
     assert counts["product"] == 8  # 3 forward, 3 dLdW, 2 dLdA

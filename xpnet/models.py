@@ -385,10 +385,14 @@ class MLP(Module):
         for i in range(len(self.layers) - 1, -1, -1):
             if i < n_drop:
                 dLdA = self.dropout_layers[i].backward_unchecked(dLdA, xp)
-            dLdZ = self.f[i].backward_unchecked(dLdA, xp)
             if i < n_bn:
-                dLdZ = self.bn_layers[i].backward_unchecked(dLdZ, xp)
-            dLdA = self.layers[i].backward_unchecked(dLdZ, xp, input_grad=i > 0 or input_grad)
+                dLdZ = self.f[i].backward_unchecked(dLdA, xp)
+                dLdZ, sums = self.bn_layers[i].backward_unchecked(dLdZ, xp), None
+            else:  # with fused kernels, the bias gradient in the activation's pass
+                dLdZ, sums = self.f[i].backward_with_sums(dLdA, xp)
+            dLdA = self.layers[i].backward_unchecked(
+                dLdZ, xp, input_grad=i > 0 or input_grad, column_sums=sums
+            )
         return dLdA
 
 

@@ -453,6 +453,47 @@ class CupyFused:
         )  # fmt: skip
         return dZ
 
+    def activation_backward_with_sums(self, kind, dLdA, A=None, Z=None, cdf=None):
+        """:meth:`activation_backward` of a 2-d ``dLdA`` and the column sums of the result.
+
+        One pass for what a layer's backward needs after its activation: ``dLdZ`` and
+        ``Σ_n dLdZ`` (its bias gradient), summed exactly as :meth:`column_sums` sums.
+
+        Parameters
+        ----------
+        kind : str
+            A key of :data:`ACTIVATIONS` other than ``"identity"``.
+        dLdA : cupy.ndarray
+            ``(N, C)`` gradient with respect to the output.
+        A, Z, cdf : cupy.ndarray, optional
+            The caches, as for :meth:`activation_backward`.
+
+        Returns
+        -------
+        dLdZ : cupy.ndarray
+            ``(N, C)``.
+        sums : cupy.ndarray
+            ``(1, C)``.
+        """
+        cp = self._cupy
+        dLdA = self._contiguous(dLdA)
+        N, C = dLdA.shape
+        if N == 0:
+            return self.activation_backward(kind, dLdA, A, Z, cdf), self.column_sums(dLdA)
+        dZ = cp.empty_like(dLdA)
+        first = A if A is not None else Z
+        args = [self._contiguous(x) if x is not None else first for x in (A, Z, cdf)]
+        chunks = self._chunks(N, C)
+        partial = cp.empty((1, chunks, C), dtype=dLdA.dtype)
+        self._kernel("activation_backward_columns", dLdA.dtype)(
+            (-(-C // 32), chunks), (32, 8),
+            (dLdA, *args, dZ, np.int64(N), np.int32(C), np.int32(ACTIVATIONS[kind]),
+             self._scalar(INV_SQRT_2PI, dLdA.dtype), partial),
+        )  # fmt: skip
+        if chunks == 1:
+            return dZ, partial.reshape(1, C)
+        return dZ, self._column_totals(partial, chunks)
+
     def _chunks(self, N, C):
         """How many chunks of rows a column reduction of an (N, C) array splits into."""
         if N <= _ONE_CHUNK_ROWS:  # 32 rows a thread at most: less than a second launch costs

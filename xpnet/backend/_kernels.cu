@@ -67,22 +67,28 @@ extern "C" __global__ void bias_activation(const T* x, const T* b, T* a, T* z_ou
     }
 }
 
-// dz = da * f'(z), from the cached output a (relu, sigmoid, tanh) or z and Φ(z) (gelu).
+// da * f'(z) at element i, from the cached output a (relu, sigmoid, tanh) or z and Φ(z)
+// (gelu).
+__device__ __forceinline__ T activation_grad(const T* da, const T* a, const T* z,
+                                             const T* cdf, long long i, int kind,
+                                             T inv_sqrt_2pi) {
+    switch (kind) {
+        case 1: return da[i] * (T)(a[i] > (T)0);
+        case 2: return da[i] * (a[i] * ((T)1 - a[i]));
+        case 3: return da[i] * ((T)1 - a[i] * a[i]);
+        default: {
+            T zc = clip(z[i], (T)(-40), (T)40);
+            T pdf = inv_sqrt_2pi * exp((T)(-0.5) * (zc * zc));
+            return da[i] * (cdf[i] + zc * pdf);
+        }
+    }
+}
+
+// dz = da * f'(z).
 extern "C" __global__ void activation_backward(const T* da, const T* a, const T* z,
                                                const T* cdf, T* dz, long long n, int kind,
                                                T inv_sqrt_2pi) {
-    GRID_STRIDE(i, n) {
-        switch (kind) {
-            case 1: dz[i] = da[i] * (T)(a[i] > (T)0); break;
-            case 2: dz[i] = da[i] * (a[i] * ((T)1 - a[i])); break;
-            case 3: dz[i] = da[i] * ((T)1 - a[i] * a[i]); break;
-            default: {
-                T zc = clip(z[i], (T)(-40), (T)40);
-                T pdf = inv_sqrt_2pi * exp((T)(-0.5) * (zc * zc));
-                dz[i] = da[i] * (cdf[i] + zc * pdf);
-            }
-        }
-    }
+    GRID_STRIDE(i, n) dz[i] = activation_grad(da, a, z, cdf, i, kind, inv_sqrt_2pi);
 }
 
 // ---- column reductions in two steps ------------------------------------------------------
@@ -135,6 +141,30 @@ extern "C" __global__ void column_partials(const T* X, const T* Y, const T* b, l
         partial[(long long)k * C + j] = s0 / divisor;
         if (mode == 2) partial[(long long)(chunks + k) * C + j] = s1 / divisor;
     }
+}
+
+// activation_backward of an (N, C) da in column_partials' layout, with the chunks' column
+// sums of dz in partial (a Linear layer's bias gradient, in the same order as
+// column_partials' mode 0 over dz): one pass instead of a write and a read of dz.
+extern "C" __global__ void activation_backward_columns(const T* da, const T* a, const T* z,
+                                                       const T* cdf, T* dz, long long N,
+                                                       int C, int kind, T inv_sqrt_2pi,
+                                                       T* partial) {
+    __shared__ T shared[ROWS][33];
+    int j = blockIdx.x * 32 + threadIdx.x;
+    int k = blockIdx.y, chunks = gridDim.y;
+    T s0 = (T)0;
+    if (j < C) {
+        long long first = N * k / chunks, last = N * (k + 1) / chunks;
+        for (long long r = first + threadIdx.y; r < last; r += ROWS) {
+            long long i = r * C + j;
+            T g = activation_grad(da, a, z, cdf, i, kind, inv_sqrt_2pi);
+            dz[i] = g;
+            s0 += g;
+        }
+    }
+    s0 = column_total(shared, s0);
+    if (j < C && threadIdx.y == 0) partial[(long long)k * C + j] = s0;
 }
 
 // Chan's update of the count n, mean and sum of squared deviations m2 of a set of values

@@ -176,6 +176,33 @@ class Activation(Module):
             return ops.activation_backward(self._kind, dLdA, **caches)
         return self._chain(dLdA, xp)
 
+    def backward_with_sums(self, dLdA: Array, xp: Namespace) -> tuple[Array, Array | None]:
+        """:meth:`backward_unchecked` of a 2-d ``dLdA``, and the column sums of the result.
+
+        For a caller that needs ``Σ_n dLdZ`` too (the MLP: the bias gradient of the layer
+        before). Where the library has fused kernels both come from one pass over the
+        batch; elsewhere the sums are None and the caller sums.
+
+        Parameters
+        ----------
+        dLdA : array
+            ``(N, C)`` gradient with respect to the output.
+        xp : namespace
+            Its namespace.
+
+        Returns
+        -------
+        dLdZ : array
+            As :meth:`backward_unchecked` returns it.
+        sums : array or None
+            ``(1, C)``: ``sum(dLdZ, axis=0, keepdims=True)``, or None.
+        """
+        ops = self._fused(xp)
+        if ops is not None and self._kind != "identity" and ops.handles(dLdA):
+            caches = {name: getattr(self, name) for name in self.declared_caches}
+            return ops.activation_backward_with_sums(self._kind, dLdA, **caches)
+        return self.backward_unchecked(dLdA, xp), None
+
     def _chain(self, dLdA, xp):
         return dLdA * self._derivative(xp)
 

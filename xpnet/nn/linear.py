@@ -192,7 +192,14 @@ class Linear(Module):
             )
         return self.backward_unchecked(as_dtype(dLdZ, self.W.dtype, xp), xp)
 
-    def backward_unchecked(self, dLdZ: Array, xp: Namespace, *, input_grad: bool = True) -> Array:
+    def backward_unchecked(
+        self,
+        dLdZ: Array,
+        xp: Namespace,
+        *,
+        input_grad: bool = True,
+        column_sums: Array | None = None,
+    ) -> Array:
         """:meth:`backward` on an already checked ``dLdZ`` (see :class:`~xpnet.nn.Module`).
 
         Parameters
@@ -203,6 +210,10 @@ class Linear(Module):
             Its namespace.
         input_grad : bool
             Compute ``dLdA``; a first layer, whose input is the data, skips it.
+        column_sums : array, optional
+            ``(1, C_out)``: ``Σ_n dLdZ``, already summed by the caller (the MLP, with the
+            activation's backward: :meth:`Activation.backward_with_sums`); it becomes
+            ``dLdb``.
 
         Returns
         -------
@@ -214,7 +225,9 @@ class Linear(Module):
             self.dLdW = dLdZ.T @ self.A
         else:
             self.dLdW = ops.matmul(dLdZ, self.A, trans_a=True)
-        if ops is not None and ops.handles(dLdZ):  # a column reduction that fills the GPU
+        if column_sums is not None:
+            self.dLdb = column_sums.T
+        elif ops is not None and ops.handles(dLdZ):  # a column reduction that fills the GPU
             self.dLdb = ops.column_sums(dLdZ).T
         else:
             self.dLdb = xp.sum(dLdZ, axis=0, keepdims=True).T
