@@ -76,12 +76,14 @@ def fused_bytes(sizes, n, batchnorm):
         # backward: activation backward reads dA and the output, writes dZ (BatchNorm:
         # a reduction pass and an elementwise pass more); the dLdW GEMM reads dZ and the
         # input and writes dW; the dLdA GEMM (not for the first layer) reads dZ and W and
-        # writes dA; dLdb is a column sum of dZ
+        # writes dA; dLdb is a column sum of dZ, taken in the activation's backward pass
+        # where one comes right before it (a hidden layer without BatchNorm), else a read
         passes += 3 * act
         if batchnorm and not last:
             passes += 2 * act + 3 * act
         gemm += act + n * a * F32 + a * b * F32
-        passes += act
+        if last or batchnorm:
+            passes += act
         if i > 0:
             gemm += act + a * b * F32 + n * a * F32
     passes += 2 * n * sizes[-1] * F32  # softmax cross-entropy: logits in, gradient out
