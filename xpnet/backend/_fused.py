@@ -663,7 +663,8 @@ class CupyFused:
         return dZ, sum_w, sum_b
 
     def cross_entropy(self, A, labels):
-        """Softmax cross-entropy of logits ``A`` against integer labels in ``[0, C)``.
+        """Softmax cross-entropy of logits ``A`` against integer labels in ``[0, C)``, with
+        its gradient (one pass over the logits for the three).
 
         Parameters
         ----------
@@ -678,16 +679,21 @@ class CupyFused:
             The mean loss, 0-d.
         softmax : cupy.ndarray
             The ``(N, C)`` probabilities.
+        gradient : cupy.ndarray
+            ``(softmax - onehot(labels)) / N``, the gradient of the mean loss.
         """
         cp = self._cupy
         A = self._contiguous(A)
         N, C = A.shape
-        S = cp.empty_like(A)
+        S, G = cp.empty_like(A), cp.empty_like(A)
         rows = cp.empty((N,), dtype=A.dtype)
         y = self._contiguous(labels.astype(cp.int64, copy=False))
-        self._kernel("cross_entropy_rows", A.dtype)((N,), (128,), (A, y, S, rows, np.int32(C)))
+        self._kernel("cross_entropy_rows", A.dtype)(
+            (N,), (128,), (A, y, S, rows, G, np.int32(C), self._scalar(N, A.dtype))
+        )
         # the rows' mean in one column reduction: one launch up to 256 rows, in a fixed order
-        return self._column_reduce(rows.reshape(N, 1), 0, divisor=float(N)).reshape(()), S
+        loss = self._column_reduce(rows.reshape(N, 1), 0, divisor=float(N)).reshape(())
+        return loss, S, G
 
     def count_correct(self, A, labels):
         """How many rows of ``A`` have their largest value at their label (as ``argmax``).
@@ -712,32 +718,6 @@ class CupyFused:
             (A.shape[0],), (128,), (A, y, hits, np.int32(A.shape[1]))
         )
         return cp.sum(hits)
-
-    def cross_entropy_backward(self, softmax, labels):
-        """``(softmax - onehot(labels)) / N``, the gradient of the mean loss.
-
-        Parameters
-        ----------
-        softmax : cupy.ndarray
-            ``(N, C)``, from :meth:`cross_entropy`.
-        labels : cupy.ndarray
-            ``(N,)`` integer labels.
-
-        Returns
-        -------
-        cupy.ndarray
-            ``(N, C)``.
-        """
-        cp = self._cupy
-        N, C = softmax.shape
-        G = cp.empty_like(softmax)
-        y = self._contiguous(labels.astype(cp.int64, copy=False))
-        self._kernel("cross_entropy_backward", softmax.dtype)(
-            _blocks(G.size), (_THREADS,),
-            (self._contiguous(softmax), y, G, np.int64(G.size), np.int32(C),
-             self._scalar(N, softmax.dtype)),
-        )  # fmt: skip
-        return G
 
     def sgd_update_group(self, P, V, grads, *, lr, momentum, weight_decay, nesterov):
         """SGD's update of flat ``P`` and ``V`` from one gradient array per parameter.

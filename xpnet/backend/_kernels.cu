@@ -328,14 +328,17 @@ __device__ __forceinline__ T block_sum(T* shared, T v) {
     return result;
 }
 
-// For row n of (N, C) logits A with label y[n]: S = softmax(A[n]) and
-// row_loss[n] = log Σ_c exp(A[n,c] - m) - (A[n,y] - m), m the row's maximum.
+// For row n of (N, C) logits A with label y[n]: S = softmax(A[n]),
+// row_loss[n] = log Σ_c exp(A[n,c] - m) - (A[n,y] - m), m the row's maximum, and
+// G = (S - onehot(y)) / N, the gradient of the mean loss (written with S: no second pass).
 extern "C" __global__ void cross_entropy_rows(const T* A, const long long* y, T* S, T* row_loss,
-                                              int C) {
+                                              T* G, int C, T N) {
     __shared__ T shared[XENT_THREADS];
     long long row = blockIdx.x;
     const T* a = A + row * C;
     T* s = S + row * C;
+    T* g = G + row * C;
+    long long label = y[row];  // checked by the caller; a NaN loss rather than a bad read
     T m = a[0];  // every row has C >= 1 values
     for (int c = threadIdx.x; c < C; c += XENT_THREADS)
         m = (a[c] > m || isnan(a[c])) ? a[c] : m;
@@ -347,11 +350,13 @@ extern "C" __global__ void cross_entropy_rows(const T* A, const long long* y, T*
         t += e;
     }
     t = block_sum(shared, t);
-    for (int c = threadIdx.x; c < C; c += XENT_THREADS) s[c] = s[c] / t;
-    if (threadIdx.x == 0) {
-        long long label = y[row];  // checked by the caller; a NaN loss rather than a bad read
-        row_loss[row] = (label >= 0 && label < C) ? log(t) - (a[label] - m) : (T)nan("");
+    for (int c = threadIdx.x; c < C; c += XENT_THREADS) {
+        T p = s[c] / t;
+        s[c] = p;
+        g[c] = (p - (T)(c == label)) / N;
     }
+    if (threadIdx.x == 0)
+        row_loss[row] = (label >= 0 && label < C) ? log(t) - (a[label] - m) : (T)nan("");
 }
 
 // hits[row] = 1 where the row's largest logit (the first of equal ones; NaN counts as the
@@ -387,15 +392,6 @@ extern "C" __global__ void argmax_hits(const T* A, const long long* y, T* hits, 
         __syncthreads();
     }
     if (threadIdx.x == 0) hits[row] = (T)(where[0] == y[row]);
-}
-
-// G = (S - onehot(y)) / N: the gradient of the mean loss.
-extern "C" __global__ void cross_entropy_backward(const T* S, const long long* y, T* G,
-                                                  long long n, int C, T N) {
-    GRID_STRIDE(i, n) {
-        T target = (T)(column_of(i, C) == y[row_of(i, C)]);
-        G[i] = (S[i] - target) / N;
-    }
 }
 
 // ---- SGD with momentum, weight decay and Nesterov over the flat parameter array ---------

@@ -165,13 +165,13 @@ class CrossEntropyLoss(_Loss):
     1.0986
     """
 
-    declared_caches: ClassVar[tuple[str, ...]] = ("A", "Y", "softmax", "_classes", "_labels")
+    declared_caches: ClassVar[tuple[str, ...]] = ("A", "Y", "softmax", "_classes", "_gradient")
 
     def __init__(self) -> None:
         super().__init__()
         self.softmax: Array = None
         self._classes = None  # (key, arange(C)) for one-hot targets of integer labels
-        self._labels = None  # checked integer labels, where fused kernels took them
+        self._gradient = None  # where fused kernels took the labels: their gradient
 
     def forward_unchecked(self, A: Array, Y: Array, xp: Namespace) -> Array:  # type: ignore[override]
         """:meth:`forward` on inputs already checked, with no host synchronisation.
@@ -197,8 +197,8 @@ class CrossEntropyLoss(_Loss):
         ops = backend.fused(xp) if Y.ndim == 1 else None
         if ops is None or not ops.handles(A):
             return self._forward(A, self._checked_targets(Y, A, xp), xp)
-        self.A, self.Y, self._labels = A, None, Y
-        L, self.softmax = ops.cross_entropy(A, Y)
+        self.A, self.Y = A, None
+        L, self.softmax, self._gradient = ops.cross_entropy(A, Y)
         return L
 
     def forward(self, A: Array, Y: Array) -> Array:
@@ -265,7 +265,7 @@ class CrossEntropyLoss(_Loss):
         return Y
 
     def _forward(self, A, Y, xp):
-        self.A, self.Y, self._labels = A, Y, None
+        self.A, self.Y, self._gradient = A, Y, None
         shifted = A - xp.max(A, axis=1, keepdims=True)
         e = xp.exp(shifted)
         total = xp.sum(e, axis=1, keepdims=True)
@@ -274,6 +274,6 @@ class CrossEntropyLoss(_Loss):
         return xp.asarray(xp.sum(Y * log_softmax) / -A.shape[0])
 
     def _backward(self, xp):
-        if self._labels is not None:  # the fused forward's labels
-            return backend.fused(xp).cross_entropy_backward(self.softmax, self._labels)
+        if self._gradient is not None:  # the fused forward computed it with the softmax
+            return self._gradient
         return (self.softmax - self.Y) / self.A.shape[0]
