@@ -136,6 +136,29 @@ def test_activation_backward_with_sums_is_the_two_kernels_bit_for_bit(
     np.testing.assert_array_equal(to_numpy(sums), to_numpy(ops.column_sums(want)))
 
 
+@pytest.mark.parametrize("kind", ["identity", "relu", "sigmoid", "tanh", "gelu"])
+@pytest.mark.parametrize("shape", [(700, 37), (200, 70)], ids=["11-chunks", "one-chunk"])
+def test_batchnorm_backward_activated_is_the_three_kernels_bit_for_bit(
+    fused_case, xp, device, kind, shape
+):
+    """BatchNorm's backward with the activation's folded in and the bias gradient of the
+    layer before summed on the way: what the separate kernels give, bit for bit."""
+    ops, _ = fused_case
+    C = shape[1]
+    Z, G, BW, Bb = _arrays(xp, device, "float32", shape, shape, (1, C), (1, C), seed=14)
+    running = [xp.zeros((1, C), dtype=xp.float32, device=device) for _ in range(2)]
+    out = ops.batchnorm_forward(Z, BW, Bb, *running, 0.9, 1e-5, activation=kind)
+    caches = {"A": out["A"]} if kind != "gelu" else {"Z": out["Z"], "cdf": out["cdf"]}
+    got = ops.batchnorm_backward_activated(kind, G, out["NZ"], BW, out["inv_std"], **caches)
+    dBZ = G if kind == "identity" else ops.activation_backward(kind, G, **caches)
+    dZ, dBW, dBb = ops.batchnorm_backward(dBZ, out["NZ"], BW, out["inv_std"])
+    for name, a, b in zip(
+        ("dLdZ", "dLdBW", "dLdBb", "bias sums"), got, (dZ, dBW, dBb, ops.column_sums(dZ)),
+        strict=True,
+    ):  # fmt: skip
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b), err_msg=name)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape", [(1000, 3), (300, 33), (2, 70), (0, 5)])
 def test_column_sums_equal_the_array_code(fused_case, xp, device, shape, dtype):
@@ -492,9 +515,10 @@ def test_what_an_eager_cupy_step_launches(size, sgd_launches, one_chunk, batchno
     its own in a step (``benchmarks/launch_count.py``'s counting stand-in)."""
     counts, _ = _launch_count().measure(size, steps=1)
     assert counts["kernel sgd_update_group"] == sgd_launches
-    # two hidden layers: with BatchNorm, its backward sits between activation and bias
+    # two hidden layers: with BatchNorm, its backward takes in the activation's and the bias
     assert counts["kernel activation_backward_columns"] == (0 if batchnorm else 2)
-    assert counts["kernel activation_backward"] == (2 if batchnorm else 0)
+    assert counts["kernel activation_backward"] == 0
+    assert counts["kernel batchnorm_backward_columns"] == (2 if batchnorm else 0)
     assert counts["kernel column_moments"] == (2 if batchnorm else 0)
     assert counts["library kernel"] == 0
     assert (counts["kernel column_totals"] == 0) is one_chunk

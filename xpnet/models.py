@@ -385,9 +385,8 @@ class MLP(Module):
         for i in range(len(self.layers) - 1, -1, -1):
             if i < n_drop:
                 dLdA = self.dropout_layers[i].backward_unchecked(dLdA, xp)
-            if i < n_bn:
-                dLdZ = self.f[i].backward_unchecked(dLdA, xp)
-                dLdZ, sums = self.bn_layers[i].backward_unchecked(dLdZ, xp), None
+            if i < n_bn:  # with fused kernels, in two passes with the bias gradient
+                dLdZ, sums = self.bn_layers[i].backward_activated(dLdA, self.f[i], xp)
             else:  # with fused kernels, the bias gradient in the activation's pass
                 dLdZ, sums = self.f[i].backward_with_sums(dLdA, xp)
             dLdA = self.layers[i].backward_unchecked(

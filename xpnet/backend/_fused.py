@@ -662,6 +662,62 @@ class CupyFused:
         )  # fmt: skip
         return dZ, sum_w, sum_b
 
+    def batchnorm_backward_activated(self, kind, dLdA, NZ, BW, inv_std, A=None, Z=None, cdf=None):
+        """:meth:`activation_backward`, then :meth:`batchnorm_backward`, then the column sums
+        of the result, in two passes over the batch instead of four.
+
+        What an MLP's layer with BatchNorm needs in backward: the gradient through the
+        activation after BatchNorm (never written out), BatchNorm's, and the bias gradient
+        of the Linear layer before it; bit for bit what the separate kernels give.
+
+        Parameters
+        ----------
+        kind : str
+            A key of :data:`ACTIVATIONS`.
+        dLdA : cupy.ndarray
+            ``(N, C)`` gradient with respect to the activation's output.
+        NZ : cupy.ndarray
+            ``(N, C)`` normalised input of BatchNorm's forward pass.
+        BW, inv_std : cupy.ndarray
+            ``(1, C)`` scale and ``1/sqrt(V + eps)``.
+        A, Z, cdf : cupy.ndarray, optional
+            The activation's caches, as for :meth:`activation_backward`.
+
+        Returns
+        -------
+        dLdZ : cupy.ndarray
+            ``(N, C)``, BatchNorm's input gradient.
+        dLdBW, dLdBb : cupy.ndarray
+            ``(1, C)``.
+        sums : cupy.ndarray
+            ``(1, C)``: ``Σ_n dLdZ``.
+        """
+        cp = self._cupy
+        G = self._contiguous(dLdA)
+        N, C = G.shape
+        dtype = G.dtype
+        NZ = self._contiguous(NZ)
+        first = next((x for x in (A, Z) if x is not None), G)
+        args = [self._contiguous(x) if x is not None else first for x in (A, Z, cdf)]
+        chunks = self._chunks(N, C)
+        grid, common = (-(-C // 32), chunks), (np.int32(ACTIVATIONS[kind]),
+                                               self._scalar(INV_SQRT_2PI, dtype))  # fmt: skip
+        partial = cp.empty((2, chunks, C), dtype=dtype)
+        self._kernel("batchnorm_backward_partials", dtype)(
+            grid, (32, 8), (G, *args, NZ, np.int64(N), np.int32(C), *common, partial)
+        )
+        sums = partial.reshape(2, C) if chunks == 1 else self._column_totals(partial, chunks)
+        sum_w, sum_b = sums[0:1], sums[1:2]
+        dZ = cp.empty_like(G)
+        columns = cp.empty((1, chunks, C), dtype=dtype)
+        self._kernel("batchnorm_backward_columns", dtype)(
+            grid, (32, 8),
+            (G, *args, NZ, sum_w, sum_b, self._contiguous(BW), self._contiguous(inv_std), dZ,
+             np.int64(N), np.int32(C), *common, self._scalar(N, dtype), columns),
+        )  # fmt: skip
+        bias = columns.reshape(1, C) if chunks == 1 else self._column_totals(columns, chunks)
+        return dZ, sum_w, sum_b, bias
+
     def cross_entropy(self, A, labels):
         """Softmax cross-entropy of logits ``A`` against integer labels in ``[0, C)``, with
         its gradient (one pass over the logits for the three).

@@ -68,11 +68,12 @@ extern "C" __global__ void bias_activation(const T* x, const T* b, T* a, T* z_ou
 }
 
 // da * f'(z) at element i, from the cached output a (relu, sigmoid, tanh) or z and Φ(z)
-// (gelu).
+// (gelu); da itself for the identity.
 __device__ __forceinline__ T activation_grad(const T* da, const T* a, const T* z,
                                              const T* cdf, long long i, int kind,
                                              T inv_sqrt_2pi) {
     switch (kind) {
+        case 0: return da[i];
         case 1: return da[i] * (T)(a[i] > (T)0);
         case 2: return da[i] * (a[i] * ((T)1 - a[i]));
         case 3: return da[i] * ((T)1 - a[i] * a[i]);
@@ -295,6 +296,63 @@ extern "C" __global__ void batchnorm_backward(const T* G, const T* NZ, const T* 
         int j = column_of(i, C);
         dZ[i] = (G[i] - sum_b[j] / N - NZ[i] * (sum_w[j] / N)) * (BW[j] * inv_std[j]);
     }
+}
+
+// BatchNorm's backward with the activation after it folded in, in column_partials' layout:
+// g = activation_grad(da, ...) (dLdBZ, never written out), and
+//   batchnorm_backward_partials: partial[k, j] = Σ g NZ, partial[chunks + k, j] = Σ g over
+//       chunk k (dLdBW and dLdBb once the chunks are added, as column_partials' mode 2);
+//   batchnorm_backward_columns: dZ = (g - sum_b / N - NZ * (sum_w / N)) * (BW * inv_std),
+//       as batchnorm_backward, and partial[k, j] = Σ dZ over chunk k (the bias gradient of
+//       the Linear layer before, as column_partials' mode 0 over dZ).
+extern "C" __global__ void batchnorm_backward_partials(const T* da, const T* a, const T* z,
+                                                       const T* cdf, const T* NZ, long long N,
+                                                       int C, int kind, T inv_sqrt_2pi,
+                                                       T* partial) {
+    __shared__ T shared[ROWS][33];
+    int j = blockIdx.x * 32 + threadIdx.x;
+    int k = blockIdx.y, chunks = gridDim.y;
+    T s0 = (T)0, s1 = (T)0;
+    if (j < C) {
+        long long first = N * k / chunks, last = N * (k + 1) / chunks;
+        for (long long r = first + threadIdx.y; r < last; r += ROWS) {
+            long long i = r * C + j;
+            T g = activation_grad(da, a, z, cdf, i, kind, inv_sqrt_2pi);
+            s0 += g * NZ[i];
+            s1 += g;
+        }
+    }
+    s0 = column_total(shared, s0);
+    s1 = column_total(shared, s1);
+    if (j < C && threadIdx.y == 0) {
+        partial[(long long)k * C + j] = s0;
+        partial[(long long)(chunks + k) * C + j] = s1;
+    }
+}
+
+extern "C" __global__ void batchnorm_backward_columns(const T* da, const T* a, const T* z,
+                                                      const T* cdf, const T* NZ,
+                                                      const T* sum_w, const T* sum_b,
+                                                      const T* BW, const T* inv_std, T* dZ,
+                                                      long long N, int C, int kind,
+                                                      T inv_sqrt_2pi, T rows, T* partial) {
+    __shared__ T shared[ROWS][33];
+    int j = blockIdx.x * 32 + threadIdx.x;
+    int k = blockIdx.y, chunks = gridDim.y;
+    T s0 = (T)0;
+    if (j < C) {
+        long long first = N * k / chunks, last = N * (k + 1) / chunks;
+        T mean_b = sum_b[j] / rows, mean_w = sum_w[j] / rows, scale = BW[j] * inv_std[j];
+        for (long long r = first + threadIdx.y; r < last; r += ROWS) {
+            long long i = r * C + j;
+            T g = activation_grad(da, a, z, cdf, i, kind, inv_sqrt_2pi);
+            T d = (g - mean_b - NZ[i] * mean_w) * scale;
+            dZ[i] = d;
+            s0 += d;
+        }
+    }
+    s0 = column_total(shared, s0);
+    if (j < C && threadIdx.y == 0) partial[(long long)k * C + j] = s0;
 }
 
 // ---- softmax cross-entropy: one block of XENT_THREADS threads per row ------------------

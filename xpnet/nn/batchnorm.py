@@ -246,6 +246,43 @@ class BatchNorm1d(Module):
         self.M, self.V, self._inv_std, self.NZ = out["M"], out["V"], out["inv_std"], out["NZ"]
         return activation._adopt({k: out[k] for k in ("A", "Z", "cdf") if k in out})
 
+    def backward_activated(
+        self, dLdA: Array, activation: Any, xp: Namespace
+    ) -> tuple[Array, Array | None]:
+        """Backward through ``activation`` and this layer, after :meth:`forward_activated`.
+
+        Where the library has fused kernels, the activation's gradient is never written
+        out and the column sums of ``dLdZ`` (the bias gradient of the Linear layer before)
+        come in the same passes; elsewhere this is ``activation``'s backward, then
+        :meth:`backward_unchecked`, and the sums are None. Sets ``dLdBW`` and ``dLdBb``.
+
+        Parameters
+        ----------
+        dLdA : array
+            ``(N, C)`` gradient with respect to the activation's output.
+        activation : Activation
+            The activation after this layer, as passed to :meth:`forward_activated`.
+        xp : namespace
+            Their namespace.
+
+        Returns
+        -------
+        dLdZ : array
+            ``(N, C)``.
+        sums : array or None
+            ``(1, C)``: ``sum(dLdZ, axis=0, keepdims=True)``, or None.
+        """
+        kind = activation._kind
+        fused = not self._evaluated and self.comm is None and kind is not None
+        ops = backend.fused(xp) if fused else None
+        if ops is None or not ops.handles(dLdA) or dLdA.shape[0] == 0:
+            return self.backward_unchecked(activation.backward_unchecked(dLdA, xp), xp), None
+        caches = {name: getattr(activation, name) for name in activation.declared_caches}
+        dLdZ, self.dLdBW, self.dLdBb, sums = ops.batchnorm_backward_activated(
+            kind, dLdA, self.NZ, self.BW, self._inv_std, **caches
+        )
+        return dLdZ, sums
+
     def _global_statistics(self, Z, xp):
         """Mean and variance of the global batch, summed across processes in one call.
 
