@@ -5,10 +5,12 @@ not measured:
 
 * GEMM FLOPs: three matrix products per Linear layer (forward, ``dLdW``, ``dLdA``; the
   first layer skips ``dLdA``), ``2·N·in·out`` each.
-* Bytes: the least memory traffic of a step whose elementwise work is fused into as few
-  passes as the math allows (bias and activation in one pass, BatchNorm in two forward and
-  two backward, softmax cross-entropy in one, the optimizer in one pass over the flat
-  parameter, gradient and momentum buffers), plus what the GEMMs read and write.
+* Bytes: the least memory traffic of a step whose elementwise work is fused as xpnet's
+  CuPy kernels fuse it (bias and activation in one pass, the activation's backward with
+  the bias gradient in one, BatchNorm in two forward and two backward with the
+  activation's backward inside, softmax cross-entropy in one, the optimizer in one pass
+  over the flat parameter, gradient and momentum buffers), plus what the GEMMs read and
+  write.
 * Kernels: the array operations one step of xpnet's generic Array API path launches today,
   counted by PyTorch's dispatcher on the same code path (views and shape changes, which
   launch nothing, left out), by phase. Each is at least one kernel launch on a GPU.
@@ -67,23 +69,21 @@ def fused_bytes(sizes, n, batchnorm):
     for i, (a, b) in enumerate(layers):
         last = i == len(layers) - 1
         act = n * b * F32
-        # forward: the GEMM reads its input and W, writes Z; bias (+BatchNorm) +
-        # activation read Z and write the layer's output
+        # forward: the GEMM reads its input and W, writes Z; bias and activation read Z
+        # and write the layer's output; with BatchNorm, a statistics pass reads Z and the
+        # normalising pass reads it and writes NZ (for backward) and the output
         gemm += n * a * F32 + a * b * F32 + act
-        if batchnorm and not last:
-            passes += act + 2 * act  # statistics pass (read Z); normalise (read Z, write)
-        passes += 2 * act  # bias and activation: read, write
-        # backward: activation backward reads dA and the output, writes dZ (BatchNorm:
-        # a reduction pass and an elementwise pass more); the dLdW GEMM reads dZ and the
-        # input and writes dW; the dLdA GEMM (not for the first layer) reads dZ and W and
-        # writes dA; dLdb is a column sum of dZ, taken in the activation's backward pass
-        # where one comes right before it (a hidden layer without BatchNorm), else a read
-        passes += 3 * act
-        if batchnorm and not last:
-            passes += 2 * act + 3 * act
-        gemm += act + n * a * F32 + a * b * F32
-        if last or batchnorm:
+        bn = batchnorm and not last
+        passes += (act + 3 * act) if bn else 2 * act
+        # backward: the activation's backward reads dA and the output and writes dZ,
+        # summing dLdb on the way; with BatchNorm, two passes read dA, the output and NZ,
+        # the second writes dZ and sums dLdb; the output layer's dLdb is a read of dZ.
+        # The dLdW GEMM reads dZ and the input and writes dW; the dLdA GEMM (not for the
+        # first layer) reads dZ and W and writes dA.
+        passes += 7 * act if bn else 3 * act
+        if last:
             passes += act
+        gemm += act + n * a * F32 + a * b * F32
         if i > 0:
             gemm += act + a * b * F32 + n * a * F32
     passes += 2 * n * sizes[-1] * F32  # softmax cross-entropy: logits in, gradient out
