@@ -663,12 +663,13 @@ class CupyFused:
         return dZ, sum_w, sum_b
 
     def batchnorm_backward_activated(self, kind, dLdA, NZ, BW, inv_std, A=None, Z=None, cdf=None):
-        """:meth:`activation_backward`, then :meth:`batchnorm_backward`, then the column sums
-        of the result, in two passes over the batch instead of four.
+        """BatchNorm's backward with the activation's inside and the column sums of dLdZ.
 
-        What an MLP's layer with BatchNorm needs in backward: the gradient through the
-        activation after BatchNorm (never written out), BatchNorm's, and the bias gradient
-        of the Linear layer before it; bit for bit what the separate kernels give.
+        :meth:`activation_backward`, then :meth:`batchnorm_backward`, then the column sums
+        of the result, in two passes over the batch instead of four: what an MLP's layer
+        with BatchNorm needs in backward (the gradient through the activation after
+        BatchNorm, never written out, BatchNorm's, and the bias gradient of the Linear
+        layer before it), bit for bit what the separate kernels give.
 
         Parameters
         ----------
@@ -719,8 +720,9 @@ class CupyFused:
         return dZ, sum_w, sum_b, bias
 
     def cross_entropy(self, A, labels):
-        """Softmax cross-entropy of logits ``A`` against integer labels in ``[0, C)``, with
-        its gradient (one pass over the logits for the three).
+        """Softmax cross-entropy of logits ``A`` against integer labels, with its gradient.
+
+        One pass over the logits for the loss, the probabilities and the gradient.
 
         Parameters
         ----------
