@@ -444,8 +444,7 @@ class CupyFused:
         cp = self._cupy
         dLdA = self._contiguous(dLdA)
         dZ = cp.empty_like(dLdA)
-        first = A if A is not None else Z
-        args = [self._contiguous(x) if x is not None else first for x in (A, Z, cdf)]
+        args = self._activation_inputs(A, Z, cdf, fallback=dLdA)
         self._kernel("activation_backward", dLdA.dtype)(
             _blocks(dLdA.size), (_THREADS,),
             (dLdA, *args, dZ, np.int64(dLdA.size), np.int32(ACTIVATIONS[kind]),
@@ -481,8 +480,7 @@ class CupyFused:
         if N == 0:
             return self.activation_backward(kind, dLdA, A, Z, cdf), self.column_sums(dLdA)
         dZ = cp.empty_like(dLdA)
-        first = A if A is not None else Z
-        args = [self._contiguous(x) if x is not None else first for x in (A, Z, cdf)]
+        args = self._activation_inputs(A, Z, cdf, fallback=dLdA)
         chunks = self._chunks(N, C)
         partial = cp.empty((1, chunks, C), dtype=dLdA.dtype)
         self._kernel("activation_backward_columns", dLdA.dtype)(
@@ -490,9 +488,19 @@ class CupyFused:
             (dLdA, *args, dZ, np.int64(N), np.int32(C), np.int32(ACTIVATIONS[kind]),
              self._scalar(INV_SQRT_2PI, dLdA.dtype), partial),
         )  # fmt: skip
-        if chunks == 1:
-            return dZ, partial.reshape(1, C)
-        return dZ, self._column_totals(partial, chunks)
+        return dZ, self._chunk_totals(partial, chunks)
+
+    def _activation_inputs(self, A=None, Z=None, cdf=None, *, fallback):
+        """An activation's caches as kernel arguments; absent ones point at any array (the
+        kernel reads only those of its kind)."""
+        present = next((x for x in (A, Z) if x is not None), fallback)
+        return [self._contiguous(x) if x is not None else present for x in (A, Z, cdf)]
+
+    def _chunk_totals(self, partial, chunks):
+        """Each column's total of the chunks' sums ``(groups, chunks, C)``: with one chunk,
+        its sums themselves (``0 + s`` is ``s``), else :meth:`_column_totals`."""
+        groups, _, C = partial.shape
+        return partial.reshape(groups, C) if chunks == 1 else self._column_totals(partial, chunks)
 
     def _chunks(self, N, C):
         """How many chunks of rows a column reduction of an (N, C) array splits into."""
@@ -501,29 +509,23 @@ class CupyFused:
         blocks = -(-C // 32)
         return max(1, min(-(-_REDUCTION_BLOCKS // blocks), -(-N // _CHUNK_ROWS)))
 
-    def _column_partials(self, X, mode, *, Y=None, b=None, divisor=1.0):
-        """The chunk sums of ``column_partials`` (see ``_kernels.cu``): ``(groups, k, C)``,
-        each divided by ``divisor``."""
+    def _column_reduce(self, X, *, divisor=1.0):
+        """Column sums of a 2-d ``X`` over all rows, divided by ``divisor``: ``(1, C)``.
+
+        One launch of ``column_partials`` when the rows make one chunk (its sums, divided
+        there, are the totals), else its chunks' sums and their totals.
+        """
         N, C = X.shape
         chunks = self._chunks(N, C)
-        groups = 2 if mode == 2 else 1
-        partial = self._cupy.empty((groups, chunks, C), dtype=X.dtype)
+        partial = self._cupy.empty((1, chunks, C), dtype=X.dtype)
         self._kernel("column_partials", X.dtype)(
             (-(-C // 32), chunks), (32, 8),
-            (X, Y if Y is not None else X, self._contiguous(b) if b is not None else X,
-             np.int64(N), np.int32(C), np.int32(b is not None), np.int32(mode),
-             self._scalar(divisor, X.dtype), partial),
+            (X, np.int64(N), np.int32(C),
+             self._scalar(divisor if chunks == 1 else 1.0, X.dtype), partial),
         )  # fmt: skip
-        return partial, chunks
-
-    def _column_reduce(self, X, mode, *, Y=None, b=None, divisor=1.0):
-        """Column sums (``column_partials``) over all rows, divided by
-        ``divisor``: ``(groups, C)``. One launch when the rows make one chunk (its sums
-        are then the totals: ``0 + s`` is ``s``), else the chunks' sums and their totals."""
-        if self._chunks(*X.shape) == 1:
-            partial, _ = self._column_partials(X, mode, Y=Y, b=b, divisor=divisor)
-            return partial.reshape(partial.shape[0], partial.shape[2])
-        return self._column_totals(*self._column_partials(X, mode, Y=Y, b=b), divisor)
+        if chunks == 1:
+            return partial.reshape(1, C)
+        return self._column_totals(partial, chunks, divisor)
 
     def _column_totals(self, partial, chunks, divisor=1.0):
         groups, _, C = partial.shape
@@ -551,7 +553,7 @@ class CupyFused:
         X = self._contiguous(X)
         if X.shape[0] == 0:
             return self._cupy.zeros((1, X.shape[1]), dtype=X.dtype)
-        return self._column_reduce(X, 0)
+        return self._column_reduce(X)
 
     def batchnorm_forward(
         self, Z, BW, Bb, running_M, running_V, alpha, eps, *, bias=None, activation=None
@@ -647,20 +649,8 @@ class CupyFused:
         dLdBb : cupy.ndarray
             ``(1, C)``.
         """
-        cp = self._cupy
-        G = self._contiguous(dLdBZ)
-        N, C = G.shape
-        dtype = G.dtype
-        NZ = self._contiguous(NZ)
-        sums = self._column_reduce(G, 2, Y=NZ)
-        sum_w, sum_b = sums[0:1], sums[1:2]
-        dZ = cp.empty_like(G)
-        self._kernel("batchnorm_backward", dtype)(
-            _blocks(G.size), (_THREADS,),
-            (G, NZ, sum_w, sum_b, self._contiguous(BW), self._contiguous(inv_std), dZ,
-             np.int64(G.size), np.int32(C), self._scalar(N, dtype)),
-        )  # fmt: skip
-        return dZ, sum_w, sum_b
+        dLdZ, dLdBW, dLdBb, _ = self._batchnorm_backward("identity", dLdBZ, NZ, BW, inv_std)
+        return dLdZ, dLdBW, dLdBb
 
     def batchnorm_backward_activated(self, kind, dLdA, NZ, BW, inv_std, A=None, Z=None, cdf=None):
         """BatchNorm's backward with the activation's inside and the column sums of dLdZ.
@@ -693,13 +683,17 @@ class CupyFused:
         sums : cupy.ndarray
             ``(1, C)``: ``Σ_n dLdZ``.
         """
+        return self._batchnorm_backward(kind, dLdA, NZ, BW, inv_std, (A, Z, cdf), column_sums=True)
+
+    def _batchnorm_backward(self, kind, dLdA, NZ, BW, inv_std, caches=(), *, column_sums=False):
+        """Both BatchNorm backwards: two passes in column_partials' layout, the second
+        writing ``dLdZ`` and the chunks' sums of it (added up with ``column_sums``)."""
         cp = self._cupy
         G = self._contiguous(dLdA)
         N, C = G.shape
         dtype = G.dtype
         NZ = self._contiguous(NZ)
-        first = next((x for x in (A, Z) if x is not None), G)
-        args = [self._contiguous(x) if x is not None else first for x in (A, Z, cdf)]
+        args = self._activation_inputs(*caches, fallback=G)
         chunks = self._chunks(N, C)
         grid, common = (-(-C // 32), chunks), (np.int32(ACTIVATIONS[kind]),
                                                self._scalar(INV_SQRT_2PI, dtype))  # fmt: skip
@@ -707,7 +701,7 @@ class CupyFused:
         self._kernel("batchnorm_backward_partials", dtype)(
             grid, (32, 8), (G, *args, NZ, np.int64(N), np.int32(C), *common, partial)
         )
-        sums = partial.reshape(2, C) if chunks == 1 else self._column_totals(partial, chunks)
+        sums = self._chunk_totals(partial, chunks)
         sum_w, sum_b = sums[0:1], sums[1:2]
         dZ = cp.empty_like(G)
         columns = cp.empty((1, chunks, C), dtype=dtype)
@@ -716,8 +710,7 @@ class CupyFused:
             (G, *args, NZ, sum_w, sum_b, self._contiguous(BW), self._contiguous(inv_std), dZ,
              np.int64(N), np.int32(C), *common, self._scalar(N, dtype), columns),
         )  # fmt: skip
-        bias = columns.reshape(1, C) if chunks == 1 else self._column_totals(columns, chunks)
-        return dZ, sum_w, sum_b, bias
+        return dZ, sum_w, sum_b, self._chunk_totals(columns, chunks) if column_sums else None
 
     def cross_entropy(self, A, labels):
         """Softmax cross-entropy of logits ``A`` against integer labels, with its gradient.
@@ -750,7 +743,7 @@ class CupyFused:
             (N,), (128,), (A, y, S, rows, G, np.int32(C), self._scalar(N, A.dtype))
         )
         # the rows' mean in one column reduction: one launch up to 256 rows, in a fixed order
-        loss = self._column_reduce(rows.reshape(N, 1), 0, divisor=float(N)).reshape(())
+        loss = self._column_reduce(rows.reshape(N, 1), divisor=float(N)).reshape(())
         return loss, S, G
 
     def count_correct(self, A, labels):

@@ -10,14 +10,10 @@
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
          i += (long long)blockDim.x * gridDim.x)
 
-// The column (row) of element i of a row-major array with C columns: in 32-bit arithmetic
-// where i fits, as a 64-bit division costs several times a 32-bit one on the GPU.
+// The column of element i of a row-major array with C columns: in 32-bit arithmetic where
+// i fits, as a 64-bit division costs several times a 32-bit one on the GPU.
 __device__ __forceinline__ int column_of(long long i, int C) {
     return i <= 0xffffffffLL ? (int)((unsigned)i % (unsigned)C) : (int)(i % C);
-}
-
-__device__ __forceinline__ long long row_of(long long i, int C) {
-    return i <= 0xffffffffLL ? (long long)((unsigned)i / (unsigned)C) : i / C;
 }
 
 // ---- activations --------------------------------------------------------------------
@@ -109,44 +105,25 @@ __device__ __forceinline__ T column_total(T (*shared)[33], T partial) {
     return total;
 }
 
-// Over the rows of chunk k of an (N, C) X, with z = X[r, j] (+ b[j] where has_bias), each
-// sum divided by divisor (1 for the chunks of a sum that column_totals finishes):
-//   mode 0: partial[k, j] = Σ z                 (column sums: bias gradients, the loss mean)
-//   mode 2: partial[k, j] = Σ z Y[r, j] and partial[chunks + k, j] = Σ z
-//           (BatchNorm's gradient sums, z = G, Y = NZ)
-extern "C" __global__ void column_partials(const T* X, const T* Y, const T* b, long long N,
-                                           int C, int has_bias, int mode, T divisor,
+// partial[k, j] = Σ X[r, j] / divisor over the rows r of chunk k of an (N, C) X: column
+// sums (bias gradients, the loss mean), the divisor 1 for chunks that column_totals adds up.
+extern "C" __global__ void column_partials(const T* X, long long N, int C, T divisor,
                                            T* partial) {
     __shared__ T shared[ROWS][33];
     int j = blockIdx.x * 32 + threadIdx.x;
     int k = blockIdx.y, chunks = gridDim.y;
-    bool live = j < C;
-    T s0 = (T)0, s1 = (T)0;
-    if (live) {
+    T s0 = (T)0;
+    if (j < C) {
         long long first = N * k / chunks, last = N * (k + 1) / chunks;
-        T bias = has_bias ? b[j] : (T)0;
-        for (long long r = first + threadIdx.y; r < last; r += ROWS) {
-            long long i = r * C + j;
-            T z = has_bias ? X[i] + bias : X[i];
-            if (mode == 0) {
-                s0 += z;
-            } else {
-                s0 += z * Y[i];
-                s1 += z;
-            }
-        }
+        for (long long r = first + threadIdx.y; r < last; r += ROWS) s0 += X[r * C + j];
     }
     s0 = column_total(shared, s0);
-    if (mode == 2) s1 = column_total(shared, s1);
-    if (live && threadIdx.y == 0) {
-        partial[(long long)k * C + j] = s0 / divisor;
-        if (mode == 2) partial[(long long)(chunks + k) * C + j] = s1 / divisor;
-    }
+    if (j < C && threadIdx.y == 0) partial[(long long)k * C + j] = s0 / divisor;
 }
 
 // activation_backward of an (N, C) da in column_partials' layout, with the chunks' column
 // sums of dz in partial (a Linear layer's bias gradient, in the same order as
-// column_partials' mode 0 over dz): one pass instead of a write and a read of dz.
+// column_partials over dz): one pass instead of a write and a read of dz.
 extern "C" __global__ void activation_backward_columns(const T* da, const T* a, const T* z,
                                                        const T* cdf, T* dz, long long N,
                                                        int C, int kind, T inv_sqrt_2pi,
@@ -288,23 +265,13 @@ extern "C" __global__ void batchnorm_apply(const T* Z, const T* b, const T* M,
     }
 }
 
-// dZ = (G - sum_b / N - NZ * (sum_w / N)) * (BW * inv_std), the exact batch gradient.
-extern "C" __global__ void batchnorm_backward(const T* G, const T* NZ, const T* sum_w,
-                                              const T* sum_b, const T* BW, const T* inv_std,
-                                              T* dZ, long long n, int C, T N) {
-    GRID_STRIDE(i, n) {
-        int j = column_of(i, C);
-        dZ[i] = (G[i] - sum_b[j] / N - NZ[i] * (sum_w[j] / N)) * (BW[j] * inv_std[j]);
-    }
-}
-
-// BatchNorm's backward with the activation after it folded in, in column_partials' layout:
-// g = activation_grad(da, ...) (dLdBZ, never written out), and
+// BatchNorm's backward, with the activation after it folded in (kind 0: none), in
+// column_partials' layout: g = activation_grad(da, ...) (dLdBZ, never written out), and
 //   batchnorm_backward_partials: partial[k, j] = Σ g NZ, partial[chunks + k, j] = Σ g over
-//       chunk k (dLdBW and dLdBb once the chunks are added, as column_partials' mode 2);
+//       chunk k (dLdBW and dLdBb once the chunks are added);
 //   batchnorm_backward_columns: dZ = (g - sum_b / N - NZ * (sum_w / N)) * (BW * inv_std),
-//       as batchnorm_backward, and partial[k, j] = Σ dZ over chunk k (the bias gradient of
-//       the Linear layer before, as column_partials' mode 0 over dZ).
+//       the exact batch gradient, and partial[k, j] = Σ dZ over chunk k (the bias gradient
+//       of the Linear layer before, as column_partials over dZ).
 extern "C" __global__ void batchnorm_backward_partials(const T* da, const T* a, const T* z,
                                                        const T* cdf, const T* NZ, long long N,
                                                        int C, int kind, T inv_sqrt_2pi,
