@@ -117,26 +117,31 @@ class _Module:
                 f"unsigned by, {decl}) {{ launch(gx, gy, bx, by, [&] {{ {name}({call}); }}); }}"
             )
         source = f"{_PRELUDE}\n{code}\n" + "\n".join(wrappers)
-        key = hashlib.sha256(source.encode()).hexdigest()[:16]
-        if key not in self._cache:
-            folder = Path(tempfile.gettempdir()) / "xpnet-cuda-emulation"
-            folder.mkdir(exist_ok=True)
-            library = folder / f"kernels-{key}.so"
-            if not library.exists():
-                src = folder / f"kernels-{key}.cpp"
-                src.write_text(source)
-                partial = folder / f"kernels-{key}.{id(self)}.tmp"
-                subprocess.run(
-                    [compiler(), "-std=c++20", "-O1", "-ffp-contract=off", "-fPIC", "-shared",
-                     "-pthread", "-o", str(partial), str(src)],
-                    check=True, capture_output=True, text=True,
-                )  # fmt: skip
-                partial.replace(library)
-            self._cache[key] = ctypes.CDLL(str(library))
-        self.library = self._cache[key]
+        if source not in self._cache:
+            self._cache[source] = _compiled(source, "kernels", "-std=c++20", "-pthread")
+        self.library = self._cache[source]
 
     def get_function(self, name):
         return _Kernel(getattr(self.library, f"launch_{name}"), self.signatures[name], self.scalar)
+
+
+def _compiled(source, name, *flags):
+    """``source`` compiled as a shared C++ library, once per content (cached on disk)."""
+    key = hashlib.sha256(source.encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / "xpnet-cuda-emulation"
+    folder.mkdir(exist_ok=True)
+    library = folder / f"{name}-{key}.so"
+    if not library.exists():
+        src = folder / f"{name}-{key}.cpp"
+        src.write_text(source)
+        partial = folder / f"{name}-{key}.{id(src)}.tmp"
+        subprocess.run(
+            [compiler(), *flags, "-O1", "-ffp-contract=off", "-fPIC", "-shared", "-o",
+             str(partial), str(src)],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        partial.replace(library)
+    return ctypes.CDLL(str(library))
 
 
 def emulated_cupy():
@@ -203,20 +208,6 @@ class DeviceArray(np.ndarray):
 def emulated_cublas():
     """(library, cupy): a cuBLAS stand-in compiled from C++ (the calls xpnet makes, as
     CPU loops), and enough of CuPy for :class:`xpnet.backend._fused._Cublas` over it."""
-    key = hashlib.sha256(_CUBLAS.encode()).hexdigest()[:16]
-    folder = Path(tempfile.gettempdir()) / "xpnet-cuda-emulation"
-    folder.mkdir(exist_ok=True)
-    library = folder / f"cublas-{key}.so"
-    if not library.exists():
-        src = folder / f"cublas-{key}.cpp"
-        src.write_text(_CUBLAS)
-        partial = folder / f"cublas-{key}.{id(src)}.tmp"
-        subprocess.run(
-            [compiler(), "-O1", "-ffp-contract=off", "-fPIC", "-shared", "-o", str(partial),
-             str(src)],
-            check=True, capture_output=True, text=True,
-        )  # fmt: skip
-        partial.replace(library)
     stream = types.SimpleNamespace(ptr=0)
     cupy = types.SimpleNamespace(
         empty=lambda shape, dtype: np.empty(shape, dtype=dtype).view(DeviceArray),
@@ -226,4 +217,4 @@ def emulated_cublas():
             get_current_stream=lambda: stream,
         ),
     )
-    return ctypes.CDLL(str(library)), cupy
+    return _compiled(_CUBLAS, "cublas"), cupy
