@@ -22,7 +22,7 @@ def test_digits_split():
     d = load_digits(seed=0)
     assert d.X_train.shape == (1347, 64) and d.X_test.shape == (450, 64)
     assert d.classes == list(range(10))
-    assert d.X_train.min() == 0.0 and d.X_train.max() == 1.0
+    assert d.X_train.min() == 0.0 and d.X_train.max() == 16.0 and d.input_scale == 16.0
     # stratified: every class keeps a quarter of its samples in the test split
     counts = np.bincount(np.concatenate([d.y_train, d.y_test]), minlength=10)
     np.testing.assert_array_equal(np.bincount(d.y_test, minlength=10), np.round(counts * 0.25))

@@ -46,7 +46,9 @@ def test_official_split(tmp_path, gz):
     folder = _write_folder(tmp_path / "mnist", gz=gz)
     data = load_dataset(str(folder))
     assert data.X_train.shape == (120, 16) and data.X_test.shape == (40, 16)
-    assert data.X_train.max() <= 1.0 and data.X_train.min() >= 0.0
+    # the pixels as stored; the model divides by the recorded range
+    assert data.X_train.max() > 1.0 and data.X_train.min() >= 0.0
+    assert data.input_scale == 255.0
     assert data.classes == [0, 1, 2, 3] and data.split == {"official": True}
     assert data.path == str(folder.resolve()) and len(data.sha256) == 64
 

@@ -14,6 +14,7 @@ from xpnet.train import FitState, evaluate, fit
 
 def _setup(xp, device, **sgd):
     data = load_digits()
+    data.X_train, data.X_test = data.X_train / 16, data.X_test / 16  # pixels in [0, 1]
     model = MLP([64, 32, 10], batchnorm=True, xp=xp, device=device, seed=0)
     return data, model, CrossEntropyLoss(), SGD(model, **sgd)
 

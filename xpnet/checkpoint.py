@@ -35,7 +35,13 @@ __all__ = [
     "save",
 ]
 
-FORMAT = "xpnet-checkpoint/1"
+#: The format :func:`save` writes. Version 2 models take raw features (a model that scales
+#: its inputs carries a Standardize layer); version 1, still read, came from xpnet versions
+#: whose ``xpnet train`` scaled the built-in datasets before the model saw them
+#: (:data:`LEGACY_FORMATS`).
+FORMAT = "xpnet-checkpoint/2"
+#: Formats :func:`load` still reads.
+LEGACY_FORMATS = ("xpnet-checkpoint/1",)
 _CLASSES = {cls.__name__: cls for cls in (MLP, MLP0, MLP1, MLP4)}
 #: dtype -> (rtol, atol) for the probe: float32 leaves room for another BLAS's rounding.
 PROBE_TOLERANCE = {"float32": (1e-4, 1e-5), "float64": (1e-9, 1e-12)}
@@ -159,7 +165,7 @@ def _read(path):
         info = json.loads(header_meta["xpnet"])
     except (json.JSONDecodeError, RecursionError) as err:
         raise CheckpointError(f"{path}: xpnet metadata is not valid JSON ({err})") from None
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
+    if not isinstance(info, dict) or info.get("format") not in (FORMAT, *LEGACY_FORMATS):
         found = info.get("format") if isinstance(info, dict) else None
         raise CheckpointError(
             f"{path}: unsupported checkpoint format {found!r}, expected {FORMAT!r}"
@@ -266,7 +272,10 @@ def _architecture(info, tensors, path):
     batchnorm = arch.get("batchnorm", False)
     if not isinstance(batchnorm, bool):
         raise _bad("architecture.batchnorm", f"must be true or false, got {batchnorm!r}")
-    kwargs = {"activation": activation, "batchnorm": batchnorm}
+    standardize = arch.get("standardize", False)
+    if not isinstance(standardize, bool):
+        raise _bad("architecture.standardize", f"must be true or false, got {standardize!r}")
+    kwargs = {"activation": activation, "batchnorm": batchnorm, "standardize": standardize}
     init = arch.get("init", "default")
     if not isinstance(init, str) or (init != "default" and init not in INITS):
         raise _bad("architecture.init", f"must be default or one of {list(INITS)}, got {init!r}")
@@ -300,7 +309,7 @@ def _architecture(info, tensors, path):
         kwargs["sizes"] = sizes
     else:
         sizes = list(cls._sizes)
-    shapes = cls.state_shapes(sizes, batchnorm=batchnorm)
+    shapes = cls.state_shapes(sizes, batchnorm=batchnorm, standardize=standardize)
     for key, shape in shapes.items():
         stored = tensors.get(key)
         if stored is None:
@@ -314,6 +323,8 @@ def _architecture(info, tensors, path):
             raise _bad("dtype", f"is {dtype} but {key!r} is stored as {stored.dtype}")
         if not np.all(np.isfinite(stored)):
             raise CheckpointError(f"{path}: array {key!r} holds NaN or infinite values")
+        if key.endswith(".scale") and not np.all(stored > 0):
+            raise CheckpointError(f"{path}: array {key!r} holds a scale that is not positive")
     return cls, kwargs, dtype, shapes, sizes
 
 

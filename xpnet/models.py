@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from . import backend
 from ._typing import Array, Device, DType, Namespace, Seed
 from .errors import XpnetValueError
-from .nn import GELU, BatchNorm1d, Dropout, Identity, Linear, ReLU, Sigmoid, Tanh
+from .nn import GELU, BatchNorm1d, Dropout, Identity, Linear, ReLU, Sigmoid, Standardize, Tanh
 from .nn import init as nn_init
 from .nn._checks import (
     as_dtype,
@@ -41,8 +41,9 @@ class MLP(Module):
     """A multilayer perceptron: Linear layers with an activation after each but the last.
 
     With ``batchnorm``, a BatchNorm1d comes before each activation. The last Linear returns
-    logits. ``forward`` runs ``Z = layers[i](A)``, ``Z = bn_layers[i](Z)`` (with batchnorm),
-    ``A = f[i](Z)``; ``backward`` runs the chain in reverse and returns ``dLdA0``.
+    logits. ``forward`` runs ``A = standardize_layers[0](A0)`` (with standardize), then
+    ``Z = layers[i](A)``, ``Z = bn_layers[i](Z)`` (with batchnorm), ``A = f[i](Z)``;
+    ``backward`` runs the chain in reverse and returns ``dLdA0``.
     The last entry of ``f`` is an :class:`~xpnet.nn.Identity`, so ``f`` and ``layers``
     always have the same length.
 
@@ -71,6 +72,10 @@ class MLP(Module):
     dropout : float
         A :class:`~xpnet.nn.Dropout` with this probability after each hidden activation
         (0: none), its masks seeded from the same generator.
+    standardize : bool
+        Start with a :class:`~xpnet.nn.Standardize` layer, so that the model carries its
+        input scaling (identity until its ``mean`` and ``scale`` are set, for example from
+        :func:`xpnet.data.standard_scaling` of the training features).
 
     Attributes
     ----------
@@ -82,7 +87,9 @@ class MLP(Module):
         The BatchNorm1d layers (empty without batchnorm).
     dropout_layers : list of Dropout
         The Dropout layers (empty without dropout).
-    sizes, activation, batchnorm, init, dropout
+    standardize_layers : list of Standardize
+        The input scaling, one layer (empty without standardize).
+    sizes, activation, batchnorm, init, dropout, standardize
         The architecture.
 
     Examples
@@ -99,7 +106,13 @@ class MLP(Module):
     >>> _ = model.backward(loss.backward()); opt.step()
     """
 
-    declared_children: ClassVar[tuple[str, ...]] = ("layers", "bn_layers", "f", "dropout_layers")
+    declared_children: ClassVar[tuple[str, ...]] = (
+        "standardize_layers",
+        "layers",
+        "bn_layers",
+        "f",
+        "dropout_layers",
+    )
     declared_caches: ClassVar[tuple[str, ...]] = ("_out",)
     _activate_output = False
 
@@ -115,6 +128,7 @@ class MLP(Module):
         seed: Seed = 0,
         init: str = "default",
         dropout: float = 0.0,
+        standardize: bool = False,
     ) -> None:
         name = type(self).__name__
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) < 2:
@@ -134,12 +148,18 @@ class MLP(Module):
             )
         self.activation = activation
         self.batchnorm = bool(batchnorm)
+        self.standardize = bool(standardize)
         self.init = init
         self.dropout = check_real(dropout, "dropout", name, low=0.0, high=1.0, high_open=True)
         xp = backend.get(xp)
         device = backend.resolve_device(xp, device)
         dtype = backend.resolve_dtype(xp, dtype)
         rng = backend.host_rng(seed)
+        self.standardize_layers = (
+            [Standardize(self.sizes[0], xp=xp, device=device, dtype=dtype)]
+            if self.standardize
+            else []
+        )
         pairs = list(zip(self.sizes[:-1], self.sizes[1:], strict=True))
         self.layers = [Linear(i, o, xp=xp, device=device, dtype=dtype, seed=rng) for i, o in pairs]
         activated = len(pairs) if self._activate_output else len(pairs) - 1
@@ -174,9 +194,15 @@ class MLP(Module):
         Returns
         -------
         str
-            ``"sizes=[4, 16, 3], activation='relu', batchnorm=True"``.
+            ``"sizes=[4, 16, 3], activation='relu', batchnorm=True"``, then dropout and
+            standardize where set.
         """
-        return f"sizes={self.sizes}, activation={self.activation!r}, batchnorm={self.batchnorm}"
+        text = f"sizes={self.sizes}, activation={self.activation!r}, batchnorm={self.batchnorm}"
+        if self.dropout:
+            text += f", dropout={self.dropout}"
+        if self.standardize:
+            text += ", standardize=True"
+        return text
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this architecture.
@@ -184,7 +210,8 @@ class MLP(Module):
         Returns
         -------
         dict
-            JSON-serialisable: ``class``, ``sizes``, ``activation``, ``batchnorm``.
+            JSON-serialisable: ``class``, ``sizes``, ``activation``, ``batchnorm``, and
+            ``init``, ``dropout`` and ``standardize`` where they are not the defaults.
         """
         config = {
             "class": type(self).__name__,
@@ -196,11 +223,13 @@ class MLP(Module):
             config["init"] = self.init
         if self.dropout:
             config["dropout"] = self.dropout
+        if self.standardize:
+            config["standardize"] = True
         return config
 
     @classmethod
     def state_shapes(
-        cls, sizes: Sequence[int] | None, *, batchnorm: bool = False
+        cls, sizes: Sequence[int] | None, *, batchnorm: bool = False, standardize: bool = False
     ) -> dict[str, tuple[int, ...]]:
         """The key and shape of every ``state_dict`` array, without building the model.
 
@@ -212,6 +241,8 @@ class MLP(Module):
             As for the constructor (ignored by MLP0, MLP1 and MLP4, whose sizes are fixed).
         batchnorm : bool
             As for the constructor.
+        standardize : bool
+            As for the constructor.
 
         Returns
         -------
@@ -221,6 +252,9 @@ class MLP(Module):
         sizes = list(cls._sizes) if issubclass(cls, _HandoutMLP) else list(sizes or ())
         pairs = list(itertools.pairwise(sizes))
         shapes: dict[str, tuple[int, ...]] = {}
+        if standardize:
+            for name in Standardize.declared_buffers:
+                shapes[f"standardize_layers.0.{name}"] = (1, sizes[0])
         for i, (n_in, n_out) in enumerate(pairs):
             shapes[f"layers.{i}.W"] = (n_out, n_in)
             shapes[f"layers.{i}.b"] = (n_out, 1)
@@ -316,6 +350,8 @@ class MLP(Module):
         # kernel, or in BatchNorm's (backend.fused; the same numbers as the lines below)
         fuse = backend.fused(xp) is not None
         A = A0
+        for scaling in self.standardize_layers:
+            A = scaling.forward_unchecked(A, xp)
         for i, (layer, f) in enumerate(zip(self.layers, self.f, strict=True)):
             if fuse and i >= n_bn:
                 A = f.forward_with_bias(layer.product_unchecked(A, xp), layer.b, xp)
@@ -392,6 +428,9 @@ class MLP(Module):
             dLdA = self.layers[i].backward_unchecked(
                 dLdZ, xp, input_grad=i > 0 or input_grad, column_sums=sums
             )
+        if input_grad:
+            for scaling in self.standardize_layers:
+                dLdA = scaling.backward_unchecked(dLdA, xp)
         return dLdA
 
 
@@ -410,6 +449,7 @@ class _HandoutMLP(MLP):
         seed: Seed = 0,
         init: str = "default",
         dropout: float = 0.0,
+        standardize: bool = False,
     ) -> None:
         super().__init__(
             list(self._sizes),
@@ -421,6 +461,7 @@ class _HandoutMLP(MLP):
             seed=seed,
             init=init,
             dropout=dropout,
+            standardize=standardize,
         )
 
 

@@ -1,6 +1,7 @@
 """Export a model to ONNX, to run it with ONNX Runtime from C++, C#, Java, JavaScript or Python.
 
-The graph computes what ``model.forward`` returns in evaluation mode: Gemm for each
+The graph computes what ``model.forward`` returns in evaluation mode: Sub and Div for
+the input scaling of a model that carries one (:class:`~xpnet.nn.Standardize`), Gemm for each
 Linear, BatchNormalization with the running statistics and ``eps``, the activations
 (GELU in its exact form, through Erf; ONNX Runtime computes Erf in float32 only, so a
 float64 model's GELU is exact to float32 there), nothing for Dropout and Identity. One input,
@@ -94,6 +95,11 @@ def export(
         return name
 
     current = "input"
+    for scaling in model.standardize_layers:  # (input - mean) / scale, as the layer computes
+        mean, scale = (backend.to_numpy(getattr(scaling, k))[0] for k in ("mean", "scale"))
+        nodes.append(helper.make_node("Sub", [current, _const("input_mean", mean)], ["centred"]))
+        nodes.append(helper.make_node("Div", ["centred", _const("input_scale", scale)], ["scaled"]))
+        current = "scaled"
     for i, layer in enumerate(model.layers):
         W, b = backend.to_numpy(layer.W), backend.to_numpy(layer.b)[:, 0]
         out = f"linear{i}"

@@ -296,6 +296,8 @@ def train_comparison(
     from .peers import sklearn_fit
 
     data = load_digits(seed=0)
+    # every peer gets the pixels in [0, 1], as xpnet train's model sees them
+    data.X_train, data.X_test = data.X_train / data.input_scale, data.X_test / data.input_scale
     sizes = [data.n_features, *hidden, data.n_classes]
     rows = []
     for label, batchnorm in (("xpnet (default, BatchNorm)", True), ("xpnet --no-batchnorm", False)):

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__, backend
-from ..data import BUILTIN
+from ..data import BUILTIN, SCALINGS
 from ..errors import TrainingDiverged, XpnetError, XpnetValueError
 
 __all__ = ["build_parser", "main"]
@@ -20,6 +20,7 @@ EXIT_USAGE = 2
 RUN_OPTIONS = (
     "dataset",
     "label_column",
+    "scale",
     "hidden",
     "activation",
     "batchnorm",
@@ -43,6 +44,7 @@ RUN_OPTIONS = (
 RUN_DEFAULTS = {
     "dataset": "digits",
     "label_column": None,
+    "scale": "auto",
     "hidden": [128, 64],
     "activation": "relu",
     "batchnorm": True,
@@ -303,9 +305,17 @@ def _cmd_evaluate(args):
 
 def _cmd_predict(args):
     from ..data import read_features
-    from .runs import predictions, write_predictions
+    from .runs import legacy_input_scale, predictions, write_predictions
 
     model, meta = _load(args)
+    divisor = legacy_input_scale(meta)
+    if divisor:
+        print(
+            f"xpnet predict: note: {args.checkpoint} comes from an xpnet that divided its "
+            f"training data by {divisor:g} before the model saw them: give it features "
+            f"divided by {divisor:g}, or retrain to get a model that takes raw features",
+            file=sys.stderr,
+        )
     X = read_features(args.input)
     if X.shape[1] != model.sizes[0]:
         raise UsageError(f"{args.input}: {X.shape[1]} features, the model expects {model.sizes[0]}")
@@ -424,6 +434,15 @@ def build_parser():
         "--label-column",
         default=None,
         help="CSV label column: index or header name (default: the last)",
+    )
+    p.add_argument(
+        "--scale",
+        choices=SCALINGS,
+        default=None,
+        help="the input scaling the model carries: standard (each feature's mean and "
+        "deviation on the training split, as scikit-learn's StandardScaler), none, or auto "
+        "(default): the digits divided by 16 and 8-bit images by 255, MNIST-1D as it is, "
+        "data files standard",
     )
     p.add_argument(
         "--hidden", type=_hidden, default=None, help="hidden layer widths (default: 128,64)"

@@ -24,8 +24,17 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend
-from ..checkpoint import load_all, read_metadata, save
-from ..data import data_sha256, is_builtin, load_dataset, read_arrays, stratified_split
+from ..checkpoint import LEGACY_FORMATS, load_all, read_metadata, save
+from ..data import (
+    SCALINGS,
+    data_sha256,
+    fixed_scaling,
+    is_builtin,
+    load_dataset,
+    read_arrays,
+    standard_scaling,
+    stratified_split,
+)
 from ..errors import DataError, RunError
 from ..models import MLP
 from ..nn import CrossEntropyLoss, Softmax
@@ -41,6 +50,7 @@ __all__ = [
     "RunError",
     "config_of_run",
     "evaluation_data",
+    "legacy_input_scale",
     "loss_bound",
     "predictions",
     "train_run",
@@ -127,8 +137,14 @@ def _save_resume(path, model, optimizer, state, config, data, scheduler=None):
     )
 
 
-def _restore(path, config, xp, device):
+def _restore(path, config, xp, device, data):
     model, extras, info = load_all(path, xp=xp, device=device)
+    if info.get("format") in LEGACY_FORMATS and data.input_scale:
+        raise RunError(
+            f"{path}: this run was started by an xpnet that scaled {data.name}'s features "
+            f"before the model saw them, and this version gives the model raw features; "
+            f"finish the run with the xpnet that started it, or start a new run"
+        )
     model.train()
     optimizer = _optimizer(model, config)
     optimizer.load_state_dict(
@@ -225,8 +241,9 @@ def _setup(config, folder, resume, root=True, comm=None):
         if root:  # a process killed while saving leaves its temporary file: not a checkpoint
             for stale in folder.glob(".*.safetensors.*.tmp"):
                 stale.unlink(missing_ok=True)
-        model, optimizer, scheduler, state = _restore(resume_path, config, xp, device)
+        model, optimizer, scheduler, state = _restore(resume_path, config, xp, device, data)
     else:
+        config["scale"] = _resolved_scaling(config.get("scale", "auto"), data)
         sizes = [data.n_features, *config["hidden"], data.n_classes]
         model = MLP(
             sizes,
@@ -237,7 +254,14 @@ def _setup(config, folder, resume, root=True, comm=None):
             dtype=config["dtype"],
             seed=config["seed"],
             dropout=config.get("dropout", 0.0),
+            standardize=config["scale"] != "none",
         )
+        if config["scale"] == "standard":
+            mean, scale = standard_scaling(data.X_train)
+        elif config["scale"] == "fixed":
+            mean, scale = fixed_scaling(data.n_features, data.input_scale)
+        for layer in model.standardize_layers:
+            layer.load_state_dict({"mean": mean, "scale": scale})
         optimizer = _optimizer(model, config)
         scheduler = _scheduler(optimizer, config)
         state = FitState()
@@ -248,6 +272,28 @@ def _setup(config, folder, resume, root=True, comm=None):
                 raise RunError(f"cannot create the run folder {folder}: {err.strerror}") from None
             _save_resume(resume_path, model, optimizer, state, config, data, scheduler)
     return model, optimizer, scheduler, state, data, config
+
+
+def _resolved_scaling(choice, data):
+    """``"standard"``, ``"fixed"`` (the dataset's range) or ``"none"`` for ``--scale``."""
+    if choice not in SCALINGS:
+        raise RunError(f"unknown scaling {choice!r}; expected one of {', '.join(SCALINGS)}")
+    if choice != "auto":
+        return choice
+    if data.input_scale:
+        return "fixed"
+    return "none" if is_builtin(data.name) else "standard"
+
+
+def _scaling_note(model, data):
+    """How the model scales its inputs, for the ``data:`` line."""
+    if not model.standardize_layers:
+        return "inputs unscaled"
+    scale = backend.to_numpy(model.standardize_layers[0].scale)
+    mean = backend.to_numpy(model.standardize_layers[0].mean)
+    if not np.any(mean) and np.all(scale == scale[0, 0]):
+        return f"inputs divided by {scale[0, 0]:g} in the model"
+    return "inputs standardised in the model (mean and deviation of the training split)"
 
 
 def _epoch_line(record, epochs):
@@ -314,10 +360,11 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print, comm=Non
     lib, dev = backend.placement(model.layers[0].W)
     echo(
         f"data: {data.name}, {len(data.y_train)} train / {len(data.y_test)} test, "
-        f"{data.n_features} features, {data.n_classes} classes"
+        f"{data.n_features} features, {data.n_classes} classes; {_scaling_note(model, data)}"
     )
+    processes = "" if comm is None else f", {comm.size} processes"
     echo(
-        f"model: {type(model).__name__}({model.extra_repr()}) on {lib} ({dev}), "
+        f"model: {type(model).__name__}({model.extra_repr()}) on {lib} ({dev}{processes}), "
         f"{config['dtype']}" + (f"; resuming after epoch {state.epoch}" if resume else "")
     )
 
@@ -440,6 +487,35 @@ def _recorded_data(user):
     }
 
 
+def legacy_input_scale(info):
+    """What a checkpoint of the old format expects its features divided by, or None.
+
+    Checkpoints of format 1 (:data:`xpnet.checkpoint.LEGACY_FORMATS`) came from an
+    ``xpnet train`` that divided the digits by 16 and 8-bit IDX images by 255 before the
+    model saw them, and recorded it nowhere; today's models carry their scaling.
+
+    Parameters
+    ----------
+    info : dict
+        The checkpoint's metadata.
+
+    Returns
+    -------
+    float or None
+        16 for the digits, 255 for an IDX folder, None for anything else (and for every
+        checkpoint of the current format).
+    """
+    if info.get("format") not in LEGACY_FORMATS:
+        return None
+    record = _recorded_data(info.get("user") or {})
+    if record.get("name") == "digits":
+        return 16.0
+    path = record.get("path")
+    if isinstance(path, str) and record.get("split", {}).get("official") and Path(path).is_dir():
+        return 255.0 if not (Path(path) / "X.npy").is_file() else None
+    return None
+
+
 def evaluation_data(info, dataset=None, *, label_column=None, all_rows=False):
     """The rows to evaluate a checkpoint on, as ``(X, y, description)``.
 
@@ -499,10 +575,11 @@ def evaluation_data(info, dataset=None, *, label_column=None, all_rows=False):
         if not path.exists():
             read_arrays(path)  # raises the DataError that names the problem
         same = record.get("sha256") is not None and data_sha256(path) == record["sha256"]
+    legacy = info.get("format") in LEGACY_FORMATS
     if not same or all_rows:
         if is_builtin(spec):
             data = load_dataset(spec, seed=seed)
-            X = np.concatenate([data.X_train, data.X_test])
+            X = _legacy_scaled(np.concatenate([data.X_train, data.X_test]), data, legacy)
             ids = np.concatenate([data.y_train, data.y_test])
             labels = [data.classes[i] for i in ids]
         else:
@@ -519,7 +596,13 @@ def evaluation_data(info, dataset=None, *, label_column=None, all_rows=False):
     else:
         where = f"test split, seed {seed}"
     total = len(data.y_train) + len(data.y_test)
-    return data.X_test, data.y_test, f"{spec}: {where} ({len(data.y_test)} of {total} rows)"
+    X = _legacy_scaled(data.X_test, data, legacy)
+    return X, data.y_test, f"{spec}: {where} ({len(data.y_test)} of {total} rows)"
+
+
+def _legacy_scaled(X, data, legacy):
+    """``X`` as a format-1 checkpoint's training saw it: divided by the dataset's range."""
+    return X / data.input_scale if legacy and data.input_scale else X
 
 
 def _recorded_file(spec, record):

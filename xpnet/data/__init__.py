@@ -1,7 +1,9 @@
 """Datasets and minibatches.
 
-Every loader returns a :class:`Dataset` of host (NumPy) arrays: float64 features, int64
-class ids ``0..K-1`` and the original labels in ``classes``. Training code moves the
+Every loader returns a :class:`Dataset` of host (NumPy) arrays: float64 features as the
+source holds them (unscaled: the model carries its input scaling, see
+:mod:`xpnet.data.scaling`), int64 class ids ``0..K-1`` and the original labels in
+``classes``. Training code moves the
 arrays to the model's backend and device once (:meth:`Dataset.to`), and :func:`batches`
 slices them there, so no step copies data from the host.
 """
@@ -23,16 +25,19 @@ from ..errors import DataError, DataFileNotFoundError, XpnetValueError
 from ._files import file_sha256
 from .idx import idx_folder_sha256, is_idx_folder, load_idx_folder
 from .npy import is_npy_folder, npy_folder_sha256, open_npy_folder
+from .scaling import SCALINGS, fixed_scaling, standard_scaling
 
 __all__ = [
     "BLOCK_BATCHES",
     "BUILTIN",
+    "SCALINGS",
     "DataError",
     "Dataset",
     "batches",
     "block_order",
     "data_sha256",
     "file_sha256",
+    "fixed_scaling",
     "host_batches",
     "is_builtin",
     "load_dataset",
@@ -43,6 +48,7 @@ __all__ = [
     "load_npy",
     "read_arrays",
     "read_features",
+    "standard_scaling",
     "stratified_split",
 ]
 
@@ -72,6 +78,10 @@ class Dataset:
         For a data file, the SHA-256 of its bytes.
     label_column : int, str or None
         The CSV label column the file was read with.
+    input_scale : float or None
+        The fixed range of the features, where the source has one: 16 for the digits'
+        pixels, 255 for 8-bit IDX images (``xpnet train`` divides by it inside the model).
+        None for data without one.
     """
 
     name: str
@@ -84,6 +94,7 @@ class Dataset:
     path: str | None = None
     sha256: str | None = None
     label_column: int | str | None = None
+    input_scale: float | None = None
 
     @property
     def n_features(self) -> int:
@@ -114,7 +125,7 @@ class Dataset:
         -------
         dict
             ``name``, ``path``, ``sha256``, ``label_column``, ``split``, ``n_train``,
-            ``n_test`` and ``classes``.
+            ``n_test``, ``classes`` and ``input_scale``.
         """
         return {
             "name": self.name,
@@ -125,6 +136,7 @@ class Dataset:
             "n_train": int(self.y_train.shape[0]),
             "n_test": int(self.y_test.shape[0]),
             "classes": list(self.classes),
+            "input_scale": self.input_scale,
         }
 
 
@@ -196,7 +208,7 @@ def _split(name, X, labels, *, seed, source, **where):
 
 
 def load_digits(*, seed=0) -> Dataset:
-    """The bundled 8x8 digits: 1797 images, 10 classes, pixels scaled to [0, 1].
+    """The bundled 8x8 digits: 1797 images, 10 classes, pixels from 0 to 16 (``input_scale`` 16).
 
     See ``xpnet/data/DIGITS.md`` for source and license.
 
@@ -212,8 +224,10 @@ def load_digits(*, seed=0) -> Dataset:
     """
     with resources.files(__package__).joinpath("digits.npz").open("rb") as fh:
         with np.load(fh, allow_pickle=False) as data:
-            X, y = data["X"] / 16.0, data["y"]
-    return _split("digits", *_checked(X, y, "digits"), seed=seed, source="digits")
+            X, y = data["X"], data["y"]
+    data = _split("digits", *_checked(X, y, "digits"), seed=seed, source="digits")
+    data.input_scale = 16.0
+    return data
 
 
 def load_file(path, *, label_column=None, seed=0) -> Dataset:
@@ -587,9 +601,10 @@ def load_idx(folder) -> Dataset:
     Returns
     -------
     Dataset
-        Pixels scaled to [0, 1], ``path`` and ``sha256`` recording the folder.
+        Pixels as stored (``input_scale`` 255 for 8-bit images), ``path`` and ``sha256``
+        recording the folder.
     """
-    X, y, Xt, yt = load_idx_folder(folder)
+    X, y, Xt, yt, bits8 = load_idx_folder(folder)
     classes = np.unique(np.concatenate([y, yt]))
     return Dataset(
         str(folder),
@@ -601,6 +616,7 @@ def load_idx(folder) -> Dataset:
         {"official": True},
         path=str(Path(folder).resolve()),
         sha256=idx_folder_sha256(folder),
+        input_scale=255.0 if bits8 else None,
     )
 
 

@@ -131,7 +131,7 @@ def idx_folder_sha256(folder) -> str:
 
 
 def load_idx_folder(folder):
-    """The official train and test split: images flattened to rows, scaled to [0, 1].
+    """The official train and test split: images flattened to rows, values as stored.
 
     Parameters
     ----------
@@ -148,6 +148,9 @@ def load_idx_folder(folder):
         The test features.
     y_test : numpy.ndarray
         The test labels.
+    bits8 : bool
+        Whether both image files hold 8-bit pixels (0..255), whose scale the model divides
+        by.
 
     Raises
     ------
@@ -175,7 +178,6 @@ def load_idx_folder(folder):
                 f"{folder}: {images.shape[0]} {part} images but labels of shape {labels.shape}"
             )
         X = images.reshape(images.shape[0], -1).astype(np.float64)
-        if images.dtype == np.uint8:
-            X /= 255.0
         out += [X, labels.astype(np.int64)]
-    return tuple(out)
+    bits8 = arrays["train_images"].dtype == np.uint8 and arrays["test_images"].dtype == np.uint8
+    return (*out, bits8)

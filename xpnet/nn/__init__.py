@@ -7,6 +7,7 @@ from .dropout import Dropout
 from .linear import Linear
 from .loss import CrossEntropyLoss, MSELoss
 from .module import Module, Param
+from .standardize import Standardize
 
 __all__ = [
     "GELU",
@@ -21,6 +22,7 @@ __all__ = [
     "ReLU",
     "Sigmoid",
     "Softmax",
+    "Standardize",
     "Tanh",
     "init",
 ]
