@@ -15,6 +15,7 @@ import pytest
 from tests.helpers import run_cli
 from xpnet import backend
 from xpnet.data import load_dataset
+from xpnet.data.npy import RowSubset
 from xpnet.models import MLP
 from xpnet.nn import CrossEntropyLoss
 from xpnet.optim import SGD
@@ -35,7 +36,9 @@ def _folder(tmp_path, n=3000, features=12, dtype=np.float32, seed=0):
 @pytest.mark.parametrize("batchnorm", [False, True])
 def test_memory_mapped_training_equals_in_memory_training(tmp_path, batchnorm):
     data = load_dataset(str(_folder(tmp_path)))
-    assert isinstance(data.X_train, np.memmap) and data.X_train.shape == (2250, 12)
+    # stratified: a quarter of each class, rounded per class
+    assert isinstance(data.X_train, RowSubset) and data.X_train.shape == (2249, 12)
+    assert isinstance(data.X_train.base, np.memmap)
     results = []
     for X in (data.X_train, np.array(data.X_train)):  # on disk, then in memory
         model = MLP([12, 16, 4], batchnorm=batchnorm, dtype="float32", seed=1)
@@ -124,10 +127,10 @@ def test_cli_trains_on_an_npy_folder(tmp_path):
                      tmp_path / "r", "--json", "--early-stopping", 2)  # fmt: skip
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
-    assert metrics["data"]["n_test"] == 500 and metrics["test_accuracy"] > 0.8
+    assert metrics["data"]["n_test"] == 501 and metrics["test_accuracy"] > 0.8  # per class
     report = run_cli("evaluate", tmp_path / "r" / "model.safetensors", "--json", cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     evaluated = json.loads(report.stdout)
     assert evaluated["accuracy"] == metrics["test_accuracy"]
-    assert "the last quarter of the rows" in evaluated["dataset"]
+    assert "test split, seed 0 (501 of 2000 rows)" in evaluated["dataset"]
     assert backend.on_host(np.zeros(1))

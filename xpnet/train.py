@@ -14,7 +14,7 @@ import numpy as np
 
 from . import backend
 from ._typing import Array
-from .data import batches, host_batches
+from .data import batches, host_batches, on_disk
 from .distributed import shard
 from .errors import TrainingDiverged, XpnetTypeError, XpnetValueError
 from .nn._checks import check_size
@@ -93,7 +93,7 @@ def evaluate(
         The fraction of rows whose largest output is their class.
     """
     _check_data((X, y), "evaluate: the data")
-    streaming = isinstance(X, np.memmap)  # moved a batch at a time, never whole
+    streaming = on_disk(X)  # moved a batch at a time, never whole
     if not streaming:
         X, y = to_model(model, X, y)
     xp = model.xp
@@ -105,8 +105,8 @@ def evaluate(
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)  # in bounds: the standard leaves others open
             Xb, yb = X[start:stop, ...], y[start:stop]
-            if streaming:
-                Xb, yb = to_model(model, Xb, yb)
+            if streaming:  # read from the file here
+                Xb, yb = to_model(model, np.asarray(Xb), yb)
             out = model.forward(Xb)
             total_loss = total_loss + loss.forward(out, yb) * Xb.shape[0]
             correct = correct + xp.sum(xp.astype(xp.argmax(out, axis=1) == yb, out.dtype))
@@ -418,14 +418,14 @@ def fit(
     _check_data(train_data, "fit: train_data")
     if validation is not None:
         _check_data(validation, "fit: validation")
-    streaming = isinstance(train_data[0], np.memmap)
+    streaming = on_disk(train_data[0])
     X: Any
     y: Any
     if streaming:  # read from the file a batch at a time, never whole
         X, y = train_data[0], np.asarray(train_data[1], dtype=np.int64)
     else:
         X, y = to_model(model, *train_data)
-    if validation is not None and not isinstance(validation[0], np.memmap):
+    if validation is not None and not on_disk(validation[0]):
         validation = to_model(model, *validation)
     xp = model.xp
     for data, what in (
@@ -435,7 +435,7 @@ def fit(
         if data is not None:
             _check_labels(model, data, f"fit: {what}")
     if check_every is None:
-        check_every = 1 if backend.on_host(X) else DEVICE_CHECK_EVERY
+        check_every = 1 if streaming or backend.on_host(X) else DEVICE_CHECK_EVERY
     check_every = check_size(check_every, "check_every", "fit")
     forward_loss = getattr(loss, "forward_unchecked", None)
     dropouts = list(getattr(model, "dropout_layers", ()))

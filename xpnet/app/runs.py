@@ -31,10 +31,12 @@ from ..data import (
     fixed_scaling,
     is_builtin,
     load_dataset,
+    on_disk,
     read_arrays,
     standard_scaling,
     stratified_split,
 )
+from ..data.npy import open_npy_folder
 from ..errors import DataError, RunError
 from ..models import MLP
 from ..nn import CrossEntropyLoss, Softmax
@@ -125,7 +127,7 @@ def _save_resume(path, model, optimizer, state, config, data, scheduler=None):
     save(
         model,
         path,
-        probe=data.X_test[:8],
+        probe=np.asarray(data.X_test[:8]),
         extra_tensors=extras,
         metadata={
             "dataset": str(data.name),
@@ -362,6 +364,9 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print, comm=Non
         f"data: {data.name}, {len(data.y_train)} train / {len(data.y_test)} test, "
         f"{data.n_features} features, {data.n_classes} classes; {_scaling_note(model, data)}"
     )
+    warnings = data.split_warnings()
+    for text in warnings:
+        echo(f"warning: {text}")
     processes = "" if comm is None else f", {comm.size} processes"
     echo(
         f"model: {type(model).__name__}({model.extra_repr()}) on {lib} ({dev}{processes}), "
@@ -371,7 +376,7 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print, comm=Non
     X_train, y_train = data.X_train, data.y_train
     validation = None
     if config["early_stopping"]:
-        if isinstance(X_train, np.memmap):  # on disk: the last tenth, as views of the file
+        if on_disk(X_train):  # on disk: the last tenth, as views of the file
             cut = X_train.shape[0] - max(1, X_train.shape[0] // 10)
             validation = (X_train[cut:], y_train[cut:])
             X_train, y_train = X_train[:cut], y_train[:cut]
@@ -441,6 +446,7 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print, comm=Non
         "history": history,
         "config": config,
         "data": data.record(),
+        "warnings": warnings,
         "train_seconds": train_seconds,
         "wall_seconds": time.perf_counter() - wall,
         "checkpoint": str(model_path),
@@ -450,7 +456,7 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print, comm=Non
     save(
         model,
         model_path,
-        probe=data.X_test[:8],
+        probe=np.asarray(data.X_test[:8]),
         metadata={
             "dataset": str(data.name),
             "data": data.record(),
@@ -586,13 +592,18 @@ def evaluation_data(info, dataset=None, *, label_column=None, all_rows=False):
             X, labels = read_arrays(spec, label_column=label_column)
         y = _label_ids(labels, classes, spec)
         return X, y, f"{spec}: all {X.shape[0]} rows"
+    if split.get("last"):  # a folder of .npy files split before splits were stratified
+        X, labels, _, _ = open_npy_folder(spec)
+        cut = X.shape[0] - max(1, X.shape[0] // 4)
+        where = (
+            f"test split, the last quarter of the rows ({X.shape[0] - cut} of {X.shape[0]} rows)"
+        )
+        return X[cut:], _label_ids(labels[cut:], classes, spec), f"{spec}: {where}"
     data = load_dataset(spec, label_column=label_column, seed=seed)
     if classes is not None and data.classes != classes:
         raise DataError(f"{spec}: classes {data.classes} differ from the checkpoint's {classes}")
     if split.get("official"):
         where = "official test split"
-    elif split.get("last"):
-        where = "test split, the last quarter of the rows"
     else:
         where = f"test split, seed {seed}"
     total = len(data.y_train) + len(data.y_test)

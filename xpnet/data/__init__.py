@@ -24,7 +24,7 @@ from .. import backend
 from ..errors import DataError, DataFileNotFoundError, XpnetValueError
 from ._files import file_sha256
 from .idx import idx_folder_sha256, is_idx_folder, load_idx_folder
-from .npy import is_npy_folder, npy_folder_sha256, open_npy_folder
+from .npy import RowSubset, is_npy_folder, npy_folder_sha256, on_disk, open_npy_folder
 from .scaling import SCALINGS, fixed_scaling, standard_scaling
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "load_idx",
     "load_mnist1d",
     "load_npy",
+    "on_disk",
     "read_arrays",
     "read_features",
     "standard_scaling",
@@ -118,6 +119,30 @@ class Dataset:
         """
         return len(self.classes)
 
+    def split_warnings(self) -> list[str]:
+        """What makes this split's test score misleading: classes on one side only.
+
+        A class that the test split lacks is not measured at all (a stratified split keeps
+        a class with one row in training); a class that training lacks can never be
+        predicted, so its test rows all count as errors.
+
+        Returns
+        -------
+        list of str
+            One sentence per problem; empty for a sound split.
+        """
+        train, test = set(np.unique(self.y_train).tolist()), set(np.unique(self.y_test).tolist())
+        found = []
+        for side, missing in (("test", train - test), ("training", test - train)):
+            if missing:
+                names = [self.classes[i] for i in sorted(missing)]
+                shown = ", ".join(map(str, names[:10])) + (" ..." if len(names) > 10 else "")
+                found.append(
+                    f"the {side} split has no rows of {len(names)} of the {self.n_classes} "
+                    f"classes ({shown})"
+                )
+        return found
+
     def record(self) -> dict:
         """What rebuilds this exact split, as JSON (checkpoints and ``metrics.json`` store it).
 
@@ -149,7 +174,8 @@ def stratified_split(y, *, test_fraction=TEST_FRACTION, seed=0):
         ``(N,)`` class ids.
     test_fraction : float
         The share of every class held out (rounded; at least one sample of each class stays
-        in train).
+        in train). When rounding holds out no row at all, one row of the largest class is
+        held out, so that a test split of at least two rows is never empty.
     seed : int
         Seeds the draw.
 
@@ -159,14 +185,32 @@ def stratified_split(y, *, test_fraction=TEST_FRACTION, seed=0):
         Sorted row indices of the training rows.
     test : numpy.ndarray
         Sorted row indices of the held-out rows.
+
+    Raises
+    ------
+    DataError
+        No class has two rows, so no row can be held out without leaving a class out of
+        training.
     """
     rng = np.random.default_rng(seed)
+    y = np.asarray(y)
+    # each class's rows in ascending order, from one stable sort: O(N log N), not O(N K)
+    order = np.argsort(y, kind="stable")
+    starts = np.flatnonzero(np.r_[True, y[order][1:] != y[order][:-1]])
+    groups = np.split(order, starts[1:])
     train, test = [], []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
+    for rows in groups:
+        idx = rng.permutation(rows)
         n_test = min(round(len(idx) * test_fraction), len(idx) - 1)
         test.append(idx[:n_test])
         train.append(idx[n_test:])
+    if test_fraction > 0 and len(y) >= 2 and not any(len(t) for t in test):
+        largest = max(range(len(groups)), key=lambda k: len(groups[k]))
+        if len(train[largest]) < 2:
+            raise DataError(
+                f"cannot hold out a test split: each of the {len(groups)} classes has one row"
+            )
+        test[largest], train[largest] = train[largest][:1], train[largest][1:]
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
@@ -187,11 +231,24 @@ def _checked(X, labels, source):
     if not np.all(np.isfinite(X)):
         bad = np.argwhere(~np.isfinite(X))[0]
         raise DataError(f"{source}: X has a non-finite value at row {bad[0]}, column {bad[1]}")
+    return X, _checked_labels(labels, source)
+
+
+def _checked_labels(labels, source):
+    """Class labels as integers or strings: whole-number floats become int64; NaN,
+    infinite, fractional and complex labels are refused."""
+    labels = np.asarray(labels)
     if np.issubdtype(labels.dtype, np.floating):
+        if not np.all(np.isfinite(labels)):
+            raise DataError(f"{source}: y holds a NaN or infinite label")
         if not np.all(labels == np.round(labels)):
             raise DataError(f"{source}: y must hold class labels; got non-integer values")
-        labels = labels.astype(np.int64)
-    return X, labels
+        return labels.astype(np.int64)
+    if labels.dtype.kind not in "biuUS":
+        raise DataError(
+            f"{source}: y must hold class labels (integers or strings), got dtype {labels.dtype}"
+        )
+    return labels
 
 
 def _split(name, X, labels, *, seed, source, **where):
@@ -620,27 +677,47 @@ def load_idx(folder) -> Dataset:
     )
 
 
-def load_npy(folder) -> Dataset:
+def load_npy(folder, *, seed=0) -> Dataset:
     """A folder of ``.npy`` files, memory-mapped: a dataset larger than memory.
 
     Parameters
     ----------
     folder : str or Path
         A folder with ``X.npy`` and ``y.npy`` (:mod:`xpnet.data.npy`).
+    seed : int
+        Seeds the split of a folder without test files.
 
     Returns
     -------
     Dataset
-        ``X_train`` and ``X_test`` are ``numpy.memmap`` views of the files, in their stored
-        dtype; the labels are in memory. The split is the folder's (``X_test.npy``) or the
-        last quarter of the rows.
+        ``X_train`` and ``X_test`` stay on disk, in their stored dtype: the folder's
+        ``X.npy`` and ``X_test.npy`` maps, or without test files
+        :class:`~xpnet.data.npy.RowSubset` views of ``X.npy`` split as every data file is
+        (stratified by class, seeded); the labels are in memory.
     """
     X, y, Xt, yt = open_npy_folder(folder)
+    where = {"path": str(Path(folder).resolve()), "sha256": npy_folder_sha256(folder)}
+    if Xt is None:
+        classes, ids = np.unique(_checked_labels(y, f"{folder}/y.npy"), return_inverse=True)
+        if len(classes) < 2:
+            raise DataError(f"{folder}: need at least 2 classes, found {len(classes)}")
+        train, test = stratified_split(ids, seed=seed)
+        ids = ids.astype(np.int64)
+        return Dataset(
+            str(folder),
+            RowSubset(X, train),
+            ids[train],
+            RowSubset(X, test),
+            ids[test],
+            [c.item() for c in classes],
+            {"seed": int(seed), "test_fraction": TEST_FRACTION},
+            **where,
+        )
+    y, yt = _checked_labels(y, f"{folder}/y.npy"), _checked_labels(yt, f"{folder}/y_test.npy")
     classes, ids = np.unique(np.concatenate([y, yt]), return_inverse=True)
     if len(classes) < 2:
         raise DataError(f"{folder}: need at least 2 classes, found {len(classes)}")
     ids = ids.astype(np.int64)
-    split = {"official": True} if (Path(folder) / "X_test.npy").is_file() else {"last": 0.25}
     return Dataset(
         str(folder),
         X,
@@ -648,9 +725,8 @@ def load_npy(folder) -> Dataset:
         Xt,
         ids[len(y) :],
         [c.item() for c in classes],
-        split,
-        path=str(Path(folder).resolve()),
-        sha256=npy_folder_sha256(folder),
+        {"official": True},
+        **where,
     )
 
 
@@ -697,7 +773,7 @@ def load_dataset(spec="digits", *, label_column=None, seed=0) -> Dataset:
     if is_idx_folder(spec):
         return load_idx(spec)
     if is_npy_folder(spec):
-        return load_npy(spec)
+        return load_npy(spec, seed=seed)
     return load_file(spec, label_column=label_column, seed=seed)
 
 
@@ -802,6 +878,10 @@ def host_batches(X, y, batch_size, convert, *, rng, drop_last=False, gather=None
     """
     n = X.shape[0]
     order = _order(rng, n, batch_size, "blocks")
+    if isinstance(X, RowSubset):  # gather from the map itself, at the subset's positions
+        labels = np.zeros(X.base.shape[0], dtype=y.dtype)
+        labels[X.rows] = y
+        X, y, order = X.base, labels, X.rows[order]
     stop_at = n - n % batch_size if drop_last and n >= batch_size else n
     for start in range(0, stop_at, batch_size):
         rows = order[start : min(start + batch_size, n)]

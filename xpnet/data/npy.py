@@ -4,8 +4,9 @@ The folder holds ``X.npy`` (features, ``(N, F)``, float32 or float64) and ``y.np
 labels, ``(N,)``), as ``numpy.save`` writes them, and optionally ``X_test.npy`` and
 ``y_test.npy``. The features stay on disk: training reads one batch at a time from the
 map (see :func:`xpnet.data.host_batches`), so memory holds a few batches, not the dataset.
-Without test files, the last quarter of the rows is the test split (write the rows in
-random order, or write the test files).
+Without test files, the rows are split as every other data file is: stratified by class,
+seeded (:func:`xpnet.data.stratified_split`); each side is a :class:`RowSubset` of the
+map, so the split reads nothing into memory but the labels.
 """
 
 from __future__ import annotations
@@ -17,11 +18,87 @@ import numpy as np
 from ..errors import DataError, DataFileNotFoundError
 from ._files import folder_sha256
 
-__all__ = ["NPY_FILES", "is_npy_folder", "npy_folder_sha256", "open_npy_folder"]
+__all__ = [
+    "NPY_FILES",
+    "RowSubset",
+    "is_npy_folder",
+    "npy_folder_sha256",
+    "on_disk",
+    "open_npy_folder",
+]
 
 #: The files of a ``.npy`` dataset folder; the test pair is optional.
 NPY_FILES = ("X.npy", "y.npy", "X_test.npy", "y_test.npy")
 _CHUNK_ROWS = 65536
+
+
+class RowSubset:
+    """Some rows of a memory-mapped array, read only when indexed: one side of a split.
+
+    Indexing with a slice gives another subset (nothing is read); indexing with an array of
+    row positions, or ``numpy.asarray``, reads those rows from the file.
+
+    Parameters
+    ----------
+    base : numpy.memmap
+        ``(N, F)`` features on disk.
+    rows : numpy.ndarray
+        Sorted int64 positions in ``base``.
+
+    Attributes
+    ----------
+    base, rows
+        As given.
+    shape : tuple of int
+        ``(len(rows), F)``.
+    dtype : numpy.dtype
+        ``base``'s.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> view = RowSubset(np.arange(12.0).reshape(6, 2), np.array([1, 4, 5]))
+    >>> view.shape, view[1:].rows.tolist(), view[np.array([2, 0])].tolist()
+    ((3, 2), [4, 5], [[10.0, 11.0], [2.0, 3.0]])
+    """
+
+    def __init__(self, base, rows) -> None:
+        self.base, self.rows = base, np.asarray(rows, dtype=np.int64)
+        self.shape = (len(self.rows), *base.shape[1:])
+        self.dtype = base.dtype
+        self.ndim = base.ndim
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):  # X[start:stop, ...]
+            key, *rest = key
+            if any(part is not Ellipsis for part in rest):
+                raise IndexError("a RowSubset is indexed by rows only")
+        if isinstance(key, slice):
+            return RowSubset(self.base, self.rows[key])
+        return self.base[self.rows[np.asarray(key)]]
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.base[self.rows]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def on_disk(X) -> bool:
+    """Whether ``X`` stays on disk and is read a batch at a time (a map or a subset of one).
+
+    Parameters
+    ----------
+    X : array-like
+        Features.
+
+    Returns
+    -------
+    bool
+        True for a ``numpy.memmap`` or a :class:`RowSubset`.
+    """
+    return isinstance(X, (np.memmap, RowSubset))
 
 
 def is_npy_folder(path) -> bool:
@@ -88,7 +165,7 @@ def _labels(path, n):
 
 
 def open_npy_folder(folder):
-    """The folder's features (memory-mapped) and labels, split into train and test.
+    """The folder's features (memory-mapped) and labels: ``(X, y, X_test, y_test)``.
 
     Parameters
     ----------
@@ -98,14 +175,14 @@ def open_npy_folder(folder):
 
     Returns
     -------
-    X_train : numpy.memmap
-        Training features, on disk.
-    y_train : numpy.ndarray
-        Training labels.
-    X_test : numpy.memmap
-        Test features, on disk.
-    y_test : numpy.ndarray
-        Test labels.
+    X : numpy.memmap
+        Features, on disk.
+    y : numpy.ndarray
+        Their labels.
+    X_test : numpy.memmap or None
+        Test features, on disk; None without ``X_test.npy``.
+    y_test : numpy.ndarray or None
+        Test labels; None without them.
 
     Raises
     ------
@@ -125,7 +202,4 @@ def open_npy_folder(folder):
                 f"{folder}: X_test.npy has {X_test.shape[1]} features, X.npy {X.shape[1]}"
             )
         return X, y, X_test, y_test
-    if X.shape[0] < 2:
-        raise DataError(f"{folder}: need at least 2 rows to hold out a test split")
-    cut = X.shape[0] - max(1, X.shape[0] // 4)
-    return X[:cut], y[:cut], X[cut:], y[cut:]
+    return X, y, None, None
