@@ -180,3 +180,46 @@ def test_train_draws_curves_when_matplotlib_is_installed(tmp_path):
     png = (tmp_path / "r" / "curves.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 1000
     assert "curves.png" in result.stdout
+
+
+def _torch_without_cuda():
+    torch = pytest.importorskip("torch")
+    return not torch.cuda.is_available()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--backend", "numpy", "--device", "gpu"], "NumPy arrays live on 'cpu' only"),
+        (["--device", "cuda:0"], "--backend auto chose numpy"),
+        (["--backend", "array_api_strict", "--device", "device7"], "unknown array_api_strict"),
+        (["--backend", "torch", "--device", "banana"], "'banana' is not a PyTorch device"),
+        (["--backend", "torch", "--device", "cuda:0"], "PyTorch device 'cuda:0' cannot be used"),
+        (["--backend", "torch", "--device", "cuda:7"], "cuda:7"),
+    ],
+    ids=["numpy-gpu", "auto-cuda", "strict-device7", "torch-banana", "torch-cuda", "torch-cuda7"],
+)
+def test_a_device_that_cannot_be_used_is_one_line_and_exit_2(tmp_path, args, expected):
+    """For every command that takes --device, on every backend: one line, exit status 2,
+    and nothing written."""
+    if args[:2] == ["--backend", "torch"] and args[3].startswith("cuda"):
+        if not _torch_without_cuda() and args[3] == "cuda:0":
+            pytest.skip("this machine has a CUDA device")
+    if args[:2] == ["--backend", "torch"]:
+        pytest.importorskip("torch")
+    checkpoint = tmp_path / "m.safetensors"
+    import xpnet
+    from xpnet.models import MLP
+
+    xpnet.save(MLP([64, 10]).eval(), checkpoint)
+    np.save(tmp_path / "x.npy", np.zeros((2, 64)))
+    for command in (
+        ["train", "--out", tmp_path / "run"],
+        ["evaluate", checkpoint, "--dataset", "digits"],
+        ["predict", checkpoint, tmp_path / "x.npy"],
+    ):
+        result = run_cli(*command, *args)
+        assert result.returncode == 2, (command, result.stderr)
+        assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
+        assert result.stdout == ""
+    assert not (tmp_path / "run").exists()

@@ -114,7 +114,14 @@ def _pick_backend(name):
 
 
 def _namespace(name, device):
-    xp = backend.get(_pick_backend(name))
+    picked = _pick_backend(name)
+    if name == "auto" and picked == "numpy" and device not in (None, "cpu"):
+        raise UsageError(
+            f"--device {device}: no CUDA device is usable here, so --backend auto chose "
+            f"numpy, which runs on cpu only; name the backend (--backend torch --device "
+            f"{device}), or drop --device"
+        )
+    xp = backend.get(picked)
     return xp, backend.resolve_device(xp, device)
 
 

@@ -440,6 +440,43 @@ def device(x):
     return array_api_compat.device(x)
 
 
+def _torch_device(dev):
+    """A PyTorch device that exists and can hold a tensor here, or one line on why not."""
+    import torch
+
+    if not isinstance(dev, (str, int)):
+        return dev
+    try:
+        device = torch.device(dev)
+    except RuntimeError:
+        raise XpnetValueError(
+            f"{dev!r} is not a PyTorch device; use cpu, cuda, cuda:N or mps"
+        ) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.backends.cuda.is_built() else 0
+        if count == 0:
+            why = (
+                f"this PyTorch ({torch.__version__}) was built without CUDA"
+                if not torch.backends.cuda.is_built()
+                else "no CUDA device is visible"
+            )
+            raise XpnetValueError(
+                f"PyTorch device {dev!r} cannot be used: {why}; use --device cpu, or a "
+                f"machine with an NVIDIA GPU and a CUDA build of PyTorch"
+            )
+        if device.index is not None and device.index >= count:
+            raise XpnetValueError(
+                f"PyTorch device {dev!r} does not exist: {count} CUDA device(s) visible "
+                f"(cuda:0 to cuda:{count - 1})"
+            )
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as err:  # a device type not built or present
+        first = (str(err).splitlines() or [type(err).__name__])[0].split(". ")[0]
+        raise XpnetValueError(f"PyTorch device {dev!r} cannot be used here: {first}") from None
+    return device
+
+
 def resolve_device(xp, dev):
     """Turn a user's device spelling into the library's device object.
 
@@ -460,7 +497,8 @@ def resolve_device(xp, dev):
     Raises
     ------
     XpnetValueError
-        A device the library does not have.
+        A device the library does not have, or one it cannot use here (a CUDA device
+        with a PyTorch built without CUDA, a device index beyond those visible).
     """
     if dev is None:
         return None
@@ -470,9 +508,7 @@ def resolve_device(xp, dev):
             raise XpnetValueError(f"NumPy arrays live on 'cpu' only, got device {dev!r}")
         return "cpu"
     if name == "torch":
-        import torch
-
-        return torch.device(dev) if isinstance(dev, (str, int)) else dev
+        return _torch_device(dev)
     if name == "cupy":
         import cupy
 
@@ -481,7 +517,17 @@ def resolve_device(xp, dev):
             if not dev.isdigit():
                 raise XpnetValueError(f"CuPy devices are 'cuda:N' or N, got {dev!r}")
             dev = int(dev)
-        return cupy.cuda.Device(dev) if isinstance(dev, int) else dev
+        if isinstance(dev, int):
+            try:
+                count = cupy.cuda.runtime.getDeviceCount()
+            except cupy.cuda.runtime.CUDARuntimeError as err:
+                raise XpnetValueError(f"CuPy cannot use a CUDA device here: {err}") from None
+            if not 0 <= dev < count:
+                raise XpnetValueError(
+                    f"CUDA device {dev} does not exist: {count} visible (0 to {count - 1})"
+                )
+            return cupy.cuda.Device(dev)
+        return dev
     # array_api_strict
     if isinstance(dev, str):
         import array_api_strict
