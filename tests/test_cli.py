@@ -168,7 +168,7 @@ def test_predict_wrong_feature_count(trained, tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((3, 5)))
     result = run_cli("predict", out / "model.safetensors", tmp_path / "x.npy")
     assert result.returncode == 2
-    assert "5 features, the model expects 64" in result.stderr
+    assert "5 columns, the model expects 64 features" in result.stderr
 
 
 def test_train_draws_curves_when_matplotlib_is_installed(tmp_path):
@@ -223,3 +223,61 @@ def test_a_device_that_cannot_be_used_is_one_line_and_exit_2(tmp_path, args, exp
         assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
         assert result.stdout == ""
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("dataset", "expected"),
+    [
+        ("mnist", "mnist: no such file or folder; expected a built-in dataset (digits, mnist1d)"),
+        ("mnist", "MNIST itself is not bundled: put its four IDX files in a folder"),
+        ("nothing.csv", "nothing.csv: no such file or folder; expected"),
+        ("empty", "empty: a folder without a dataset in it: expected MNIST's IDX files"),
+    ],
+)
+def test_a_dataset_that_is_not_there_says_what_is_expected(tmp_path, dataset, expected):
+    (tmp_path / "empty").mkdir()
+    result = run_cli("train", "--dataset", dataset, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == f"xpnet train: error: {result.stderr.split('error: ', 1)[1]}"
+    assert expected in result.stderr and result.stderr.count("\n") == 1
+    assert f"{dataset}: {dataset}" not in result.stderr  # the name once
+    assert not (tmp_path / "runs").exists()
+
+
+def test_predict_on_a_file_that_still_has_its_label_column(tmp_path):
+    import xpnet
+    from xpnet.models import MLP
+
+    checkpoint = xpnet.save(MLP([3, 2]).eval(), tmp_path / "m.safetensors")
+    (tmp_path / "numeric.csv").write_text("1,2,3,0\n4,5,6,1\n")
+    (tmp_path / "text.csv").write_text("a,b,c,label\n1,2,3,cat\n4,5,6,dog\n")
+    (tmp_path / "ragged.csv").write_text("1,2,3\n4,5\n")
+    (tmp_path / "narrow.csv").write_text("1,2\n")
+    for name, expected in (
+        ("numeric.csv", "4 columns, the model expects 3 features; is the label column still"),
+        ("text.csv", "line 2, column 4: 'cat' is not a number; is the label column still"),
+        ("ragged.csv", "line 2: 2 columns, the first row has 3"),
+        ("narrow.csv", "2 columns, the model expects 3 features"),
+    ):
+        result = run_cli("predict", checkpoint, tmp_path / name)
+        assert result.returncode == 2 and expected in result.stderr, result.stderr
+    assert "label column" not in run_cli("predict", checkpoint, tmp_path / "narrow.csv").stderr
+
+
+def test_export_refuses_a_name_that_is_not_onnx(tmp_path):
+    import xpnet
+    from xpnet.models import MLP
+
+    checkpoint = xpnet.save(MLP([3, 2]).eval(), tmp_path / "m.safetensors")
+    result = run_cli("export", checkpoint, tmp_path / "m.txt")
+    assert result.returncode == 2 and "m.txt: an ONNX file's name ends in .onnx" in result.stderr
+    assert not (tmp_path / "m.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "command", ["train", "evaluate", "predict", "parity", "export", "bench", "info"]
+)
+def test_help_is_plain_text(command):
+    result = run_cli(command, "--help")
+    assert result.returncode == 0
+    assert "``" not in result.stdout and ":func:" not in result.stdout

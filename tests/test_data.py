@@ -102,7 +102,7 @@ def test_read_features(tmp_path):
     (tmp_path / "x.csv").write_text("f1,f2\n1,2\n3,4\n")
     np.testing.assert_array_equal(read_features(tmp_path / "x.csv"), [[1, 2], [3, 4]])
     (tmp_path / "bad.csv").write_text("1,2\n3\n")
-    with pytest.raises(DataError, match="every cell must be a number"):
+    with pytest.raises(DataError, match="line 2: 1 columns, the first row has 2"):
         read_features(tmp_path / "bad.csv")
 
 

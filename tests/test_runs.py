@@ -194,3 +194,19 @@ def test_optimizer_schedule_and_dropout_options(tmp_path):
     ):
         bad = run_cli("train", *args, "--out", tmp_path / "bad")
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+
+
+def test_resuming_a_finished_run_is_refused_and_writes_nothing(tmp_path):
+    from tests.helpers import run_cli
+
+    run = tmp_path / "r"
+    assert run_cli("train", "--epochs", 2, "--hidden", 8, "--out", run, "--quiet").returncode == 0
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    result = run_cli("train", "--resume", run)
+    assert result.returncode == 2
+    assert "the run is finished (it trained its 2 epochs)" in result.stderr
+    assert "pass --epochs N with N above 2 to train further" in result.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+    more = run_cli("train", "--resume", run, "--epochs", 3, "--json", "--quiet")
+    assert more.returncode == 0, more.stderr
+    assert len(__import__("json").loads(more.stdout)["history"]) == 3

@@ -77,3 +77,16 @@ def test_early_stopping_restores_the_best_epoch(xp, device):
     assert len(history) == best + 3
     for key, value in model.state_dict().items():
         np.testing.assert_array_equal(backend.to_numpy(value), snapshots[best][key], err_msg=key)
+
+
+def test_fit_takes_the_librarys_own_dataset(xp, device):
+    """fit(model, loss, opt, data) trains on data's training split, as (X_train, y_train)."""
+    data = load_digits()
+    results = []
+    for train_data in (data, (data.X_train, data.y_train)):
+        model = MLP([64, 16, 10], xp=xp, device=device, seed=0)
+        history = fit(
+            model, CrossEntropyLoss(), SGD(model, lr=0.01), train_data, epochs=1, batch_size=64
+        )
+        results.append(history[0]["loss"])
+    assert results[0] == results[1]

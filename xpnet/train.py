@@ -14,7 +14,7 @@ import numpy as np
 
 from . import backend
 from ._typing import Array
-from .data import batches, host_batches, on_disk
+from .data import Dataset, batches, host_batches, on_disk
 from .distributed import shard
 from .errors import TrainingDiverged, XpnetTypeError, XpnetValueError
 from .nn._checks import check_size
@@ -289,7 +289,7 @@ def fit(
     model: MLP,
     loss: Module,
     optimizer: Any,
-    train_data: tuple[Array, Array],
+    train_data: tuple[Array, Array] | Dataset,
     *,
     epochs: int,
     batch_size: int,
@@ -319,11 +319,12 @@ def fit(
         A loss with ``forward(A, y)`` and ``backward()``, such as ``CrossEntropyLoss``.
     optimizer : SGD
         An optimizer over the model's parameters (``step()``).
-    train_data : tuple (X, y)
+    train_data : tuple (X, y) or Dataset
         Features ``(N, F)`` and integer class ids ``(N,)`` of any library; moved to the
         model's backend and device once, then shuffled and sliced there every epoch. A
         ``numpy.memmap`` of features (a dataset larger than memory) stays on disk: each
-        batch is read from it and moved on its own.
+        batch is read from it and moved on its own. A :class:`~xpnet.data.Dataset` trains
+        on its training split (``X_train``, ``y_train``).
     epochs, batch_size : int
         Total passes over the data (counting those a resumed ``state`` has done) and rows
         per step. With BatchNorm the last, smaller batch of each epoch is dropped
@@ -415,6 +416,8 @@ def fit(
     batch_size = check_size(batch_size, "batch_size", "fit")
     if progress is None:
         progress = sys.stderr.isatty()
+    if isinstance(train_data, Dataset):
+        train_data = (train_data.X_train, train_data.y_train)
     _check_data(train_data, "fit: train_data")
     if validation is not None:
         _check_data(validation, "fit: validation")

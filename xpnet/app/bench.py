@@ -24,6 +24,15 @@ from ..nn import CrossEntropyLoss
 from ..optim import SGD
 from .peers import NumpyStep, SklearnStep, TorchStep
 
+#: The command's description in ``xpnet bench --help`` (plain text: argparse prints it as is).
+DESCRIPTION = (
+    "One training step of xpnet against its peers, side by side. A step is forward, "
+    "softmax cross-entropy, backward and SGD with momentum 0.9 on one fixed batch. Each "
+    "implementation is timed in this one process: a warm-up, then the median over at least "
+    "--seconds of back-to-back steps, taken in four rounds in which the implementations "
+    "alternate. Ratios compare numbers of the same run only."
+)
+
 __all__ = ["SIZES", "XpnetStep", "main", "run", "time_step"]
 
 #: name -> (layer sizes, batch, batchnorm)

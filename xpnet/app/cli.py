@@ -237,6 +237,8 @@ def _cmd_train(args):
             file=sys.stderr,
         )
         return 130
+    except XpnetError:  # a missing data file is an OSError too; its message says it all
+        raise
     except OSError as err:
         raise UsageError(f"cannot write to {folder}: {err.strerror or err}") from None
     if not root:
@@ -323,9 +325,7 @@ def _cmd_predict(args):
             f"divided by {divisor:g}, or retrain to get a model that takes raw features",
             file=sys.stderr,
         )
-    X = read_features(args.input)
-    if X.shape[1] != model.sizes[0]:
-        raise UsageError(f"{args.input}: {X.shape[1]} features, the model expects {model.sizes[0]}")
+    X = read_features(args.input, n_features=model.sizes[0])
     result, lines = predictions(model, X, meta.get("user", {}).get("classes"), proba=args.proba)
     if args.out:
         write_predictions(args.out, result, lines)
@@ -366,6 +366,8 @@ def _cmd_export(args):
     from ..checkpoint import load
     from ..onnx import export
 
+    if Path(args.out).suffix.lower() != ".onnx":
+        raise UsageError(f"{args.out}: an ONNX file's name ends in .onnx")
     model = load(args.checkpoint, xp="numpy")
     path = export(model, args.out, opset=args.opset, softmax=args.softmax)
     outputs = "logits and probabilities" if args.softmax else "logits"
@@ -622,7 +624,7 @@ def build_parser():
     p = sub.add_parser(
         "bench",
         help="time a training step against NumPy, PyTorch, sklearn",
-        description=bench.__doc__,
+        description=bench.DESCRIPTION,
     )
     bench.build_parser(p)
     p.set_defaults(func=_cmd_bench)

@@ -37,7 +37,7 @@ from ..data import (
     stratified_split,
 )
 from ..data.npy import open_npy_folder
-from ..errors import DataError, RunError
+from ..errors import DataError, RunError, XpnetError
 from ..models import MLP
 from ..nn import CrossEntropyLoss, Softmax
 from ..optim import SGD, Adam, AdamW
@@ -355,9 +355,23 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print, comm=Non
     config = {**config, "world_size": 1 if comm is None else comm.size}
     try:
         setup = _setup(config, folder, resume, root, comm)
+    except XpnetError:  # its message names the file already
+        raise
     except OSError as err:
         raise RunError(f"{err.filename or folder}: {err.strerror or err}") from None
     model, optimizer, scheduler, state, data, config = setup
+    if resume and (state.epoch >= config["epochs"] or state.stopped_early):
+        done = "stopped early" if state.stopped_early else f"trained its {state.epoch} epochs"
+        scheduled = config.get("schedule", "constant") != "constant" or config.get("warmup_epochs")
+        more = (
+            ""
+            if state.stopped_early or scheduled
+            else f"; pass --epochs N with N above {state.epoch} to train further"
+        )
+        raise RunError(
+            f"{folder}: the run is finished (it {done}), so there is nothing to resume{more}; "
+            f"its model is {folder / 'model.safetensors'}"
+        )
     resume_path = folder / RESUME_FILE
     lib, dev = backend.placement(model.layers[0].W)
     echo(

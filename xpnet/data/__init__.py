@@ -23,7 +23,7 @@ import numpy as np
 from .. import backend
 from ..errors import DataError, DataFileNotFoundError, XpnetValueError
 from ._files import file_sha256
-from .idx import idx_folder_sha256, is_idx_folder, load_idx_folder
+from .idx import IDX_FILES, idx_folder_sha256, is_idx_folder, load_idx_folder
 from .npy import RowSubset, is_npy_folder, npy_folder_sha256, on_disk, open_npy_folder
 from .scaling import SCALINGS, fixed_scaling, standard_scaling
 
@@ -372,7 +372,7 @@ def read_arrays(path, *, label_column=None):
     return _checked(X, y, str(path))
 
 
-def read_features(path):
+def read_features(path, *, n_features=None):
     """Features for prediction from a ``.npy`` array or a ``.csv`` of numbers.
 
     Parameters
@@ -380,6 +380,9 @@ def read_features(path):
     path : str or Path
         A ``.npy`` array (a 1-D array is one sample) or a ``.csv`` (a header row is
         skipped).
+    n_features : int, optional
+        The width the model expects: a file of another width is refused, and a message
+        says when the file looks like training data with its label column still in it.
 
     Returns
     -------
@@ -401,12 +404,10 @@ def read_features(path):
             raise DataError(f"{path}: not a readable .npy array ({err})") from None
     elif suffix == ".csv":
         rows = _csv_rows(path)
+        first_line = 1
         if rows and not all(_is_number(c) for c in rows[0]):
-            rows = rows[1:]
-        try:
-            X = np.asarray([[float(c) for c in row] for row in rows])
-        except ValueError:
-            raise DataError(f"{path}: every cell must be a number (ragged or text rows)") from None
+            rows, first_line = rows[1:], 2
+        X = _numeric_rows(path, rows, first_line, n_features)
     else:
         raise DataError(f"{path}: unsupported input type {suffix!r}; use .npy or .csv")
     if X.ndim == 1:
@@ -417,7 +418,43 @@ def read_features(path):
         )
     if not np.all(np.isfinite(X)):
         raise DataError(f"{path}: features contain NaN or infinite values")
+    if n_features is not None and X.shape[1] != n_features:
+        raise DataError(
+            f"{path}: {X.shape[1]} columns, the model expects {n_features} features"
+            + _label_hint(X.shape[1], n_features)
+        )
     return X.astype(np.float64)
+
+
+def _label_hint(width, n_features):
+    """A hint for a file one column wider than the model: its label column is still in."""
+    if width == n_features + 1:
+        return "; is the label column still in the file? predict takes the features only"
+    return ""
+
+
+def _numeric_rows(path, rows, first_line, n_features):
+    """The CSV rows as a float array, or a DataError naming the first cell that is not a
+    number (and the label column, when that is what it is)."""
+    widths = {len(row) for row in rows}
+    if len(widths) > 1:
+        line = next(i for i, row in enumerate(rows, first_line) if len(row) != len(rows[0]))
+        raise DataError(
+            f"{path}, line {line}: {len(rows[line - first_line])} columns, the first row has "
+            f"{len(rows[0])}"
+        )
+    try:
+        return np.asarray([[float(c) for c in row] for row in rows], dtype=np.float64)
+    except ValueError:
+        pass
+    for line, row in enumerate(rows, first_line):
+        for column, cell in enumerate(row, 1):
+            if not _is_number(cell):
+                hint = "" if n_features is None else _label_hint(len(row), n_features)
+                raise DataError(
+                    f"{path}, line {line}, column {column}: {cell!r} is not a number{hint}"
+                )
+    raise AssertionError("unreachable: a row failed to convert but every cell is a number")
 
 
 def _read_npz(path):
@@ -774,6 +811,25 @@ def load_dataset(spec="digits", *, label_column=None, seed=0) -> Dataset:
         return load_idx(spec)
     if is_npy_folder(spec):
         return load_npy(spec, seed=seed)
+    path = Path(spec)
+    kinds = (
+        f"a built-in dataset ({', '.join(BUILTIN)}), a .npz or .csv file, or a folder of "
+        f"MNIST-format IDX files or of X.npy and y.npy"
+    )
+    if not path.exists():
+        hint = (
+            "; MNIST itself is not bundled: put its four IDX files in a folder and pass the folder"
+            if str(spec).lower() in ("mnist", "fashion-mnist", "fashion_mnist", "kmnist", "emnist")
+            else ""
+        )
+        raise DataFileNotFoundError(
+            f"{spec}: no such file or folder; expected {kinds}{hint}", filename=str(spec)
+        )
+    if path.is_dir():
+        raise DataError(
+            f"{spec}: a folder without a dataset in it: expected MNIST's IDX files "
+            f"({', '.join(IDX_FILES.values())}, gzipped or not) or X.npy and y.npy"
+        )
     return load_file(spec, label_column=label_column, seed=seed)
 
 
