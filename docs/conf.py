@@ -13,6 +13,7 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
     "numpydoc",
+    "sphinxarg.ext",  # the command-line reference, generated from xpnet's own parser
 ]
 autosummary_generate = True
 autodoc_typehints = "none"  # the numpydoc sections say the types in words

@@ -1,6 +1,10 @@
-"""Train a small MLP on NumPy, then move it to PyTorch (or another library) and run it.
+"""Train a small MLP on NumPy, then move it to another array library and run it there.
 
-python examples/quickstart.py [torch|array_api_strict|cupy]
+python examples/quickstart.py [numpy|torch|array_api_strict|cupy]
+
+Without an argument it moves the model to the first of CuPy, PyTorch and array-api-strict
+that is installed and usable here, and stays on NumPy on the base install
+(``pip install .``).
 """
 
 import sys
@@ -27,7 +31,8 @@ model.eval()
 accuracy = (np.argmax(model.forward(X), axis=1) == y).mean()
 print(f"numpy: loss {float(L):.4f}, training accuracy {accuracy:.3f}")
 
-target = sys.argv[1] if len(sys.argv) > 1 else "torch"
+others = [name for name in ("cupy", "torch", "array_api_strict") if name in backend.available()]
+target = sys.argv[1] if len(sys.argv) > 1 else (others or ["numpy"])[0]
 if target not in backend.available():
     sys.exit(f"{target} is not usable here; try one of {backend.available()}")
 xp = backend.get(target)
