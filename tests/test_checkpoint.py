@@ -189,3 +189,33 @@ def test_no_pickle_anywhere():
     for source in root.rglob("*.py"):
         text = source.read_text()
         assert "import pickle" not in text and "allow_pickle=True" not in text, source
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("column", [0, 1], ids=["small value", "large value"])
+@pytest.mark.parametrize("factor", [0.5, 2.0])
+def test_the_probe_tolerance_is_the_boundary(tmp_path, dtype, column, factor):
+    """A recorded probe output shifted by half its tolerance (atol + rtol |v|) loads, by
+    twice it is refused: at an output of 0, where atol decides, and of 1000, where rtol
+    does; so relative and absolute tolerance cannot be swapped unnoticed."""
+    from xpnet.checkpoint import PROBE_TOLERANCE
+    from xpnet.models import MLP
+
+    model = MLP([2, 2], dtype=dtype).eval()  # logits exactly 0 and 1000 for every input
+    model.load_state_dict({"layers.0.W": np.zeros((2, 2)), "layers.0.b": np.array([[0.0], [1e3]])})
+    path = save(model, tmp_path / "m.safetensors")
+    rtol, atol = PROBE_TOLERANCE[dtype]
+    value = [0.0, 1e3][column]
+    shift = factor * (atol + rtol * value)
+
+    def edit(meta):
+        for row in meta["probe"]["outputs"]:
+            assert row[column] == value
+            row[column] = value + shift
+
+    _rewrite(path, info=edit)
+    if factor < 1:
+        load(path)
+    else:
+        with pytest.raises(CheckpointError, match="probe"):
+            load(path)

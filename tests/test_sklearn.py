@@ -23,7 +23,9 @@ def test_sklearn_estimator_checks(estimator, check):
 
 def test_pipeline_cross_validation_on_digits():
     X, y = load_digits(return_X_y=True)
-    clf = MLPClassifier(hidden_layer_sizes=(128, 64), batchnorm=True, epochs=40, random_state=0)
+    clf = MLPClassifier(
+        hidden_layer_sizes=(128, 64), batchnorm=True, epochs=40, batch_size=32, random_state=0
+    )
     pipe = make_pipeline(StandardScaler(), clf)
     scores = cross_val_score(pipe, X, y, cv=3)
     assert scores.mean() >= 0.95, scores
@@ -34,8 +36,8 @@ def test_numpy_in_and_out_on_the_backend_under_test(backend_case, xp):
     X, y = load_digits(return_X_y=True)
     X = X / 16.0
     clf = MLPClassifier(
-        hidden_layer_sizes=(32,), epochs=5, random_state=0, backend=lib, device=device,
-        batchnorm=True, dropout=0.1, optimizer="adamw",
+        hidden_layer_sizes=(32,), epochs=5, batch_size=32, random_state=0, backend=lib,
+        device=device, batchnorm=True, dropout=0.1, optimizer="adamw",
     )  # fmt: skip
     clf.fit(X[:1200], y[:1200])
     proba = clf.predict_proba(X[1200:])
@@ -51,16 +53,37 @@ def test_numpy_in_and_out_on_the_backend_under_test(backend_case, xp):
 def test_partial_fit_and_early_stopping():
     X, y = load_digits(return_X_y=True)
     X = X / 16.0
-    clf = MLPClassifier(hidden_layer_sizes=(32,), random_state=0)
+    clf = MLPClassifier(hidden_layer_sizes=(32,), batch_size=32, random_state=0)
     with pytest.raises(ValueError, match="classes must be given"):
         clf.partial_fit(X, y)
     for _ in range(3):
         clf.partial_fit(X, y, classes=np.arange(10))
     assert clf.n_iter_ == 3 and clf.loss_curve_[2] < clf.loss_curve_[0]
     stopped = MLPClassifier(
-        hidden_layer_sizes=(32,), epochs=500, early_stopping=True, n_iter_no_change=3,
-        random_state=0,
+        hidden_layer_sizes=(32,), epochs=500, batch_size=32, early_stopping=True,
+        n_iter_no_change=3, random_state=0,
     ).fit(X, y)  # fmt: skip
     assert stopped.n_iter_ < 500 and len(stopped.validation_scores_) == stopped.n_iter_
     assert clf.get_params()["hidden_layer_sizes"] == (32,)
     assert clf.set_params(epochs=7).epochs == 7
+
+
+def test_partial_fit_classes_given_unsorted_and_duplicated():
+    """classes_ is the sorted set of the classes given, whatever their order and
+    repetitions: one probability column per class, labels mapped to their own column."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 4))
+    y = np.array(["cat", "dog", "ant"] * 20)
+    X[y == "dog", 0] += 4
+    X[y == "ant", 1] += 4
+    given = ["dog", "cat", "dog", "ant", "cat"]
+    clf = MLPClassifier(hidden_layer_sizes=(8,), learning_rate=0.02, random_state=0)
+    for _ in range(30):
+        clf.partial_fit(X, y, classes=given)
+    assert clf.classes_.tolist() == ["ant", "cat", "dog"]
+    assert clf.predict_proba(X).shape == (60, 3)
+    assert np.mean(clf.predict(X) == y) > 0.9  # each label learned as its own class
+    reference = MLPClassifier(hidden_layer_sizes=(8,), learning_rate=0.02, random_state=0)
+    for _ in range(30):
+        reference.partial_fit(X, y, classes=np.array(["ant", "cat", "dog"]))
+    np.testing.assert_array_equal(clf.predict_proba(X), reference.predict_proba(X))

@@ -11,7 +11,7 @@ Examples
 >>> from sklearn.datasets import load_iris
 >>> from xpnet.sklearn import MLPClassifier
 >>> X, y = load_iris(return_X_y=True)
->>> clf = MLPClassifier(hidden_layer_sizes=(16,), epochs=100, random_state=0).fit(X, y)
+>>> clf = MLPClassifier(hidden_layer_sizes=(16,), learning_rate=0.01, random_state=0).fit(X, y)
 >>> clf.score(X, y) > 0.9
 True
 """
@@ -57,8 +57,8 @@ class _BaseMLP(BaseEstimator):
         optimizer="adam",
         learning_rate=1e-3,
         momentum=0.9,
-        weight_decay=0.0,
-        batch_size=32,
+        weight_decay=1e-4,
+        batch_size="auto",
         epochs=200,
         early_stopping=False,
         validation_fraction=0.1,
@@ -138,7 +138,8 @@ class _BaseMLP(BaseEstimator):
         """One pass over ``(X, T)`` (device arrays) in a fresh order; returns the mean loss."""
         xp = self.model_.xp
         n = X.shape[0]
-        batch = max(1, min(int(self.batch_size), n))
+        size = min(200, n) if self.batch_size == "auto" else int(self.batch_size)
+        batch = max(1, min(size, n))
         order = xp.asarray(self._rng.permutation(n), device=self.model_.device)
         X, T = xp.take(X, order, axis=0), xp.take(T, order, axis=0)
         loss, total = self._loss(), 0.0
@@ -219,9 +220,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     momentum : float
         SGD's momentum (other optimizers ignore it).
     weight_decay : float
-        L2 penalty (Adam, SGD) or decoupled decay (AdamW).
-    batch_size : int
-        Rows per step (at most the number of samples).
+        L2 penalty (Adam, SGD: ``weight_decay * W`` added to each gradient) or decoupled
+        decay (AdamW). The default, 1e-4, is scikit-learn's ``alpha``.
+    batch_size : int or "auto"
+        Rows per step (at most the number of samples); ``"auto"``, the default as in
+        scikit-learn's own estimators, is ``min(200, n_samples)``.
     epochs : int
         Passes over the data.
     early_stopping : bool
@@ -279,8 +282,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         optimizer="adam",
         learning_rate=1e-3,
         momentum=0.9,
-        weight_decay=0.0,
-        batch_size=32,
+        weight_decay=1e-4,
+        batch_size="auto",
         epochs=200,
         early_stopping=False,
         validation_fraction=0.1,
@@ -444,9 +447,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     momentum : float
         SGD's momentum (other optimizers ignore it).
     weight_decay : float
-        L2 penalty (Adam, SGD) or decoupled decay (AdamW).
-    batch_size : int
-        Rows per step (at most the number of samples).
+        L2 penalty (Adam, SGD: ``weight_decay * W`` added to each gradient) or decoupled
+        decay (AdamW). The default, 1e-4, is scikit-learn's ``alpha``.
+    batch_size : int or "auto"
+        Rows per step (at most the number of samples); ``"auto"``, the default as in
+        scikit-learn's own estimators, is ``min(200, n_samples)``.
     epochs : int
         Passes over the data.
     early_stopping : bool
@@ -490,8 +495,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         optimizer="adam",
         learning_rate=1e-3,
         momentum=0.9,
-        weight_decay=0.0,
-        batch_size=32,
+        weight_decay=1e-4,
+        batch_size="auto",
         epochs=200,
         early_stopping=False,
         validation_fraction=0.1,
