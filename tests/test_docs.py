@@ -69,7 +69,11 @@ def test_example_script_runs():
 
 def test_example_script_runs_on_the_base_install():
     """With none of the optional array libraries importable, as after ``pip install .``."""
-    hide = "import sys\nfor name in ('torch', 'array_api_strict', 'cupy'):\n    sys.modules[name] = None\n"
+    hide = (
+        "import sys\n"
+        "for name in ('torch', 'array_api_strict', 'cupy'):\n"
+        "    sys.modules[name] = None\n"
+    )
     run = (
         "import runpy\nsys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')\n"
     )
