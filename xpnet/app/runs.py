@@ -36,6 +36,7 @@ from ..data import (
     standard_scaling,
     stratified_split,
 )
+from ..data.idx import is_idx_folder, stores_bytes
 from ..data.npy import open_npy_folder
 from ..errors import DataError, RunError, XpnetError
 from ..models import MLP
@@ -287,7 +288,7 @@ def _resolved_scaling(choice, data):
     return "none" if is_builtin(data.name) else "standard"
 
 
-def _scaling_note(model, data):
+def _scaling_note(model):
     """How the model scales its inputs, for the ``data:`` line."""
     if not model.standardize_layers:
         return "inputs unscaled"
@@ -376,7 +377,7 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print, comm=Non
     lib, dev = backend.placement(model.layers[0].W)
     echo(
         f"data: {data.name}, {len(data.y_train)} train / {len(data.y_test)} test, "
-        f"{data.n_features} features, {data.n_classes} classes; {_scaling_note(model, data)}"
+        f"{data.n_features} features, {data.n_classes} classes; {_scaling_note(model)}"
     )
     warnings = data.split_warnings()
     for text in warnings:
@@ -522,8 +523,8 @@ def legacy_input_scale(info):
     Returns
     -------
     float or None
-        16 for the digits, 255 for an IDX folder, None for anything else (and for every
-        checkpoint of the current format).
+        16 for the digits, 255 for an IDX folder of 8-bit images, None for anything else
+        (and for every checkpoint of the current format).
     """
     if info.get("format") not in LEGACY_FORMATS:
         return None
@@ -531,8 +532,8 @@ def legacy_input_scale(info):
     if record.get("name") == "digits":
         return 16.0
     path = record.get("path")
-    if isinstance(path, str) and record.get("split", {}).get("official") and Path(path).is_dir():
-        return 255.0 if not (Path(path) / "X.npy").is_file() else None
+    if isinstance(path, str) and is_idx_folder(path) and stores_bytes(path):
+        return 255.0
     return None
 
 

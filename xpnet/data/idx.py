@@ -21,7 +21,14 @@ import numpy as np
 from ..errors import DataError, DataFileNotFoundError
 from ._files import folder_sha256
 
-__all__ = ["IDX_FILES", "idx_folder_sha256", "is_idx_folder", "load_idx_folder", "read_idx"]
+__all__ = [
+    "IDX_FILES",
+    "idx_folder_sha256",
+    "is_idx_folder",
+    "load_idx_folder",
+    "read_idx",
+    "stores_bytes",
+]
 
 #: The four files of an IDX dataset folder, by role.
 IDX_FILES = {
@@ -62,6 +69,30 @@ def is_idx_folder(path) -> bool:
     """
     path = Path(path)
     return path.is_dir() and _find(path, IDX_FILES["train_images"]) is not None
+
+
+def stores_bytes(folder) -> bool:
+    """Whether a folder's IDX training images are 8-bit (type code 0x08), from the header.
+
+    Parameters
+    ----------
+    folder : str or Path
+        An IDX dataset folder.
+
+    Returns
+    -------
+    bool
+        False when the file is missing, unreadable or of another type.
+    """
+    path = _find(Path(folder), IDX_FILES["train_images"])
+    if path is None:
+        return False
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            return fh.read(4)[:3] == b"\x00\x00\x08"
+    except (OSError, EOFError):
+        return False
 
 
 def read_idx(path) -> np.ndarray:
