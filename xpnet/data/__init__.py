@@ -64,8 +64,9 @@ class Dataset:
     ----------
     name : str
         ``"digits"``, ``"mnist1d"`` or the file path as given.
-    X_train, X_test : numpy.ndarray
-        ``(N, F)`` float64 features.
+    X_train, X_test : numpy.ndarray or RowSubset
+        ``(N, F)`` features: float64 in memory, or on disk in their stored dtype (a
+        ``numpy.memmap`` or a :class:`~xpnet.data.npy.RowSubset` of one).
     y_train, y_test : numpy.ndarray
         ``(N,)`` int64 class ids in ``[0, K)``.
     classes : list
@@ -86,9 +87,9 @@ class Dataset:
     """
 
     name: str
-    X_train: np.ndarray
+    X_train: np.ndarray | RowSubset
     y_train: np.ndarray
-    X_test: np.ndarray
+    X_test: np.ndarray | RowSubset
     y_test: np.ndarray
     classes: list = field(default_factory=list)
     split: dict = field(default_factory=dict)
@@ -733,7 +734,7 @@ def load_npy(folder, *, seed=0) -> Dataset:
         (stratified by class, seeded); the labels are in memory.
     """
     X, y, Xt, yt = open_npy_folder(folder)
-    where = {"path": str(Path(folder).resolve()), "sha256": npy_folder_sha256(folder)}
+    path, sha256 = str(Path(folder).resolve()), npy_folder_sha256(folder)
     if Xt is None:
         classes, ids = np.unique(_checked_labels(y, f"{folder}/y.npy"), return_inverse=True)
         if len(classes) < 2:
@@ -748,7 +749,8 @@ def load_npy(folder, *, seed=0) -> Dataset:
             ids[test],
             [c.item() for c in classes],
             {"seed": int(seed), "test_fraction": TEST_FRACTION},
-            **where,
+            path=path,
+            sha256=sha256,
         )
     y, yt = _checked_labels(y, f"{folder}/y.npy"), _checked_labels(yt, f"{folder}/y_test.npy")
     classes, ids = np.unique(np.concatenate([y, yt]), return_inverse=True)
@@ -763,7 +765,8 @@ def load_npy(folder, *, seed=0) -> Dataset:
         ids[len(y) :],
         [c.item() for c in classes],
         {"official": True},
-        **where,
+        path=path,
+        sha256=sha256,
     )
 
 
