@@ -1,7 +1,8 @@
 """Sessions: ``nox`` runs lint, the test suite on every CPU backend, the data-parallel
 tests under mpiexec, and the docs build.
 
-``nox -s "tests(backend='cupy')"`` runs the suite on a CUDA GPU machine.
+``nox -s "tests(backend='cupy')"`` runs the suite on a CUDA GPU machine; ``nox -s mutants``
+(not in the default run) runs mutation testing.
 """
 
 from pathlib import Path
@@ -65,3 +66,18 @@ def docs(session):
         "docs/_build/html",
         *session.posargs,
     )
+
+
+@nox.session
+def mutants(session):
+    """Mutation testing of the library's core with mutmut (configured in pyproject.toml).
+
+    Each mutant runs the tests that call the mutated function; results are kept in
+    ``mutants/`` so that a run continues where the last one stopped. Name a part to run
+    only its mutants: ``nox -s mutants -- "xpnet.nn.*"``. The survivors are listed at the
+    end; ``mutmut show NAME`` prints one.
+    """
+    session.install(".[test,sklearn,onnx]", "mutmut==3.8.1")
+    session.env["SCIPY_ARRAY_API"] = "1"
+    session.run("mutmut", "run", "--max-children", "2", *session.posargs)
+    session.run("mutmut", "results")
