@@ -51,9 +51,11 @@ def single(tmp_path_factory):
 @pytest.mark.parametrize("n", [2, 3])
 def test_n_processes_compute_what_one_computes(tmp_path, single, n):
     out = tmp_path / "run"
-    result = _run(*TRAIN, "--out", out, n=n)
+    loud = [arg for arg in TRAIN if arg != "--quiet"]  # the summary lines say the processes
+    result = _run(*loud, "--out", out, n=n)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("test accuracy:") == 1  # the first process alone prints
+    assert f"on numpy (cpu, {n} processes), float64" in result.stdout
     assert _worst(_arrays(single), _arrays(out)) <= 1e-10
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["world_size"] == n

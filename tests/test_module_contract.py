@@ -1,0 +1,104 @@
+"""The same rules for every module that holds arrays, checked module by module: a float
+input of another precision is cast, a non-float one refused naming the module, arrays
+of another library or device refused naming the module and both places, a wrong upstream
+gradient refused naming the gradient, and the module's arrays made on its device.
+
+Mutation testing showed that these rules were tested for Linear and MLP but not for
+every layer (a new layer could drop its own arrays from the namespace check, or create
+them on the default device, and no test noticed); these tests take each module in turn.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xpnet import backend
+from xpnet.models import MLP
+from xpnet.nn import BatchNorm1d, Linear, Standardize
+
+# name -> (constructor, width of its input, width of its output, the name of dLdY)
+MODULES = {
+    "Linear": (lambda **kw: Linear(3, 2, **kw), 3, 2, "dLdZ"),
+    "BatchNorm1d": (lambda **kw: BatchNorm1d(3, **kw), 3, 3, "dLdBZ"),
+    "Standardize": (lambda **kw: Standardize(3, **kw), 3, 3, "dLdY"),
+    "MLP": (lambda **kw: MLP([3, 4, 2], batchnorm=True, standardize=True, **kw), 3, 2, "dLdA"),
+}
+
+
+@pytest.fixture(params=list(MODULES))
+def case(request, xp, device):
+    make, n_in, n_out, grad_name = MODULES[request.param]
+    return request.param, make(xp=xp, device=device), n_in, n_out, grad_name
+
+
+def _ones(xp, device, shape, dtype=None):
+    return xp.ones(shape, dtype=dtype or xp.float32, device=device)
+
+
+def test_the_arrays_are_made_on_the_modules_device(case, xp, device):
+    _, module, _, _, _ = case
+    want = backend.device_name(backend.resolve_device(xp, device)) if device else None
+    for key, array in module.state_dict().items():
+        assert backend.library_name(backend.namespace(array)) == backend.library_name(xp), key
+        if want is not None:
+            assert backend.device_name(backend.device(array)) == want, key
+
+
+def test_a_float_input_of_another_precision_is_cast(case, xp, device):
+    _, module, n_in, n_out, _ = case
+    out = module.forward(_ones(xp, device, (4, n_in), xp.float64))
+    assert out.dtype == xp.float32 and tuple(out.shape) == (4, n_out)
+    assert backend.device(out) == backend.device(
+        module.state_dict()[next(iter(module.state_dict()))]
+    )
+
+
+def test_a_non_float_input_is_refused_naming_the_module(case, xp, device):
+    name, module, n_in, _, _ = case
+    with pytest.raises(TypeError, match=rf"^{name}\(.*must be a floating array"):
+        module.forward(xp.ones((4, n_in), dtype=xp.int32, device=device))
+
+
+def test_another_librarys_input_is_refused_naming_the_module(case, xp, device):
+    name, module, n_in, n_out, _ = case
+    other = backend.get("array_api_strict" if backend.library_name(xp) == "numpy" else "numpy")
+    data = other.ones((4, n_in), dtype=other.float32)
+    with pytest.raises(TypeError, match=rf"^{name}\(.*the input is a .* array but the"):
+        module.forward(data)
+    module.forward(_ones(xp, device, (4, n_in)))
+    with pytest.raises(TypeError, match=rf"^{name}\(.*move the model"):
+        module.backward(other.ones((4, n_out), dtype=other.float32))
+
+
+def test_another_devices_input_is_refused_naming_both(case, xp, device):
+    name, module, n_in, _, _ = case
+    if backend.library_name(xp) != "array_api_strict":
+        pytest.skip("needs a library with two devices; array_api_strict has them on CPU")
+    import array_api_strict
+
+    here = device or array_api_strict.Device("CPU_DEVICE")
+    there = next(d for d in xp.__array_namespace_info__().devices() if d != here)
+    with pytest.raises(ValueError, match=rf"^{name}\(.*input is on device") as info:
+        module.forward(xp.ones((4, n_in), device=there))
+    assert backend.device_name(here) in str(info.value)
+    assert backend.device_name(there) in str(info.value)
+
+
+def test_a_wrong_upstream_gradient_is_refused_naming_it(case, xp, device):
+    name, module, n_in, n_out, grad_name = case
+    module.forward(_ones(xp, device, (4, n_in)))
+    with pytest.raises(ValueError, match=rf"^{name}\(.*\)\.backward: .*{grad_name}.* shape"):
+        module.backward(_ones(xp, device, (4, n_out + 1)))
+    with pytest.raises(
+        TypeError, match=rf"^{name}\(.*\)\.backward: {grad_name} must be a floating"
+    ):
+        module.backward(xp.ones((4, n_out), dtype=xp.int32, device=device))
+
+
+def test_backward_returns_the_modules_dtype_for_a_wider_gradient(case, xp, device):
+    _, module, n_in, n_out, _ = case
+    module.forward(_ones(xp, device, (4, n_in)))
+    grad = module.backward(_ones(xp, device, (4, n_out), xp.float64))
+    assert grad.dtype == xp.float32 and tuple(grad.shape) == (4, n_in)
+    np.testing.assert_array_equal(np.isfinite(backend.to_numpy(grad)), True)
