@@ -56,6 +56,15 @@ def test_gradient_against_torch(xp, device):
     assert_close(layer.backward(asarray(xp, device, R)), Xt.grad.numpy(), xp=xp)
 
 
+@pytest.mark.parametrize(
+    ("width", "error", "message"),
+    [(0, ValueError, "must be positive, got 0"), (2.5, TypeError, "must be an int, got float")],
+)
+def test_a_bad_width_is_refused_by_name(width, error, message):
+    with pytest.raises(error, match=rf"^Standardize: num_features {message}"):
+        Standardize(width)
+
+
 def test_backward_before_forward_and_wrong_width():
     layer = Standardize(3)
     with pytest.raises(CallOrderError):
