@@ -79,3 +79,25 @@ def test_path_choice():
         model.backward(loss.backward())
         opt.step()
         assert (opt._flat is not None) is flat
+
+
+def test_load_state_dict_reads_the_old_buffer_names_and_ignores_other_keys():
+    """xpnet 0.1 named momentum buffers v_W.0, v_b.0, ...; they load as layers.0.W, ...
+    Keys of no buffer, with or without an index (another optimizer's step.0), are ignored
+    rather than misread."""
+    model = MLP([3, 4, 2], batchnorm=True, seed=0)
+    source = SGD(model, lr=0.1, momentum=0.9)
+    rng = np.random.default_rng(0)
+    state = {
+        k: rng.standard_normal(tuple(v.shape)).astype(np.float32)
+        for k, v in source.state_dict().items()
+    }
+    old = {}
+    for key, value in state.items():
+        _, index, attr = key.split(".")
+        old[f"v_{attr}.{index}"] = value  # layers.0.W -> v_W.0, bn_layers.0.BW -> v_BW.0
+    old["step.0"] = np.zeros(1, dtype=np.float32)
+    old["note"] = np.zeros(1, dtype=np.float32)
+    target = SGD(model, lr=0.1, momentum=0.9).load_state_dict(old)
+    for key, value in target.state_dict().items():
+        np.testing.assert_array_equal(np.asarray(value), state[key], err_msg=key)
