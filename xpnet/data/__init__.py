@@ -444,18 +444,17 @@ def _numeric_rows(path, rows, first_line, n_features):
             f"{path}, line {line}: {len(rows[line - first_line])} columns, the first row has "
             f"{len(rows[0])}"
         )
-    try:
+    cells = (
+        (line, column, cell)
+        for line, row in enumerate(rows, first_line)
+        for column, cell in enumerate(row, 1)
+    )
+    bad = next((where for where in cells if not _is_number(where[2])), None)
+    if bad is None:
         return np.asarray([[float(c) for c in row] for row in rows], dtype=np.float64)
-    except ValueError:
-        pass
-    for line, row in enumerate(rows, first_line):
-        for column, cell in enumerate(row, 1):
-            if not _is_number(cell):
-                hint = "" if n_features is None else _label_hint(len(row), n_features)
-                raise DataError(
-                    f"{path}, line {line}, column {column}: {cell!r} is not a number{hint}"
-                )
-    raise AssertionError("unreachable: a row failed to convert but every cell is a number")
+    line, column, cell = bad
+    hint = "" if n_features is None else _label_hint(len(rows[line - first_line]), n_features)
+    raise DataError(f"{path}, line {line}, column {column}: {cell!r} is not a number{hint}")
 
 
 def _read_npz(path):
