@@ -185,3 +185,53 @@ def to_reference_dLdA0(model, X):
     for W, mask in zip(reversed(Ws), reversed(masks), strict=True):
         g = (g * mask) @ W
     return g
+
+
+@pytest.mark.parametrize("cls", [MLP0, MLP1, MLP4], ids=lambda c: c.__name__)
+def test_the_handout_mlps_take_every_option_of_mlp(xp, device, cls):
+    """MLP0, MLP1 and MLP4 pass each keyword on to MLP: the same options give the model
+    that MLP builds from the handout's sizes, with a ReLU-like activation after the last
+    Linear too; the defaults are MLP's."""
+    from xpnet import backend
+    from xpnet.models import MLP
+
+    options = {
+        "activation": "tanh",
+        "batchnorm": True,
+        "dropout": 0.25,
+        "init": "xavier_uniform",
+        "standardize": True,
+        "seed": 7,
+        "dtype": "float64",
+    }
+    model = cls(xp=xp, device=device, **options)
+    assert model.config() == {
+        "class": cls.__name__,
+        "sizes": list(cls._sizes),
+        **{k: v for k, v in options.items() if k not in ("seed", "dtype")},
+    }
+    assert len(model.f) == len(model.bn_layers) == len(model.dropout_layers) == len(model.layers)
+    # the same seed draws the same Linear layers as MLP's (whose last layer has no
+    # BatchNorm, so only the arrays both have are compared)
+    reference = MLP(list(cls._sizes), xp=xp, device=device, **options).state_dict()
+    for key, value in model.state_dict().items():
+        if key in reference:
+            assert_close(value, reference[key], xp=xp, dtype="float64", rtol=0, atol=0)
+    assert "layers.0.W" in reference and "standardize_layers.0.scale" in reference
+    other = cls(xp=xp, device=device, **{**options, "seed": 8})
+    assert not np.array_equal(
+        backend.to_numpy(other.layers[0].W), backend.to_numpy(model.layers[0].W)
+    )
+    if device is not None:
+        want = backend.device_name(backend.resolve_device(xp, device))
+        assert all(
+            backend.device_name(backend.device(v)) == want for v in model.state_dict().values()
+        )
+    default = cls(xp=xp, device=device)
+    assert default.config() == {"class": cls.__name__, "sizes": list(cls._sizes),
+                                "activation": "relu", "batchnorm": False}  # fmt: skip
+    assert default.dtype == xp.float32 and not default.standardize_layers
+    np.testing.assert_array_equal(  # seed 0 by default
+        backend.to_numpy(default.layers[0].W),
+        backend.to_numpy(cls(xp=xp, device=device, seed=0).layers[0].W),
+    )
