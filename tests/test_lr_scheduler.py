@@ -21,6 +21,8 @@ def _optimizers(lr=0.1):
 SCHEDULES = {
     "step": lambda lib, o: lib.StepLR(o, step_size=7, gamma=0.5),
     "cosine": lambda lib, o: lib.CosineAnnealingLR(o, T_max=30, eta_min=1e-3),
+    # past T_max the cosine turns back up, period after period (PyTorch's recursive form)
+    "cosine-periods": lambda lib, o: lib.CosineAnnealingLR(o, T_max=12, eta_min=0.02),
     "linear": lambda lib, o: lib.LinearLR(o, start_factor=0.1, total_iters=10),
     "warmup+cosine": lambda lib, o: lib.SequentialLR(
         o,
@@ -77,3 +79,44 @@ def test_schedules_set_adam_too_and_check_arguments():
         ours.StepLR(object(), 3)
     with pytest.raises(ValueError, match="milestones"):
         ours.SequentialLR(opt, [ours.StepLR(opt, 2)], milestones=[1])
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "message"),
+    [
+        (lambda o: ours.StepLR(o, step_size=0), ValueError, "StepLR: step_size must be positive"),
+        (lambda o: ours.StepLR(o, 3, gamma=0.0), ValueError, "StepLR: gamma must lie in"),
+        (
+            lambda o: ours.LinearLR(o, start_factor=0.0),
+            ValueError,
+            "LinearLR: start_factor must lie in",
+        ),
+        (
+            lambda o: ours.LinearLR(o, start_factor=1.5),
+            ValueError,
+            "LinearLR: start_factor must lie in",
+        ),
+        (lambda o: ours.LinearLR(o, end_factor=1.5), ValueError, "LinearLR: end_factor must lie"),
+        (
+            lambda o: ours.LinearLR(o, total_iters=0),
+            ValueError,
+            "LinearLR: total_iters must be positive",
+        ),
+        (
+            lambda o: ours.CosineAnnealingLR(o, T_max=2.5),
+            TypeError,
+            "CosineAnnealingLR: T_max must be an int",
+        ),
+        (
+            lambda o: ours.CosineAnnealingLR(o, T_max=5, eta_min=-1.0),
+            ValueError,
+            "CosineAnnealingLR: eta_min must lie",
+        ),
+    ],
+)
+def test_each_argument_is_checked_by_name(build, error, message):
+    """Every schedule refuses a bad argument naming the schedule and the argument, at the
+    boundary itself (a gamma or start factor of 0, a factor above 1)."""
+    opt, _ = _optimizers()
+    with pytest.raises(error, match="^" + message):
+        build(opt)

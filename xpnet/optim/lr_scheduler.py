@@ -259,10 +259,6 @@ class CosineAnnealingLR(LRScheduler):
         lr, t, T = self.optimizer.lr, self.last_epoch, self.T_max
         if self._is_initial:
             return lr
-        if self._step_count == 1 and t > 0:
-            return (
-                self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(t * math.pi / T)) / 2
-            )
         if (t - 1 - T) % (2 * T) == 0:
             return lr + (self.base_lr - self.eta_min) * (1 - math.cos(math.pi / T)) / 2
         return (1 + math.cos(math.pi * t / T)) / (1 + math.cos(math.pi * (t - 1) / T)) * (
