@@ -323,8 +323,6 @@ def _architecture(info, tensors, path):
             raise _bad("dtype", f"is {dtype} but {key!r} is stored as {stored.dtype}")
         if not np.all(np.isfinite(stored)):
             raise CheckpointError(f"{path}: array {key!r} holds NaN or infinite values")
-        if key.endswith(".scale") and not np.all(stored > 0):
-            raise CheckpointError(f"{path}: array {key!r} holds a scale that is not positive")
     return cls, kwargs, dtype, shapes, sizes
 
 

@@ -253,16 +253,20 @@ def _checked_labels(labels, source):
 
 
 def _split(name, X, labels, *, seed, source, **where):
-    """A :class:`Dataset` of checked arrays: class ids and a stratified split."""
+    """A :class:`Dataset` of checked arrays: class ids and a stratified split (of a
+    memory map: :class:`~xpnet.data.npy.RowSubset` views that read nothing yet)."""
     classes, y = np.unique(labels, return_inverse=True)
     if len(classes) < 2:
         raise DataError(f"{source}: need at least 2 classes, found {len(classes)}")
     train, test = stratified_split(y, seed=seed)
     y = y.astype(np.int64)
     split = {"seed": int(seed), "test_fraction": TEST_FRACTION}
-    return Dataset(
-        name, X[train], y[train], X[test], y[test], [c.item() for c in classes], split, **where
-    )
+
+    def rows(index):
+        return RowSubset(X, index) if on_disk(X) else X[index]
+
+    classes = [c.item() for c in classes]
+    return Dataset(name, rows(train), y[train], rows(test), y[test], classes, split, **where)
 
 
 def load_digits(*, seed=0) -> Dataset:
@@ -735,21 +739,9 @@ def load_npy(folder, *, seed=0) -> Dataset:
     X, y, Xt, yt = open_npy_folder(folder)
     path, sha256 = str(Path(folder).resolve()), npy_folder_sha256(folder)
     if Xt is None:
-        classes, ids = np.unique(_checked_labels(y, f"{folder}/y.npy"), return_inverse=True)
-        if len(classes) < 2:
-            raise DataError(f"{folder}: need at least 2 classes, found {len(classes)}")
-        train, test = stratified_split(ids, seed=seed)
-        ids = ids.astype(np.int64)
-        return Dataset(
-            str(folder),
-            RowSubset(X, train),
-            ids[train],
-            RowSubset(X, test),
-            ids[test],
-            [c.item() for c in classes],
-            {"seed": int(seed), "test_fraction": TEST_FRACTION},
-            path=path,
-            sha256=sha256,
+        labels = _checked_labels(y, f"{folder}/y.npy")
+        return _split(
+            str(folder), X, labels, seed=seed, source=str(folder), path=path, sha256=sha256
         )
     y, yt = _checked_labels(y, f"{folder}/y.npy"), _checked_labels(yt, f"{folder}/y_test.npy")
     classes, ids = np.unique(np.concatenate([y, yt]), return_inverse=True)
