@@ -263,6 +263,7 @@ def _split(name, X, labels, *, seed, source, **where):
     split = {"seed": int(seed), "test_fraction": TEST_FRACTION}
 
     def rows(index):
+        """The rows ``index`` of ``X``: a view of a memory map, else a copy."""
         return RowSubset(X, index) if on_disk(X) else X[index]
 
     classes = [c.item() for c in classes]
