@@ -261,13 +261,15 @@ def _split(name, X, labels, *, seed, source, **where):
     train, test = stratified_split(y, seed=seed)
     y = y.astype(np.int64)
     split = {"seed": int(seed), "test_fraction": TEST_FRACTION}
-
-    def rows(index):
-        """The rows ``index`` of ``X``: a view of a memory map, else a copy."""
-        return RowSubset(X, index) if on_disk(X) else X[index]
-
     classes = [c.item() for c in classes]
-    return Dataset(name, rows(train), y[train], rows(test), y[test], classes, split, **where)
+    return Dataset(
+        name, _rows(X, train), y[train], _rows(X, test), y[test], classes, split, **where
+    )
+
+
+def _rows(X, index):
+    """The rows ``index`` of ``X``: a view of a memory map, else a copy."""
+    return RowSubset(X, index) if on_disk(X) else X[index]
 
 
 def load_digits(*, seed=0) -> Dataset:
