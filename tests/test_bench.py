@@ -33,6 +33,24 @@ def test_peers_compute_the_same_step(peer, batchnorm):
     )
 
 
+# PyTorch's compiler touches its own deprecated torch.jit on the way
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_compiled_torch_peer_computes_the_same_step():
+    """The GPU benchmark's compiled PyTorch step (here compiled for the CPU, where
+    ``reduce-overhead`` has no CUDA graphs to make) is the same training step."""
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    sizes = [6, 9, 7, 4]
+    X, y = rng.standard_normal((16, 6)), rng.integers(0, 4, 16)
+    ours = XpnetStep(sizes, X, y, batchnorm=True, lr=0.1)
+    theirs = TorchStep(sizes, X, y, batchnorm=True, lr=0.1, compile=True)
+    np.testing.assert_allclose(
+        [float(_value(ours())) for _ in range(5)],
+        [float(_value(theirs())) for _ in range(5)],
+        rtol=1e-10,
+    )
+
+
 def test_sklearn_peer_runs():
     pytest.importorskip("sklearn")
     rng = np.random.default_rng(0)
@@ -81,24 +99,30 @@ def test_gpu_benchmark_code_path_on_the_cpu():
 
     table = {"small": ([8, 16, 4], 32, False), "small+bn": ([8, 16, 16, 4], 32, True)}
     rows = run_gpu(
-        seconds=0.05, xp="numpy", torch_device="cpu", table=table, precisions=("float32", "tf32")
+        seconds=0.05,
+        xp="numpy",
+        torch_device="cpu",
+        table=table,
+        precisions=("float32", "tf32"),
+        compiled=False,  # CUDA graphs only; compiling for the CPU takes a minute here
     )
     assert [(r["size"], r["precision"], r["peer"]) for r in rows] == [
         (size, precision, peer)
         for precision in ("float32", "tf32")
         for size in table
-        for peer in ("xpnet", "graph", "generic", "torch", "gemm")
+        for peer in ("xpnet", "graph", "generic", "torch", "compile", "gemm")
     ]
     # NumPy has neither CUDA graphs nor fused kernels to turn off
     measured = {(r["size"], r["precision"], r["peer"]): r["us"] for r in rows}
     assert all(
-        (us is None) == (peer in ("graph", "generic")) for (_, _, peer), us in measured.items()
+        (us is None) == (peer in ("graph", "generic", "compile"))
+        for (_, _, peer), us in measured.items()
     )
     assert all(us > 0 for us in measured.values() if us is not None)
     text = format_gpu_table(rows, "a CPU standing in")
     assert "a CPU standing in" in text and "small+bn" in text and "tf32" in text
-    last = text.splitlines()[-1].split()  # xpnet/pt, graph/pt (no graph here), xpnet/floor
-    assert last[-3].endswith("x") and last[-2] == "n/a" and last[-1].endswith("x")
+    last = text.splitlines()[-1].split()  # xpnet/pt, graph/pt, xpnet/ptc, graph/ptc, xpnet/floor
+    assert last[-5].endswith("x") and last[-4:-1] == ["n/a"] * 3 and last[-1].endswith("x")
     # the floor does the step's products: 2 for the first layer, 3 for each later one
     from xpnet import backend
 

@@ -1,10 +1,12 @@
 """``xpnet bench --gpu``: one float32 training step on a CUDA GPU, side by side.
 
 xpnet on CuPy (with its fused kernels, replayed as a CUDA graph, and its Array API code
-alone), PyTorch eager on CUDA, and the GEMM floor (the step's matrix products alone, on
-CuPy: the faster of CuPy's ``@`` and xpnet's own cuBLAS calls) at the sizes the CUDA work
-is measured on, with float32 or TF32 products. A GPU runs asynchronously, so each
-measurement runs steps back to back and waits for the device before reading the clock;
+alone), PyTorch on CUDA (eager, and compiled with ``torch.compile(mode="reduce-overhead")``:
+Inductor's fused kernels replayed as CUDA graphs), and the GEMM floor (the step's matrix
+products alone, on CuPy: the faster of CuPy's ``@`` and xpnet's own cuBLAS calls) at the
+sizes the CUDA work is measured on, with float32 or TF32 products. A GPU runs
+asynchronously, so each measurement runs steps back to back and waits for the device
+before reading the clock;
 the peers take turns round by round (a drift of the machine touches all of them), and the
 number is the median over the rounds, of at least ``--seconds`` per peer in all.
 """
@@ -98,7 +100,7 @@ def time_interleaved(steps, *, seconds=1.0, rounds=5, warmup=5):
 
 
 #: The peers of each size, in the table's order.
-GPU_PEERS = ("xpnet", "graph", "generic", "torch", "gemm")
+GPU_PEERS = ("xpnet", "graph", "generic", "torch", "compile", "gemm")
 
 
 def run_gpu(
@@ -110,13 +112,15 @@ def run_gpu(
     table=None,
     log=None,
     precisions=("float32",),
+    compiled=True,
 ):
-    """Time xpnet, PyTorch eager and the GEMM floor at every size.
+    """Time xpnet, PyTorch (eager and compiled) and the GEMM floor at every size.
 
     The peers: ``xpnet`` (a step as ``fit`` runs it, with the library's fused kernels),
     ``graph`` (the same step replayed as a CUDA graph), ``generic`` (the Array API code
-    alone, fused kernels off), ``torch`` (PyTorch eager) and ``gemm`` (the step's matrix
-    products alone).
+    alone, fused kernels off), ``torch`` (PyTorch eager), ``compile`` (PyTorch's step
+    compiled with ``torch.compile(mode="reduce-overhead")``; its compilation, in the
+    warm-up calls, is not timed) and ``gemm`` (the step's matrix products alone).
 
     Parameters
     ----------
@@ -135,12 +139,15 @@ def run_gpu(
     precisions : tuple of str
         ``"float32"`` and/or ``"tf32"`` (float32 arrays, products on TF32 tensor cores
         for every peer: :func:`xpnet.backend.set_tf32`).
+    compiled : bool
+        Time PyTorch's compiled step too (with ``torch_device``); its compilation takes
+        some seconds per size and precision.
 
     Returns
     -------
     list of dict
         ``{size, precision, peer, us}`` rows; ``us`` is None for a peer that cannot run
-        (no graphs or no fused kernels off CuPy, no PyTorch).
+        (no graphs or no fused kernels off CuPy, no PyTorch) or was not asked for.
 
     Raises
     ------
@@ -172,7 +179,9 @@ def run_gpu(
         torch_before = backend.set_tf32(torch_ns, tf32) if torch_ns is not None else False
         try:
             for size in sizes:
-                timed = _time_size(size, table[size], namespace, xp, torch_device, seconds)
+                timed = _time_size(
+                    size, table[size], namespace, xp, torch_device, seconds, compiled
+                )
                 for row in timed:
                     row["precision"] = precision
                     if log and row["us"] is not None:
@@ -185,7 +194,7 @@ def run_gpu(
     return rows
 
 
-def _time_size(size, spec, namespace, xp, torch_device, seconds):
+def _time_size(size, spec, namespace, xp, torch_device, seconds, compiled):
     widths, batch, batchnorm = spec
     rng = np.random.default_rng(0)
     X = rng.standard_normal((batch, widths[0])).astype(np.float32)
@@ -207,6 +216,9 @@ def _time_size(size, spec, namespace, xp, torch_device, seconds):
     if torch_device is not None:
         theirs = TorchStep(widths, X, y, batchnorm=batchnorm, device=torch_device)
         peers.append(("torch", theirs, theirs.X))
+    if torch_device is not None and compiled:  # compiles lazily: a failure is its row's error
+        fast = TorchStep(widths, X, y, batchnorm=batchnorm, device=torch_device, compile=True)
+        peers.append(("compile", fast, fast.X))
     device = backend.device(ours.X)
     floor = GemmFloor(widths, batch, namespace, device=device)
     peers.append(("gemm", floor, floor.acts[0]))
@@ -246,12 +258,12 @@ def format_gpu_table(rows, card):
     -------
     str
         Microseconds per step for each peer, and the ratios of xpnet (eager and as a
-        graph) to PyTorch eager and of xpnet to the GEMM floor.
+        graph) to PyTorch eager and compiled, and of xpnet to the GEMM floor.
     """
     by = {(r["size"], r.get("precision", "float32"), r["peer"]): r["us"] for r in rows}
     keys = list(dict.fromkeys((r["size"], r.get("precision", "float32")) for r in rows))
-    head = ("xpnet", "graph", "generic", "pytorch", "gemm floor")
-    ratios = ("xpnet/pt", "graph/pt", "xpnet/floor")
+    head = ("xpnet", "graph", "generic", "pytorch", "pt compile", "gemm floor")
+    ratios = ("xpnet/pt", "graph/pt", "xpnet/ptc", "graph/ptc", "xpnet/floor")
     lines = [
         f"µs per training step (median), float32 arrays, {card}",
         f"{'size':<13}{'products':<10}" + "".join(f"{h:>11}" for h in head)
@@ -259,13 +271,15 @@ def format_gpu_table(rows, card):
     ]  # fmt: skip
 
     for size, precision in keys:
-        ours, graph, generic, theirs, floor = (
-            by.get((size, precision, p)) for p in ("xpnet", "graph", "generic", "torch", "gemm")
+        ours, graph, generic, theirs, compiled, floor = (
+            by.get((size, precision, p)) for p in GPU_PEERS
         )
         lines.append(
             f"{size:<13}{precision:<10}"
-            + "".join(_cell(v, 11) for v in (ours, graph, generic, theirs, floor))
-            + _ratio(ours, theirs, 12) + _ratio(graph, theirs, 12) + _ratio(ours, floor, 12)
+            + "".join(_cell(v, 11) for v in (ours, graph, generic, theirs, compiled, floor))
+            + _ratio(ours, theirs, 12) + _ratio(graph, theirs, 12)
+            + _ratio(ours, compiled, 12) + _ratio(graph, compiled, 12)
+            + _ratio(ours, floor, 12)
         )  # fmt: skip
     failed = [r for r in rows if r.get("error")]
     lines += [f"{r['size']} {r.get('precision', '')} {r['peer']}: {r['error']}" for r in failed]

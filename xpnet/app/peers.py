@@ -4,7 +4,8 @@ Each peer runs the same training step as xpnet (forward, softmax cross-entropy, 
 SGD with momentum) on the same arrays, so that timings compare like with like:
 
 * :class:`NumpyStep`, a minimal hand-written NumPy step: the floor for any NumPy code;
-* :class:`TorchStep`, PyTorch eager (``torch.nn`` + ``torch.optim.SGD``) on the CPU;
+* :class:`TorchStep`, PyTorch eager (``torch.nn`` + ``torch.optim.SGD``) on the CPU, or on
+  a GPU, eager or compiled (``torch.compile(mode="reduce-overhead")``);
 * :class:`SklearnStep`, scikit-learn's ``MLPClassifier.partial_fit`` (no BatchNorm).
 
 They live here because this package is the only one that knows concrete libraries.
@@ -119,7 +120,7 @@ class NumpyStep:
 
 
 class TorchStep:
-    """PyTorch eager on the CPU: ``torch.nn`` layers, ``cross_entropy``, ``optim.SGD``.
+    """PyTorch's step: ``torch.nn`` layers, ``cross_entropy``, ``optim.SGD``, eager or compiled.
 
     Parameters
     ----------
@@ -139,6 +140,12 @@ class TorchStep:
         PyTorch's intra-op threads (default: PyTorch's own setting).
     device : str
         Where the model and the batch live (``"cuda"`` for the GPU benchmark).
+    compile : bool
+        Compile the step as a GPU user would: the model with
+        ``torch.compile(mode="reduce-overhead")`` (Inductor's fused kernels, replayed as
+        CUDA graphs) and the optimizer's update with ``torch.compile``. The first call
+        compiles; PyTorch's compiled code of earlier steps is reset first, so that each
+        size compiles afresh rather than exhausting PyTorch's recompilation limit.
     """
 
     name = "pytorch eager"
@@ -155,6 +162,7 @@ class TorchStep:
         seed=0,
         threads=None,
         device="cpu",
+        compile=False,
     ):
         import torch
 
@@ -179,12 +187,20 @@ class TorchStep:
         self.opt = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum)
         self.X = torch.from_numpy(X).to(device)
         self.y = torch.from_numpy(y.astype(np.int64)).to(device)
+        self.compiled = compile
+        self._forward, self._update = self.model, self.opt.step
+        if compile:
+            torch.compiler.reset()
+            self._forward = torch.compile(self.model, mode="reduce-overhead")
+            self._update = torch.compile(self.opt.step)
 
     def __call__(self):
+        if self.compiled:  # a new iteration: the graphs' earlier outputs may be reused
+            self.torch.compiler.cudagraph_mark_step_begin()
         self.opt.zero_grad(set_to_none=True)
-        loss = self.torch.nn.functional.cross_entropy(self.model(self.X), self.y)
+        loss = self.torch.nn.functional.cross_entropy(self._forward(self.X), self.y)
         loss.backward()
-        self.opt.step()
+        self._update()
         return loss
 
 
