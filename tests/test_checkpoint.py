@@ -14,7 +14,7 @@ import pytest
 from tests.helpers import asarray, assert_close
 from xpnet import backend
 from xpnet._safetensors import assemble, decode, pack
-from xpnet.checkpoint import CheckpointError, load, read_metadata, save
+from xpnet.checkpoint import CheckpointError, _header_sha256, load, read_metadata, save
 from xpnet.models import MLP, MLP4
 
 
@@ -95,7 +95,9 @@ def _rewrite(path, *, tensors=None, info=None):
         info(meta)
     entries, data = pack(tensors)
     meta["sha256"] = hashlib.sha256(data).hexdigest()
-    Path(path).write_bytes(assemble(entries, data, {"xpnet": json.dumps(meta)}))
+    document = json.dumps(meta)
+    header = {"xpnet": document, "xpnet_sha256": _header_sha256(entries, document)}
+    Path(path).write_bytes(assemble(entries, data, header))
 
 
 @pytest.fixture
@@ -109,6 +111,72 @@ def test_corrupted_bytes_are_refused(saved):
     saved.write_bytes(bytes(blob))
     with pytest.raises(CheckpointError, match="do not match the checksum"):
         load(saved)
+
+
+def _edit_header(path, edit):
+    """Edit a checkpoint's header in place, its hashes left as they were (as a hand edit
+    would): ``edit(header)`` changes the parsed header or returns a new ``xpnet`` text."""
+    blob = Path(path).read_bytes()
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + n])
+    text = edit(header)
+    if text is not None:
+        header["__metadata__"]["xpnet"] = text
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    Path(path).write_bytes(len(raw).to_bytes(8, "little") + raw + blob[8 + n :])
+
+
+def _reverse_classes(header):
+    meta = json.loads(header["__metadata__"]["xpnet"])
+    meta["user"]["classes"].reverse()
+    return json.dumps(meta)
+
+
+def _swap_layout(header):
+    """Give two arrays of one shape each other's bytes (the data section unchanged)."""
+    entries = [v for k, v in header.items() if k != "__metadata__"]
+    a, b = next((a, b) for a in entries for b in entries if a is not b and a["shape"] == b["shape"])
+    a["data_offsets"], b["data_offsets"] = b["data_offsets"], a["data_offsets"]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        _reverse_classes,
+        lambda h: h["__metadata__"]["xpnet"][:-1] + ', "dtype": "float32"}',  # a duplicate key
+        lambda h: h["__metadata__"]["xpnet"] + " ",
+        lambda h: h["__metadata__"]["xpnet"].replace('"user": {', '"user": {"note": 1, ', 1),
+        _swap_layout,
+    ],
+    ids=["classes reversed", "duplicate key", "whitespace", "field added", "arrays swapped"],
+)
+def test_any_edit_of_the_header_is_refused(tmp_path, edit):
+    """The header's checksum covers the metadata's exact text and which bytes belong to
+    which array: every edit is refused before a field is read, though the arrays' own
+    checksum still matches."""
+    path = save(_trained(np, None, "float32"), tmp_path / "m.safetensors",
+                metadata={"classes": ["cat", "dog", "emu", "fox"]})  # fmt: skip
+    assert load(path) is not None
+    _edit_header(path, edit)
+    with pytest.raises(CheckpointError, match=r"checksum recorded at save time \(xpnet_sha256\)"):
+        load(path)
+
+
+def test_a_header_without_its_checksum_is_refused(saved):
+    _edit_header(saved, lambda header: header["__metadata__"].pop("xpnet_sha256") and None)
+    with pytest.raises(CheckpointError, match=r"checksum \(xpnet_sha256\) is missing"):
+        load(saved)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_only_regular_files_are_read(tmp_path):
+    """A FIFO without a writer, or a device that never ends, is refused at once."""
+    os.mkfifo(tmp_path / "fifo.safetensors")
+    for path in (tmp_path / "fifo.safetensors", "/dev/zero"):
+        if Path(path).exists():
+            with pytest.raises(CheckpointError, match="not a regular file"):
+                load(path)
 
 
 def test_tampered_weights_are_refused(saved):

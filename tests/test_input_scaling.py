@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import run_cli
+from xpnet._safetensors import assemble, decode, pack
 from xpnet.data import load_digits
 
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
@@ -117,6 +118,8 @@ def _legacy_checkpoint(path):
         xpnet.save(model, path, probe=data.X_test[:8] / 16, metadata=user)
     finally:
         checkpoint.FORMAT = saved
+    tensors, header, _ = decode(path.read_bytes())  # format 1 had no header checksum
+    path.write_bytes(assemble(*pack(tensors), {"xpnet": header["xpnet"]}))
     logits = model.forward((data.X_test / 16).astype(np.float32))
     return float(np.mean(np.argmax(logits, axis=1) == data.y_test))
 
@@ -128,6 +131,7 @@ def test_a_checkpoint_of_the_old_format_is_never_silently_mis_scaled(tmp_path):
     report = run_cli("evaluate", path, "--json")
     assert report.returncode == 0, report.stderr
     assert json.loads(report.stdout)["accuracy"] == accuracy  # divided by 16, as trained
+    assert "checksum covers its arrays only" in report.stderr  # no metadata hash in format 1
     X, _ = sklearn_datasets.load_digits(return_X_y=True)
     np.savetxt(tmp_path / "five.csv", X[:5], delimiter=",", fmt="%g")
     result = run_cli("predict", path, tmp_path / "five.csv")

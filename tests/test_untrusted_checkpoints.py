@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,3 +244,22 @@ def test_fuzz_metadata_values(tmp_path, pristine, edits):
 
     _rewrite(path, info=edit)
     _attempt(path)
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero here")
+def test_a_recorded_data_path_that_never_ends_is_refused(tmp_path):
+    """A checkpoint that names ``/dev/zero`` as its training file (its header's checksum
+    recomputed, as anyone can) is refused in one line, not hashed forever."""
+    from tests.helpers import run_cli
+
+    trained = run_cli("train", "--epochs", 1, "--hidden", 8, "--out", tmp_path / "r", "--quiet")
+    assert trained.returncode == 0, trained.stderr
+    path = tmp_path / "r" / "model.safetensors"
+
+    def edit(meta):
+        meta["user"]["data"].update(name="/dev/zero", path="/dev/zero", sha256="0" * 64)
+
+    _rewrite(path, info=edit)
+    result = run_cli("evaluate", path)
+    assert result.returncode == 2
+    assert result.stderr == "xpnet evaluate: error: /dev/zero: not a regular file\n"

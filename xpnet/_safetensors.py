@@ -45,22 +45,49 @@ def pack(tensors: dict[str, np.ndarray]) -> tuple[dict[str, dict], bytes]:
     TypeError
         An array is neither float32 nor float64.
     """
-    entries, chunks, offset = {}, [], 0
-    for name, array in tensors.items():
+    entries = layout(tensors)
+    chunks = []
+    for array in tensors.values():
         shape = np.shape(array)  # ascontiguousarray would make a 0-d array 1-d
         array = np.ascontiguousarray(array, dtype=np.asarray(array).dtype.newbyteorder("<"))
-        array = array.reshape(shape)
-        if array.dtype not in _TO_CODE:
-            raise TypeError(f"tensor {name!r}: dtype {array.dtype} is not float32/float64")
-        data = array.tobytes()
-        entries[name] = {
-            "dtype": _TO_CODE[array.dtype],
-            "shape": list(array.shape),
-            "data_offsets": [offset, offset + len(data)],
-        }
-        chunks.append(data)
-        offset += len(data)
+        chunks.append(array.reshape(shape).tobytes())
     return entries, b"".join(chunks)
+
+
+def layout(tensors: dict[str, np.ndarray]) -> dict[str, dict]:
+    """The header entries of float arrays laid out one after the other, in the dict's order.
+
+    :func:`decode` returns its arrays in the order of their offsets, so the layout of a
+    decoded file is the layout it was written with.
+
+    Parameters
+    ----------
+    tensors : dict of str to numpy.ndarray
+        Arrays of float32 or float64, by name.
+
+    Returns
+    -------
+    dict of str to dict
+        The header entry of each array: ``dtype``, ``shape``, ``data_offsets``.
+
+    Raises
+    ------
+    TypeError
+        An array is neither float32 nor float64.
+    """
+    entries, offset = {}, 0
+    for name, array in tensors.items():
+        dtype = np.asarray(array).dtype.newbyteorder("<")
+        if dtype not in _TO_CODE:
+            raise TypeError(f"tensor {name!r}: dtype {dtype} is not float32/float64")
+        size = math.prod(np.shape(array)) * dtype.itemsize
+        entries[name] = {
+            "dtype": _TO_CODE[dtype],
+            "shape": list(np.shape(array)),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    return entries
 
 
 def assemble(entries: dict[str, dict], data: bytes, metadata: dict[str, str]) -> bytes:

@@ -3,9 +3,12 @@
 A checkpoint holds the model's ``state_dict`` (float32/float64 arrays by key) and, in the
 header's metadata, a JSON document with the architecture, dtype, xpnet version, the
 backend and device it was trained on, library versions, a SHA-256 of the array bytes and
-a *probe*: a few inputs with the outputs the model gave for them when it was saved.
-:func:`load` rebuilds the model on any backend, checks the hash, re-runs the probe and
-refuses the file when the outputs differ beyond a dtype-aware tolerance.
+a *probe*: a few inputs with the outputs the model gave for them when it was saved. A
+second SHA-256 (``xpnet_sha256`` beside the document) covers the document's exact text and
+the arrays' names, dtypes, shapes and offsets, so that no byte of the file can change
+unnoticed. :func:`load` checks both hashes before it reads any field, rebuilds the model
+on any backend, re-runs the probe and refuses the file when the outputs differ beyond a
+dtype-aware tolerance.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from . import backend
-from ._safetensors import FormatError, assemble, decode, pack
+from ._io import NotRegularFileError, open_regular
+from ._safetensors import FormatError, assemble, decode, layout, pack
 from ._typing import Array, Device, Namespace
 from .errors import CheckpointError, CheckpointNotFoundError
 from .models import ACTIVATIONS, INITS, MLP, MLP0, MLP1, MLP4
@@ -40,7 +44,8 @@ __all__ = [
 #: whose ``xpnet train`` scaled the built-in datasets before the model saw them
 #: (:data:`LEGACY_FORMATS`).
 FORMAT = "xpnet-checkpoint/2"
-#: Formats :func:`load` still reads.
+#: Formats :func:`load` still reads. Their files have no ``xpnet_sha256``: only their arrays
+#: are covered by a hash, their metadata (classes, architecture) is not.
 LEGACY_FORMATS = ("xpnet-checkpoint/1",)
 _CLASSES = {cls.__name__: cls for cls in (MLP, MLP0, MLP1, MLP4)}
 #: dtype -> (rtol, atol) for the probe: float32 leaves room for another BLAS's rounding.
@@ -123,8 +128,17 @@ def save(
         "sha256": hashlib.sha256(data).hexdigest(),
         "user": metadata if metadata is not None else {},
     }
-    _atomic_write(path, assemble(entries, data, {"xpnet": json.dumps(info)}))
+    document = json.dumps(info)
+    header = {"xpnet": document, "xpnet_sha256": _header_sha256(entries, document)}
+    _atomic_write(path, assemble(entries, data, header))
     return path
+
+
+def _header_sha256(entries, document):
+    """SHA-256 of the metadata document's text and the arrays' layout (names, dtypes,
+    shapes, offsets in file order); the document holds the hash of the arrays' bytes."""
+    text = json.dumps(entries, separators=(",", ":")) + "\n" + document
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _atomic_write(path, blob):
@@ -144,31 +158,51 @@ def _atomic_write(path, blob):
         raise
 
 
-def _read(path):
-    """``(tensors, info)`` of a checkpoint whose format, hash and metadata are checked."""
-    path = Path(path)
+def _read_regular_file(path):
+    """The bytes of ``path``, read only if it is a regular file (a FIFO or a device such
+    as ``/dev/zero`` would never end)."""
     try:
-        blob = path.read_bytes()
+        with open_regular(path) as fh:
+            return fh.read()
+    except NotRegularFileError:
+        raise CheckpointError(f"{path}: not a regular file, so not a checkpoint") from None
     except FileNotFoundError:
         raise CheckpointNotFoundError(f"{path}: no such checkpoint", filename=str(path)) from None
     except IsADirectoryError:
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from None
     except OSError as err:
         raise CheckpointError(f"{path}: cannot read ({err.strerror or err})") from None
+
+
+def _read(path):
+    """``(tensors, info)`` of a checkpoint whose format, hashes and metadata are checked."""
+    path = Path(path)
+    blob = _read_regular_file(path)
     try:
         tensors, header_meta, data = decode(blob)
     except FormatError as err:
         raise CheckpointError(f"{path}: not a valid checkpoint: {err}") from None
     if "xpnet" not in header_meta:
         raise CheckpointError(f"{path}: a safetensors file without xpnet metadata")
+    document = header_meta["xpnet"]
+    recorded = header_meta.get("xpnet_sha256")
+    if recorded is not None and recorded != _header_sha256(layout(tensors), document):
+        raise CheckpointError(
+            f"{path}: the metadata or the arrays' names, shapes or offsets do not match the "
+            f"checksum recorded at save time (xpnet_sha256); the file was modified"
+        )
     try:
-        info = json.loads(header_meta["xpnet"])
+        info = json.loads(document)
     except (json.JSONDecodeError, RecursionError) as err:
         raise CheckpointError(f"{path}: xpnet metadata is not valid JSON ({err})") from None
     if not isinstance(info, dict) or info.get("format") not in (FORMAT, *LEGACY_FORMATS):
         found = info.get("format") if isinstance(info, dict) else None
         raise CheckpointError(
             f"{path}: unsupported checkpoint format {found!r}, expected {FORMAT!r}"
+        )
+    if recorded is None and info["format"] == FORMAT:
+        raise CheckpointError(
+            f"{path}: the metadata's checksum (xpnet_sha256) is missing; the file was modified"
         )
     if hashlib.sha256(data).hexdigest() != info.get("sha256"):
         raise CheckpointError(

@@ -272,10 +272,17 @@ def _cmd_train(args):
 
 # -- evaluate / predict ----------------------------------------------------------------------
 def _load(args):
-    from ..checkpoint import load_all
+    from ..checkpoint import LEGACY_FORMATS, load_all
 
     xp, device = _namespace(args.backend, getattr(args, "device", None))
     model, _, info = load_all(args.checkpoint, xp=xp, device=device)
+    if info.get("format") in LEGACY_FORMATS:
+        print(
+            f"xpnet {args.command}: note: {args.checkpoint} is a checkpoint of format "
+            f"{info['format']!r}, whose checksum covers its arrays only: its metadata "
+            f"(classes, data record) cannot be checked",
+            file=sys.stderr,
+        )
     return model, info
 
 

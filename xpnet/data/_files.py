@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from .._io import open_regular
+
 
 def _update(digest, path):
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:  # a device such as /dev/zero would be hashed forever
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
 
@@ -24,6 +26,12 @@ def file_sha256(path) -> str:
     -------
     str
         Hexadecimal.
+
+    Raises
+    ------
+    OSError
+        The file cannot be read, or is not a regular file
+        (:class:`xpnet._io.NotRegularFileError`).
     """
     digest = hashlib.sha256()
     _update(digest, path)
