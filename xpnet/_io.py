@@ -1,10 +1,15 @@
-"""Opening files from untrusted paths: regular files only, checked on the open descriptor."""
+"""Files opened from untrusted paths (regular files only) and files written atomically.
+
+A path's type is checked on the opened descriptor, so the file checked is the file read.
+"""
 
 from __future__ import annotations
 
 import errno
 import os
 import stat
+import tempfile
+from pathlib import Path
 from typing import BinaryIO
 
 
@@ -51,4 +56,34 @@ def open_regular(path) -> BinaryIO:
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
+        raise
+
+
+def atomic_write(path, blob: bytes) -> None:
+    """Write ``blob`` to ``path`` so that readers see the old file or the whole new one.
+
+    The bytes go to a temporary file in the same folder, are flushed to disk, and the
+    file is renamed over ``path``; on any failure (a full disk, an interruption) the
+    temporary file is removed and ``path`` is left as it was.
+
+    Parameters
+    ----------
+    path : str or Path
+        The destination; its folder must exist.
+    blob : bytes
+        The file's whole content.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
         raise

@@ -17,13 +17,12 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from . import backend
-from ._io import NotRegularFileError, open_regular
+from ._io import NotRegularFileError, atomic_write, open_regular
 from ._safetensors import FormatError, assemble, decode, layout, pack
 from ._typing import Array, Device, Namespace
 from .errors import CheckpointError, CheckpointNotFoundError
@@ -130,7 +129,7 @@ def save(
     }
     document = json.dumps(info)
     header = {"xpnet": document, "xpnet_sha256": _header_sha256(entries, document)}
-    _atomic_write(path, assemble(entries, data, header))
+    atomic_write(path, assemble(entries, data, header))
     return path
 
 
@@ -139,23 +138,6 @@ def _header_sha256(entries, document):
     shapes, offsets in file order); the document holds the hash of the arrays' bytes."""
     text = json.dumps(entries, separators=(",", ":")) + "\n" + document
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _atomic_write(path, blob):
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _read_regular_file(path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import sys
@@ -146,7 +147,7 @@ def _cuda_graph_refusal(config, comm):
 
 def _cmd_train(args):
     from ..distributed import init as init_distributed
-    from .runs import RESUME_FILE, config_of_run, train_run
+    from .runs import RESUME_FILE, config_of_run, owned_folder, train_run
 
     comm = init_distributed()  # None unless started with mpiexec/srun and several processes
     root = comm is None or comm.rank == 0
@@ -206,41 +207,38 @@ def _cmd_train(args):
             else Path("runs")
             / (f"{Path(str(opts['dataset'])).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
         )
-        taken = (folder / RESUME_FILE).exists()
-        if comm is not None:  # the first process decides for all, before any writes
-            folder, taken = comm.broadcast((folder, taken))
-        if taken:
-            raise UsageError(
-                f"{folder} already holds a run; continue it with "
-                f"--resume {folder} or choose another --out"
+        if comm is not None:  # the first process names the folder for all
+            folder = comm.broadcast(folder)
+    with owned_folder(folder) if root else contextlib.nullcontext():
+        if not args.resume:
+            _refuse_a_used_folder(folder, force=args.force, comm=comm)
+        try:
+            metrics = train_run(
+                config,
+                folder,
+                resume=bool(args.resume),
+                quiet=args.quiet,
+                echo=lambda text: _echo(args, text),
+                comm=comm,
             )
-    try:
-        metrics = train_run(
-            config,
-            folder,
-            resume=bool(args.resume),
-            quiet=args.quiet,
-            echo=lambda text: _echo(args, text),
-            comm=comm,
-        )
-    except TrainingDiverged as err:
-        print(
-            f"xpnet train: error: {err}; the last good state (end of epoch "
-            f"{err.epoch - 1}) is in {folder / RESUME_FILE}",
-            file=sys.stderr,
-        )
-        return 1
-    except KeyboardInterrupt:
-        print(
-            f"xpnet train: interrupted; {folder / RESUME_FILE} holds the state at the end "
-            f"of the last completed epoch. Continue with: xpnet train --resume {folder}",
-            file=sys.stderr,
-        )
-        return 130
-    except XpnetError:  # a missing data file is an OSError too; its message says it all
-        raise
-    except OSError as err:
-        raise UsageError(f"cannot write to {folder}: {err.strerror or err}") from None
+        except TrainingDiverged as err:
+            print(
+                f"xpnet train: error: {err}; the last good state (end of epoch "
+                f"{err.epoch - 1}) is in {folder / RESUME_FILE}",
+                file=sys.stderr,
+            )
+            return 1
+        except KeyboardInterrupt:
+            print(
+                f"xpnet train: interrupted; {folder / RESUME_FILE} holds the state at the end "
+                f"of the last completed epoch. Continue with: xpnet train --resume {folder}",
+                file=sys.stderr,
+            )
+            return 130
+        except XpnetError:  # a missing data file is an OSError too; its message says it all
+            raise
+        except OSError as err:
+            raise UsageError(f"cannot write to {folder}: {err.strerror or err}") from None
     if not root:
         return 0
     if args.json:
@@ -268,6 +266,36 @@ def _cmd_train(args):
     )
     print(f"test accuracy: {metrics['test_accuracy']:.4f}")
     return 0
+
+
+def _refuse_a_used_folder(folder, *, force, comm):
+    """Refuse a new run in a folder that holds another's files, or clear them with
+    ``--force``; under MPI the first process decides for all."""
+    from .runs import RESUME_FILE, RUN_FILES
+
+    found = (
+        [name for name in RUN_FILES if (folder / name).exists()]
+        if comm is None or comm.rank == 0
+        else None
+    )
+    if comm is not None:
+        found = comm.broadcast(found)
+    if not found:
+        return
+    if force:
+        if comm is None or comm.rank == 0:
+            for name in (*RUN_FILES, "curves.png"):
+                (folder / name).unlink(missing_ok=True)
+        return
+    if RESUME_FILE in found:
+        raise UsageError(
+            f"{folder} already holds a run; continue it with --resume {folder}, choose "
+            f"another --out, or pass --force to replace it"
+        )
+    raise UsageError(
+        f"{folder} holds the files of a finished run ({', '.join(found)}); choose another "
+        f"--out, or pass --force to replace them"
+    )
 
 
 # -- evaluate / predict ----------------------------------------------------------------------
@@ -555,6 +583,11 @@ def build_parser():
         help="seeds the split, the initial parameters and the shuffling (default: 0)",
     )
     p.add_argument("--out", default=None, help="output folder (default: runs/<dataset>-<time>)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the run already in --out (its checkpoints and metrics) instead of refusing",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument(
         "--quiet",

@@ -15,8 +15,11 @@ rows that training held out, from any folder, and refuses a data file that chang
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend
+from .._io import atomic_write
 from ..checkpoint import LEGACY_FORMATS, load_all, read_metadata, save
 from ..data import (
     SCALINGS,
@@ -61,10 +65,73 @@ __all__ = [
 ]
 
 RESUME_FILE = "resume.safetensors"
+#: The file whose OS lock marks the process that owns a run folder (it holds that pid).
+LOCK_FILE = ".xpnet.lock"
+#: Files of a finished run, which a new run does not overwrite without ``--force``.
+RUN_FILES = ("model.safetensors", "metrics.json", RESUME_FILE)
 
 #: A run stops as diverged when an epoch's mean cross-entropy exceeds this many times
 #: ``ln(K)``, the loss of predicting all ``K`` classes as equally likely.
 DIVERGENCE_FACTOR = 100.0
+
+
+@contextlib.contextmanager
+def owned_folder(folder):
+    """Hold ``folder``'s exclusive lock while the block runs.
+
+    One process trains in a run folder at a time. The lock is the operating system's (``fcntl.flock`` on :data:`LOCK_FILE`), so it is
+    released when the process ends however it ends; nothing stale is left to clean up. The
+    folder is created if missing. Where the platform has no ``fcntl`` (Windows), nothing
+    is locked.
+
+    Parameters
+    ----------
+    folder : Path
+        The run folder.
+
+    Yields
+    ------
+    None
+        While the lock is held.
+
+    Raises
+    ------
+    RunError
+        Another process holds the folder (the message gives its pid), or the folder cannot
+        be created.
+    """
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunError(f"cannot create the run folder {folder}: {err.strerror}") from None
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks here: nothing to hold
+        yield
+        return
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    locked = False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            raise RunError(
+                f"{folder} is in use by another xpnet process (pid {holder}); wait for it "
+                f"to end, or choose another --out"
+            ) from None
+        locked = True
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        if locked and created and [p.name for p in folder.iterdir()] == [LOCK_FILE]:
+            (folder / LOCK_FILE).unlink()  # a run that wrote nothing leaves no folder,
+            with contextlib.suppress(OSError):  # nor the parents made for it (runs/)
+                for made in created:
+                    made.rmdir()
+        os.close(fd)  # releases the lock
 
 
 def loss_bound(n_classes):
@@ -482,7 +549,7 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print, comm=Non
             "early_stopping": stopping,
         },
     )
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    atomic_write(folder / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     best = stopping["best_epoch"] if stopping else None
     metrics["curves"] = _plot_curves(history, folder / "curves.png", best_epoch=best)
     return metrics
@@ -689,8 +756,10 @@ def _plot_curves(history, path, *, best_epoch=None):
     ax_loss.legend()
     ax_acc.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=100)
     plt.close(fig)
+    atomic_write(path, image.getvalue())
     return str(path)
 
 
