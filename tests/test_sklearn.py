@@ -87,3 +87,51 @@ def test_partial_fit_classes_given_unsorted_and_duplicated():
     for _ in range(30):
         reference.partial_fit(X, y, classes=np.array(["ant", "cat", "dog"]))
     np.testing.assert_array_equal(clf.predict_proba(X), reference.predict_proba(X))
+
+
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [
+        ("epochs", 0),
+        ("epochs", -5),
+        ("epochs", 2.7),
+        ("batch_size", 0),
+        ("batch_size", "big"),
+        ("validation_fraction", 1.5),
+        ("validation_fraction", 0.0),
+        ("learning_rate", 0.0),
+        ("momentum", 1.5),
+        ("weight_decay", -1e-4),
+        ("dropout", 1.0),
+        ("hidden_layer_sizes", 0),
+        ("activation", "swish"),
+        ("optimizer", "lbfgs"),
+        ("dtype", "float16"),
+        ("n_iter_no_change", 0),
+        ("early_stopping", "yes"),
+    ],
+)
+@pytest.mark.parametrize("estimator", [MLPClassifier, MLPRegressor])
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_bad_parameters_are_refused_by_name_before_training(estimator, param, value, method):
+    """scikit-learn's parameter-constraint machinery checks every parameter, as for its
+    own estimators: one ValueError naming the parameter, before any training."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, y = np.zeros((6, 3)), np.array([0, 1, 0, 1, 0, 1])
+    kwargs = {"classes": [0, 1]} if method == "partial_fit" and estimator is MLPClassifier else {}
+    model = estimator(**{param: value})
+    with pytest.raises(InvalidParameterError, match=f"'{param}' parameter of {estimator.__name__}"):
+        getattr(model, method)(X, y, **kwargs)
+    assert not hasattr(model, "model_")
+
+
+def test_a_diverging_fit_raises_instead_of_returning_nan():
+    from xpnet.errors import TrainingDiverged
+
+    X, y = load_digits(return_X_y=True)
+    model = MLPClassifier(learning_rate=1e6, optimizer="sgd", epochs=5, random_state=0)
+    with pytest.raises(
+        TrainingDiverged, match=r"training loss became (nan|inf) at epoch \d+, step \d+"
+    ):
+        model.fit(X, y)

@@ -4,7 +4,12 @@
 (``get_params``/``set_params``, ``fit`` returns the estimator, fitted attributes end in
 ``_``, ``partial_fit``) and pass ``sklearn.utils.estimator_checks.check_estimator``. They
 take and return NumPy arrays whatever the backend: with ``backend="cupy"`` the model trains
-on the GPU and only the predictions come back. Needs ``pip install 'xpnet[sklearn]'``.
+on the GPU and only the predictions come back. Their parameters are checked by
+scikit-learn's own constraint machinery when ``fit`` or ``partial_fit`` starts (an
+``InvalidParameterError``, a ``ValueError``, naming the parameter and what it accepts), and
+a loss that becomes NaN or infinite stops training with
+:class:`~xpnet.errors.TrainingDiverged`, naming the epoch and step, as ``xpnet.train.fit``
+does, instead of leaving a model that predicts NaN. Needs ``pip install 'xpnet[sklearn]'``.
 
 Examples
 --------
@@ -18,12 +23,14 @@ True
 
 from __future__ import annotations
 
-from typing import Any
+from numbers import Integral, Real
+from typing import Any, ClassVar
 
 import numpy as np
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.utils._param_validation import Interval, StrOptions
     from sklearn.utils.multiclass import check_classification_targets
     from sklearn.utils.validation import check_is_fitted, validate_data
 except ImportError as err:  # pragma: no cover - depends on the environment
@@ -34,8 +41,8 @@ except ImportError as err:  # pragma: no cover - depends on the environment
     ) from err
 
 from . import backend as _backend
-from .errors import XpnetValueError
-from .models import MLP
+from .errors import TrainingDiverged, XpnetValueError
+from .models import ACTIVATIONS, MLP
 from .nn import CrossEntropyLoss, MSELoss, Softmax
 from .optim import SGD, Adam, AdamW
 
@@ -46,6 +53,28 @@ _OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 class _BaseMLP(BaseEstimator):
     """What the classifier and the regressor share: parameters, the training loop."""
+
+    # checked by scikit-learn's own machinery at the start of fit and partial_fit, so that
+    # a bad value fails there with scikit-learn's InvalidParameterError (a ValueError)
+    _parameter_constraints: ClassVar[dict] = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "batchnorm": ["boolean"],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "optimizer": [StrOptions(set(_OPTIMIZERS))],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+        "backend": [str],
+        "device": "no_validation",  # the backend's own check names what is wrong
+        "dtype": [StrOptions({"float32", "float64"})],
+    }
 
     def __init__(
         self,
@@ -101,10 +130,6 @@ class _BaseMLP(BaseEstimator):
         return state
 
     def _build(self, n_features, n_outputs):
-        if self.optimizer not in _OPTIMIZERS:
-            raise XpnetValueError(
-                f"optimizer must be one of {sorted(_OPTIMIZERS)}, got {self.optimizer!r}"
-            )
         hidden = (
             [self.hidden_layer_sizes]
             if isinstance(self.hidden_layer_sizes, (int, np.integer))
@@ -144,15 +169,18 @@ class _BaseMLP(BaseEstimator):
         X, T = xp.take(X, order, axis=0), xp.take(T, order, axis=0)
         loss, total = self._loss(), 0.0
         self.model_.train()
-        for start in range(0, n, batch):
-            stop = min(start + batch, n)
-            if self.batchnorm and stop - start < 2:
-                continue  # one row has no batch statistics
-            Xb, Tb = X[start:stop, ...], T[start:stop, ...]
-            value = loss.forward_unchecked(self.model_.forward(Xb), Tb, xp)
-            self.model_.backward(loss.backward(), input_grad=False)
-            self._optimizer.step()
-            total += float(value) * (stop - start)
+        with _backend.quiet_float_errors(xp):  # a non-finite loss is checked below
+            for step, start in enumerate(range(0, n, batch), 1):
+                stop = min(start + batch, n)
+                if self.batchnorm and stop - start < 2:
+                    continue  # one row has no batch statistics
+                Xb, Tb = X[start:stop, ...], T[start:stop, ...]
+                value = float(loss.forward_unchecked(self.model_.forward(Xb), Tb, xp))
+                if not np.isfinite(value):  # as fit does: an error, not NaN predictions
+                    raise TrainingDiverged(self.n_iter_ + 1, step, value)
+                self.model_.backward(loss.backward(), input_grad=False)
+                self._optimizer.step()
+                total += value * (stop - start)
         self.model_.eval()
         self.n_iter_ += 1
         mean = total / n
@@ -342,6 +370,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         MLPClassifier
             The fitted estimator.
         """
+        self._validate_params()
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
         T = self._targets(y, reset=True)
         self._build(X.shape[1], len(self.classes_))
@@ -364,6 +393,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         MLPClassifier
             The estimator.
         """
+        self._validate_params()
         first = not hasattr(self, "model_")
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=first)
         if first:
@@ -551,6 +581,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         MLPRegressor
             The fitted estimator.
         """
+        self._validate_params()
         X, y = validate_data(
             self, X, y, dtype=[np.float64, np.float32], multi_output=True, y_numeric=True
         )
@@ -574,6 +605,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             The estimator.
         """
         first = not hasattr(self, "model_")
+        self._validate_params()
         X, y = validate_data(
             self, X, y, dtype=[np.float64, np.float32], multi_output=True, y_numeric=True,
             reset=first,
