@@ -79,10 +79,10 @@ DIVERGENCE_FACTOR = 100.0
 def owned_folder(folder):
     """Hold ``folder``'s exclusive lock while the block runs.
 
-    One process trains in a run folder at a time. The lock is the operating system's (``fcntl.flock`` on :data:`LOCK_FILE`), so it is
-    released when the process ends however it ends; nothing stale is left to clean up. The
-    folder is created if missing. Where the platform has no ``fcntl`` (Windows), nothing
-    is locked.
+    One process trains in a run folder at a time. The lock is the operating system's
+    (``fcntl.flock`` on :data:`LOCK_FILE`), so it is released when the process ends however
+    it ends; nothing stale is left to clean up. The folder is created if missing. Where
+    the platform has no ``fcntl`` (Windows), nothing is locked.
 
     Parameters
     ----------
