@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -92,7 +94,7 @@ def test_npz_missing_arrays_and_pickled_objects(tmp_path):
     with pytest.raises(DataError, match=r"expected arrays 'X' and 'y', missing \['X', 'y'\]"):
         load_file(tmp_path / "a.npz")
     np.savez(tmp_path / "o.npz", X=np.array([object(), object()], dtype=object), y=[0, 1])
-    with pytest.raises(DataError, match=r"not a readable \.npz"):
+    with pytest.raises(DataError, match=r"o.npz \(X\): holds Python objects, which are never"):
         load_file(tmp_path / "o.npz")  # object arrays need pickle, which is never allowed
 
 
@@ -231,3 +233,65 @@ def test_fast_csv_reader_equals_the_row_reader(tmp_path, label_column, labels, h
     np.testing.assert_array_equal(fast_y, slow_y)
     assert fast_y.dtype.kind == {"ints": "i", "strings": "U", "floats": "f"}[labels]
     np.testing.assert_allclose(fast_X, X)
+
+
+def _npy_claiming(shape, dtype="<f8", body=b"\0" * 16):
+    """The bytes of a ``.npy`` file whose header claims ``shape`` over a tiny body."""
+    import io
+
+    out = io.BytesIO()
+    header = {"descr": dtype, "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(out, header)
+    return out.getvalue() + body
+
+
+def test_sizes_claimed_by_a_header_are_checked_before_anything_is_allocated(tmp_path):
+    """A 10**10-value ``y.npy`` of a few hundred bytes, the same claim inside a ``.npz``, a
+    prediction input: each refused from its header, as every reader checks a claim."""
+    import zipfile
+
+    from xpnet.data import read_features
+
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    np.save(folder / "X.npy", np.zeros((4, 2)))
+    (folder / "y.npy").write_bytes(_npy_claiming((10**10,)))
+    with pytest.raises(DataError, match=r"y.npy: the header claims 80000000000 bytes of data"):
+        load_dataset(folder)
+    (tmp_path / "x.npy").write_bytes(_npy_claiming((10**6, 10**4)))
+    with pytest.raises(DataError, match=r"x.npy: the header claims 80000000000 bytes"):
+        read_features(tmp_path / "x.npy")
+    with zipfile.ZipFile(tmp_path / "c.npz", "w") as archive:
+        archive.writestr("X.npy", _npy_claiming((10**5, 10**5)))
+        archive.writestr("y.npy", _npy_claiming((2,)))
+    with pytest.raises(DataError, match=r"c.npz \(X\): the header claims 80000000000 bytes"):
+        load_file(tmp_path / "c.npz")
+
+
+def test_a_zip_bomb_is_refused_before_it_is_inflated(tmp_path):
+    """A member of 50 MB of zeros deflates a thousandfold: refused from the zip's record."""
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("X.npy", _npy_claiming((50_000, 125), body=bytes(50_000_000)))
+        archive.writestr("y.npy", _npy_claiming((50_000,), "<i8", body=bytes(400_000)))
+    assert (tmp_path / "bomb.npz").stat().st_size < 200_000
+    with pytest.raises(DataError, match=r"bomb.npz \(X\): .* refused as a decompression bomb"):
+        load_file(tmp_path / "bomb.npz")
+
+
+def test_an_npz_with_its_own_test_split_is_refused_not_read_in_part(tmp_path):
+    np.savez(tmp_path / "s.npz", X=np.zeros((4, 2)), y=[0, 1, 0, 1], X_test=np.zeros((2, 2)))
+    with pytest.raises(DataError, match="holds X_test; xpnet splits X and y itself"):
+        load_file(tmp_path / "s.npz")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_a_fifo_is_never_opened_for_reading(tmp_path):
+    """A FIFO without a writer would block any reader that opened it: refused unread."""
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    np.save(folder / "X.npy", np.zeros((4, 2)))
+    os.mkfifo(folder / "y.npy")
+    with pytest.raises(DataError, match=r"y\.npy: not a regular file"):
+        load_dataset(folder)

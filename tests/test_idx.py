@@ -62,7 +62,9 @@ def test_read_idx_types_and_refusals(tmp_path):
         read_idx(tmp_path / "bad")
     # a header that promises 60000x60000 values: refused from the file's size
     (tmp_path / "huge").write_bytes(bytes([0, 0, 8, 2]) + struct.pack(">2I", 60000, 60000))
-    with pytest.raises(DataError, match=r"the header says \(60000, 60000\)"):
+    with pytest.raises(
+        DataError, match=r"shape \(60000, 60000\), uint8\): the header claims 3600000000 bytes"
+    ):
         read_idx(tmp_path / "huge")
     (tmp_path / "code").write_bytes(bytes([0, 0, 0x42, 1]) + struct.pack(">I", 1) + b"x")
     with pytest.raises(DataError, match="unknown IDX type code 0x42"):
@@ -90,3 +92,29 @@ def test_train_and_evaluate_on_an_idx_folder(tmp_path):
     evaluated = json.loads(report.stdout)
     assert evaluated["accuracy"] == metrics["test_accuracy"]
     assert "official test split (100 of 500 rows)" in evaluated["dataset"]
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        (np.array([0.25, 0.75] * 60, dtype=np.float32), "non-integer values"),
+        (np.array([0.0, np.nan] * 60, dtype=np.float32), "NaN or infinite label"),
+    ],
+    ids=["fractional", "nan"],
+)
+def test_idx_labels_get_the_checks_of_every_format(tmp_path, labels, expected):
+    """Labels stored as IDX floats are checked as CSV and .npy labels are, not truncated."""
+    folder = _write_folder(tmp_path / "f", gz=False)
+    (folder / "train-labels-idx1-ubyte").write_bytes(_idx(labels, code=0x0D))
+    with pytest.raises(DataError, match=f"training labels\\): y .*{expected}"):
+        load_dataset(folder)
+
+
+def test_a_gzip_bomb_is_refused_before_it_is_inflated(tmp_path):
+    """A 60 KB gzip whose header claims 60 MB of zeros (a thousandfold expansion): refused
+    from the header, having inflated a few bytes, not 60 MB."""
+    folder = _write_folder(tmp_path / "f", gz=True)
+    bomb = _idx(np.zeros((60000, 1000), dtype=np.uint8))
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(bomb))
+    with pytest.raises(DataError, match="refused as a decompression bomb"):
+        read_idx(folder / "train-images-idx3-ubyte.gz")

@@ -263,3 +263,24 @@ def test_a_recorded_data_path_that_never_ends_is_refused(tmp_path):
     result = run_cli("evaluate", path)
     assert result.returncode == 2
     assert result.stderr == "xpnet evaluate: error: /dev/zero: not a regular file\n"
+
+
+@pytest.mark.parametrize(
+    ("header", "match"),
+    [
+        (b"[]" * 9_000_000, "more than the 16777216 read"),  # 18 MB
+        (
+            b"[" + b"[]," * 2_000_000 + b"[]]",
+            "about 4000002 JSON values, more than the 1048576 read",
+        ),  # 6 MB
+    ],
+    ids=["long", "many values"],
+)
+def test_a_header_too_costly_to_parse_is_refused_unparsed(tmp_path, header, match):
+    """A header of millions of empty lists would take gigabytes as Python objects: its
+    length and its count of values are checked before it is parsed."""
+    path = tmp_path / "m.safetensors"
+    header += b" " * (-len(header) % 8)
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(CheckpointError, match=match):
+        load(path)

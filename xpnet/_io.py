@@ -87,3 +87,34 @@ def atomic_write(path, blob: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+#: Environment variable that sets :func:`max_input_bytes` (a number of bytes).
+MAX_INPUT_BYTES_ENV = "XPNET_MAX_INPUT_BYTES"
+#: The most a compressed member or stream may expand. Deflate reaches about 1030 on
+#: constant data (a "bomb"); real datasets compress 2-20 fold (MNIST's gzipped images 5).
+MAX_EXPANSION = 200
+
+
+def max_input_bytes() -> int:
+    """The most bytes one array read from a data file may take in memory.
+
+    The physical memory of this machine, or the value of the environment variable
+    ``XPNET_MAX_INPUT_BYTES``. A file that claims more is refused before anything is
+    allocated; memory-mapped ``.npy`` features are not held in memory and not limited.
+
+    Returns
+    -------
+    int
+        Bytes.
+    """
+    given = os.environ.get(MAX_INPUT_BYTES_ENV)
+    if given:
+        try:
+            return int(given)
+        except ValueError:
+            pass  # an unreadable setting falls back to the machine's memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): no bound but 2**40
+        return 2**40

@@ -18,7 +18,55 @@ from .errors import XpnetValueError
 
 _TO_CODE: dict[np.dtype, str] = {np.dtype("<f4"): "F32", np.dtype("<f8"): "F64"}
 _FROM_CODE: dict[str, np.dtype] = {code: dtype for dtype, code in _TO_CODE.items()}
-MAX_HEADER = 100 * 1024 * 1024
+#: The longest header read or written, in bytes. A checkpoint's header holds the arrays'
+#: entries and the metadata (its probe at most 64 rows): a few hundred kilobytes.
+MAX_HEADER = 16 * 1024 * 1024
+#: The most JSON values a header may hold (counted from its separators before it is
+#: parsed), so that parsing it stays within about 100 MB whatever its bytes.
+MAX_HEADER_VALUES = 1 << 20
+
+
+def header_length(start: bytes, file_size: int) -> int:
+    """The header length a file's first 8 bytes give, checked before the rest is read.
+
+    It must fit the file's size and :data:`MAX_HEADER`.
+
+    Parameters
+    ----------
+    start : bytes
+        The file's first 8 bytes (fewer when the file is shorter).
+    file_size : int
+        The file's size in bytes.
+
+    Returns
+    -------
+    int
+        The header's length in bytes.
+
+    Raises
+    ------
+    FormatError
+        A file too short, or a length that the file or the bound does not allow.
+    """
+    if len(start) < 8:
+        raise FormatError(f"file too short ({file_size} bytes) to hold a safetensors header")
+    (n,) = struct.unpack("<Q", start[:8])
+    if 8 + n > file_size:
+        raise FormatError(f"header length {n} does not fit a file of {file_size} bytes")
+    if n > MAX_HEADER:
+        raise FormatError(f"a header of {n} bytes, more than the {MAX_HEADER} read")
+    return n
+
+
+def _check_header(raw: bytes) -> None:
+    """Refuse a header too long or with too many values to parse cheaply."""
+    if len(raw) > MAX_HEADER:
+        raise FormatError(f"a header of {len(raw)} bytes, more than the {MAX_HEADER} read")
+    values = raw.count(b",") + raw.count(b"[") + raw.count(b":")  # each value follows one
+    if values > MAX_HEADER_VALUES:
+        raise FormatError(
+            f"a header of about {values} JSON values, more than the {MAX_HEADER_VALUES} read"
+        )
 
 
 class FormatError(XpnetValueError):
@@ -108,6 +156,7 @@ def assemble(entries: dict[str, dict], data: bytes, metadata: dict[str, str]) ->
         The header length, the JSON header (padded to 8 bytes) and the data.
     """
     header = json.dumps({"__metadata__": metadata, **entries}, separators=(",", ":")).encode()
+    _check_header(header)  # never write what decode would refuse
     header += b" " * (-len(header) % 8)  # align the data section to 8 bytes
     return struct.pack("<Q", len(header)) + header + data
 
@@ -134,11 +183,8 @@ def decode(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str], bytes]:
     FormatError
         The bytes are not a well-formed safetensors file of float32/float64 arrays.
     """
-    if len(blob) < 8:
-        raise FormatError(f"file too short ({len(blob)} bytes) to hold a safetensors header")
-    (n,) = struct.unpack("<Q", blob[:8])
-    if n > MAX_HEADER or 8 + n > len(blob):
-        raise FormatError(f"header length {n} does not fit a file of {len(blob)} bytes")
+    n = header_length(blob[:8], len(blob))
+    _check_header(blob[8 : 8 + n])
     try:
         header = json.loads(blob[8 : 8 + n].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:

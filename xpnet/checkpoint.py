@@ -23,9 +23,9 @@ import numpy as np
 
 from . import backend
 from ._io import NotRegularFileError, atomic_write, open_regular
-from ._safetensors import FormatError, assemble, decode, layout, pack
+from ._safetensors import FormatError, assemble, decode, header_length, layout, pack
 from ._typing import Array, Device, Namespace
-from .errors import CheckpointError, CheckpointNotFoundError
+from .errors import CheckpointError, CheckpointNotFoundError, XpnetValueError
 from .models import ACTIVATIONS, INITS, MLP, MLP0, MLP1, MLP4
 
 __all__ = [
@@ -97,7 +97,8 @@ def save(
     metadata : dict, optional
         JSON-serialisable information stored under ``"user"`` (dataset, classes, ...).
     probe : array, optional
-        ``(n, sizes[0])`` inputs for the probe; default 4 seeded standard-normal rows.
+        ``(n, sizes[0])`` inputs for the probe, ``n`` at most :data:`MAX_PROBE_ROWS`;
+        default 4 seeded standard-normal rows.
     extra_tensors : dict, optional
         More float arrays to store (e.g. optimizer buffers, keys ``"optimizer.*"``).
 
@@ -105,12 +106,23 @@ def save(
     -------
     Path
         ``path``.
+
+    Raises
+    ------
+    XpnetValueError
+        A probe of more than :data:`MAX_PROBE_ROWS` rows, or metadata too large for the
+        header a checkpoint may have (16 MB, a million JSON values).
     """
     path = Path(path)
     tensors = {k: backend.to_numpy(v) for k, v in model.state_dict().items()}
     for key, value in (extra_tensors or {}).items():
         tensors[key] = backend.to_numpy(value)
     inputs = _probe_inputs(model, probe)
+    if inputs.ndim != 2 or not 1 <= inputs.shape[0] <= MAX_PROBE_ROWS:
+        raise XpnetValueError(
+            f"probe must be (n, {model.sizes[0]}) inputs with 1 <= n <= {MAX_PROBE_ROWS}, got "
+            f"shape {inputs.shape}"
+        )
     outputs = _run_probe(model, inputs)
     lib, dev = backend.placement(model.layers[0].W)
     entries, data = pack(tensors)  # the data section exactly as written, for its hash
@@ -145,7 +157,11 @@ def _read_regular_file(path):
     as ``/dev/zero`` would never end)."""
     try:
         with open_regular(path) as fh:
-            return fh.read()
+            start = fh.read(8)  # the header's length, checked before the rest is read
+            header_length(start, os.fstat(fh.fileno()).st_size)
+            return start + fh.read()
+    except FormatError as err:
+        raise CheckpointError(f"{path}: not a valid checkpoint: {err}") from None
     except NotRegularFileError:
         raise CheckpointError(f"{path}: not a regular file, so not a checkpoint") from None
     except FileNotFoundError:
@@ -254,8 +270,8 @@ def load(path: str | os.PathLike, *, xp: Namespace = "numpy", device: Device = N
     return load_all(path, xp=xp, device=device)[0]
 
 
-#: The most probe rows a checkpoint may hold (save writes 4 or the 8 given).
-MAX_PROBE_ROWS = 1024
+#: The most probe rows a checkpoint may hold (``save`` writes 4, ``xpnet train`` 8).
+MAX_PROBE_ROWS = 64
 
 
 def _architecture(info, tensors, path):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import os
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 
 from .. import backend
 from ..errors import DataError, DataFileNotFoundError, XpnetValueError
-from ._files import file_sha256
+from ._files import file_sha256, read_npy, read_npz
 from .idx import IDX_FILES, idx_folder_sha256, is_idx_folder, load_idx_folder
 from .npy import RowSubset, is_npy_folder, npy_folder_sha256, on_disk, open_npy_folder
 from .scaling import SCALINGS, fixed_scaling, standard_scaling
@@ -406,10 +405,7 @@ def read_features(path, *, n_features=None):
     _check_file(path, "features file (.npy or .csv)")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        try:
-            X = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as err:
-            raise DataError(f"{path}: not a readable .npy array ({err})") from None
+        X = read_npy(path)
     elif suffix == ".csv":
         rows = _csv_rows(path)
         first_line = 1
@@ -465,19 +461,18 @@ def _numeric_rows(path, rows, first_line, n_features):
 
 
 def _read_npz(path):
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = {"X", "y"} - set(data.files)
-            if missing:
-                raise DataError(
-                    f"{path}: expected arrays 'X' and 'y', missing {sorted(missing)} "
-                    f"(found {sorted(data.files)})"
-                )
-            return data["X"], data["y"]
-    except DataError:
-        raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise DataError(f"{path}: not a readable .npz file ({err})") from None
+    arrays = read_npz(path, ("X", "y", "X_test", "y_test"))
+    missing = {"X", "y"} - set(arrays)
+    if missing:
+        raise DataError(f"{path}: expected arrays 'X' and 'y', missing {sorted(missing)}")
+    extra = sorted({"X_test", "y_test"} & set(arrays))
+    if extra:  # a split given in the file is not silently replaced by another
+        raise DataError(
+            f"{path}: holds {' and '.join(extra)}; xpnet splits X and y itself (stratified, "
+            f"seeded), so a file with its own test split is refused rather than read in part: "
+            f"use a folder of X.npy, y.npy, X_test.npy and y_test.npy for an official split"
+        )
+    return arrays["X"], arrays["y"]
 
 
 def _is_number(text):
@@ -706,6 +701,8 @@ def load_idx(folder) -> Dataset:
         recording the folder.
     """
     X, y, Xt, yt, bits8 = load_idx_folder(folder)
+    y = _checked_labels(y, f"{folder} (training labels)")
+    yt = _checked_labels(yt, f"{folder} (test labels)")
     classes = np.unique(np.concatenate([y, yt]))
     return Dataset(
         str(folder),

@@ -13,13 +13,17 @@ header is checked against the file's size before anything is allocated.
 from __future__ import annotations
 
 import gzip
+import math
+import os
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 
+from .._io import NotRegularFileError, open_regular
 from ..errors import DataError, DataFileNotFoundError
-from ._files import folder_sha256
+from ._files import check_claim, folder_sha256
 
 __all__ = [
     "IDX_FILES",
@@ -114,33 +118,49 @@ def read_idx(path) -> np.ndarray:
         A bad magic number, an unknown type, or sizes that do not match the data.
     """
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rb") as fh:
-            blob = fh.read()
-    except (OSError, EOFError) as err:
+        with open_regular(path) as raw:
+            on_disk = os.fstat(raw.fileno()).st_size
+            if path.suffix == ".gz":
+                with gzip.GzipFile(fileobj=raw) as fh:
+                    return _read_idx_stream(fh, path, compressed=on_disk)
+            return _read_idx_stream(raw, path, on_disk=on_disk)
+    except DataError:
+        raise
+    except (NotRegularFileError, IsADirectoryError):
+        raise DataError(f"{path}: not a regular file") from None
+    except (OSError, EOFError, zlib.error) as err:
         raise DataError(f"{path}: cannot read ({err})") from None
-    if len(blob) < 4 or blob[0] != 0 or blob[1] != 0:
+
+
+def _read_idx_stream(fh, path, *, on_disk=None, compressed=None):
+    """The IDX array at ``fh``: its header read, its claimed size checked (against the
+    file's size, or for a gzip stream its expansion and the memory budget), then exactly
+    that many bytes read, so that a crafted header allocates or inflates nothing more."""
+    magic = fh.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
         raise DataError(f"{path}: not an IDX file (bad magic number)")
-    code, ndim = blob[2], blob[3]
+    code, ndim = magic[2], magic[3]
     if code not in _TYPES:
         raise DataError(f"{path}: unknown IDX type code 0x{code:02x}")
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(blob) < header:
+    dims = fh.read(4 * ndim)
+    if ndim == 0 or len(dims) < 4 * ndim:
         raise DataError(f"{path}: an IDX header of {ndim} dimensions does not fit the file")
-    shape = struct.unpack(f">{ndim}I", blob[4:header])
+    shape = struct.unpack(f">{ndim}I", dims)
     dtype = _TYPES[code]
-    expected = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    if len(blob) - header != expected:
+    expected = math.prod(shape) * dtype.itemsize
+    holds = None if on_disk is None else on_disk - 4 - 4 * ndim
+    check_claim(
+        f"{path} (shape {shape}, {dtype.name})", expected, holds=holds, compressed=compressed
+    )
+    buffer = bytearray(expected)
+    got = fh.readinto(buffer)
+    if got != expected or fh.read(1):
         raise DataError(
             f"{path}: the header says {shape} values of {dtype.name} ({expected} bytes), the "
-            f"file holds {len(blob) - header}"
+            f"stream holds {'fewer' if got != expected else 'more'}"
         )
-    return (
-        np.frombuffer(blob, dtype=dtype, offset=header)
-        .reshape(shape)
-        .astype(dtype.newbyteorder("="))
-    )
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def idx_folder_sha256(folder) -> str:
@@ -174,7 +194,7 @@ def load_idx_folder(folder):
     X_train : numpy.ndarray
         ``(N, H·W)`` float64 training features.
     y_train : numpy.ndarray
-        ``(N,)`` training labels.
+        ``(N,)`` training labels, in their stored type.
     X_test : numpy.ndarray
         The test features.
     y_test : numpy.ndarray
@@ -209,6 +229,6 @@ def load_idx_folder(folder):
                 f"{folder}: {images.shape[0]} {part} images but labels of shape {labels.shape}"
             )
         X = images.reshape(images.shape[0], -1).astype(np.float64)
-        out += [X, labels.astype(np.int64)]
+        out += [X, labels]  # as stored: the caller checks them as every reader's labels
     bits8 = arrays["train_images"].dtype == np.uint8 and arrays["test_images"].dtype == np.uint8
     return (*out, bits8)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, DataFileNotFoundError
-from ._files import folder_sha256
+from ..errors import DataError
+from ._files import folder_sha256, read_npy
 
 __all__ = [
     "NPY_FILES",
@@ -135,10 +135,7 @@ def npy_folder_sha256(folder) -> str:
 
 
 def _features(path):
-    try:
-        X = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise DataError(f"{path}: not a readable .npy array ({err})") from None
+    X = read_npy(path, mmap=True)
     if X.ndim != 2 or X.shape[0] < 1 or X.dtype not in (np.float32, np.float64):
         raise DataError(
             f"{path}: expected float32 or float64 features of shape (N, F), got {X.dtype} "
@@ -153,12 +150,7 @@ def _features(path):
 
 
 def _labels(path, n):
-    try:
-        y = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataFileNotFoundError(f"{path}: no such file", filename=str(path)) from None
-    except (OSError, ValueError, EOFError) as err:
-        raise DataError(f"{path}: not a readable .npy array ({err})") from None
+    y = read_npy(path)
     if y.ndim != 1 or y.shape[0] != n:
         raise DataError(f"{path}: expected {n} labels of shape ({n},), got shape {y.shape}")
     return y
