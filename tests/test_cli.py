@@ -141,6 +141,11 @@ def test_info():
         (["train", "--dataset", "x.txt"], "unsupported data file type '.txt'"),
         (["train", "--dataset", "d.csv", "--label-column", "7"], "label column 7 out of range"),
         (["train", "--dataset", "d.csv", "--label-column", "z"], "no column named 'z'"),
+        (["train", "--label-column", "0"], "digits: a label column applies to CSV files only"),
+        (
+            ["evaluate", "trained.safetensors", "--dataset", "d.npz", "--label-column", "0"],
+            "d.npz: a label column applies to CSV files only",
+        ),
         (["train", "--lr", "abc"], "expected a number, got 'abc'"),
         (["train", "--out", "file.txt"], "cannot create the run folder file.txt: File exists"),
         (["train", "--resume", "nowhere"], "no resume.safetensors here"),
@@ -156,6 +161,12 @@ def test_bad_arguments_exit_2_in_one_line(tmp_path, args, message):
     (tmp_path / "x.txt").write_text("1,2\n")
     (tmp_path / "file.txt").write_text("not a folder")
     (tmp_path / "d.csv").write_text("a,b,c\n1,2,0\n2,3,1\n3,4,0\n4,5,1\n")
+    if "trained.safetensors" in args:
+        import xpnet
+        from xpnet.models import MLP
+
+        xpnet.save(MLP([2, 2]).eval(), tmp_path / "trained.safetensors")
+        np.savez(tmp_path / "d.npz", X=np.zeros((4, 2)), y=[0, 1, 0, 1])
     result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr

@@ -646,8 +646,9 @@ def evaluation_data(info, dataset=None, *, label_column=None, all_rows=False):
     split = record["split"]
     seed = split.get("seed", 0) if isinstance(split.get("seed", 0), int) else 0
     recorded_label = record.get("label_column")
-    if label_column is None:
-        label_column = recorded_label
+    given = dataset if dataset is not None else record.get("name")
+    if label_column is None and str(given).lower().endswith(".csv"):
+        label_column = recorded_label  # the training file's column, for a CSV file
     if dataset is None:
         spec = record.get("name")
         if not isinstance(spec, str):

@@ -345,6 +345,15 @@ def _check_file(path, kind="data file"):
         raise DataError(f"{path}: not a regular file; expected a {kind}")
 
 
+def _label_column_applies(spec, label_column):
+    """Refuse a label column for data without columns: an option given is never ignored."""
+    if label_column is not None and not str(spec).lower().endswith(".csv"):
+        raise DataError(
+            f"{spec}: a label column applies to CSV files only; this dataset stores its "
+            f"labels apart from its features"
+        )
+
+
 def read_arrays(path, *, label_column=None):
     """The features and labels of a ``.npz`` or ``.csv`` data file, unsplit.
 
@@ -369,6 +378,7 @@ def read_arrays(path, *, label_column=None):
     """
     path = Path(path)
     _check_file(path, "data file (.npz or .csv)")
+    _label_column_applies(path, label_column)
     suffix = path.suffix.lower()
     if suffix == ".npz":
         X, y = _read_npz(path)
@@ -799,6 +809,7 @@ def load_dataset(spec="digits", *, label_column=None, seed=0) -> Dataset:
     Dataset
         Host arrays and the record of the split.
     """
+    _label_column_applies(spec, label_column)
     if is_builtin(spec):
         return BUILTIN[spec](seed=seed)
     if is_idx_folder(spec):
