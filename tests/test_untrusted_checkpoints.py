@@ -284,3 +284,58 @@ def test_a_header_too_costly_to_parse_is_refused_unparsed(tmp_path, header, matc
     path.write_bytes(len(header).to_bytes(8, "little") + header)
     with pytest.raises(CheckpointError, match=match):
         load(path)
+
+
+_RESUME_FIELDS = [
+    *(f"user.config.{k}" for k in ("dataset", "label_column", "scale", "hidden", "activation",
+      "batchnorm", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
+      "warmup_epochs", "dropout", "early_stopping", "backend", "device", "dtype", "seed",
+      "tf32", "cuda_graph", "epochs", "data_path", "data_sha256")),
+    *(f"user.resume.{k}" for k in ("epoch", "history", "rng_state", "best", "best_epoch",
+      "waited", "stopped_early", "scheduler", "dropout_rng")),
+    "user.resume.rng_state.state",
+    "user.resume.history.0",
+    "user.config",
+    "user.resume",
+    "user.data",
+    "user.classes",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def unfinished_run(tmp_path_factory):
+    """A run folder after 1 of its epochs: what ``--resume`` reads."""
+    from xpnet.app.cli import main
+
+    folder = tmp_path_factory.mktemp("resume") / "run"
+    assert main(["train", "--epochs", "1", "--hidden", "8", "--out", str(folder), "--quiet"]) == 0
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+@settings(_FUZZ, max_examples=120)
+@given(edits=st.lists(st.tuples(st.sampled_from(_RESUME_FIELDS), _JSON), min_size=1, max_size=2))
+def test_fuzz_resume_files(tmp_path, unfinished_run, capsys, edits):
+    """Any JSON value in any field of a resume file whose hashes were recomputed:
+    ``--resume`` continues the run or stops with one ``xpnet train: error:`` line, never
+    another exception."""
+    from xpnet.app.cli import main
+
+    folder = tmp_path / "run"
+    folder.mkdir(exist_ok=True)
+    for name, content in unfinished_run.items():
+        (folder / name).write_bytes(content)
+
+    def edit(meta):
+        for field, value in edits:
+            try:
+                _set(field, value)(meta)
+            except (KeyError, IndexError, TypeError, ValueError):
+                pass  # the path does not exist in this file: nothing to edit
+
+    _rewrite(folder / "resume.safetensors", info=edit)
+    capsys.readouterr()
+    status = main(["train", "--resume", str(folder), "--epochs", "2", "--quiet"])
+    err = capsys.readouterr().err
+    assert status in (0, 1, 2), status
+    if status:
+        assert err.startswith("xpnet train: error: ") and err.count("\n") == 1, err

@@ -43,7 +43,7 @@ from ..data import (
 from ..data.idx import is_idx_folder, stores_bytes
 from ..data.npy import open_npy_folder
 from ..errors import DataError, RunError, XpnetError
-from ..models import MLP
+from ..models import ACTIVATIONS, MLP
 from ..nn import CrossEntropyLoss, Softmax
 from ..optim import SGD, Adam, AdamW
 from ..optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR, StepLR
@@ -174,7 +174,128 @@ def config_of_run(folder):
     config = read_metadata(path).get("user", {}).get("config")
     if not isinstance(config, dict):
         raise RunError(f"{path}: no training configuration in its metadata")
+    _check_fields(path, "config", config, _CONFIG_FIELDS, required=_CONFIG_REQUIRED)
     return dict(config)
+
+
+# -- what a resume file may hold: every field checked before it is used -----------------
+def _int(low, high=None):
+    def ok(v):
+        return isinstance(v, int) and not isinstance(v, bool) and low <= v <= (high or v)
+
+    ok.text = f"an integer of at least {low}" + ("" if high is None else f" and at most {high}")
+    return ok
+
+
+def _number(low, high, *, open_low=False, open_high=False):
+    def ok(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        return (low < v if open_low else low <= v) and (v < high if open_high else v <= high)
+
+    ok.text = f"a number in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+    return ok
+
+
+def _one_of(*choices):
+    def ok(v):
+        return isinstance(v, str) and v in choices
+
+    ok.text = f"one of {list(choices)}"
+    return ok
+
+
+def _kind(*types, text):
+    def ok(v):
+        return isinstance(v, types) and not (isinstance(v, bool) and bool not in types)
+
+    ok.text = text
+    return ok
+
+
+def _or_none(check):
+    def ok(v):
+        return v is None or check(v)
+
+    ok.text = f"null or {check.text}"
+    return ok
+
+
+def _list_of(check, text):
+    def ok(v):
+        return isinstance(v, list) and all(check(x) for x in v)
+
+    ok.text = text
+    return ok
+
+
+_CONFIG_FIELDS = {
+    "dataset": _kind(str, text="a dataset name or path"),
+    "label_column": _or_none(_kind(int, str, text="a column index or name")),
+    "scale": _one_of("auto", "standard", "fixed", "none"),
+    "hidden": _list_of(_int(1), "a list of positive integers"),
+    "activation": _one_of(*ACTIVATIONS),
+    "batchnorm": _kind(bool, text="true or false"),
+    "batch_size": _int(1),
+    "optimizer": _one_of(*("sgd", "adam", "adamw")),
+    "lr": _number(0, math.inf, open_low=True, open_high=True),
+    "momentum": _number(0, 1),
+    "weight_decay": _number(0, math.inf, open_high=True),
+    "schedule": _one_of("constant", "step", "cosine"),
+    "warmup_epochs": _int(0),
+    "dropout": _number(0, 1, open_high=True),
+    "early_stopping": _or_none(_int(1)),
+    "backend": _one_of(*backend.SUPPORTED),
+    "device": _or_none(_kind(str, text="a device name")),
+    "dtype": _one_of("float32", "float64"),
+    "seed": _int(0),
+    "tf32": _kind(bool, text="true or false"),
+    "cuda_graph": _kind(bool, text="true or false"),
+    "epochs": _int(1),
+    "data_path": _or_none(_kind(str, text="a path")),
+    "data_sha256": _or_none(_kind(str, text="a hexadecimal SHA-256")),
+}
+_CONFIG_REQUIRED = ("dataset", "hidden", "activation", "batchnorm", "batch_size", "lr",
+                    "momentum", "weight_decay", "early_stopping", "backend", "device", "dtype",
+                    "seed", "epochs")  # fmt: skip
+_RESUME_FIELDS = {
+    "epoch": _int(0),
+    "history": _list_of(_kind(dict, text="an object"), "a list of objects, one per epoch"),
+    "rng_state": _or_none(_kind(dict, text="a NumPy generator state")),
+    "best": _or_none(_number(-math.inf, math.inf)),
+    "best_epoch": _or_none(_int(0)),
+    "waited": _int(0),
+    "stopped_early": _kind(bool, text="true or false"),
+    "scheduler": _or_none(_kind(dict, text="a schedule's state")),
+    "dropout_rng": _list_of(_kind(dict, text="a NumPy generator state"), "a list of states"),
+}
+
+
+def _check_fields(path, where, record, fields, *, required=()):
+    """Refuse a record whose fields have the wrong type or range, naming the first."""
+    for name in required:
+        if name not in record:
+            raise RunError(f"{path}: metadata field '{where}.{name}' is missing")
+    for name, ok in fields.items():
+        if name in record and not ok(record[name]):
+            shown = repr(record[name])
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise RunError(
+                f"{path}: metadata field '{where}.{name}' must be {ok.text}, got {shown}"
+            )
+
+
+def _generator_state(path, field, state, rng=None):
+    """Set ``rng``'s state (a new generator's by default), or raise a RunError naming
+    the field."""
+    rng = np.random.default_rng() if rng is None else rng
+    try:
+        rng.bit_generator.state = state
+    except (TypeError, ValueError, KeyError) as err:
+        raise RunError(
+            f"{path}: metadata field '{field}' is not a generator state ({err})"
+        ) from None
+    return rng
 
 
 def _save_resume(path, model, optimizer, state, config, data, scheduler=None):
@@ -221,11 +342,24 @@ def _restore(path, config, xp, device, data):
         {k[len("optimizer.") :]: v for k, v in extras.items() if k.startswith("optimizer.")}
     )
     saved = info.get("user", {}).get("resume") or {}
+    if not isinstance(saved, dict):
+        raise RunError(f"{path}: metadata field 'user.resume' must be an object")
+    _check_fields(path, "user.resume", saved, _RESUME_FIELDS)
+    if saved.get("rng_state") is not None:
+        _generator_state(path, "user.resume.rng_state", saved["rng_state"])
     scheduler = _scheduler(optimizer, config)
     if scheduler is not None and saved.get("scheduler"):
-        scheduler.load_state_dict(saved["scheduler"])
-    for layer, rng_state in zip(model.dropout_layers, saved.get("dropout_rng") or [], strict=False):
-        layer.rng.bit_generator.state = rng_state
+        try:
+            scheduler.load_state_dict(saved["scheduler"])
+        except (TypeError, ValueError, KeyError, IndexError) as err:
+            raise RunError(
+                f"{path}: metadata field 'user.resume.scheduler' is not this run's schedule "
+                f"state ({err})"
+            ) from None
+    for k, (layer, rng_state) in enumerate(
+        zip(model.dropout_layers, saved.get("dropout_rng") or [], strict=False)
+    ):
+        _generator_state(path, f"user.resume.dropout_rng.{k}", rng_state, layer.rng)
     best_state = {k[len("best.") :]: v for k, v in extras.items() if k.startswith("best.")}
     state = FitState(
         epoch=int(saved.get("epoch", 0)),
