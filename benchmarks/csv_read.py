@@ -4,7 +4,7 @@ Numeric CSV files of 100 feature columns and an integer label (the shape of the 
 file in the data issue: 200,000 rows), at several sizes. Each reader runs in a fresh
 subprocess, so that its peak resident memory (VmHWM) is its own; the two alternate.
 
-    python benchmarks/csv_read.py [--sizes-mb 10,100,170,1000] [--dir /tmp]
+    python benchmarks/csv_read.py [--sizes-mb 10,100,170,1000] [--dir /tmp] [--libraries]
 """
 
 import argparse
@@ -20,6 +20,13 @@ import numpy as np
 READERS = {
     "numpy.loadtxt": "np.loadtxt(path, delimiter=',')",
     "xpnet read_arrays": "read_arrays(path)",
+    # --libraries: the well-kept readers xpnet could use instead, to a float64 array
+    "pandas": "__import__('pandas').read_csv(path, header=None).to_numpy(np.float64)",
+    "pyarrow": (
+        "np.column_stack([c.to_numpy() for c in __import__('pyarrow.csv').csv.read_csv("
+        "path, read_options=__import__('pyarrow.csv').csv.ReadOptions("
+        "autogenerate_column_names=True)).columns])"
+    ),
 }
 PROBE = textwrap.dedent(
     """
@@ -64,10 +71,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes-mb", default="10,100,170,1000")
     parser.add_argument("--dir", default="/tmp")
+    parser.add_argument(
+        "--libraries", action="store_true", help="time pandas and pyarrow's readers too"
+    )
     args = parser.parse_args(argv)
+    others = ["pandas", "pyarrow"] if args.libraries else []
     print(
         f"{'file':>10} {'rows':>9} | {'loadtxt s':>9} {'MB':>7} | {'xpnet s':>8} {'MB':>7} | "
-        f"{'time':>5} {'memory':>6}"
+        f"{'time':>5} {'memory':>6}" + "".join(f" | {o + ' s':>10} {'MB':>7}" for o in others)
     )
     for size in (float(s) for s in args.sizes_mb.split(",")):
         path = Path(args.dir) / f"xpnet-bench-{int(size)}mb.csv"
@@ -75,6 +86,7 @@ def main(argv=None):
         actual = os.path.getsize(path) / 1e6
         try:
             base, ours = measure("numpy.loadtxt", path), measure("xpnet read_arrays", path)
+            theirs = [measure(other, path) for other in others]
         finally:
             path.unlink()
         time_ratio = ours["seconds"] / base["seconds"]
@@ -82,7 +94,8 @@ def main(argv=None):
         print(
             f"{actual:>8.0f}MB {rows:>9} | {base['seconds']:>9.2f} {base['peak_mb']:>7.0f} | "
             f"{ours['seconds']:>8.2f} {ours['peak_mb']:>7.0f} | "
-            f"{time_ratio:>4.2f}x {memory_ratio:>5.2f}x",
+            f"{time_ratio:>4.2f}x {memory_ratio:>5.2f}x"
+            + "".join(f" | {t['seconds']:>10.2f} {t['peak_mb']:>7.0f}" for t in theirs),
             flush=True,
         )
 

@@ -126,7 +126,7 @@ def test_info():
         (["train", "--hidden", "12,x"], "expected comma-separated layer widths"),
         (["train", "--epochs", "0"], "expected a positive integer"),
         (["train", "--dataset", "missing.csv"], "missing.csv: no such file"),
-        (["train", "--dataset", "bad.csv"], "line 2: 1 columns, expected 3"),
+        (["train", "--dataset", "bad.csv"], "line 2: 1 columns, the first row has 3"),
         (["train", "--lr", "-1"], r"lr must lie in (0.0, inf)"),
         (["train", "--momentum", "1.5"], "momentum must lie in"),
         (["train", "--backend", "jax"], "invalid choice: 'jax'"),

@@ -15,6 +15,7 @@ from xpnet.data import (
     load_dataset,
     load_digits,
     load_file,
+    read_arrays,
     read_features,
     stratified_split,
 )
@@ -66,7 +67,7 @@ def test_npz_and_csv_files(tmp_path):
     [
         ("missing.npz", None, "no such file"),
         ("d.txt", "1,2\n", "unsupported data file type '.txt'"),
-        ("ragged.csv", "1,2,0\n3,1\n", r"line 2: 2 columns, expected 3"),
+        ("ragged.csv", "1,2,0\n3,1\n", r"line 2: 2 columns, the first row has 3"),
         ("text.csv", "1,2,0\n3,x,1\n", r"line 2: feature value 'x' is not a number"),
         ("nan.csv", "1,2,0\nnan,1,1\n", "non-finite value at row 1, column 0"),
         ("one.csv", "1,2,0\n3,1,0\n", "need at least 2 classes"),
@@ -295,3 +296,47 @@ def test_a_fifo_is_never_opened_for_reading(tmp_path):
     os.mkfifo(folder / "y.npy")
     with pytest.raises(DataError, match=r"y\.npy: not a regular file"):
         load_dataset(folder)
+
+
+_ROWS = "1.5,2,0\n3,4.5,1\n5,6,0\n7,8.5,1\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "label_column"),
+    [
+        ("\ufeff" + _ROWS, None),  # Excel's "CSV UTF-8": a byte-order mark, no header
+        ("\ufeffa,b,label\n" + _ROWS, None),  # the mark before a header
+        ("0,1,label\n" + _ROWS, None),  # pandas' default header: numbers, then the label's name
+        ("x,y,label\r\n" + _ROWS.replace("\n", "\r\n"), None),  # Windows line ends
+        ("a,b,label\n" + _ROWS + "\n\n", "label"),  # blank lines at the end
+        ('"a","b","label"\n' + '"1.5","2","0"\n3,4.5,1\n5,6,0\n7,8.5,1\n', None),  # quoted
+    ],
+    ids=["bom", "bom-header", "numeric-header", "crlf", "blank-lines", "quoted"],
+)
+def test_csv_dialects_read_the_same_rows(tmp_path, content, label_column):
+    """Every dialect gives the same four rows and labels as the plain file, none dropped,
+    none read as a class."""
+    path = tmp_path / "d.csv"
+    path.write_bytes(content.encode("utf-8"))
+    X, labels = read_arrays(path, label_column=label_column)
+    np.testing.assert_array_equal(X, [[1.5, 2], [3, 4.5], [5, 6], [7, 8.5]])
+    assert labels.tolist() == [0, 1, 0, 1]
+
+
+@pytest.mark.parametrize(
+    ("content", "label_column", "match"),
+    [
+        ("1,2,0\n3,4,1,7\n5,6,0\n7,8,1\n", None, r"line 2: 4 columns, the first row has 3"),
+        ('1,2,0\n"3,5",4,1\n5,6\n', None, r"line 3: 2 columns, the first row has 3"),
+        ("1,2,0\n3,4,\n5,6,1\n7,8,1\n", None, "data row 2 has a blank label"),
+        ("a,a,label\n1,2,0\n3,4,1\n", "a", "2 columns are named 'a'"),
+    ],
+    ids=["ragged-long", "ragged-quoted", "blank-label", "duplicate-name"],
+)
+def test_csv_rows_that_cannot_be_read_right_are_refused_by_name(
+    tmp_path, content, label_column, match
+):
+    path = tmp_path / "d.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=match):
+        read_arrays(path, label_column=label_column)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend
+from .._io import open_regular
 from ..errors import DataError, DataFileNotFoundError, XpnetValueError
 from ._files import file_sha256, read_npy, read_npz
 from .idx import IDX_FILES, idx_folder_sha256, is_idx_folder, load_idx_folder
@@ -495,33 +496,79 @@ def _is_number(text):
 
 def _csv_rows(path):
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # a byte-order mark dropped
             return [row for row in csv.reader(fh) if row and any(c.strip() for c in row)]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{path}: cannot read CSV ({err})") from None
 
 
-def _first_row(path):
-    """``(line number, cells)`` of the first non-blank row of a CSV file, or None."""
+def _first_rows(path, n=2):
+    """``(line number, cells)`` of the first ``n`` non-blank rows of a CSV file (fewer in a
+    shorter file); a byte-order mark (Excel's "CSV UTF-8") is not part of the first cell."""
+    rows = []
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
             for row in reader:
                 if row and any(c.strip() for c in row):
-                    return reader.line_num, row
+                    rows.append((reader.line_num, row))
+                    if len(rows) == n:
+                        break
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{path}: cannot read CSV ({err})") from None
-    return None
+    return rows
+
+
+def _check_widths(path, width, first_line):
+    """Refuse a row whose number of cells differs from the first row's, naming its line.
+
+    One pass over the bytes, 1 MB at a time: the commas of each line are counted with
+    NumPy; the few lines that do not count ``width - 1`` commas, and every line with a
+    quote (a quoted cell may hold commas), go through the csv module.
+    """
+    line, tail = 0, b""
+    with open_regular(path) as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            data = tail + block
+            end = data.rfind(b"\n") + 1
+            data, tail = data[:end], data[end:]
+            line = _check_block(path, data, line, width, first_line)
+    if tail:
+        _check_block(path, tail + b"\n", line, width, first_line)
+
+
+def _check_block(path, data, line, width, first_line):
+    """:func:`_check_widths` on whole lines ``data`` after ``line`` lines; returns the count."""
+    if not data:
+        return line
+    buf = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(buf == ord("\n"))
+    suspect = np.diff(np.searchsorted(np.flatnonzero(buf == ord(",")), ends), prepend=0)
+    suspect = suspect != width - 1
+    if b'"' in data:  # a quoted cell may hold commas: its line is parsed
+        suspect |= np.diff(np.searchsorted(np.flatnonzero(buf == ord('"')), ends), prepend=0) > 0
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    for k in np.flatnonzero(suspect):
+        number = line + int(k) + 1
+        if number < first_line:
+            continue
+        text = data[starts[k] : ends[k]].decode("utf-8", "replace").lstrip("\ufeff")
+        if not text.strip():
+            continue  # a blank line, skipped by every reader
+        cells = len(next(csv.reader([text]), []))
+        if cells != width:
+            raise DataError(f"{path}, line {number}: {cells} columns, the first row has {width}")
+    return line + len(ends)
 
 
 def _read_csv(path, label_column):
     """Features and labels of a CSV file through NumPy's C parser (``numpy.loadtxt``): one
     pass for numeric labels, two for string labels. A malformed file is read again row by
     row, only to name the line and the cell that is wrong."""
-    first_row = _first_row(path)
-    if first_row is None:
+    first_rows = _first_rows(path)
+    if not first_rows:
         raise DataError(f"{path}: empty file")
-    line_of_first, row = first_row
+    line_of_first, row = first_rows[0]
     width = len(row)
     if width < 2:
         other = next((d for d in (";", "\t", "|", " ") if d in row[0].strip()), None)
@@ -532,8 +579,10 @@ def _read_csv(path, label_column):
                 f"reads comma-separated files: save the file with commas between the columns"
             )
         raise DataError(f"{path}: need at least one feature column and a label column")
-    label_index, has_header = _label_column(path, [c.strip() for c in row], label_column)
+    second = [c.strip() for c in first_rows[1][1]] if len(first_rows) > 1 else None
+    label_index, has_header = _label_column(path, [c.strip() for c in row], label_column, second)
     skip = line_of_first if has_header else line_of_first - 1
+    _check_widths(path, width, line_of_first)  # a ragged row would read a wrong column
     features = [i for i in range(width) if i != label_index]
     options = {
         "delimiter": ",",
@@ -541,7 +590,7 @@ def _read_csv(path, label_column):
         "quotechar": '"',
         "skiprows": skip,
         "ndmin": 2,
-        "encoding": "utf-8",
+        "encoding": "utf-8-sig",
     }
     try:
         with warnings.catch_warnings():
@@ -560,6 +609,9 @@ def _read_csv(path, label_column):
         return _read_csv_rows(path, label_index, has_header)
     if X.shape[0] == 0:
         raise DataError(f"{path}: no data rows")
+    if labels.dtype.kind == "U" and np.any(labels == ""):
+        row = int(np.argmax(labels == "")) + 1
+        raise DataError(f"{path}: data row {row} has a blank label")
     if np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)):
         labels = labels.astype(np.int64)
     elif labels.dtype.kind == "U":
@@ -567,21 +619,31 @@ def _read_csv(path, label_column):
     return X, labels
 
 
-def _label_column(path, first, label_column):
-    """``(label index, whether the first row is a header)``."""
+def _label_column(path, first, label_column, second=None):
+    """``(label index, whether the first row is a header)``; ``second`` is the next row."""
     width = len(first)
     text = None if label_column is None else str(label_column)
     if text is not None and not text.lstrip("-").isdigit():
         # a label column given by name: the first row is the header that names it
         if text not in first:
             raise DataError(f"{path}: no column named {text!r} in header {first}")
+        if first.count(text) > 1:
+            raise DataError(f"{path}: {first.count(text)} columns are named {text!r}")
         return first.index(text), True
     label_index = width - 1 if text is None else int(text)
     if not -width <= label_index < width:
         raise DataError(f"{path}: label column {text} out of range for {width} columns")
     label_index %= width
-    # a header is a first row whose feature cells are not all numbers
-    return label_index, not all(_is_number(c) for i, c in enumerate(first) if i != label_index)
+    # a header is a first row whose feature cells are not all numbers, or whose label cell
+    # is text above numeric labels (pandas' "0,1,2,label")
+    named = not all(_is_number(c) for i, c in enumerate(first) if i != label_index)
+    over_numbers = (
+        second is not None
+        and len(second) == width
+        and not _is_number(first[label_index])
+        and _is_number(second[label_index])
+    )
+    return label_index, named or over_numbers
 
 
 def _without_column(data, index):
