@@ -223,6 +223,33 @@ def cases(tmp):
         tmp / "r8",
     )
 
+    rng = np.random.default_rng(0)
+    with open(tmp / "lastbad.csv", "w") as fh:  # 50 MB of good rows, then one bad cell
+        for _ in range(30):
+            block = np.column_stack([rng.standard_normal((2000, 100)), rng.integers(0, 2, 2000)])
+            np.savetxt(fh, block, delimiter=",", fmt=["%.5f"] * 100 + ["%d"])
+        fh.write(",".join(["x"] * 100) + ",1\n")
+    case(
+        "CSV of 50 MB whose last row is bad",
+        [tmp / "lastbad.csv"],
+        "train",
+        "--dataset",
+        tmp / "lastbad.csv",
+        "--out",
+        tmp / "r9",
+    )
+    with open(tmp / "longline.csv", "w") as fh:  # one line of 100 MB: 25 million cells
+        fh.write("1,2,0\n" + "1," * 50_000_000 + "0\n")
+    case(
+        "CSV with a 100 MB line",
+        [tmp / "longline.csv"],
+        "train",
+        "--dataset",
+        tmp / "longline.csv",
+        "--out",
+        tmp / "r10",
+    )
+
     long = _raw_checkpoint(tmp / "long.safetensors", b"[" + b"[]," * 33_000_000 + b"[]]")
     case("checkpoint: 99 MB header of []", [long], "evaluate", long)
     many = _raw_checkpoint(tmp / "many.safetensors", b"[" + b"0," * 7_000_000 + b"0]")

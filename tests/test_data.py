@@ -340,3 +340,16 @@ def test_csv_rows_that_cannot_be_read_right_are_refused_by_name(
     path.write_text(content)
     with pytest.raises(DataError, match=match):
         read_arrays(path, label_column=label_column)
+
+
+def test_a_csv_line_longer_than_any_row_is_refused_unread(tmp_path):
+    """A line of millions of cells is refused from its length, not split into cells."""
+    from xpnet.data import MAX_CSV_LINE
+
+    path = tmp_path / "d.csv"
+    path.write_text("1,2,0\n" + "1," * (MAX_CSV_LINE // 2 + 1) + "0\n3,4,1\n")
+    with pytest.raises(DataError, match=rf"line 2: longer than {MAX_CSV_LINE} characters"):
+        read_arrays(path)
+    path.write_text("1," * (MAX_CSV_LINE // 2 + 1) + "0\n3,4,1\n")  # the first line too
+    with pytest.raises(DataError, match=rf"line 1: longer than {MAX_CSV_LINE} characters"):
+        read_arrays(path)

@@ -30,6 +30,7 @@ from .scaling import SCALINGS, fixed_scaling, standard_scaling
 __all__ = [
     "BLOCK_BATCHES",
     "BUILTIN",
+    "MAX_CSV_LINE",
     "SCALINGS",
     "DataError",
     "Dataset",
@@ -497,9 +498,31 @@ def _is_number(text):
 def _csv_rows(path):
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:  # a byte-order mark dropped
-            return [row for row in csv.reader(fh) if row and any(c.strip() for c in row)]
+            return [
+                row for row in csv.reader(_lines(fh, path)) if row and any(c.strip() for c in row)
+            ]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{path}: cannot read CSV ({err})") from None
+
+
+#: The longest CSV line read, in characters: 200,000 cells of 20 characters. Wider data
+#: belong in a ``.npy`` file; the bound keeps one line's cells within about 150 MB.
+MAX_CSV_LINE = 4 * 1024 * 1024
+
+
+def _lines(fh, path):
+    """The lines of a text file, each refused when longer than :data:`MAX_CSV_LINE`."""
+    for number, line in enumerate(iter(lambda: fh.readline(MAX_CSV_LINE + 1), ""), 1):
+        if len(line) > MAX_CSV_LINE:
+            raise DataError(_too_long(path, number))
+        yield line
+
+
+def _too_long(path, number):
+    return (
+        f"{path}, line {number}: longer than {MAX_CSV_LINE} characters, more than a CSV row "
+        f"xpnet reads; store data this wide as X.npy and y.npy"
+    )
 
 
 def _first_rows(path, n=2):
@@ -508,7 +531,7 @@ def _first_rows(path, n=2):
     rows = []
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
+            reader = csv.reader(_lines(fh, path))
             for row in reader:
                 if row and any(c.strip() for c in row):
                     rows.append((reader.line_num, row))
@@ -533,6 +556,8 @@ def _check_widths(path, width, first_line):
             end = data.rfind(b"\n") + 1
             data, tail = data[:end], data[end:]
             line = _check_block(path, data, line, width, first_line)
+            if len(tail) > MAX_CSV_LINE:  # bytes, at least as many as characters
+                raise DataError(_too_long(path, line + 1))
     if tail:
         _check_block(path, tail + b"\n", line, width, first_line)
 
@@ -664,7 +689,10 @@ def _numeric_labels(values):
 
 
 def _read_csv_rows(path, label_index, has_header):
-    """The row-by-row reader: names the line and the cell of the first malformed row."""
+    """The row-by-row reader, for a file NumPy's parser refused: the rows are streamed to
+    name the first malformed cell without holding the file, then, only if none is found,
+    read as Python values."""
+    _first_bad_cell(path, label_index, has_header)
     rows = _csv_rows(path)
     width = len(rows[0])
     if has_header:
@@ -682,6 +710,29 @@ def _read_csv_rows(path, label_index, has_header):
     if not X:
         raise DataError(f"{path}: no data rows")
     return np.asarray(X), _numeric_labels(np.asarray(y))
+
+
+def _first_bad_cell(path, label_index, has_header):
+    """Raise a DataError naming the first feature cell that is not a number, holding one
+    row at a time; return when there is none."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(_lines(fh, path))
+            skipped = not has_header
+            for row in reader:
+                if not row or not any(c.strip() for c in row):
+                    continue
+                if not skipped:
+                    skipped = True
+                    continue
+                for i, cell in enumerate(row):
+                    if i != label_index and not _is_number(cell):
+                        raise DataError(
+                            f"{path}, line {reader.line_num}: feature value {cell!r} is not a "
+                            f"number"
+                        )
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{path}: cannot read CSV ({err})") from None
 
 
 def _cache_dir():
