@@ -353,3 +353,14 @@ def test_a_csv_line_longer_than_any_row_is_refused_unread(tmp_path):
     path.write_text("1," * (MAX_CSV_LINE // 2 + 1) + "0\n3,4,1\n")  # the first line too
     with pytest.raises(DataError, match=rf"line 1: longer than {MAX_CSV_LINE} characters"):
         read_arrays(path)
+
+
+def test_complex_features_are_refused_not_truncated_to_their_real_part(tmp_path):
+    from xpnet.data import read_features
+
+    np.savez(tmp_path / "c.npz", X=np.ones((4, 2)) * (1 + 2j), y=[0, 1, 0, 1])
+    with pytest.raises(DataError, match="X must be real numbers, got dtype complex128"):
+        load_file(tmp_path / "c.npz")
+    np.save(tmp_path / "c.npy", np.ones((2, 2)) * 1j)
+    with pytest.raises(DataError, match=r"expected a real-valued .* dtype complex128"):
+        read_features(tmp_path / "c.npy")

@@ -227,8 +227,8 @@ def _checked(X, labels, source):
             f"{source}: y must be 1-D with one label per row of X ({X.shape[0]}), "
             f"got shape {labels.shape}"
         )
-    if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
-        raise DataError(f"{source}: X must be numeric, got dtype {X.dtype}")
+    if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool) or X.dtype.kind == "c":
+        raise DataError(f"{source}: X must be real numbers, got dtype {X.dtype}")
     X = X.astype(np.float64, copy=False)
     if not np.all(np.isfinite(X)):
         bad = np.argwhere(~np.isfinite(X))[0]
@@ -428,9 +428,14 @@ def read_features(path, *, n_features=None):
         raise DataError(f"{path}: unsupported input type {suffix!r}; use .npy or .csv")
     if X.ndim == 1:
         X = X[None, :]
-    if X.ndim != 2 or X.shape[0] == 0 or not np.issubdtype(X.dtype, np.number):
+    if (
+        X.ndim != 2
+        or X.shape[0] == 0
+        or not np.issubdtype(X.dtype, np.number)
+        or X.dtype.kind == "c"
+    ):
         raise DataError(
-            f"{path}: expected a numeric (N, F) array, got shape {X.shape}, dtype {X.dtype}"
+            f"{path}: expected a real-valued (N, F) array, got shape {X.shape}, dtype {X.dtype}"
         )
     if not np.all(np.isfinite(X)):
         raise DataError(f"{path}: features contain NaN or infinite values")
