@@ -61,3 +61,27 @@ def run_cli(*args, cwd=None):
         cwd=cwd,
         timeout=300,
     )
+
+
+def mutated_bytes(data, pristine, *, heads, alphabet):
+    """``pristine`` after 1 to 4 random edits drawn from Hypothesis's ``data``: byte flips,
+    bytes set from ``alphabet``, truncation, insertion and deletion, at positions drawn
+    below one of ``heads`` (to favour the headers) or anywhere."""
+    from hypothesis import strategies as st
+
+    blob = bytearray(pristine)
+    for _ in range(data.draw(st.integers(1, 4), label="edits")):
+        kind = data.draw(st.sampled_from(["flip", "set", "truncate", "insert", "delete"]))
+        limit = data.draw(st.sampled_from([*heads, len(blob)]))
+        at = data.draw(st.integers(0, max(0, min(limit, len(blob)) - 1)))
+        if kind == "flip" and blob:
+            blob[at] ^= 1 << data.draw(st.integers(0, 7))
+        elif kind == "set" and blob:
+            blob[at] = data.draw(st.sampled_from(alphabet))
+        elif kind == "truncate":
+            del blob[at:]
+        elif kind == "insert":
+            blob[at:at] = data.draw(st.binary(min_size=1, max_size=8))
+        elif blob:
+            del blob[at : at + data.draw(st.integers(1, 8))]
+    return bytes(blob)

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import mutated_bytes
 from tests.test_checkpoint import _rewrite, _trained
 from xpnet.checkpoint import load, save
 from xpnet.errors import CheckpointError, CheckpointNotFoundError, XpnetError
@@ -177,24 +178,12 @@ _FUZZ = settings(
 def test_fuzz_mutated_bytes(tmp_path, pristine, data):
     """Byte flips, truncation, insertion and deletion anywhere in the file (the header
     length, the JSON header and the array data alike)."""
-    blob = bytearray(pristine)
-    for _ in range(data.draw(st.integers(1, 4), label="edits")):
-        kind = data.draw(st.sampled_from(["flip", "set", "truncate", "insert", "delete"]))
-        # favour the first bytes: the length prefix and the JSON header
-        limit = data.draw(st.sampled_from([16, 600, len(blob)]))
-        at = data.draw(st.integers(0, max(0, min(limit, len(blob)) - 1)))
-        if kind == "flip" and blob:
-            blob[at] ^= 1 << data.draw(st.integers(0, 7))
-        elif kind == "set" and blob:
-            blob[at] = data.draw(st.sampled_from(b'0123456789{}[]",:-.eE \x00\xff'))
-        elif kind == "truncate":
-            del blob[at:]
-        elif kind == "insert":
-            blob[at:at] = data.draw(st.binary(min_size=1, max_size=8))
-        elif blob:
-            del blob[at : at + data.draw(st.integers(1, 8))]
+    # favour the first bytes: the length prefix and the JSON header
+    blob = mutated_bytes(
+        data, pristine, heads=(16, 600), alphabet=b'0123456789{}[]",:-.eE \x00\xff'
+    )
     path = tmp_path / "fuzzed.safetensors"
-    path.write_bytes(bytes(blob))
+    path.write_bytes(blob)
     _attempt(path)
 
 

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import mutated_bytes
 from xpnet.data import Dataset, load_dataset
 from xpnet.errors import XpnetError
 
@@ -88,25 +89,6 @@ def _attempt(folder, files, target, spec, blob):
     return True
 
 
-def _mutated(data, pristine, head):
-    blob = bytearray(pristine)
-    for _ in range(data.draw(st.integers(1, 4), label="edits")):
-        kind = data.draw(st.sampled_from(["flip", "set", "truncate", "insert", "delete"]))
-        limit = data.draw(st.sampled_from([head, len(blob)]))  # favour the header
-        at = data.draw(st.integers(0, max(0, min(limit, len(blob)) - 1)))
-        if kind == "flip" and blob:
-            blob[at] ^= 1 << data.draw(st.integers(0, 7))
-        elif kind == "set" and blob:
-            blob[at] = data.draw(st.sampled_from(b"0123456789,.-eE\"'{}()[]:\n\r\t \x00\xff\xef"))
-        elif kind == "truncate":
-            del blob[at:]
-        elif kind == "insert":
-            blob[at:at] = data.draw(st.binary(min_size=1, max_size=8))
-        elif blob:
-            del blob[at : at + data.draw(st.integers(1, 8))]
-    return bytes(blob)
-
-
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_the_pristine_files_load(tmp_path, fmt):
     files, target, spec = FORMATS[fmt]
@@ -120,7 +102,9 @@ def test_fuzz_mutated_bytes(tmp_path, fmt, data):
     """Byte flips, truncation, insertion and deletion anywhere in one file of a dataset,
     its first 140 bytes (the headers) favoured."""
     files, target, spec = FORMATS[fmt]
-    _attempt(tmp_path, files, target, spec, _mutated(data, files[target], 140))
+    alphabet = b"0123456789,.-eE\"'{}()[]:\n\r\t \x00\xff\xef"
+    blob = mutated_bytes(data, files[target], heads=(140,), alphabet=alphabet)
+    _attempt(tmp_path, files, target, spec, blob)
 
 
 _NPY_VALUES = {
