@@ -149,6 +149,7 @@ def test_info():
         (["train", "--lr", "abc"], "expected a number, got 'abc'"),
         (["train", "--out", "file.txt"], "cannot create the run folder file.txt: File exists"),
         (["train", "--resume", "nowhere"], "no resume.safetensors here"),
+        (["train", "--resume", "nowhere", "--force"], "--force replaces a run in --out"),
         (
             ["train", "--backend", "array_api_strict", "--device", "gpu9"],
             "unknown array_api_strict device",

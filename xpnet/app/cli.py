@@ -154,6 +154,11 @@ def _cmd_train(args):
 
     given = [name for name in RUN_OPTIONS if getattr(args, name) is not None]
     if args.resume:
+        if args.force:
+            raise UsageError(
+                f"--force replaces a run in --out; --resume continues {args.resume} and "
+                f"replaces nothing"
+            )
         if given:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
             raise UsageError(
