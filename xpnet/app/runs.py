@@ -179,54 +179,52 @@ def config_of_run(folder):
 
 
 # -- what a resume file may hold: every field checked before it is used -----------------
-def _int(low, high=None):
-    def ok(v):
-        return isinstance(v, int) and not isinstance(v, bool) and low <= v <= (high or v)
+class _Field:
+    """How a metadata field is checked: a predicate, and what it says the value must be."""
 
-    ok.text = f"an integer of at least {low}" + ("" if high is None else f" and at most {high}")
-    return ok
+    def __init__(self, ok, text):
+        self.ok, self.text = ok, text
+
+    def __call__(self, value):
+        return self.ok(value)
+
+
+def _int(low, high=None):
+    return _Field(
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= (high or v),
+        f"an integer of at least {low}" + ("" if high is None else f" and at most {high}"),
+    )
 
 
 def _number(low, high, *, open_low=False, open_high=False):
-    def ok(v):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            return False
-        return (low < v if open_low else low <= v) and (v < high if open_high else v <= high)
-
-    ok.text = f"a number in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
-    return ok
+    return _Field(
+        lambda v: (
+            not isinstance(v, bool)
+            and isinstance(v, (int, float))
+            and math.isfinite(v)
+            and (low < v if open_low else low <= v)
+            and (v < high if open_high else v <= high)
+        ),
+        f"a number in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}",
+    )
 
 
 def _one_of(*choices):
-    def ok(v):
-        return isinstance(v, str) and v in choices
-
-    ok.text = f"one of {list(choices)}"
-    return ok
+    return _Field(lambda v: isinstance(v, str) and v in choices, f"one of {list(choices)}")
 
 
 def _kind(*types, text):
-    def ok(v):
-        return isinstance(v, types) and not (isinstance(v, bool) and bool not in types)
-
-    ok.text = text
-    return ok
+    return _Field(
+        lambda v: isinstance(v, types) and not (isinstance(v, bool) and bool not in types), text
+    )
 
 
 def _or_none(check):
-    def ok(v):
-        return v is None or check(v)
-
-    ok.text = f"null or {check.text}"
-    return ok
+    return _Field(lambda v: v is None or check(v), f"null or {check.text}")
 
 
 def _list_of(check, text):
-    def ok(v):
-        return isinstance(v, list) and all(check(x) for x in v)
-
-    ok.text = text
-    return ok
+    return _Field(lambda v: isinstance(v, list) and all(check(x) for x in v), text)
 
 
 _CONFIG_FIELDS = {
