@@ -111,10 +111,10 @@ def test_idx_labels_get_the_checks_of_every_format(tmp_path, labels, expected):
 
 
 def test_a_gzip_bomb_is_refused_before_it_is_inflated(tmp_path):
-    """A 60 KB gzip whose header claims 60 MB of zeros (a thousandfold expansion): refused
-    from the header, having inflated a few bytes, not 60 MB."""
+    """A 100 KB gzip whose header claims 100 MB of zeros (a thousandfold expansion): refused
+    from the header, having inflated a few bytes, not 100 MB."""
     folder = _write_folder(tmp_path / "f", gz=True)
-    bomb = _idx(np.zeros((60000, 1000), dtype=np.uint8))
+    bomb = _idx(np.zeros((100_000, 1000), dtype=np.uint8))
     (folder / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(bomb))
     with pytest.raises(DataError, match="refused as a decompression bomb"):
         read_idx(folder / "train-images-idx3-ubyte.gz")

@@ -91,9 +91,13 @@ def atomic_write(path, blob: bytes) -> None:
 
 #: Environment variable that sets :func:`max_input_bytes` (a number of bytes).
 MAX_INPUT_BYTES_ENV = "XPNET_MAX_INPUT_BYTES"
-#: The most a compressed member or stream may expand. Deflate reaches about 1030 on
-#: constant data (a "bomb"); real datasets compress 2-20 fold (MNIST's gzipped images 5).
+#: The most a compressed member or stream that claims more than :data:`BOMB_FLOOR` bytes
+#: may expand. Deflate reaches about 1030 on constant data (a "bomb"); real features
+#: compress 2-20 fold (MNIST's gzipped images 5).
 MAX_EXPANSION = 200
+#: Claims up to this many bytes are inflated whatever their ratio: labels sorted by class
+#: compress a thousandfold too, and at this size inflating costs well under a second.
+BOMB_FLOOR = 64 * 1024 * 1024
 
 
 def max_input_bytes() -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import (
+    BOMB_FLOOR,
     MAX_EXPANSION,
     MAX_INPUT_BYTES_ENV,
     NotRegularFileError,
@@ -94,8 +95,9 @@ def check_claim(source, claimed, *, holds=None, compressed=None, in_memory=True)
         Bytes the file actually holds after the header (uncompressed data): must equal
         ``claimed``.
     compressed : int, optional
-        Bytes of the compressed stream (gzip, a zip member): ``claimed`` may be at most
-        :data:`~xpnet._io.MAX_EXPANSION` times that.
+        Bytes of the compressed stream (gzip, a zip member): a ``claimed`` above
+        :data:`~xpnet._io.BOMB_FLOOR` may be at most :data:`~xpnet._io.MAX_EXPANSION` times
+        that.
     in_memory : bool
         Whether the data will be held in memory (then at most
         :func:`~xpnet._io.max_input_bytes`), rather than memory-mapped.
@@ -110,7 +112,7 @@ def check_claim(source, claimed, *, holds=None, compressed=None, in_memory=True)
         raise DataError(
             f"{source}: the header claims {claimed} bytes of data, the file holds {holds}"
         )
-    if compressed is not None and claimed > MAX_EXPANSION * max(compressed, 1):
+    if compressed is not None and claimed > max(MAX_EXPANSION * compressed, BOMB_FLOOR):
         raise DataError(
             f"{source}: {compressed} compressed bytes claim {claimed} bytes of data, more "
             f"than {MAX_EXPANSION} times as many; refused as a decompression bomb "
@@ -146,11 +148,42 @@ def _npy_header(fh, source):
     return shape, fortran, dtype
 
 
+def read_exactly(fh, size) -> bytearray:
+    """``size`` bytes of ``fh`` in one buffer, read 16 MB at a time.
+
+    A compressed stream is never inflated further than its checked claim, and memory
+    peaks at ``size`` plus one chunk.
+
+    Parameters
+    ----------
+    fh : binary file object
+        Positioned at the data.
+    size : int
+        Bytes to read (already checked by :func:`check_claim`).
+
+    Returns
+    -------
+    bytearray
+        The bytes.
+
+    Raises
+    ------
+    EOFError
+        The stream ends first.
+    """
+    buffer = bytearray(size)
+    view, done = memoryview(buffer), 0
+    while done < size:
+        got = fh.readinto(view[done : done + (1 << 24)])
+        if not got:
+            raise EOFError(f"the data end after {done} of the {size} bytes the header claims")
+        done += got
+    return buffer
+
+
 def _npy_body(fh, shape, fortran, dtype):
     """The array body at ``fh`` (its size already checked), read into one buffer."""
-    buffer = bytearray(math.prod(shape) * dtype.itemsize)
-    if fh.readinto(buffer) != len(buffer):
-        raise EOFError("the data end before the header's size")
+    buffer = read_exactly(fh, math.prod(shape) * dtype.itemsize)
     return np.frombuffer(buffer, dtype=dtype).reshape(shape, order="F" if fortran else "C")
 
 

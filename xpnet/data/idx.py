@@ -23,7 +23,7 @@ import numpy as np
 
 from .._io import NotRegularFileError, open_regular
 from ..errors import DataError, DataFileNotFoundError
-from ._files import check_claim, folder_sha256
+from ._files import check_claim, folder_sha256, read_exactly
 
 __all__ = [
     "IDX_FILES",
@@ -153,12 +153,14 @@ def _read_idx_stream(fh, path, *, on_disk=None, compressed=None):
     check_claim(
         f"{path} (shape {shape}, {dtype.name})", expected, holds=holds, compressed=compressed
     )
-    buffer = bytearray(expected)
-    got = fh.readinto(buffer)
-    if got != expected or fh.read(1):
+    try:
+        buffer = read_exactly(fh, expected)
+    except EOFError:
+        buffer = None
+    if buffer is None or fh.read(1):
         raise DataError(
             f"{path}: the header says {shape} values of {dtype.name} ({expected} bytes), the "
-            f"stream holds {'fewer' if got != expected else 'more'}"
+            f"stream holds {'fewer' if buffer is None else 'more'}"
         )
     return np.frombuffer(buffer, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
