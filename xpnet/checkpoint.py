@@ -157,9 +157,10 @@ def _read_regular_file(path):
     as ``/dev/zero`` would never end)."""
     try:
         with open_regular(path) as fh:
-            start = fh.read(8)  # the header's length, checked before the rest is read
-            header_length(start, os.fstat(fh.fileno()).st_size)
-            return start + fh.read()
+            # the header's length, checked before the rest is read
+            header_length(fh.read(8), os.fstat(fh.fileno()).st_size)
+            fh.seek(0)
+            return fh.read()
     except FormatError as err:
         raise CheckpointError(f"{path}: not a valid checkpoint: {err}") from None
     except NotRegularFileError:

@@ -227,19 +227,23 @@ def _list_of(check, text):
     return _Field(lambda v: isinstance(v, list) and all(check(x) for x in v), text)
 
 
+#: The optimizers ``xpnet train --optimizer`` names.
+OPTIMIZERS = ("sgd", "adam", "adamw")
+#: The learning-rate schedules ``xpnet train --schedule`` names (stepped once per epoch).
+SCHEDULES = ("constant", "step", "cosine")
 _CONFIG_FIELDS = {
     "dataset": _kind(str, text="a dataset name or path"),
     "label_column": _or_none(_kind(int, str, text="a column index or name")),
-    "scale": _one_of("auto", "standard", "fixed", "none"),
+    "scale": _one_of(*SCALINGS, "fixed"),  # fixed: what auto chose for data of known range
     "hidden": _list_of(_int(1), "a list of positive integers"),
     "activation": _one_of(*ACTIVATIONS),
     "batchnorm": _kind(bool, text="true or false"),
     "batch_size": _int(1),
-    "optimizer": _one_of(*("sgd", "adam", "adamw")),
+    "optimizer": _one_of(*OPTIMIZERS),
     "lr": _number(0, math.inf, open_low=True, open_high=True),
     "momentum": _number(0, 1),
     "weight_decay": _number(0, math.inf, open_high=True),
-    "schedule": _one_of("constant", "step", "cosine"),
+    "schedule": _one_of(*SCHEDULES),
     "warmup_epochs": _int(0),
     "dropout": _number(0, 1, open_high=True),
     "early_stopping": _or_none(_int(1)),
@@ -370,12 +374,6 @@ def _restore(path, config, xp, device, data):
         stopped_early=bool(saved.get("stopped_early", False)),
     )
     return model, optimizer, scheduler, state
-
-
-#: The optimizers ``xpnet train --optimizer`` names.
-OPTIMIZERS = ("sgd", "adam", "adamw")
-#: The learning-rate schedules ``xpnet train --schedule`` names (stepped once per epoch).
-SCHEDULES = ("constant", "step", "cosine")
 
 
 def _optimizer(model, config):

@@ -636,7 +636,7 @@ def _read_csv(path, label_column):
                     np.loadtxt(path, dtype=str, usecols=[label_index], **options).reshape(-1)
                 )
     except ValueError:
-        return _read_csv_rows(path, label_index, has_header)
+        X, labels = _read_csv_rows(path, label_index, has_header)
     if X.shape[0] == 0:
         raise DataError(f"{path}: no data rows")
     if labels.dtype.kind == "U" and np.any(labels == ""):
@@ -694,27 +694,15 @@ def _numeric_labels(values):
 
 
 def _read_csv_rows(path, label_index, has_header):
-    """The row-by-row reader, for a file NumPy's parser refused: the rows are streamed to
-    name the first malformed cell without holding the file, then, only if none is found,
-    read as Python values."""
+    """The row-by-row reader, for a file NumPy's parser refused: the first malformed cell
+    is named from a stream of rows; a file without one (widths are checked before) is read
+    as Python values."""
     _first_bad_cell(path, label_index, has_header)
-    rows = _csv_rows(path)
-    width = len(rows[0])
-    if has_header:
-        rows = rows[1:]
-    X, y = [], []
-    for line, row in enumerate(rows, start=2 if has_header else 1):
-        if len(row) != width:
-            raise DataError(f"{path}, line {line}: {len(row)} columns, expected {width}")
-        try:
-            X.append([float(c) for i, c in enumerate(row) if i != label_index])
-        except ValueError:
-            bad = next(c for i, c in enumerate(row) if i != label_index and not _is_number(c))
-            raise DataError(f"{path}, line {line}: feature value {bad!r} is not a number") from None
-        y.append(row[label_index].strip())
-    if not X:
-        raise DataError(f"{path}: no data rows")
-    return np.asarray(X), _numeric_labels(np.asarray(y))
+    rows = _csv_rows(path)[1 if has_header else 0 :]
+    X = [[float(c) for i, c in enumerate(row) if i != label_index] for row in rows]
+    labels = np.asarray([row[label_index].strip() for row in rows], dtype=str)
+    n_features = len(rows[0]) - 1 if rows else 0
+    return np.asarray(X, dtype=np.float64).reshape(len(rows), n_features), _numeric_labels(labels)
 
 
 def _first_bad_cell(path, label_index, has_header):

@@ -162,7 +162,8 @@ def _read_idx_stream(fh, path, *, on_disk=None, compressed=None):
             f"{path}: the header says {shape} values of {dtype.name} ({expected} bytes), the "
             f"stream holds {'fewer' if buffer is None else 'more'}"
         )
-    return np.frombuffer(buffer, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    array = np.frombuffer(buffer, dtype=dtype).reshape(shape)
+    return array.astype(dtype.newbyteorder("="), copy=False)  # bytes: no copy
 
 
 def idx_folder_sha256(folder) -> str:
