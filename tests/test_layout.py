@@ -10,9 +10,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "xpnet"
 APP = PACKAGE / "app"
-# the old module names of the application, and ``python -m xpnet``
-ENTRY = {PACKAGE / f"{name}.py" for name in ("cli", "runs", "bench", "__main__")}
-LIBRARY = [p for p in PACKAGE.rglob("*.py") if APP not in p.parents and p not in ENTRY]
+ENTRY = PACKAGE / "__main__.py"  # ``python -m xpnet``, the command line
+LIBRARY = [p for p in PACKAGE.rglob("*.py") if APP not in p.parents and p != ENTRY]
 
 
 def _imports(path):
