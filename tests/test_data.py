@@ -209,7 +209,7 @@ def test_split_is_recorded(tmp_path):
 def test_fast_csv_reader_equals_the_row_reader(tmp_path, label_column, labels, header, newline):
     """NumPy's C parser (the fast path) and the row-by-row reader read the same arrays,
     with a header or without, the label anywhere, blank lines, quotes and CRLF endings."""
-    from xpnet.data import _read_csv, _read_csv_rows
+    from xpnet.data.csvfile import _read_csv, _read_csv_rows
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((50, 4)).round(5)
