@@ -194,6 +194,25 @@ def test_train_draws_curves_when_matplotlib_is_installed(tmp_path):
     assert "curves.png" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--optimizer", "adam"], "Adam changes its step size every step"),
+        (["--dropout", "0.2"], "dropout draws its masks on the host"),
+        (["--backend", "numpy"], "the model's arrays are numpy's, not CuPy's"),
+    ],
+    ids=["adam", "dropout", "numpy"],
+)
+def test_cuda_graph_refusals_are_the_library_s(tmp_path, args, expected):
+    """``--cuda-graph`` asks :func:`xpnet.train.cuda_graph_refusal`, which ``fit`` asks
+    too: one line, exit status 2, before a folder is made."""
+    result = run_cli("train", "--cuda-graph", *args, "--out", tmp_path / "r")
+    assert result.returncode == 2, result.stderr
+    assert f"--cuda-graph is not possible here: {expected}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
 def _torch_without_cuda():
     torch = pytest.importorskip("torch")
     return not torch.cuda.is_available()

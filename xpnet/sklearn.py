@@ -44,11 +44,9 @@ from . import backend as _backend
 from .errors import TrainingDiverged, XpnetValueError
 from .models import ACTIVATIONS, MLP
 from .nn import CrossEntropyLoss, MSELoss, Softmax
-from .optim import SGD, Adam, AdamW
+from .optim import OPTIMIZERS
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
-
-_OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 
 class _BaseMLP(BaseEstimator):
@@ -61,7 +59,7 @@ class _BaseMLP(BaseEstimator):
         "activation": [StrOptions(set(ACTIVATIONS))],
         "batchnorm": ["boolean"],
         "dropout": [Interval(Real, 0, 1, closed="left")],
-        "optimizer": [StrOptions(set(_OPTIMIZERS))],
+        "optimizer": [StrOptions(set(OPTIMIZERS))],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "momentum": [Interval(Real, 0, 1, closed="both")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
@@ -150,7 +148,7 @@ class _BaseMLP(BaseEstimator):
         options = {"lr": self.learning_rate, "weight_decay": self.weight_decay}
         if self.optimizer == "sgd":
             options["momentum"] = self.momentum
-        self._optimizer = _OPTIMIZERS[self.optimizer](self.model_, **options)
+        self._optimizer = OPTIMIZERS[self.optimizer](self.model_, **options)
         self.loss_curve_ = []
         self.n_iter_ = 0
 

@@ -23,7 +23,15 @@ if TYPE_CHECKING:
     from .models import MLP
     from .nn import Module
 
-__all__ = ["DEVICE_CHECK_EVERY", "FitState", "TrainingDiverged", "evaluate", "fit", "to_model"]
+__all__ = [
+    "DEVICE_CHECK_EVERY",
+    "FitState",
+    "TrainingDiverged",
+    "cuda_graph_refusal",
+    "evaluate",
+    "fit",
+    "to_model",
+]
 
 
 def to_model(model: MLP, X: Array, y: Array | None = None) -> tuple[Array, Array | None]:
@@ -163,22 +171,59 @@ def _sum_gradients(params, comm, xp, extra):
     return flat[offset]
 
 
+def cuda_graph_refusal(
+    *, library: str | None, optimizer: type, dropout: float = 0.0, data_parallel: bool = False
+) -> str | None:
+    """Why a training step cannot be recorded as a CUDA graph and replayed, or None.
+
+    Decided here once, for :func:`fit` with ``cuda_graph=True`` and for
+    ``xpnet train --cuda-graph`` (which asks before it builds anything). A graph replays the
+    same kernels with the same numbers, so everything the step draws or counts on the host
+    must stay out of it.
+
+    Parameters
+    ----------
+    library : str or None
+        The array library's name (``xpnet.backend.library_name``); None leaves the
+        library to the backend's recorder (``fit`` asks it for one, and refuses with the
+        same words when it has none).
+    optimizer : type
+        The optimizer's class: its ``same_update_every_step`` must hold.
+    dropout : float
+        The largest dropout probability in the model.
+    data_parallel : bool
+        Whether gradients are summed across processes.
+
+    Returns
+    -------
+    str or None
+        The reason, in one clause; None when the step can be recorded.
+    """
+    if data_parallel:
+        return "data-parallel runs sum gradients outside the step"
+    if dropout > 0:
+        return "dropout draws its masks on the host every step"
+    if not getattr(optimizer, "same_update_every_step", False):
+        return f"{optimizer.__name__} changes its step size every step (bias correction)"
+    if library is not None and library != "cupy":
+        return _not_recordable(library)
+    return None
+
+
+def _not_recordable(library):
+    return f"the model's arrays are {library}'s, not CuPy's (CUDA graphs need backend 'cupy')"
+
+
 def _graph_step(model, loss, optimizer, comm):
     """The CUDA-graph runner of one training step, or an error saying why there is none."""
-    refusals = [
-        (comm is not None, "data-parallel runs (comm) sum gradients outside the step"),
-        (
-            any(d.p > 0 for d in getattr(model, "dropout_layers", ())),
-            "dropout draws its masks on the host every step",
-        ),
-        (
-            type(optimizer).__name__ != "SGD",
-            f"{type(optimizer).__name__} changes its step size every step (bias correction)",
-        ),
-    ]
-    for refused, why in refusals:
-        if refused:
-            raise XpnetValueError(f"fit: cuda_graph=True is not possible here: {why}")
+    refusal = cuda_graph_refusal(
+        library=None,  # the recorder below says whether the library has CUDA graphs
+        optimizer=type(optimizer),
+        dropout=max((d.p for d in getattr(model, "dropout_layers", ())), default=0.0),
+        data_parallel=comm is not None,
+    )
+    if refusal:
+        raise XpnetValueError(f"fit: cuda_graph=True is not possible here: {refusal}")
     forward_loss = getattr(loss, "forward_unchecked", None)
     xp = model.xp
 
@@ -205,8 +250,8 @@ def _graph_step(model, loss, optimizer, comm):
     runner = backend.cuda_graph_step(step, model.layers[0].W)
     if runner is None:
         raise XpnetValueError(
-            "fit: cuda_graph=True is not possible here: the model's arrays are not CuPy's "
-            "(CUDA graphs need backend='cupy')"
+            "fit: cuda_graph=True is not possible here: "
+            + _not_recordable(backend.library_name(model.xp))
         )
     return runner
 

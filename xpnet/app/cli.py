@@ -12,6 +12,7 @@ from pathlib import Path
 from .. import __version__, backend
 from ..data import BUILTIN, SCALINGS
 from ..errors import TrainingDiverged, XpnetError, XpnetValueError
+from ..optim import OPTIMIZERS
 
 __all__ = ["build_parser", "main"]
 
@@ -132,21 +133,9 @@ def _echo(args, text):
 
 
 # -- train ---------------------------------------------------------------------------------
-def _cuda_graph_refusal(config, comm):
-    """Why a run cannot capture its steps as CUDA graphs (None: it can)."""
-    if config["backend"] != "cupy":
-        return f"needs --backend cupy (a CUDA GPU), not {config['backend']}"
-    if config["optimizer"] != "sgd":
-        return f"needs --optimizer sgd ({config['optimizer']} changes its step size every step)"
-    if config.get("dropout"):
-        return "cannot be combined with --dropout (its masks are drawn on the host)"
-    if comm is not None:
-        return "runs in one process (the gradient sum of several runs outside the step)"
-    return None
-
-
 def _cmd_train(args):
     from ..distributed import init as init_distributed
+    from ..train import cuda_graph_refusal
     from .runs import RESUME_FILE, config_of_run, owned_folder, train_run
 
     comm = init_distributed()  # None unless started with mpiexec/srun and several processes
@@ -203,9 +192,14 @@ def _cmd_train(args):
             "backend": _pick_backend(opts["backend"]),
             "device": None if device is None else backend.device_name(device),
         }
-        refusal = _cuda_graph_refusal(config, comm) if config["cuda_graph"] else None
+        refusal = config["cuda_graph"] and cuda_graph_refusal(
+            library=config["backend"],
+            optimizer=OPTIMIZERS[config["optimizer"]],
+            dropout=config["dropout"],
+            data_parallel=comm is not None,
+        )
         if refusal:
-            raise UsageError(f"--cuda-graph: {refusal}")
+            raise UsageError(f"--cuda-graph is not possible here: {refusal}")
         folder = (
             Path(args.out)
             if args.out
@@ -517,7 +511,7 @@ def build_parser():
     p.add_argument("--batch-size", type=_positive_int, default=None, help="(default: 32)")
     p.add_argument(
         "--optimizer",
-        choices=["sgd", "adam", "adamw"],
+        choices=list(OPTIMIZERS),
         default=None,
         help="(default: sgd, with momentum)",
     )

@@ -45,13 +45,12 @@ from ..data.npy import open_npy_folder
 from ..errors import DataError, RunError, XpnetError
 from ..models import ACTIVATIONS, MLP
 from ..nn import CrossEntropyLoss, Softmax
-from ..optim import SGD, Adam, AdamW
+from ..optim import OPTIMIZERS
 from ..optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR, StepLR
 from ..train import FitState, evaluate, fit
 
 __all__ = [
     "DIVERGENCE_FACTOR",
-    "OPTIMIZERS",
     "RESUME_FILE",
     "SCHEDULES",
     "RunError",
@@ -228,7 +227,6 @@ def _list_of(check, text):
 
 
 #: The optimizers ``xpnet train --optimizer`` names.
-OPTIMIZERS = ("sgd", "adam", "adamw")
 #: The learning-rate schedules ``xpnet train --schedule`` names (stepped once per epoch).
 SCHEDULES = ("constant", "step", "cosine")
 _CONFIG_FIELDS = {
@@ -378,17 +376,12 @@ def _restore(path, config, xp, device, data):
 
 def _optimizer(model, config):
     kind = config.get("optimizer", "sgd")
-    if kind == "sgd":
-        return SGD(
-            model,
-            lr=config["lr"],
-            momentum=config["momentum"],
-            weight_decay=config["weight_decay"],
-        )
     if kind not in OPTIMIZERS:
         raise RunError(f"unknown optimizer {kind!r}; expected one of {', '.join(OPTIMIZERS)}")
-    cls = Adam if kind == "adam" else AdamW
-    return cls(model, lr=config["lr"], weight_decay=config["weight_decay"])
+    options = {"lr": config["lr"], "weight_decay": config["weight_decay"]}
+    if kind == "sgd":
+        options["momentum"] = config["momentum"]
+    return OPTIMIZERS[kind](model, **options)
 
 
 def _scheduler(optimizer, config):

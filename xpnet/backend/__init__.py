@@ -16,7 +16,7 @@ from ._convert import (
     resolve_dtype,
     to_numpy,
 )
-from ._fused import ACTIVATIONS, CupyFused, fused, set_tf32, use_fused
+from ._fused import KERNEL_ACTIVATIONS, CupyFused, fused, set_tf32, use_fused
 from ._graph import CudaGraphStep, cuda_graph_step
 from ._namespace import (
     DISTRIBUTIONS,
@@ -41,9 +41,9 @@ from ._random import host_rng, host_uniform
 from ._special import erf, erf_generic, erfc, erfc_generic
 
 __all__ = [
-    "ACTIVATIONS",
     "DISTRIBUTIONS",
     "FLOAT_DTYPES",
+    "KERNEL_ACTIVATIONS",
     "SUPPORTED",
     "CudaGraphStep",
     "CupyFused",

@@ -47,10 +47,10 @@ import numpy as np
 from ._capabilities import _library
 from ._namespace import library_name
 
-__all__ = ["ACTIVATIONS", "CupyFused", "fused", "set_tf32", "use_fused"]
+__all__ = ["KERNEL_ACTIVATIONS", "CupyFused", "fused", "set_tf32", "use_fused"]
 
 #: The activations with fused kernels, by the name their classes declare (``fused_kind``).
-ACTIVATIONS = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "gelu": 4}
+KERNEL_ACTIVATIONS = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "gelu": 4}
 
 #: GELU's constants, computed in double as xpnet.nn.GELU computes them (its kernels take
 #: them as arguments, so that both round the same arguments the same way)
@@ -402,7 +402,7 @@ class CupyFused:
         b : cupy.ndarray or None
             ``(C, 1)`` bias.
         kind : str
-            A key of :data:`ACTIVATIONS`.
+            A key of :data:`KERNEL_ACTIVATIONS`.
 
         Returns
         -------
@@ -420,7 +420,7 @@ class CupyFused:
         self._kernel("bias_activation", Z.dtype)(
             _blocks(n), (_THREADS,),
             (Z, bias, A, z_out, cdf, np.int64(n), np.int32(C), np.int32(b is not None),
-             np.int32(ACTIVATIONS[kind]), self._scalar(-SQRT1_2, Z.dtype)),
+             np.int32(KERNEL_ACTIVATIONS[kind]), self._scalar(-SQRT1_2, Z.dtype)),
         )  # fmt: skip
         return {"A": A, "Z": z_out, "cdf": cdf} if gelu else {"A": A}
 
@@ -430,7 +430,7 @@ class CupyFused:
         Parameters
         ----------
         kind : str
-            A key of :data:`ACTIVATIONS` other than ``"identity"``.
+            A key of :data:`KERNEL_ACTIVATIONS` other than ``"identity"``.
         dLdA : cupy.ndarray
             The gradient with respect to the output.
         A, Z, cdf : cupy.ndarray, optional
@@ -447,7 +447,7 @@ class CupyFused:
         args = self._activation_inputs(A, Z, cdf, fallback=dLdA)
         self._kernel("activation_backward", dLdA.dtype)(
             _blocks(dLdA.size), (_THREADS,),
-            (dLdA, *args, dZ, np.int64(dLdA.size), np.int32(ACTIVATIONS[kind]),
+            (dLdA, *args, dZ, np.int64(dLdA.size), np.int32(KERNEL_ACTIVATIONS[kind]),
              self._scalar(INV_SQRT_2PI, dLdA.dtype)),
         )  # fmt: skip
         return dZ
@@ -461,7 +461,7 @@ class CupyFused:
         Parameters
         ----------
         kind : str
-            A key of :data:`ACTIVATIONS` other than ``"identity"``.
+            A key of :data:`KERNEL_ACTIVATIONS` other than ``"identity"``.
         dLdA : cupy.ndarray
             ``(N, C)`` gradient with respect to the output.
         A, Z, cdf : cupy.ndarray, optional
@@ -485,7 +485,7 @@ class CupyFused:
         partial = cp.empty((1, chunks, C), dtype=dLdA.dtype)
         self._kernel("activation_backward_columns", dLdA.dtype)(
             (-(-C // 32), chunks), (32, 8),
-            (dLdA, *args, dZ, np.int64(N), np.int32(C), np.int32(ACTIVATIONS[kind]),
+            (dLdA, *args, dZ, np.int64(N), np.int32(C), np.int32(KERNEL_ACTIVATIONS[kind]),
              self._scalar(INV_SQRT_2PI, dLdA.dtype), partial),
         )  # fmt: skip
         return dZ, self._chunk_totals(partial, chunks)
@@ -572,7 +572,7 @@ class CupyFused:
             ``(C, 1)``: normalise ``Z + biasᵀ``, added where it is read (a Linear
             layer's bias, never written out).
         activation : str, optional
-            A key of :data:`ACTIVATIONS`: also apply it to ``BZ`` in the same pass.
+            A key of :data:`KERNEL_ACTIVATIONS`: also apply it to ``BZ`` in the same pass.
 
         Returns
         -------
@@ -607,7 +607,7 @@ class CupyFused:
              self._scalar(1.0 - alpha, dtype), self._scalar(eps, dtype)),
         )  # fmt: skip
         NZ = cp.empty_like(Z)
-        kind = -1 if activation is None else ACTIVATIONS[activation]
+        kind = -1 if activation is None else KERNEL_ACTIVATIONS[activation]
         gelu = activation == "gelu"
         BZ = cp.empty_like(Z) if kind < 0 or gelu else NZ  # NZ: a pointer never written
         A = cp.empty_like(Z) if kind >= 0 else NZ
@@ -664,7 +664,7 @@ class CupyFused:
         Parameters
         ----------
         kind : str
-            A key of :data:`ACTIVATIONS`.
+            A key of :data:`KERNEL_ACTIVATIONS`.
         dLdA : cupy.ndarray
             ``(N, C)`` gradient with respect to the activation's output.
         NZ : cupy.ndarray
@@ -695,7 +695,7 @@ class CupyFused:
         NZ = self._contiguous(NZ)
         args = self._activation_inputs(*caches, fallback=G)
         chunks = self._chunks(N, C)
-        grid, common = (-(-C // 32), chunks), (np.int32(ACTIVATIONS[kind]),
+        grid, common = (-(-C // 32), chunks), (np.int32(KERNEL_ACTIVATIONS[kind]),
                                                self._scalar(INV_SQRT_2PI, dtype))  # fmt: skip
         partial = cp.empty((2, chunks, C), dtype=dtype)
         self._kernel("batchnorm_backward_partials", dtype)(

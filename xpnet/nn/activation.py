@@ -32,7 +32,7 @@ class Activation(Module):
     Jacobian is not elementwise, overrides ``_chain(dLdA, xp)`` instead.
 
     A class that sets ``fused_kind`` in its own body (a key of
-    :data:`xpnet.backend.ACTIVATIONS`) runs as one fused kernel forward and one backward
+    :data:`xpnet.backend.KERNEL_ACTIVATIONS`) runs as one fused kernel forward and one backward
     where the arrays' library has them (:func:`xpnet.backend.fused`); the kernels compute
     what ``_activate`` and ``_derivative`` compute. A subclass inherits none of this: it
     runs its own ``_activate`` until it declares a kind of its own.

@@ -41,7 +41,13 @@ class Optimizer:
         The learning rate before any schedule (set by the first schedule created).
     l : list
         ``model.layers`` (empty for an iterable of parameters), as the handout names it.
+    same_update_every_step : bool
+        Class attribute: whether a step is the same arithmetic every time, with no step
+        count in it (SGD), so that a recorded step can be replayed; False for Adam, whose
+        bias corrections change with the step count.
     """
+
+    same_update_every_step = False
 
     def __init__(self, params: Any, lr: float) -> None:
         name = type(self).__name__

@@ -96,6 +96,8 @@ class SGD(Optimizer):
     ['layers.0.W', 'layers.0.b']
     """
 
+    same_update_every_step = True
+
     def __init__(
         self,
         params: Any,
