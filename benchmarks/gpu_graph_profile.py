@@ -15,7 +15,7 @@ from collections import Counter
 import numpy as np
 
 from xpnet import backend
-from xpnet.app.bench import XpnetStep
+from xpnet.app.peers import XpnetStep
 
 KINDS = [  # (label, pattern of a kernel node's name in the graph's DOT text)
     ("matrix products (cuBLAS)", r"gemm|xmma|sm\d+_|cutlass|ampere|hopper"),

@@ -21,9 +21,8 @@ from collections import defaultdict
 import numpy as np
 
 from xpnet import backend
-from xpnet.app.bench import XpnetStep
 from xpnet.app.bench_gpu import GPU_SIZES
-from xpnet.app.peers import TorchStep
+from xpnet.app.peers import TorchStep, XpnetStep
 
 
 def _short(name, width=58):

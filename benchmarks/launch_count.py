@@ -23,8 +23,8 @@ from collections import Counter
 import numpy as np
 
 import xpnet.backend
-from xpnet.app.bench import XpnetStep
 from xpnet.app.bench_gpu import GPU_SIZES
+from xpnet.app.peers import XpnetStep
 from xpnet.backend import CupyFused
 
 

@@ -8,8 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from xpnet.app.bench import XpnetStep
-from xpnet.app.peers import NumpyStep, SklearnStep, TorchStep
+from xpnet.app.peers import NumpyStep, SklearnStep, TorchStep, XpnetStep
 
 
 def _value(loss):

@@ -77,3 +77,33 @@ def test_the_installed_distribution():
     assert resources.files("xpnet").joinpath("py.typed").is_file()
     assert "LICENSE" in (dist.metadata.get_all("License-File") or [])
     assert dist.metadata["License-Expression"] == "MIT"
+
+
+def _app_module_graph():
+    """Which of the application's modules each of them imports (at the top or inside a
+    function: either way the two cannot be read apart)."""
+    modules = {p.stem: p for p in APP.glob("*.py") if p.stem != "__init__"}
+    return {
+        name: {
+            other
+            for imported in _imports(path)
+            for other in modules
+            if other != name
+            and (imported == f"xpnet.app.{other}" or imported.startswith(f"xpnet.app.{other}."))
+        }
+        for name, path in modules.items()
+    }
+
+
+def test_the_application_has_no_import_cycle():
+    graph = _app_module_graph()
+    assert {"cli", "config", "folders", "runs", "resume", "evaluation", "bench"} <= set(graph)
+
+    def reaches(start, goal, seen):
+        return any(
+            nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt}))
+            for nxt in graph[start]
+        )
+
+    cycles = sorted(name for name in graph if reaches(name, name, {name}))
+    assert not cycles, f"modules on an import cycle: {cycles}"

@@ -17,7 +17,8 @@ import pytest
 from tests.helpers import asarray, assert_close, run_cli
 from xpnet import backend
 from xpnet import checkpoint as ckpt
-from xpnet.app.runs import RESUME_FILE, train_run
+from xpnet.app.folders import RESUME_FILE
+from xpnet.app.runs import train_run
 from xpnet.data import load_digits
 from xpnet.models import MLP
 from xpnet.nn import GELU, BatchNorm1d, CrossEntropyLoss, Sigmoid, Softmax, Tanh

@@ -13,7 +13,7 @@ import textwrap
 import pytest
 
 from tests.helpers import run_cli
-from xpnet.app.runs import LOCK_FILE, owned_folder
+from xpnet.app.folders import LOCK_FILE, owned_folder
 from xpnet.errors import RunError
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="run folders lock with fcntl")
@@ -46,7 +46,7 @@ def test_the_lock_is_released_when_its_process_is_killed(tmp_path):
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
             from pathlib import Path
-            from xpnet.app.runs import owned_folder
+            from xpnet.app.folders import owned_folder
             with owned_folder(Path({str(folder)!r})):
                 print("held", flush=True)
                 time.sleep(60)

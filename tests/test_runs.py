@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import run_cli
-from xpnet.app.runs import LOCK_FILE
+from xpnet.app.folders import LOCK_FILE
 from xpnet.errors import TrainingDiverged
 from xpnet.models import MLP
 from xpnet.nn import CrossEntropyLoss

@@ -22,7 +22,7 @@ from ..errors import XpnetValueError
 from ..models import MLP
 from ..nn import CrossEntropyLoss
 from ..optim import SGD
-from .peers import NumpyStep, SklearnStep, TorchStep
+from .peers import NumpyStep, SklearnStep, TorchStep, XpnetStep
 
 #: The command's description in ``xpnet bench --help`` (plain text: argparse prints it as is).
 DESCRIPTION = (
@@ -33,7 +33,7 @@ DESCRIPTION = (
     "alternate. Ratios compare numbers of the same run only."
 )
 
-__all__ = ["SIZES", "XpnetStep", "main", "run", "time_step"]
+__all__ = ["SIZES", "main", "run", "time_step"]
 
 #: name -> (layer sizes, batch, batchnorm)
 SIZES = {
@@ -42,61 +42,6 @@ SIZES = {
     "mnist+bn": ([784, 256, 128, 10], 128, True),
     "wide": ([784, 1024, 1024, 10], 512, False),
 }
-
-
-class XpnetStep:
-    """One training step of xpnet through its public API: MLP, CrossEntropyLoss, SGD.
-
-    Parameters
-    ----------
-    sizes : list of int
-        Layer widths.
-    X : numpy.ndarray
-        The fixed batch of features, float32 or float64.
-    y : numpy.ndarray
-        Its class ids.
-    batchnorm : bool
-        BatchNorm1d before each hidden activation.
-    lr, momentum : float
-        SGD's hyperparameters.
-    seed : int
-        Seeds the initial parameters.
-    xp : str
-        The backend xpnet runs on.
-    """
-
-    name = "xpnet"
-
-    def __init__(self, sizes, X, y, *, batchnorm=False, lr=0.01, momentum=0.9, seed=0, xp="numpy"):
-        xp = backend.get(xp)
-        self.model = MLP(
-            sizes, batchnorm=batchnorm, xp=xp, seed=seed, dtype=backend.dtype_name(X.dtype)
-        )
-        self.loss = CrossEntropyLoss()
-        self.opt = SGD(self.model, lr=lr, momentum=momentum)
-        self.xp = xp
-        self.X, self.y = xp.asarray(X), xp.asarray(y)
-
-    def __call__(self):
-        return self.run(self.X, self.y)[0]
-
-    def run(self, X, y):
-        """One step on the batch ``X``, ``y`` as ``fit`` takes it (labels checked once).
-
-        Parameters
-        ----------
-        X, y : array
-            The batch, on the model's backend.
-
-        Returns
-        -------
-        tuple of array
-            The loss, 0-d.
-        """
-        L = self.loss.forward_unchecked(self.model.forward(X), y, self.xp)
-        self.model.backward(self.loss.backward(), input_grad=False)
-        self.opt.step()
-        return (L,)
 
 
 def time_step(step, *, seconds=2.0, warmup=10):

@@ -20,8 +20,7 @@ import numpy as np
 
 from .. import backend
 from ..errors import BackendUnavailableError, XpnetValueError
-from .bench import XpnetStep
-from .peers import GemmFloor, TorchStep
+from .peers import GemmFloor, TorchStep, XpnetStep
 
 __all__ = [
     "GPU_PEERS",

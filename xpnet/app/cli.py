@@ -4,77 +4,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import sys
 from pathlib import Path
 
 from .. import __version__, backend
 from ..data import BUILTIN, SCALINGS
-from ..errors import TrainingDiverged, XpnetError, XpnetValueError
+from ..errors import TrainingDiverged, XpnetError
 from ..optim import OPTIMIZERS
+from .config import RUN_OPTIONS, UsageError, namespace, new_config, resumed_config
+from .folders import RESUME_FILE, new_folder_name, owned_folder, refuse_a_used_folder
 
 __all__ = ["build_parser", "main"]
 
 EXIT_USAGE = 2
-
-#: ``xpnet train`` options that define a run; with ``--resume`` the saved ones are used.
-RUN_OPTIONS = (
-    "dataset",
-    "label_column",
-    "scale",
-    "hidden",
-    "activation",
-    "batchnorm",
-    "batch_size",
-    "optimizer",
-    "lr",
-    "momentum",
-    "weight_decay",
-    "schedule",
-    "warmup_epochs",
-    "dropout",
-    "early_stopping",
-    "backend",
-    "device",
-    "dtype",
-    "seed",
-    "tf32",
-    "cuda_graph",
-)
-#: Their defaults (the parser's defaults are None, so that a given option can be told apart).
-RUN_DEFAULTS = {
-    "dataset": "digits",
-    "label_column": None,
-    "scale": "auto",
-    "hidden": [128, 64],
-    "activation": "relu",
-    "batchnorm": True,
-    "batch_size": 32,
-    "optimizer": "sgd",
-    "lr": None,  # by optimizer: LEARNING_RATES
-    "momentum": 0.9,
-    "weight_decay": None,  # by optimizer: WEIGHT_DECAYS
-    "schedule": "constant",
-    "warmup_epochs": 0,
-    "dropout": 0.0,
-    "early_stopping": None,
-    "backend": "auto",
-    "device": None,
-    "dtype": "float32",
-    "seed": 0,
-    "tf32": False,
-    "cuda_graph": False,
-}
-
-
-#: The default learning rate and weight decay of each optimizer.
-LEARNING_RATES = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3}
-WEIGHT_DECAYS = {"sgd": 0.0, "adam": 0.0, "adamw": 1e-2}
-
-
-class UsageError(XpnetValueError):
-    """A bad argument or input file: reported in one line, exit status 2."""
 
 
 def _positive_int(text):
@@ -109,24 +52,6 @@ def _float(text):
 BACKEND_CHOICES = ["auto", *backend.SUPPORTED]
 
 
-def _pick_backend(name):
-    if name == "auto":
-        return "cupy" if "cupy" in backend.available() else "numpy"
-    return name
-
-
-def _namespace(name, device):
-    picked = _pick_backend(name)
-    if name == "auto" and picked == "numpy" and device not in (None, "cpu"):
-        raise UsageError(
-            f"--device {device}: no CUDA device is usable here, so --backend auto chose "
-            f"numpy, which runs on cpu only; name the backend (--backend torch --device "
-            f"{device}), or drop --device"
-        )
-    xp = backend.get(picked)
-    return xp, backend.resolve_device(xp, device)
-
-
 def _echo(args, text):
     if not args.json and not getattr(args, "quiet", False):
         print(text, flush=True)
@@ -135,82 +60,28 @@ def _echo(args, text):
 # -- train ---------------------------------------------------------------------------------
 def _cmd_train(args):
     from ..distributed import init as init_distributed
-    from ..train import cuda_graph_refusal
-    from .runs import RESUME_FILE, config_of_run, owned_folder, train_run
+    from .runs import train_run
 
     comm = init_distributed()  # None unless started with mpiexec/srun and several processes
     root = comm is None or comm.rank == 0
-
-    given = [name for name in RUN_OPTIONS if getattr(args, name) is not None]
     if args.resume:
         if args.force:
             raise UsageError(
                 f"--force replaces a run in --out; --resume continues {args.resume} and "
                 f"replaces nothing"
             )
-        if given:
-            flags = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise UsageError(
-                f"{flags} cannot change a run that is resumed: --resume continues "
-                f"{args.resume} with its saved configuration (only --epochs may set a new "
-                f"total); start a new run with --out to train with other settings"
-            )
         folder = Path(args.resume)
-        config = config_of_run(folder)
-        scheduled = config.get("schedule", "constant") != "constant" or config.get("warmup_epochs")
-        if args.epochs is not None and args.epochs != config["epochs"] and scheduled:
-            raise UsageError(
-                f"--epochs cannot change a run with a learning-rate schedule: its schedule "
-                f"spans the {config['epochs']} epochs it was started with"
-            )
-        if args.epochs is not None:
-            config["epochs"] = args.epochs
+        given = [name for name in RUN_OPTIONS if getattr(args, name) is not None]
+        config = resumed_config(folder, given, epochs=args.epochs)
     else:
-        opts = {name: getattr(args, name) for name in RUN_OPTIONS}
-        opts = {k: RUN_DEFAULTS[k] if v is None else v for k, v in opts.items()}
-        if opts["optimizer"] != "sgd" and args.momentum is not None:
-            raise UsageError(
-                f"--momentum applies to --optimizer sgd; {opts['optimizer']} uses the moment "
-                f"estimates of Adam (betas 0.9, 0.999)"
-            )
-        if opts["lr"] is None:
-            opts["lr"] = LEARNING_RATES[opts["optimizer"]]
-        if opts["weight_decay"] is None:
-            opts["weight_decay"] = WEIGHT_DECAYS[opts["optimizer"]]
-        epochs = args.epochs or 40
-        if not 0 <= opts["warmup_epochs"] < epochs:
-            raise UsageError(
-                f"--warmup-epochs must lie in [0, {epochs}) for {epochs} epochs, "
-                f"got {opts['warmup_epochs']}"
-            )
-        _, device = _namespace(opts["backend"], opts["device"])
-        if opts["seed"] < 0:
-            raise UsageError(f"--seed must be a non-negative integer, got {opts['seed']}")
-        config = {
-            **opts,
-            "epochs": args.epochs or 40,
-            "backend": _pick_backend(opts["backend"]),
-            "device": None if device is None else backend.device_name(device),
-        }
-        refusal = config["cuda_graph"] and cuda_graph_refusal(
-            library=config["backend"],
-            optimizer=OPTIMIZERS[config["optimizer"]],
-            dropout=config["dropout"],
-            data_parallel=comm is not None,
-        )
-        if refusal:
-            raise UsageError(f"--cuda-graph is not possible here: {refusal}")
-        folder = (
-            Path(args.out)
-            if args.out
-            else Path("runs")
-            / (f"{Path(str(opts['dataset'])).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
-        )
+        options = {name: getattr(args, name) for name in RUN_OPTIONS}
+        config = new_config(options, epochs=args.epochs, data_parallel=comm is not None)
+        folder = Path(args.out) if args.out else new_folder_name(config["dataset"])
         if comm is not None:  # the first process names the folder for all
             folder = comm.broadcast(folder)
     with owned_folder(folder) if root else contextlib.nullcontext():
         if not args.resume:
-            _refuse_a_used_folder(folder, force=args.force, comm=comm)
+            refuse_a_used_folder(folder, force=args.force, comm=comm)
         try:
             metrics = train_run(
                 config,
@@ -267,41 +138,11 @@ def _cmd_train(args):
     return 0
 
 
-def _refuse_a_used_folder(folder, *, force, comm):
-    """Refuse a new run in a folder that holds another's files, or clear them with
-    ``--force``; under MPI the first process decides for all."""
-    from .runs import RESUME_FILE, RUN_FILES
-
-    found = (
-        [name for name in RUN_FILES if (folder / name).exists()]
-        if comm is None or comm.rank == 0
-        else None
-    )
-    if comm is not None:
-        found = comm.broadcast(found)
-    if not found:
-        return
-    if force:
-        if comm is None or comm.rank == 0:
-            for name in (*RUN_FILES, "curves.png"):
-                (folder / name).unlink(missing_ok=True)
-        return
-    if RESUME_FILE in found:
-        raise UsageError(
-            f"{folder} already holds a run; continue it with --resume {folder}, choose "
-            f"another --out, or pass --force to replace it"
-        )
-    raise UsageError(
-        f"{folder} holds the files of a finished run ({', '.join(found)}); choose another "
-        f"--out, or pass --force to replace them"
-    )
-
-
 # -- evaluate / predict ----------------------------------------------------------------------
 def _load(args):
     from ..checkpoint import LEGACY_FORMATS, load_all
 
-    xp, device = _namespace(args.backend, getattr(args, "device", None))
+    xp, device = namespace(args.backend, getattr(args, "device", None))
     model, _, info = load_all(args.checkpoint, xp=xp, device=device)
     if info.get("format") in LEGACY_FORMATS:
         print(
@@ -316,7 +157,7 @@ def _load(args):
 def _cmd_evaluate(args):
     from ..nn import CrossEntropyLoss
     from ..train import evaluate
-    from .runs import evaluation_data
+    from .evaluation import evaluation_data
 
     model, meta = _load(args)
     X, y, source = evaluation_data(
@@ -348,7 +189,7 @@ def _cmd_evaluate(args):
 
 def _cmd_predict(args):
     from ..data import read_features
-    from .runs import legacy_input_scale, predictions, write_predictions
+    from .evaluation import legacy_input_scale, predictions, write_predictions
 
     model, meta = _load(args)
     divisor = legacy_input_scale(meta)

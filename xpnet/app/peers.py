@@ -1,7 +1,8 @@
-"""Reference training steps of other libraries, for the benchmark (``xpnet bench``).
+"""The training steps the benchmarks time (``xpnet bench``): xpnet's and its peers'.
 
-Each peer runs the same training step as xpnet (forward, softmax cross-entropy, backward,
-SGD with momentum) on the same arrays, so that timings compare like with like:
+:class:`XpnetStep` is xpnet's step through its public API. Each peer runs the same
+training step (forward, softmax cross-entropy, backward, SGD with momentum) on the same
+arrays, so that timings compare like with like:
 
 * :class:`NumpyStep`, a minimal hand-written NumPy step: the floor for any NumPy code;
 * :class:`TorchStep`, PyTorch eager (``torch.nn`` + ``torch.optim.SGD``) on the CPU, or on
@@ -17,7 +18,67 @@ import itertools
 
 import numpy as np
 
-__all__ = ["GemmFloor", "NumpyStep", "SklearnStep", "TorchStep"]
+from .. import backend
+from ..models import MLP
+from ..nn import CrossEntropyLoss
+from ..optim import SGD
+
+__all__ = ["GemmFloor", "NumpyStep", "SklearnStep", "TorchStep", "XpnetStep"]
+
+
+class XpnetStep:
+    """One training step of xpnet through its public API: MLP, CrossEntropyLoss, SGD.
+
+    Parameters
+    ----------
+    sizes : list of int
+        Layer widths.
+    X : numpy.ndarray
+        The fixed batch of features, float32 or float64.
+    y : numpy.ndarray
+        Its class ids.
+    batchnorm : bool
+        BatchNorm1d before each hidden activation.
+    lr, momentum : float
+        SGD's hyperparameters.
+    seed : int
+        Seeds the initial parameters.
+    xp : str
+        The backend xpnet runs on.
+    """
+
+    name = "xpnet"
+
+    def __init__(self, sizes, X, y, *, batchnorm=False, lr=0.01, momentum=0.9, seed=0, xp="numpy"):
+        xp = backend.get(xp)
+        self.model = MLP(
+            sizes, batchnorm=batchnorm, xp=xp, seed=seed, dtype=backend.dtype_name(X.dtype)
+        )
+        self.loss = CrossEntropyLoss()
+        self.opt = SGD(self.model, lr=lr, momentum=momentum)
+        self.xp = xp
+        self.X, self.y = xp.asarray(X), xp.asarray(y)
+
+    def __call__(self):
+        return self.run(self.X, self.y)[0]
+
+    def run(self, X, y):
+        """One step on the batch ``X``, ``y`` as ``fit`` takes it (labels checked once).
+
+        Parameters
+        ----------
+        X, y : array
+            The batch, on the model's backend.
+
+        Returns
+        -------
+        tuple of array
+            The loss, 0-d.
+        """
+        L = self.loss.forward_unchecked(self.model.forward(X), y, self.xp)
+        self.model.backward(self.loss.backward(), input_grad=False)
+        self.opt.step()
+        return (L,)
 
 
 def _init(sizes, seed, dtype):
