@@ -1,5 +1,5 @@
-"""BatchNorm1d's global-batch statistics (the data-parallel path, ``comm`` set, with a
-stand-in communicator of one process) against the exact statistics of the same inputs,
+"""SyncBatchNorm1d's global-batch statistics (the data-parallel layer, with a stand-in
+communicator of one process) against the exact statistics of the same inputs,
 computed in float64 by NumPy: features far from zero must not lose their variance to
 cancellation, in float32 too."""
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import asarray, to_numpy
-from xpnet.nn import BatchNorm1d
+from xpnet.distributed import SyncBatchNorm1d
 
 SPREAD = np.array([1.0, 2.0, 0.5, 3.0])
 
@@ -40,8 +40,7 @@ def test_global_statistics_are_exact(xp, device, dtype, rtol, offset):
     # (over the spread, for the outputs), whichever formula computes them.
     rounding = 8 * float(np.finfo(dtype).eps) * (abs(offset) + 10)
     rng = np.random.default_rng(0)
-    bn = BatchNorm1d(4, alpha=0.0, xp=xp, device=device, dtype=dtype)
-    bn.comm = OneProcess()
+    bn = SyncBatchNorm1d(4, alpha=0.0, comm=OneProcess(), xp=xp, device=device, dtype=dtype)
     for step in range(3):  # the first batch, then batches after it (a mean is known)
         Z = (offset + rng.standard_normal((64, 4)) * SPREAD).astype(dtype)
         G = rng.standard_normal((64, 4)).astype(dtype)

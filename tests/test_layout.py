@@ -4,6 +4,7 @@ libraries named only in ``xpnet/backend``."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,17 @@ def test_the_application_has_no_import_cycle():
 
     cycles = sorted(name for name in graph if reaches(name, name, {name}))
     assert not cycles, f"modules on an import cycle: {cycles}"
+
+
+EQUATIONS = [*(PACKAGE / "nn").glob("*.py"), PACKAGE / "models.py"]
+EQUATIONS += (PACKAGE / "optim").glob("*.py")
+
+
+@pytest.mark.parametrize("path", EQUATIONS, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_the_layers_know_nothing_of_processes(path):
+    """Data-parallel training lives beneath the model (xpnet.distributed: a synchronised
+    BatchNorm swapped in, sharded dropout, the gradient sum); the layers, the model and the
+    optimizers do not name it, in code or in words."""
+    words = r"\b(mpi\w*|nccl|communicators?|comm|allreduce\w*|all-reduce|shards?|world_size)\b"
+    found = sorted(set(re.findall(words, path.read_text(), flags=re.IGNORECASE)))
+    assert not found, f"{path.name} names {found}"

@@ -10,6 +10,7 @@ import pytest
 
 from tests.helpers import asarray, to_numpy
 from xpnet import backend
+from xpnet.distributed import convert_sync_batchnorm
 from xpnet.models import MLP
 from xpnet.nn import CrossEntropyLoss
 from xpnet.optim import SGD
@@ -53,6 +54,8 @@ def test_one_process_fit_equals_fit_without_communicator(xp, device, comm, batch
     results = []
     for c in (None, comm):
         model = MLP([5, 16, 3], batchnorm=batchnorm, xp=xp, device=device, dtype="float64", seed=1)
+        if c is not None:
+            convert_sync_batchnorm(model, c)
         opt = SGD(model, lr=0.05, momentum=0.9)
         history = fit(model, CrossEntropyLoss(), opt, (X, y), epochs=2, batch_size=32, comm=c)
         results.append(([to_numpy(p.value) for _, p in model.named_parameters()], history))

@@ -15,7 +15,7 @@ import numpy as np
 from . import backend
 from ._typing import Array
 from .data import Dataset, batches, host_batches, on_disk
-from .distributed import shard
+from .distributed import DataParallel
 from .errors import TrainingDiverged, XpnetTypeError, XpnetValueError
 from .nn._checks import check_size
 
@@ -155,20 +155,6 @@ def _check_labels(model, y, what):
             f"{what}: class ids must lie in [0, {n_out}) for a model with {n_out} outputs, "
             f"got values from {low} to {high}"
         )
-
-
-def _sum_gradients(params, comm, xp, extra):
-    """Sum the gradients of ``params`` and ``extra`` (the loss) over all processes, in one
-    all-reduce over one flat buffer; returns the summed ``extra``."""
-    flat = xp.concat([xp.reshape(p.grad, (-1,)) for p in params] + [xp.reshape(extra, (1,))])
-    flat = comm.allreduce_sum(flat)
-    offset = 0
-    for p in params:
-        shape = tuple(p.grad.shape)
-        size = math.prod(shape)
-        setattr(p.module, p.grad_attr, xp.reshape(flat[offset : offset + size], shape))
-        offset += size
-    return flat[offset]
 
 
 def cuda_graph_refusal(
@@ -419,9 +405,12 @@ def fit(
         Train data-parallel (:mod:`xpnet.distributed`): every process passes the same data
         and seed, takes its :func:`~xpnet.distributed.shard` of each global batch of
         ``batch_size`` rows, and the gradients are summed across processes in one
-        all-reduce per step; BatchNorm layers use the global batch's statistics. A last
-        batch with fewer rows than processes is skipped. Dropout masks are drawn for the
-        global batch, so ``N`` processes drop what one process drops.
+        all-reduce per step (:class:`~xpnet.distributed.DataParallel`). BatchNorm layers
+        must be :class:`~xpnet.distributed.SyncBatchNorm1d`, which use the global batch's
+        statistics: convert the model with
+        :func:`~xpnet.distributed.convert_sync_batchnorm` before making the optimizer.
+        A last batch with fewer rows than processes is skipped. Dropout masks are drawn
+        for the global batch, so ``N`` processes drop what one process drops.
     prefetch : bool
         For a ``numpy.memmap`` and a model on a GPU (CuPy): gather each batch into pinned
         host memory and copy it on its own CUDA stream while the previous step runs
@@ -486,13 +475,16 @@ def fit(
         check_every = 1 if streaming or backend.on_host(X) else DEVICE_CHECK_EVERY
     check_every = check_size(check_every, "check_every", "fit")
     forward_loss = getattr(loss, "forward_unchecked", None)
-    dropouts = list(getattr(model, "dropout_layers", ()))
+    parallel = None
     if comm is not None:
         if batch_size < comm.size:
             raise XpnetValueError(
                 f"fit: batch_size {batch_size} is smaller than the {comm.size} processes"
             )
-        params = [p for _, p in model.named_parameters()]  # summed after every backward
+        try:
+            parallel = DataParallel(model, comm)
+        except XpnetValueError as err:
+            raise XpnetValueError(f"fit: {err}") from None
     shuffle = ("blocks" if streaming else "full") if shuffle is None else shuffle
     if streaming and shuffle != "blocks":
         raise XpnetValueError("fit: memory-mapped data are shuffled in blocks (shuffle='blocks')")
@@ -511,8 +503,8 @@ def fit(
     )
     tf32_before = backend.set_tf32(xp, tf32)
     try:
-        for bn in model.bn_layers:  # statistics of the global batch (None: of this one)
-            bn.comm = comm
+        if parallel is not None:
+            parallel.open()  # dropout masks drawn for the global batch
         for epoch in range(state.epoch + 1, epochs + 1):
             if state.stopped_early:
                 break
@@ -542,23 +534,20 @@ def fit(
                             window.flush(xp)
                         bar.update(1)
                         continue
-                    if comm is not None:  # this process's share of the global batch
+                    if parallel is not None:  # this process's share of the global batch
                         n_global = Xb.shape[0]
-                        if n_global < comm.size:
+                        sharded = parallel.shard(Xb, yb)
+                        if sharded is None:
                             continue  # a last batch with fewer rows than processes
-                        start, stop = shard(n_global, comm.size, comm.rank)
-                        Xb, yb = Xb[start:stop, ...], yb[start:stop]
-                        for drop in dropouts:  # masks drawn for the global batch
-                            drop.shard = (n_global, start, stop)
+                        Xb, yb, share = sharded
                     out = model.forward(Xb)
                     L = forward_loss(out, yb, xp) if forward_loss else loss.forward(out, yb)
                     correct = correct + _count_correct(out, yb, xp)
-                    if comm is None:
+                    if parallel is None:
                         window.add(L, Xb.shape[0])
                     else:  # the gradient of the global batch's mean loss, summed in one call
-                        share = Xb.shape[0] / n_global
                         model.backward(loss.backward() * share, input_grad=False)
-                        window.add(_sum_gradients(params, comm, xp, L * share), n_global)
+                        window.add(parallel.sum_gradients(L * share), n_global)
                     if len(window.pending) >= check_every:
                         # reads the losses back: with check_every=1 before this step updates
                         # anything; on a device once per check_every steps
@@ -569,7 +558,7 @@ def fit(
                                 loss=f"{window.total / window.seen:.4f}",
                                 acc=f"{float(correct) / window.seen:.4f}",
                             )
-                    if comm is None:
+                    if parallel is None:
                         model.backward(loss.backward(), input_grad=False)
                     optimizer.step()
                     bar.update(1)
@@ -603,12 +592,10 @@ def fit(
                 log(record)
             if on_epoch_end is not None:
                 on_epoch_end(state)
-    finally:  # the model is left as it was given: no communicator, no shard
+    finally:  # the model is left as it was given
         backend.set_tf32(xp, tf32_before)
-        for bn in model.bn_layers:
-            bn.comm = None
-        for drop in dropouts:
-            drop.shard = None
+        if parallel is not None:
+            parallel.close()
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
     return state.history

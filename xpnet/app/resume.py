@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from ..checkpoint import LEGACY_FORMATS, load_all, save
+from ..distributed import convert_sync_batchnorm
 from ..errors import RunError
 from ..train import FitState
 from .config import (
@@ -105,7 +106,7 @@ def save_resume(path, model, optimizer, state, config, data, scheduler=None):
     )
 
 
-def restore(path, config, xp, device, data):
+def restore(path, config, xp, device, data, *, comm=None):
     """Everything :func:`save_resume` wrote, rebuilt on a backend, every field checked.
 
     Parameters
@@ -120,6 +121,9 @@ def restore(path, config, xp, device, data):
         Its device.
     data : Dataset
         The run's data.
+    comm : MPICommunicator, optional
+        The processes of a data-parallel run: BatchNorm is synchronised before the
+        optimizer is made.
 
     Returns
     -------
@@ -139,6 +143,8 @@ def restore(path, config, xp, device, data):
             f"finish the run with the xpnet that started it, or start a new run"
         )
     model.train()
+    if comm is not None:
+        convert_sync_batchnorm(model, comm)
     optimizer = make_optimizer(model, config)
     optimizer.load_state_dict(
         {k[len("optimizer.") :]: v for k, v in extras.items() if k.startswith("optimizer.")}

@@ -25,6 +25,7 @@ from ..data import (
     standard_scaling,
     stratified_split,
 )
+from ..distributed import convert_sync_batchnorm
 from ..errors import RunError, XpnetError
 from ..models import MLP
 from ..nn import CrossEntropyLoss
@@ -88,7 +89,9 @@ def _setup(config, folder, resume, root=True, comm=None):
         if root:  # a process killed while saving leaves its temporary file: not a checkpoint
             for stale in folder.glob(".*.safetensors.*.tmp"):
                 stale.unlink(missing_ok=True)
-        model, optimizer, scheduler, state = _restore(resume_path, config, xp, device, data)
+        model, optimizer, scheduler, state = _restore(
+            resume_path, config, xp, device, data, comm=comm
+        )
     else:
         config["scale"] = _resolved_scaling(config.get("scale", "auto"), data)
         sizes = [data.n_features, *config["hidden"], data.n_classes]
@@ -109,6 +112,8 @@ def _setup(config, folder, resume, root=True, comm=None):
             mean, scale = fixed_scaling(data.n_features, data.input_scale)
         for layer in model.standardize_layers:
             layer.load_state_dict({"mean": mean, "scale": scale})
+        if comm is not None:  # BatchNorm over the global batch, before the optimizer
+            convert_sync_batchnorm(model, comm)
         optimizer = make_optimizer(model, config)
         scheduler = make_scheduler(optimizer, config)
         state = FitState()

@@ -89,9 +89,12 @@ class BatchNorm1d(Module):
         "M",
         "V",
         "_inv_std",
-        "_n",
-        "_shift",
     )
+    #: Whether training normalises with the statistics of the batch this layer sees (the
+    #: numbers the library's fused kernels compute). A subclass that normalises with the
+    #: statistics of a larger batch sets False and overrides :meth:`_batch_statistics` and
+    #: :meth:`_gradient_sums` (:class:`xpnet.distributed.SyncBatchNorm1d`).
+    local_statistics: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -123,11 +126,6 @@ class BatchNorm1d(Module):
         self.V: Array = None
         self._inv_std: Array = None
         self._evaluated = False
-        #: A communicator (:mod:`xpnet.distributed`) while training data-parallel: the batch
-        #: statistics are then those of the global batch. None: this process's batch.
-        self.comm: Any = None
-        self._n: Array = None
-        self._shift: Array = None
 
     def extra_repr(self) -> str:
         """The constructor arguments, for ``repr``.
@@ -183,7 +181,7 @@ class BatchNorm1d(Module):
         XpnetValueError
             ``n < 2``.
         """
-        if n < 2 and self.comm is None:  # data-parallel: the global batch counts
+        if n < 2:
             raise XpnetValueError(
                 f"{self._label()}: training needs a batch of at least 2 rows to compute a "
                 f"variance, got {n}; use a larger batch or call eval()"
@@ -234,7 +232,7 @@ class BatchNorm1d(Module):
             The activation's output ``A``, ``(N, C)``.
         """
         kind = activation._kind  # None for an activation without fused kernels
-        ops = backend.fused(xp) if self.training and self.comm is None else None
+        ops = backend.fused(xp) if self.training and self.local_statistics else None
         if ops is None or kind is None or not ops.handles(Z):
             return activation.forward_unchecked(self.forward_unchecked(Z + b.T, xp), xp)
         out = ops.batchnorm_forward(
@@ -273,7 +271,7 @@ class BatchNorm1d(Module):
             ``(1, C)``: ``sum(dLdZ, axis=0, keepdims=True)``, or None.
         """
         kind = activation._kind
-        fused = not self._evaluated and self.comm is None and kind is not None
+        fused = not self._evaluated and self.local_statistics and kind is not None
         ops = backend.fused(xp) if fused else None
         if ops is None or not ops.handles(dLdA) or dLdA.shape[0] == 0:
             return self.backward_unchecked(activation.backward_unchecked(dLdA, xp), xp), None
@@ -283,34 +281,25 @@ class BatchNorm1d(Module):
         )
         return dLdZ, sums
 
-    def _global_statistics(self, Z, xp):
-        """Mean and variance of the global batch, summed across processes in one call.
+    def _batch_statistics(self, Z, xp):
+        """The training statistics: ``M``, ``V`` and the centred batch ``D = Z - M``.
 
-        The sums are of ``Z - K`` and ``(Z - K)²`` for a shift ``K`` that every process
-        shares: the previous global batch's mean. ``Σ(Z-K)²/N - (Σ(Z-K)/N)²`` then loses
-        nothing to cancellation when the features lie far from zero (``ΣZ²/N - M²`` would
-        lose all of float32's digits at a mean of 3000 and a unit spread). The first batch,
-        with no previous mean, sums ``Z`` first for its mean: one call more, once.
+        The mean, and the **biased** variance in two passes (``mean(D²)``, which keeps the
+        digits ``mean(Z²) - M²`` would lose to cancellation).
         """
-        C = Z.shape[1]
-        rows = xp.ones((1,), dtype=Z.dtype, device=backend.device(Z)) * Z.shape[0]
-        K = self._shift
-        if K is None:
-            total = self.comm.allreduce_sum(xp.concat([xp.sum(Z, axis=0), rows]))
-            K = xp.reshape(total[:C] / total[C], (1, C))
-        D = Z - K
-        total = self.comm.allreduce_sum(xp.concat([xp.sum(D, axis=0), xp.sum(D * D, axis=0), rows]))
-        self._n = total[2 * C]
-        S = xp.reshape(total[:C] / self._n, (1, C))  # the mean of Z - K
-        M = K + S
-        V = xp.reshape(total[C : 2 * C] / self._n, (1, C)) - S * S
-        self._shift = M
-        return M, V
+        M = xp.mean(Z, axis=0, keepdims=True)
+        D = Z - M
+        return M, xp.mean(D * D, axis=0, keepdims=True), D
+
+    def _gradient_sums(self, dLdBZ, xp):
+        """``(N, Σ dLdBZ, Σ dLdBZ ⊙ NZ)`` over the batch the statistics came from: this
+        one's, which are ``dLdBb`` and ``dLdBW``."""
+        return dLdBZ.shape[0], self.dLdBb, self.dLdBW
 
     def _forward(self, Z, xp, evaluate):
         self.Z = Z
         self._evaluated = evaluate
-        ops = backend.fused(xp) if not evaluate and self.comm is None else None
+        ops = backend.fused(xp) if not evaluate and self.local_statistics else None
         if ops is not None:  # the lines below in two kernels (backend.fused)
             out = ops.batchnorm_forward(
                 Z, self.BW, self.Bb, self.running_M, self.running_V, self.alpha, self.eps
@@ -321,13 +310,8 @@ class BatchNorm1d(Module):
         if evaluate:
             M, V = self.running_M, self.running_V
             D = Z - M
-        elif self.comm is None:
-            M = xp.mean(Z, axis=0, keepdims=True)
-            D = Z - M
-            V = xp.mean(D * D, axis=0, keepdims=True)
         else:
-            M, V = self._global_statistics(Z, xp)
-            D = Z - M
+            M, V, D = self._batch_statistics(Z, xp)
         if not evaluate:
             a = self.alpha
             self.running_M = a * self.running_M + (1.0 - a) * M
@@ -380,7 +364,7 @@ class BatchNorm1d(Module):
             ``dLdZ``.
         """
         NZ = self.NZ
-        ops = backend.fused(xp) if not self._evaluated and self.comm is None else None
+        ops = backend.fused(xp) if not self._evaluated and self.local_statistics else None
         if ops is not None:  # the lines below in two kernels (backend.fused)
             dLdZ, self.dLdBW, self.dLdBb = ops.batchnorm_backward(dLdBZ, NZ, self.BW, self._inv_std)
             return dLdZ
@@ -391,11 +375,5 @@ class BatchNorm1d(Module):
             return dLdBZ * scale
         # mean_n(G) = BW·dLdBb/N and mean_n(G ⊙ NZ) = BW·dLdBW/N, so the exact gradient
         # needs no further pass over the batch for them:
-        if self.comm is None:
-            n, sum_b, sum_w = dLdBZ.shape[0], self.dLdBb, self.dLdBW
-        else:  # over the global batch; dLdBW, dLdBb stay this shard's (summed with the rest)
-            C = dLdBZ.shape[1]
-            total = self.comm.allreduce_sum(xp.concat([self.dLdBb[0, :], self.dLdBW[0, :]]))
-            n = self._n
-            sum_b, sum_w = xp.reshape(total[:C], (1, C)), xp.reshape(total[C:], (1, C))
+        n, sum_b, sum_w = self._gradient_sums(dLdBZ, xp)
         return (dLdBZ - sum_b / n - NZ * (sum_w / n)) * scale

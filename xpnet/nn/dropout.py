@@ -56,11 +56,6 @@ class Dropout(Module):
         self.rng = backend.host_rng(seed)
         self.mask: Array = None
         self._forwarded = False
-        #: While training data-parallel (:mod:`xpnet.distributed`), ``(rows, start, stop)``:
-        #: the mask is drawn for the global batch of ``rows`` rows, the same in every
-        #: process, and this process takes rows ``[start, stop)`` of it, so ``N`` processes
-        #: drop what one process drops. None: the mask is drawn for the input itself.
-        self.shard: tuple[int, int, int] | None = None
 
     def extra_repr(self) -> str:
         """The probability, for ``repr``.
@@ -108,15 +103,15 @@ class Dropout(Module):
         if not self.training or self.p == 0.0:
             self.mask = None
             return X
-        shape = tuple(X.shape)
-        if self.shard is None:
-            keep = self.rng.random(shape) >= self.p
-        else:  # this process's rows of the global batch's mask
-            rows, start, stop = self.shard
-            keep = self.rng.random((rows, *shape[1:]))[start:stop] >= self.p
+        keep = self._keep(tuple(X.shape))
         host = (keep / (1.0 - self.p)).astype(backend.dtype_name(X.dtype))
         self.mask = xp.asarray(host, device=backend.device(X))
         return X * self.mask
+
+    def _keep(self, shape):
+        """The entries kept for an input of ``shape``: a host boolean array, each entry
+        True with probability ``1 - p``."""
+        return self.rng.random(shape) >= self.p
 
     def backward(self, dLdY: Array) -> Array:
         """The gradient with respect to the input: ``dLdY`` times the same mask.
