@@ -161,3 +161,88 @@ def test_every_initialiser_makes_its_array_where_and_as_asked(xp, device, name, 
         assert backend.device_name(backend.device(out)) == want
     host = make((5, 4), xp="numpy", dtype=dtype, **seeded)
     np.testing.assert_array_equal(backend.to_numpy(out), host)
+
+
+# -- boundaries that mutation testing found unguarded ---------------------------------------
+@pytest.mark.parametrize("shape", [(6, 5), (8, 4, 5), (8, 4, 3, 3)], ids=["2d", "3d", "4d"])
+@pytest.mark.parametrize(
+    ("name", "options", "scale"),
+    [
+        # the defaults (kaiming: a=0 with leaky_relu, fan_in; xavier: gain 1) and the
+        # documented formula of each scale, fan_in = shape[1]·r, fan_out = shape[0]·r with
+        # r the product of the dimensions after the second (PyTorch's)
+        ("kaiming_uniform", {}, lambda fi, fo: math.sqrt(2.0) * math.sqrt(3.0 / fi)),
+        ("kaiming_normal", {}, lambda fi, fo: math.sqrt(2.0) / math.sqrt(fi)),
+        ("kaiming_normal", {"a": 0.3, "mode": "fan_out"},
+         lambda fi, fo: math.sqrt(2.0 / 1.09) / math.sqrt(fo)),
+        ("xavier_uniform", {}, lambda fi, fo: math.sqrt(6.0 / (fi + fo))),
+        ("xavier_normal", {}, lambda fi, fo: math.sqrt(2.0 / (fi + fo))),
+    ],
+    ids=["kaiming_uniform", "kaiming_normal", "kaiming_normal-a-fan_out", "xavier_uniform",
+         "xavier_normal"],
+)  # fmt: skip
+def test_each_draw_is_the_generator_s_at_the_documented_scale(shape, name, options, scale):
+    """Exactly the host generator's uniform or normal draw at the scale the docstring
+    gives, for Linear-like and convolution-like shapes; each default is the formula's."""
+    receptive = math.prod(shape[2:])
+    bound = scale(shape[1] * receptive, shape[0] * receptive)
+    W = getattr(init, name)(shape, seed=11, dtype="float64", **options)
+    rng = np.random.default_rng(11)
+    if name.endswith("uniform"):
+        expected = rng.uniform(-bound, bound, size=shape)
+    else:
+        expected = rng.normal(0.0, bound, size=shape)
+    np.testing.assert_allclose(W, expected, rtol=1e-13, atol=0)
+
+
+def test_leaky_relu_s_default_slope_is_torch_s():
+    torch = pytest.importorskip("torch")
+    assert init.calculate_gain("leaky_relu") == pytest.approx(
+        torch.nn.init.calculate_gain("leaky_relu"), rel=1e-15
+    )
+    assert init.calculate_gain("leaky_relu") == pytest.approx(math.sqrt(2.0 / (1 + 0.01**2)))
+    with pytest.raises(ValueError, match=r"expected one of \[.*'relu', 'leaky_relu'\]"):
+        init.calculate_gain("swish")
+
+
+def test_fans_are_refused_by_name():
+    with pytest.raises(ValueError, match=r"at least 2 dimensions, got \(5,\)"):
+        init.xavier_uniform((5,))
+    with pytest.raises(ValueError, match=r"mode must be 'fan_in' or 'fan_out', got 'fan_both'"):
+        init.kaiming_uniform((3, 4), mode="fan_both")
+
+
+def test_dropout_refusals_name_the_layer(xp, device):
+    with pytest.raises(ValueError, match=r"^Dropout: p must .*1\.0"):
+        Dropout(1.0)
+    with pytest.raises(ValueError, match=r"^Dropout: p must"):
+        Dropout(-0.1)
+    drop = Dropout(0.5, seed=0)
+    assert drop.mask is None  # nothing drawn yet
+    X = asarray(xp, device, np.ones((4, 3)), dtype="float32")
+    with pytest.raises(RuntimeError, match=r"^Dropout\(p=0\.5\)"):
+        drop.backward(X)
+    with pytest.raises(TypeError, match=r"^Dropout\(p=0\.5\).*must be a floating"):
+        drop.forward(xp.ones((4, 3), dtype=xp.int32, device=device))
+    drop.forward(X)
+    with pytest.raises(TypeError, match=r"^Dropout\(p=0\.5\)\.backward: dLdY must be a floating"):
+        drop.backward(xp.ones((4, 3), dtype=xp.int32, device=device))
+    with pytest.raises(ValueError, match=r"^Dropout\(p=0\.5\)\.backward: .*dLdY.* shape"):
+        drop.backward(asarray(xp, device, np.ones((4, 2)), dtype="float32"))
+
+
+def test_dropout_with_p_0_draws_nothing(xp, device):
+    drop = Dropout(0.0, seed=3)
+    before = drop.rng.bit_generator.state
+    X = asarray(xp, device, np.arange(12.0).reshape(4, 3), dtype="float32")
+    assert drop.forward(X) is X and drop.mask is None
+    assert drop.rng.bit_generator.state == before
+
+
+def test_dropout_masks_live_on_the_input_s_device(xp, device):
+    drop = Dropout(0.5, seed=0)
+    X = asarray(xp, device, np.ones((6, 4)), dtype="float32")
+    out = drop.forward(X)
+    assert backend.device(drop.mask) == backend.device(X) == backend.device(out)
+    grad = drop.backward(X)
+    assert backend.device(grad) == backend.device(X)

@@ -32,6 +32,26 @@ SCHEDULES = {
     "warmup+step": lambda lib, o: lib.SequentialLR(
         o, [lib.LinearLR(o, start_factor=0.25, total_iters=4), lib.StepLR(o, 10)], milestones=[4]
     ),
+    "linear-defaults": lambda lib, o: lib.LinearLR(o),
+    # a cosine restarted at its milestone with a floor: the restart's rate is base_lr
+    "warmup+cosine-floor": lambda lib, o: lib.SequentialLR(
+        o,
+        [
+            lib.LinearLR(o, start_factor=0.1, total_iters=5),
+            lib.CosineAnnealingLR(o, T_max=40, eta_min=0.03),
+        ],
+        milestones=[5],
+    ),
+    # three schedules, the first milestone at step 1
+    "three": lambda lib, o: lib.SequentialLR(
+        o,
+        [
+            lib.LinearLR(o, start_factor=0.5, total_iters=1),
+            lib.StepLR(o, 3, gamma=0.5),
+            lib.CosineAnnealingLR(o, T_max=20, eta_min=0.01),
+        ],
+        milestones=[1, 9],
+    ),
 }
 
 
@@ -40,12 +60,14 @@ def test_rates_equal_torch_for_100_steps(name):
     mine_opt, ref_opt = _optimizers()
     mine, ref = SCHEDULES[name](ours, mine_opt), SCHEDULES[name](theirs, ref_opt)
     got, expected = [mine_opt.lr], [ref_opt.param_groups[0]["lr"]]
+    assert mine.get_last_lr() == ref.get_last_lr()[0]
     for _ in range(100):
         ref_opt.step()
         mine.step()
         ref.step()
         got.append(mine_opt.lr)
         expected.append(ref_opt.param_groups[0]["lr"])
+        assert mine.get_last_lr() == mine_opt.lr
     assert got == expected  # the same formulas, so the same rounding
     assert len(set(got)) > 3
 
@@ -120,3 +142,37 @@ def test_each_argument_is_checked_by_name(build, error, message):
     opt, _ = _optimizers()
     with pytest.raises(error, match="^" + message):
         build(opt)
+
+
+def test_sequences_are_refused_by_name():
+    opt, _ = _optimizers()
+    other, _ = _optimizers()
+    with pytest.raises(TypeError, match=r"^StepLR: expected an xpnet optimizer, got object"):
+        ours.StepLR(object(), 3)
+    refusal = r"^SequentialLR: expected at least one schedule, all created for this optimizer"
+    with pytest.raises(ValueError, match=refusal):
+        ours.SequentialLR(opt, [], milestones=[])
+    with pytest.raises(ValueError, match=refusal):
+        ours.SequentialLR(opt, [ours.StepLR(opt, 2), ours.StepLR(other, 2)], milestones=[3])
+    with pytest.raises(ValueError, match=r"^SequentialLR: 3 schedules need 2 milestones, got 1"):
+        ours.SequentialLR(opt, [ours.StepLR(opt, 2)] * 3, milestones=[3])
+    alone = ours.SequentialLR(opt, [ours.StepLR(opt, 2, gamma=0.5)], milestones=[])
+    alone.step(), alone.step()
+    assert opt.lr == 0.05
+
+
+def test_linear_end_factor_may_be_zero_not_below():
+    opt, _ = _optimizers()
+    ours.LinearLR(opt, start_factor=1.0, end_factor=0.0, total_iters=2).step()
+    assert opt.lr == 0.05
+    with pytest.raises(ValueError, match=r"^LinearLR: end_factor must lie in \[0\.0, 1\.0\]"):
+        ours.LinearLR(opt, end_factor=-0.1)
+
+
+def test_a_state_of_other_schedules_is_refused():
+    opt, _ = _optimizers()
+    two = SCHEDULES["warmup+cosine"](ours, opt).state_dict()
+    other, _ = _optimizers()
+    three = SCHEDULES["three"](ours, other)
+    with pytest.raises(ValueError, match="zip"):
+        three.load_state_dict(two)

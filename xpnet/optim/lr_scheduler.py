@@ -67,7 +67,6 @@ class LRScheduler:
         self._initial_step()
 
     def _initial_step(self):
-        self._step_count = 0
         self._is_initial = True
         try:
             self.step()
@@ -76,7 +75,6 @@ class LRScheduler:
 
     def step(self) -> None:
         """Advance one step and set the optimizer's learning rate."""
-        self._step_count += 1
         self._update_lr(None)
 
     def _update_lr(self, epoch):
@@ -118,9 +116,9 @@ class LRScheduler:
         Returns
         -------
         dict
-            ``last_epoch``, the step count and the learning rate.
+            ``last_epoch`` and the learning rate.
         """
-        return {"last_epoch": self.last_epoch, "step_count": self._step_count, "lr": self._last_lr}
+        return {"last_epoch": self.last_epoch, "lr": self._last_lr}
 
     def load_state_dict(self, state: dict[str, Any]) -> LRScheduler:
         """Continue from a :meth:`state_dict`, setting the optimizer's learning rate.
@@ -135,8 +133,7 @@ class LRScheduler:
         LRScheduler
             ``self``.
         """
-        self.last_epoch = int(state["last_epoch"])
-        self._step_count = int(state["step_count"])
+        self.last_epoch = int(state["last_epoch"])  # a "step_count" of xpnet 0.1 is not needed
         self._last_lr = self.optimizer.lr = float(state["lr"])
         return self
 
@@ -305,12 +302,10 @@ class SequentialLR(LRScheduler):
             schedule.last_epoch -= 1
         first = self._schedulers[bisect.bisect_right(self._milestones, 0)]
         first._initial_step()
-        self._step_count = 1
         self._last_lr = first.get_last_lr()
 
     def step(self) -> None:
         """Advance one step: the schedule in charge steps, or starts at a milestone."""
-        self._step_count += 1
         self.last_epoch += 1
         index = bisect.bisect_right(self._milestones, self.last_epoch)
         schedule = self._schedulers[index]
