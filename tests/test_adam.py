@@ -105,3 +105,11 @@ def test_hyperparameters_are_checked():
         AdamW(model, lr=0)
     with pytest.raises(RuntimeError, match=r"layers\.0\.dLdW is None"):
         Adam(model).step()
+
+
+def test_a_state_without_its_step_count_is_refused_by_name():
+    opt = AdamW(MLP([3, 4, 2]))
+    state = opt.state_dict()
+    del state["step"]
+    with pytest.raises(ValueError, match=r"^AdamW\.load_state_dict: missing 'step'$"):
+        opt.load_state_dict(state)

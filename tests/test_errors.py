@@ -329,3 +329,27 @@ def test_cli_shows_a_traceback_for_a_bug(monkeypatch):
     parser._subparsers._group_actions[0].choices["info"].set_defaults(func=broken)
     with pytest.raises(KeyError, match="a bug"):
         cli.main(["info"])
+
+
+# -- messages and casts that mutation testing found unguarded -------------------------------
+def test_softmax_backward_without_a_gradient_says_why(xp, device):
+    layer = Softmax()
+    layer.forward(asarray(xp, device, np.ones((2, 3)), dtype="float32"))
+    with pytest.raises(TypeError, match=r"^Softmax\.backward\(\) needs dLdA: its Jacobian is "
+                       r"not elementwise, so there is no dA/dZ array to return; call "
+                       r"backward\(dLdA\)$"):  # fmt: skip
+        layer.backward()
+
+
+def test_linear_backward_with_another_batch_names_both_sizes(xp, device):
+    layer = Linear(3, 2, xp=xp, device=device)
+    layer.forward(asarray(xp, device, np.ones((4, 3)), dtype="float32"))
+    with pytest.raises(ValueError, match=r"dLdZ has 5 rows but the forward batch had 4$"):
+        layer.backward(asarray(xp, device, np.ones((5, 2)), dtype="float32"))
+
+
+def test_mse_casts_targets_of_another_precision(xp, device):
+    A = asarray(xp, device, [[1.0, 2.0], [3.0, 4.0]], dtype="float32")
+    Y = asarray(xp, device, [[0.0, 2.0], [3.0, 2.0]], dtype="float64")
+    L = MSELoss().forward(A, Y)
+    assert float(L) == pytest.approx(5.0 / 4)

@@ -137,3 +137,18 @@ def test_sgd_state_dict_round_trip(xp, device):
     old = SGD(model, lr=0.1, momentum=0.9).load_state_dict(legacy)
     assert_close(old.v_BW[0], state["bn_layers.0.BW"], xp=xp, dtype="float64", rtol=0, atol=0)
     assert_close(old.v_W[1], state["layers.1.W"], xp=xp, dtype="float64", rtol=0, atol=0)
+
+
+def test_repr_puts_each_child_on_its_own_line():
+    """PyTorch's layout: the head, one indented line per child, a closing parenthesis."""
+    text = repr(MLP([2, 3, 2], batchnorm=True))
+    assert text.splitlines() == [
+        "MLP(sizes=[2, 3, 2], activation='relu', batchnorm=True",
+        "  (layers.0): Linear(in_features=2, out_features=3)",
+        "  (layers.1): Linear(in_features=3, out_features=2)",
+        "  (bn_layers.0): BatchNorm1d(3, alpha=0.9, eps=1e-08)",
+        "  (f.0): ReLU()",
+        "  (f.1): Identity()",
+        ")",
+    ]
+    assert repr(Linear(2, 3)) == "Linear(in_features=2, out_features=3)"
