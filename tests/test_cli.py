@@ -204,7 +204,7 @@ def test_train_draws_curves_when_matplotlib_is_installed(tmp_path):
     ids=["adam", "dropout", "numpy"],
 )
 def test_cuda_graph_refusals_are_the_library_s(tmp_path, args, expected):
-    """``--cuda-graph`` asks :func:`xpnet.train.cuda_graph_refusal`, which ``fit`` asks
+    """``--cuda-graph`` asks :func:`xpnet.step.cuda_graph_refusal`, which ``fit`` asks
     too: one line, exit status 2, before a folder is made."""
     result = run_cli("train", "--cuda-graph", *args, "--out", tmp_path / "r")
     assert result.returncode == 2, result.stderr

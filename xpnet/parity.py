@@ -13,6 +13,7 @@ from .errors import XpnetValueError
 from .models import MLP
 from .nn import CrossEntropyLoss
 from .optim import SGD
+from .step import Step
 
 __all__ = ["TOLERANCE", "format_table", "run_parity"]
 
@@ -43,21 +44,20 @@ def _trace(name, device, dtype, steps, seed):
     device = backend.resolve_device(xp, device)
     model = MLP(SIZES, batchnorm=True, xp=xp, device=device, dtype=dtype, seed=seed)
     loss = CrossEntropyLoss()
-    opt = SGD(model, lr=0.05, momentum=0.9)
+    step = Step(model, loss, SGD(model, lr=0.05, momentum=0.9))
     rng = np.random.default_rng(seed)
     out = {"outputs": [], "gradients": [], "losses": []}
-    for step in range(steps):
+    for k in range(steps):
         X = xp.asarray(rng.standard_normal((BATCH, SIZES[0])).astype(dtype), device=device)
         y = xp.asarray(rng.integers(0, SIZES[-1], BATCH), device=device)
-        logits = model.forward(X)
-        L = loss.forward(logits, y)
-        dX = model.backward(loss.backward())
-        if step == 0:
+        logits, L = step.forward(X, y)
+        dX = step.backward(input_grad=True)
+        if k == 0:
             out["outputs"] = [backend.to_numpy(logits)]
             out["gradients"] = [backend.to_numpy(dX)] + [
                 backend.to_numpy(param.grad) for _, param in model.named_parameters()
             ]
-        opt.step()
+        step.update()
         out["losses"].append(float(L))
     out["parameters"] = [backend.to_numpy(v) for v in model.state_dict().values()]
     return out, backend.device_name(model.device)

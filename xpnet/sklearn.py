@@ -45,6 +45,7 @@ from .errors import TrainingDiverged, XpnetValueError
 from .models import ACTIVATIONS, MLP
 from .nn import CrossEntropyLoss, MSELoss, Softmax
 from .optim import OPTIMIZERS
+from .step import Step
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -165,19 +166,19 @@ class _BaseMLP(BaseEstimator):
         batch = max(1, min(size, n))
         order = xp.asarray(self._rng.permutation(n), device=self.model_.device)
         X, T = xp.take(X, order, axis=0), xp.take(T, order, axis=0)
-        loss, total = self._loss(), 0.0
+        step, total = Step(self.model_, self._loss(), self._optimizer), 0.0
         self.model_.train()
         with _backend.quiet_float_errors(xp):  # a non-finite loss is checked below
-            for step, start in enumerate(range(0, n, batch), 1):
+            for k, start in enumerate(range(0, n, batch), 1):
                 stop = min(start + batch, n)
                 if self.batchnorm and stop - start < 2:
                     continue  # one row has no batch statistics
                 Xb, Tb = X[start:stop, ...], T[start:stop, ...]
-                value = float(loss.forward_unchecked(self.model_.forward(Xb), Tb, xp))
+                value = float(step.forward(Xb, Tb)[1])
                 if not np.isfinite(value):  # as fit does: an error, not NaN predictions
-                    raise TrainingDiverged(self.n_iter_ + 1, step, value)
-                self.model_.backward(loss.backward(), input_grad=False)
-                self._optimizer.step()
+                    raise TrainingDiverged(self.n_iter_ + 1, k, value)
+                step.backward()
+                step.update()
                 total += value * (stop - start)
         self.model_.eval()
         self.n_iter_ += 1

@@ -18,6 +18,7 @@ from .data import Dataset, batches, host_batches, on_disk
 from .distributed import DataParallel
 from .errors import TrainingDiverged, XpnetTypeError, XpnetValueError
 from .nn._checks import check_size
+from .step import Step, graph_step
 
 if TYPE_CHECKING:
     from .models import MLP
@@ -27,7 +28,6 @@ __all__ = [
     "DEVICE_CHECK_EVERY",
     "FitState",
     "TrainingDiverged",
-    "cuda_graph_refusal",
     "evaluate",
     "fit",
     "to_model",
@@ -155,91 +155,6 @@ def _check_labels(model, y, what):
             f"{what}: class ids must lie in [0, {n_out}) for a model with {n_out} outputs, "
             f"got values from {low} to {high}"
         )
-
-
-def cuda_graph_refusal(
-    *, library: str | None, optimizer: type, dropout: float = 0.0, data_parallel: bool = False
-) -> str | None:
-    """Why a training step cannot be recorded as a CUDA graph and replayed, or None.
-
-    Decided here once, for :func:`fit` with ``cuda_graph=True`` and for
-    ``xpnet train --cuda-graph`` (which asks before it builds anything). A graph replays the
-    same kernels with the same numbers, so everything the step draws or counts on the host
-    must stay out of it.
-
-    Parameters
-    ----------
-    library : str or None
-        The array library's name (``xpnet.backend.library_name``); None leaves the
-        library to the backend's recorder (``fit`` asks it for one, and refuses with the
-        same words when it has none).
-    optimizer : type
-        The optimizer's class: its ``same_update_every_step`` must hold.
-    dropout : float
-        The largest dropout probability in the model.
-    data_parallel : bool
-        Whether gradients are summed across processes.
-
-    Returns
-    -------
-    str or None
-        The reason, in one clause; None when the step can be recorded.
-    """
-    if data_parallel:
-        return "data-parallel runs sum gradients outside the step"
-    if dropout > 0:
-        return "dropout draws its masks on the host every step"
-    if not getattr(optimizer, "same_update_every_step", False):
-        return f"{optimizer.__name__} changes its step size every step (bias correction)"
-    if library is not None and library != "cupy":
-        return _not_recordable(library)
-    return None
-
-
-def _not_recordable(library):
-    return f"the model's arrays are {library}'s, not CuPy's (CUDA graphs need backend 'cupy')"
-
-
-def _graph_step(model, loss, optimizer, comm):
-    """The CUDA-graph runner of one training step, or an error saying why there is none."""
-    refusal = cuda_graph_refusal(
-        library=None,  # the recorder below says whether the library has CUDA graphs
-        optimizer=type(optimizer),
-        dropout=max((d.p for d in getattr(model, "dropout_layers", ())), default=0.0),
-        data_parallel=comm is not None,
-    )
-    if refusal:
-        raise XpnetValueError(f"fit: cuda_graph=True is not possible here: {refusal}")
-    forward_loss = getattr(loss, "forward_unchecked", None)
-    xp = model.xp
-
-    def step(X, y):
-        """One training step.
-
-        Parameters
-        ----------
-        X, y : array
-            The batch.
-
-        Returns
-        -------
-        tuple of array
-            The loss and the number of right predictions, 0-d.
-        """
-        out = model.forward(X)
-        L = forward_loss(out, y, xp) if forward_loss else loss.forward(out, y)
-        correct = _count_correct(out, y, xp)
-        model.backward(loss.backward(), input_grad=False)
-        optimizer.step()
-        return L, correct
-
-    runner = backend.cuda_graph_step(step, model.layers[0].W)
-    if runner is None:
-        raise XpnetValueError(
-            "fit: cuda_graph=True is not possible here: "
-            + _not_recordable(backend.library_name(model.xp))
-        )
-    return runner
 
 
 def _count_correct(out, y, xp):
@@ -474,7 +389,7 @@ def fit(
     if check_every is None:
         check_every = 1 if streaming or backend.on_host(X) else DEVICE_CHECK_EVERY
     check_every = check_size(check_every, "check_every", "fit")
-    forward_loss = getattr(loss, "forward_unchecked", None)
+    step = Step(model, loss, optimizer)
     parallel = None
     if comm is not None:
         if batch_size < comm.size:
@@ -491,7 +406,10 @@ def fit(
     # memory-mapped batches to a GPU: gathered and copied ahead of use
     mover = backend.prefetcher(model.layers[0].W) if streaming and prefetch else None
     gather = None if mover is None else functools.partial(mover, dtype=model.dtype)
-    graph = _graph_step(model, loss, optimizer, comm) if cuda_graph else None
+    graph = None
+    if cuda_graph:
+        count = functools.partial(_count_correct, xp=xp)
+        graph = graph_step(step, count, data_parallel=comm is not None)
     state = FitState() if state is None else state
     rng = np.random.default_rng(seed)
     if state.rng_state is not None:
@@ -540,13 +458,12 @@ def fit(
                         if sharded is None:
                             continue  # a last batch with fewer rows than processes
                         Xb, yb, share = sharded
-                    out = model.forward(Xb)
-                    L = forward_loss(out, yb, xp) if forward_loss else loss.forward(out, yb)
+                    out, L = step.forward(Xb, yb)
                     correct = correct + _count_correct(out, yb, xp)
                     if parallel is None:
                         window.add(L, Xb.shape[0])
                     else:  # the gradient of the global batch's mean loss, summed in one call
-                        model.backward(loss.backward() * share, input_grad=False)
+                        step.backward(share)
                         window.add(parallel.sum_gradients(L * share), n_global)
                     if len(window.pending) >= check_every:
                         # reads the losses back: with check_every=1 before this step updates
@@ -559,8 +476,8 @@ def fit(
                                 acc=f"{float(correct) / window.seen:.4f}",
                             )
                     if parallel is None:
-                        model.backward(loss.backward(), input_grad=False)
-                    optimizer.step()
+                        step.backward()
+                    step.update()
                     bar.update(1)
             window.flush(xp)
             total_loss, seen = window.total, window.seen

@@ -365,7 +365,7 @@ def new_config(options, *, epochs=None, data_parallel=False):
         Options that contradict each other or cannot be used here, named as the command
         line spells them.
     """
-    from ..train import cuda_graph_refusal
+    from ..step import cuda_graph_refusal
 
     opts = {k: RUN_DEFAULTS[k] if options.get(k) is None else options[k] for k in RUN_OPTIONS}
     if opts["optimizer"] != "sgd" and options.get("momentum") is not None:

@@ -22,6 +22,7 @@ from .. import backend
 from ..models import MLP
 from ..nn import CrossEntropyLoss
 from ..optim import SGD
+from ..step import Step
 
 __all__ = ["GemmFloor", "NumpyStep", "SklearnStep", "TorchStep", "XpnetStep"]
 
@@ -56,6 +57,7 @@ class XpnetStep:
         )
         self.loss = CrossEntropyLoss()
         self.opt = SGD(self.model, lr=lr, momentum=momentum)
+        self.step = Step(self.model, self.loss, self.opt)
         self.xp = xp
         self.X, self.y = xp.asarray(X), xp.asarray(y)
 
@@ -75,10 +77,7 @@ class XpnetStep:
         tuple of array
             The loss, 0-d.
         """
-        L = self.loss.forward_unchecked(self.model.forward(X), y, self.xp)
-        self.model.backward(self.loss.backward(), input_grad=False)
-        self.opt.step()
-        return (L,)
+        return (self.step(X, y)[1],)
 
 
 def _init(sizes, seed, dtype):

@@ -1,0 +1,213 @@
+"""One training step, written once: forward, loss, backward and update.
+
+:class:`Step` is the step that :func:`xpnet.train.fit`, the scikit-learn estimators,
+``xpnet parity`` and the benchmarks run. :func:`graph_step` records it as a CUDA graph,
+and :func:`cuda_graph_refusal` is the one place that says what such a recording cannot
+hold; data-parallel runs take it through :class:`xpnet.distributed.DataParallel`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import backend
+from ._typing import Array
+from .errors import XpnetValueError
+
+__all__ = ["Step", "cuda_graph_refusal", "graph_step"]
+
+
+class Step:
+    """A model's training step: ``model.forward``, the loss, ``model.backward``, the update.
+
+    The phases are apart so that a caller can act between them (read the loss back before
+    anything changes, sum gradients across processes before the update); calling the step
+    runs all of them.
+
+    Parameters
+    ----------
+    model : MLP
+        The model, in the mode it should train in.
+    loss : Module
+        A loss with ``forward(A, y)`` and ``backward()``. Its ``forward_unchecked`` is used
+        where it has one: the labels are checked once per dataset, not per step.
+    optimizer : Optimizer
+        Updates the model's parameters from their gradients.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpnet.models import MLP
+    >>> from xpnet.nn import CrossEntropyLoss
+    >>> from xpnet.optim import SGD
+    >>> model = MLP([4, 8, 3], seed=0)
+    >>> step = Step(model, CrossEntropyLoss(), SGD(model, lr=0.1))
+    >>> X, y = np.ones((6, 4), dtype=np.float32), np.arange(6) % 3
+    >>> out, L = step(X, y)
+    >>> out.shape
+    (6, 3)
+    """
+
+    def __init__(self, model: Any, loss: Any, optimizer: Any) -> None:
+        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self._xp = model.xp
+        self._unchecked = getattr(loss, "forward_unchecked", None)
+
+    def forward(self, X: Array, y: Array) -> tuple[Array, Array]:
+        """The model's output and the loss.
+
+        Parameters
+        ----------
+        X : array
+            ``(N, F)`` features on the model's library and device.
+        y : array
+            The targets the loss takes.
+
+        Returns
+        -------
+        out : array
+            The model's output.
+        loss : array
+            0-d, on the device.
+        """
+        out = self.model.forward(X)
+        if self._unchecked is None:
+            return out, self.loss.forward(out, y)
+        return out, self._unchecked(out, y, self._xp)
+
+    def backward(self, scale: float | None = None, *, input_grad: bool = False) -> Array | None:
+        """Set every parameter's gradient from the last :meth:`forward`.
+
+        Parameters
+        ----------
+        scale : float, optional
+            Multiplies the loss's gradient (a process's share of a global batch).
+        input_grad : bool
+            Also return the gradient with respect to the input (training does not need it).
+
+        Returns
+        -------
+        array or None
+            ``dLdX`` with ``input_grad``, else None.
+        """
+        grad = self.loss.backward()
+        return self.model.backward(grad if scale is None else grad * scale, input_grad=input_grad)
+
+    def update(self) -> None:
+        """Update the parameters from their gradients (the optimizer's step)."""
+        self.optimizer.step()
+
+    def __call__(self, X: Array, y: Array) -> tuple[Array, Array]:
+        """Run the whole step.
+
+        Parameters
+        ----------
+        X : array
+            The batch's features.
+        y : array
+            Its targets.
+
+        Returns
+        -------
+        out : array
+            The model's output.
+        loss : array
+            0-d, on the device.
+        """
+        out, L = self.forward(X, y)
+        self.backward()
+        self.update()
+        return out, L
+
+
+def cuda_graph_refusal(
+    *, library: str | None, optimizer: type, dropout: float = 0.0, data_parallel: bool = False
+) -> str | None:
+    """Why a training step cannot be recorded as a CUDA graph and replayed, or None.
+
+    Decided here once, for :func:`xpnet.train.fit` with ``cuda_graph=True`` and for
+    ``xpnet train --cuda-graph`` (which asks before it builds anything). A graph replays the
+    same kernels with the same numbers, so everything the step draws or counts on the host
+    must stay out of it.
+
+    Parameters
+    ----------
+    library : str or None
+        The array library's name (``xpnet.backend.library_name``); None leaves the
+        library to the backend's recorder (:func:`graph_step` asks it for one, and refuses
+        with the same words when it has none).
+    optimizer : type
+        The optimizer's class: its ``same_update_every_step`` must hold.
+    dropout : float
+        The largest dropout probability in the model.
+    data_parallel : bool
+        Whether gradients are summed across processes.
+
+    Returns
+    -------
+    str or None
+        The reason, in one clause; None when the step can be recorded.
+    """
+    if data_parallel:
+        return "data-parallel runs sum gradients outside the step"
+    if dropout > 0:
+        return "dropout draws its masks on the host every step"
+    if not getattr(optimizer, "same_update_every_step", False):
+        return f"{optimizer.__name__} changes its step size every step (bias correction)"
+    if library is not None and library != "cupy":
+        return _not_recordable(library)
+    return None
+
+
+def _not_recordable(library):
+    return f"the model's arrays are {library}'s, not CuPy's (CUDA graphs need backend 'cupy')"
+
+
+def graph_step(step: Step, count: Any, *, data_parallel: bool = False) -> Any:
+    """The CUDA-graph runner of ``step``: recorded once per shape and replayed.
+
+    Parameters
+    ----------
+    step : Step
+        The step to record.
+    count : callable
+        ``count(out, y)``: what else the recorded step returns (the right predictions).
+    data_parallel : bool
+        Whether the run sums gradients across processes (refused).
+
+    Returns
+    -------
+    callable
+        ``runner(X, y, key=...)`` returning the loss and ``count``'s value, 0-d arrays of
+        the graph (:func:`xpnet.backend.cuda_graph_step`).
+
+    Raises
+    ------
+    XpnetValueError
+        What :func:`cuda_graph_refusal` refuses, or a library without CUDA graphs.
+    """
+    model = step.model
+    refusal = cuda_graph_refusal(
+        library=None,  # the recorder below says whether the library has CUDA graphs
+        optimizer=type(step.optimizer),
+        dropout=max((d.p for d in getattr(model, "dropout_layers", ())), default=0.0),
+        data_parallel=data_parallel,
+    )
+    if refusal:
+        raise XpnetValueError(f"fit: cuda_graph=True is not possible here: {refusal}")
+    runner = backend.cuda_graph_step(lambda X, y: _recorded(step, count, X, y), model.layers[0].W)
+    if runner is None:
+        raise XpnetValueError(
+            "fit: cuda_graph=True is not possible here: "
+            + _not_recordable(backend.library_name(model.xp))
+        )
+    return runner
+
+
+def _recorded(step, count, X, y):
+    """The step as a graph records it: the loss and the count, every update included."""
+    out, L = step.forward(X, y)
+    correct = count(out, y)
+    step.backward()
+    step.update()
+    return L, correct
