@@ -55,3 +55,34 @@ def test_global_statistics_are_exact(xp, device, dtype, rtol, offset):
         np.testing.assert_allclose(
             to_numpy(grad), dZ, rtol=rtol, atol=max(atol, rtol), err_msg=where
         )
+
+
+class Counting(OneProcess):
+    def __init__(self):
+        self.calls = 0
+
+    def allreduce_sum(self, x):
+        self.calls += 1
+        return x * 1
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_one_all_reduce_each_way_after_the_first_batch(xp, device, dtype):
+    """The first batch sums Z for a shift (one call more); every later one shifts by the
+    previous global mean, so forward and backward take one call each. The statistics keep
+    the layer's dtype and shape."""
+    comm = Counting()
+    bn = SyncBatchNorm1d(3, comm=comm, xp=xp, device=device, dtype=dtype)
+    rng = np.random.default_rng(1)
+    expected = [(2, 1), (1, 1), (1, 1)]
+    for step, (forward, backward) in enumerate(expected):
+        Z = asarray(xp, device, rng.standard_normal((8, 3)), dtype)
+        comm.calls = 0
+        out = bn.forward(Z)
+        assert comm.calls == forward, f"step {step}: forward"
+        comm.calls = 0
+        grad = bn.backward(asarray(xp, device, rng.standard_normal((8, 3)), dtype))
+        assert comm.calls == backward, f"step {step}: backward"
+        for name, array in (("M", bn.M), ("V", bn.V), ("out", out), ("grad", grad)):
+            assert array.dtype == getattr(xp, dtype), name
+        assert tuple(bn.M.shape) == tuple(bn.V.shape) == (1, 3)

@@ -83,13 +83,13 @@ def _fan(shape, mode):
 
 
 def _draw(kind, scale, shape, seed, xp, device, dtype):
+    """``kind`` is the generator's method: ``"uniform"`` on ``[-scale, scale)`` or
+    ``"normal"`` with standard deviation ``scale``, drawn in float64 on the host."""
     rng = backend.host_rng(seed)
     xp = backend.get(xp)
     dtype = backend.resolve_dtype(xp, dtype)
-    if kind == "uniform":
-        host = rng.uniform(-scale, scale, size=tuple(shape))
-    else:
-        host = rng.normal(0.0, scale, size=tuple(shape))
+    low_or_mean = -scale if kind == "uniform" else 0.0
+    host = getattr(rng, kind)(low_or_mean, scale, size=tuple(shape))
     host = host.astype(backend.dtype_name(dtype))
     return xp.asarray(host, device=backend.resolve_device(xp, device), dtype=dtype)
 
