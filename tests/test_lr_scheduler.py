@@ -42,6 +42,15 @@ SCHEDULES = {
         ],
         milestones=[5],
     ),
+    # a linear ramp as the second schedule: restarted at its milestone from start_factor
+    "step+linear": lambda lib, o: lib.SequentialLR(
+        o,
+        [
+            lib.StepLR(o, 2, gamma=0.5),
+            lib.LinearLR(o, start_factor=0.3, end_factor=0.9, total_iters=6),
+        ],
+        milestones=[5],
+    ),
     # three schedules, the first milestone at step 1
     "three": lambda lib, o: lib.SequentialLR(
         o,

@@ -152,3 +152,39 @@ def test_repr_puts_each_child_on_its_own_line():
         ")",
     ]
     assert repr(Linear(2, 3)) == "Linear(in_features=2, out_features=3)"
+
+
+def test_what_a_new_layer_has_not_written_is_named():
+    """A module that declares nothing yet: each entry point says which method it lacks,
+    and calling the module is calling its forward."""
+    from xpnet.nn import Module, Param
+    from xpnet.optim.lr_scheduler import LRScheduler
+    from xpnet.optim.optimizer import Optimizer
+
+    class Sketch(Module):
+        pass
+
+    layer = Sketch()
+    for call, method in [
+        (lambda: layer(1.0), "forward"),
+        (lambda: layer.forward(1.0), "forward"),
+        (lambda: layer.backward(1.0), "backward"),
+        (lambda: layer.forward_unchecked(1.0, np), "forward_unchecked"),
+        (lambda: layer.backward_unchecked(1.0, np), "backward_unchecked"),
+    ]:
+        with pytest.raises(NotImplementedError, match=rf"^Sketch does not define {method}$"):
+            call()
+
+    class Still(Optimizer):
+        pass
+
+    model = MLP([2, 3, 2])
+    with pytest.raises(NotImplementedError, match=r"^Still does not define step$"):
+        Still(model, lr=0.1).step()
+
+    class Flat(LRScheduler):
+        pass
+
+    with pytest.raises(NotImplementedError, match=r"^Flat does not define get_lr$"):
+        Flat(SGD(model))
+    assert repr(Param(model.layers[0], "W", "dLdW")) == "Param(Linear.W, grad in .dLdW)"
