@@ -10,7 +10,7 @@ from tests.helpers import asarray, assert_close
 from xpnet import backend
 from xpnet.models import MLP
 from xpnet.nn import CrossEntropyLoss
-from xpnet.optim import Adam, AdamW
+from xpnet.optim import SGD, Adam, AdamW
 
 torch = pytest.importorskip("torch")
 from tests.torch_reference import F, t, torch_copy  # noqa: E402
@@ -113,3 +113,33 @@ def test_a_state_without_its_step_count_is_refused_by_name():
     del state["step"]
     with pytest.raises(ValueError, match=r"^AdamW\.load_state_dict: missing 'step'$"):
         opt.load_state_dict(state)
+
+
+@pytest.mark.parametrize(
+    "make", [lambda m: SGD(m, lr=0.1, momentum=0.9), Adam], ids=["SGD", "Adam"]
+)
+def test_a_loaded_state_is_checked_cast_and_owned(xp, device, make):
+    """Each buffer by name, its shape, cast to the parameters' dtype, and copied: the
+    state given stays the caller's (the optimizer updates its buffers in place)."""
+    opt = make(MLP([3, 4, 2], xp=xp, device=device))  # float32
+    name = type(opt).__name__
+    state = {k: backend.to_numpy(v).astype(np.float64) + 0.5 for k, v in opt.state_dict().items()}
+    buffer = next(k for k, v in state.items() if v.shape == (4, 3))
+    missing = {k: v for k, v in state.items() if k != buffer}
+    with pytest.raises(ValueError, match=rf"^{name}\.load_state_dict: missing buffer '{buffer}'$"):
+        opt.load_state_dict(missing)
+    wrong = {**state, buffer: np.zeros((3, 4))}
+    shapes = r"has shape \(3, 4\), expected \(4, 3\)$"
+    with pytest.raises(ValueError, match=rf"^{name}\.load_state_dict: '{buffer}' {shapes}"):
+        opt.load_state_dict(wrong)
+    opt.load_state_dict(state)  # float64 from the host
+    loaded = opt.state_dict()[buffer]
+    assert loaded.dtype == xp.float32 and backend.device(loaded) == backend.device(
+        opt.params[0][1].value
+    )
+    np.testing.assert_allclose(backend.to_numpy(loaded), state[buffer], rtol=1e-6)
+    if backend.library_name(xp) == "numpy":  # the same library and dtype: not converted
+        mine = {k: v.astype(np.float32) for k, v in state.items()}
+        opt.load_state_dict(mine)
+        mine[buffer][...] = 0.0
+        assert np.all(opt.state_dict()[buffer] != 0.0)

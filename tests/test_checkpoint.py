@@ -287,3 +287,14 @@ def test_the_probe_tolerance_is_the_boundary(tmp_path, dtype, column, factor):
     else:
         with pytest.raises(CheckpointError, match="probe"):
             load(path)
+
+
+def test_load_puts_every_array_on_the_device_asked(xp, device, tmp_path):
+    """``xpnet.load(path, xp=..., device=...)``: the device reaches every array (on
+    array_api_strict's device1 session, a default-device array would be caught here)."""
+    path = tmp_path / "model.safetensors"
+    save(MLP([3, 5, 2], batchnorm=True, standardize=True), path)
+    model = load(path, xp=xp, device=device)
+    want = backend.device_name(backend.device(xp.zeros((1,), device=device)))
+    for key, array in model.state_dict().items():
+        assert backend.device_name(backend.device(array)) == want, key

@@ -353,3 +353,15 @@ def test_mse_casts_targets_of_another_precision(xp, device):
     Y = asarray(xp, device, [[0.0, 2.0], [3.0, 2.0]], dtype="float64")
     L = MSELoss().forward(A, Y)
     assert float(L) == pytest.approx(5.0 / 4)
+
+
+@pytest.mark.parametrize("loss", [MSELoss, CrossEntropyLoss])
+def test_the_unchecked_losses_cast_float_targets_too(xp, device, loss):
+    """``forward_unchecked`` (the training step's) takes targets of another precision as
+    ``forward`` does: one-hot or real targets in float64 against float32 outputs."""
+    A = asarray(xp, device, [[1.0, 2.0], [3.0, -4.0]], dtype="float32")
+    Y = asarray(xp, device, [[0.0, 1.0], [1.0, 0.0]], dtype="float64")
+    checked = loss().forward(A, Y)
+    unchecked = loss().forward_unchecked(A, Y, xp)
+    assert unchecked.dtype == checked.dtype == xp.float32
+    assert float(unchecked) == float(checked)

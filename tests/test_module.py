@@ -188,3 +188,10 @@ def test_what_a_new_layer_has_not_written_is_named():
     with pytest.raises(NotImplementedError, match=r"^Flat does not define get_lr$"):
         Flat(SGD(model))
     assert repr(Param(model.layers[0], "W", "dLdW")) == "Param(Linear.W, grad in .dLdW)"
+
+
+def test_repr_names_dropout_and_input_scaling():
+    text = repr(MLP([2, 3, 2], dropout=0.5, standardize=True)).splitlines()[0]
+    assert text == (
+        "MLP(sizes=[2, 3, 2], activation='relu', batchnorm=False, dropout=0.5, standardize=True"
+    )
