@@ -19,6 +19,7 @@ from xpnet import backend
 from xpnet import checkpoint as ckpt
 from xpnet.app.folders import RESUME_FILE
 from xpnet.app.runs import train_run
+from xpnet.callbacks import EarlyStopping
 from xpnet.data import load_digits
 from xpnet.models import MLP
 from xpnet.nn import GELU, BatchNorm1d, CrossEntropyLoss, Sigmoid, Softmax, Tanh
@@ -310,8 +311,8 @@ def test_fit_and_evaluate_arguments(xp, device):
         fit(model, loss, opt, (X, y), epochs=0, batch_size=2)
     with pytest.raises(ValueError, match="fit: batch_size must be positive, got -1"):
         fit(model, loss, opt, (X, y), epochs=1, batch_size=-1)
-    with pytest.raises(ValueError, match="early_stopping needs a validation set"):
-        fit(model, loss, opt, (X, y), epochs=1, batch_size=2, early_stopping=3)
+    with pytest.raises(ValueError, match=r"EarlyStopping needs a validation set \(validation="):
+        fit(model, loss, opt, (X, y), epochs=1, batch_size=2, callbacks=[EarlyStopping(3)])
     with pytest.raises(ValueError, match=r"got X \(4, 3\) and y \(3,\)"):
         fit(model, loss, opt, (X, y[:3]), epochs=1, batch_size=2)
     with pytest.raises(TypeError, match="must be a pair"):

@@ -10,6 +10,7 @@ import pytest
 
 from tests.helpers import run_cli
 from xpnet.app.folders import LOCK_FILE
+from xpnet.callbacks import LambdaCallback
 from xpnet.errors import TrainingDiverged
 from xpnet.models import MLP
 from xpnet.nn import CrossEntropyLoss
@@ -159,7 +160,7 @@ def test_fit_max_loss(xp, device):
             epochs=3,
             batch_size=16,
             max_loss=1e-3,
-            on_epoch_end=seen.append,
+            callbacks=[LambdaCallback(on_epoch_end=lambda m, state, r: seen.append(state))],
         )
     assert info.value.epoch == 1 and info.value.step is None and seen == []
     assert isinstance(info.value, RuntimeError)

@@ -10,6 +10,7 @@ import pytest
 
 from tests.helpers import asarray
 from xpnet import backend
+from xpnet.callbacks import LambdaCallback
 from xpnet.errors import TrainingDiverged
 from xpnet.models import MLP
 from xpnet.nn import CrossEntropyLoss
@@ -116,7 +117,8 @@ def test_a_non_finite_loss_is_named_by_its_step(check_every):
     with pytest.raises(TrainingDiverged, match="epoch 2, step 13") as info:
         fit(
             model, loss, SGD(model, lr=0.05), (X, y), epochs=3, batch_size=8,
-            check_every=check_every, on_epoch_end=lambda s: saved.append(s.epoch),
+            check_every=check_every,
+            callbacks=[LambdaCallback(on_epoch_end=lambda m, s, r: saved.append(s.epoch))],
         )  # fmt: skip
     assert (info.value.epoch, info.value.step) == (2, 13) and saved == [1]
     if check_every == 1:  # on the host's default, the poisoned step updated nothing

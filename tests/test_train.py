@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from xpnet import backend
+from xpnet.callbacks import Callback, EarlyStopping, LambdaCallback
 from xpnet.data import load_digits
 from xpnet.models import MLP
 from xpnet.nn import CrossEntropyLoss
@@ -53,7 +55,7 @@ def test_early_stopping_restores_the_best_epoch(xp, device):
     X, y = data.X_train[:60], data.y_train[:60]
     snapshots = {}
 
-    def remember(state):
+    def remember(_model, state, _record):
         snapshots[state.epoch] = {
             k: backend.to_numpy(v).copy() for k, v in model.state_dict().items()
         }
@@ -67,9 +69,8 @@ def test_early_stopping_restores_the_best_epoch(xp, device):
         epochs=60,
         batch_size=20,
         validation=(data.X_test, data.y_test),
-        early_stopping=3,
+        callbacks=[EarlyStopping(3), LambdaCallback(on_epoch_end=remember)],
         state=state,
-        on_epoch_end=remember,
         progress=False,
     )
     assert state.stopped_early and len(history) < 60
@@ -90,3 +91,38 @@ def test_fit_takes_the_librarys_own_dataset(xp, device):
         )
         results.append(history[0]["loss"])
     assert results[0] == results[1]
+
+
+def test_callbacks_run_in_order_after_the_schedule_and_may_stop_training():
+    """Each epoch: the record is complete and the schedule has stepped when the callbacks
+    run, in the order given; one may end training by setting ``stopped_early``; the
+    ``on_fit_end`` hooks run once, after the last epoch."""
+    from xpnet.optim.lr_scheduler import StepLR
+
+    data = load_digits()
+    model = MLP([64, 16, 10], seed=0)
+    opt = SGD(model, lr=0.1)
+    calls = []
+
+    class Stop(Callback):
+        def on_epoch_end(self, model, state, record):
+            calls.append(("stop", record["epoch"], opt.lr, sorted(record)))
+            state.stopped_early = record["epoch"] == 3
+
+        def on_fit_end(self, model, state):
+            calls.append(("end", state.epoch))
+
+    log = LambdaCallback(on_epoch_end=lambda m, s, r: calls.append(("log", r["epoch"])))
+    history = fit(model, CrossEntropyLoss(), opt, (data.X_train, data.y_train), epochs=10,
+                  batch_size=64, scheduler=StepLR(opt, 1, gamma=0.5), progress=False,
+                  callbacks=[Stop(), log])  # fmt: skip
+    assert len(history) == 3
+    keys = ["accuracy", "epoch", "loss", "lr", "seconds"]
+    assert calls == [
+        ("stop", 1, 0.05, keys), ("log", 1),
+        ("stop", 2, 0.025, keys), ("log", 2),
+        ("stop", 3, 0.0125, keys), ("log", 3),
+        ("end", 3),
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match=r"^EarlyStopping: patience must be positive, got 0"):
+        EarlyStopping(0)

@@ -6,7 +6,7 @@ import functools
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from .nn._checks import check_size
 from .step import Step, graph_step
 
 if TYPE_CHECKING:
+    from .callbacks import Callback
     from .models import MLP
     from .nn import Module
 
@@ -242,10 +243,8 @@ def fit(
     validation: tuple[Array, Array] | None = None,
     seed: int = 0,
     progress: bool | None = None,
-    early_stopping: int | None = None,
-    log: Callable[[dict], None] | None = None,
+    callbacks: Sequence[Callback] = (),
     state: FitState | None = None,
-    on_epoch_end: Callable[[FitState], None] | None = None,
     max_loss: float | None = None,
     check_every: int | None = None,
     scheduler: Any = None,
@@ -283,32 +282,31 @@ def fit(
     progress : bool, optional
         A tqdm bar per epoch on stderr showing loss and accuracy. ``None``: only when
         stderr is a terminal.
-    early_stopping : int, optional
-        Stop when the validation loss has not improved for this many epochs, and restore
-        the parameters of the best epoch. Needs ``validation``.
-    log : callable, optional
-        Called with each epoch's dict when it ends (the CLI prints with it).
+    callbacks : sequence of Callback
+        Called in this order at the end of every epoch and of training
+        (:mod:`xpnet.callbacks`): :class:`~xpnet.callbacks.EarlyStopping` (needs
+        ``validation``), a checkpoint or a log of your own
+        (:class:`~xpnet.callbacks.LambdaCallback`).
     state : FitState, optional
-        Continue from this state (as saved by ``on_epoch_end``); updated as training goes.
-        Together with the model's parameters and running statistics and the optimizer's
-        momentum buffers, it makes a resumed run identical to an uninterrupted one.
-    on_epoch_end : callable, optional
-        Called with the :class:`FitState` after every completed epoch (to checkpoint).
+        Continue from this state (as a checkpoint callback saved it); updated as training
+        goes. Together with the model's parameters and running statistics and the
+        optimizer's momentum buffers, it makes a resumed run identical to an
+        uninterrupted one.
     max_loss : float, optional
         Stop with :class:`~xpnet.errors.TrainingDiverged` when an epoch's mean training
         loss exceeds this bound (a run that is diverging without reaching infinity yet);
-        ``on_epoch_end`` is not called for that epoch. None: no bound.
+        no callback is called for that epoch. None: no bound.
     check_every : int, optional
         Read the step losses back from the device every this many steps (one
         synchronisation for all of them) and stop on a non-finite one. None: every step
         for host arrays (free there, and a NaN step then updates nothing), every
         :data:`DEVICE_CHECK_EVERY` steps on a GPU, where reading a value waits for the
         device; the steps between a non-finite loss and its check have then updated the
-        parameters, so the last good state is the one ``on_epoch_end`` saw last.
+        parameters, so the last good state is the one the callbacks saw last.
 
     scheduler : LRScheduler, optional
         A learning-rate schedule (:mod:`xpnet.optim.lr_scheduler`) stepped once at the
-        end of every epoch, before ``on_epoch_end``.
+        end of every epoch, before the callbacks.
 
     shuffle : str, optional
         ``"full"`` (a fresh permutation every epoch) or ``"blocks"`` (blocks of
@@ -359,8 +357,12 @@ def fit(
     XpnetValueError
         Class labels outside the model's outputs (checked once, before training).
     """
-    if early_stopping is not None and validation is None:
-        raise XpnetValueError("fit: early_stopping needs a validation set")
+    callbacks = list(callbacks)
+    for callback in callbacks:
+        if getattr(callback, "needs_validation", False) and validation is None:
+            raise XpnetValueError(
+                f"fit: {type(callback).__name__} needs a validation set (validation=(X, y))"
+            )
     epochs = check_size(epochs, "epochs", "fit")
     batch_size = check_size(batch_size, "batch_size", "fit")
     if progress is None:
@@ -494,25 +496,14 @@ def fit(
             state.history.append(record)
             state.epoch = epoch
             state.rng_state = rng.bit_generator.state
-            if early_stopping is not None:
-                if record["val_loss"] < state.best:
-                    state.best, state.best_epoch, state.waited = record["val_loss"], epoch, 0
-                    state.best_state = {
-                        k: xp.asarray(v, copy=True) for k, v in model.state_dict().items()
-                    }
-                else:
-                    state.waited += 1
-                    state.stopped_early = state.waited >= early_stopping
             if scheduler is not None:
                 scheduler.step()
-            if log is not None:
-                log(record)
-            if on_epoch_end is not None:
-                on_epoch_end(state)
+            for callback in callbacks:
+                callback.on_epoch_end(model, state, record)
     finally:  # the model is left as it was given
         backend.set_tf32(xp, tf32_before)
         if parallel is not None:
             parallel.close()
-    if state.best_state is not None:
-        model.load_state_dict(state.best_state)
+    for callback in callbacks:
+        callback.on_fit_end(model, state)
     return state.history

@@ -95,12 +95,13 @@ open(os.path.join(os.path.dirname(out), f"pid-{rank}"), "w").write(str(os.getpid
 import xpnet.app.runs
 if rank == 1 and sys.argv[2] == "raise":
     real = xpnet.app.runs.fit
-    def failing(*args, on_epoch_end=None, **kwargs):
-        def hook(state):
-            on_epoch_end(state)
-            if state.epoch == 2:
-                raise RuntimeError("rank 1 fails after epoch 2")
-        return real(*args, on_epoch_end=hook, **kwargs)
+    from xpnet.callbacks import LambdaCallback
+    def fail_after_epoch_2(model, state, record):
+        if state.epoch == 2:
+            raise RuntimeError("rank 1 fails after epoch 2")
+    def failing(*args, callbacks=(), **kwargs):
+        hook = LambdaCallback(on_epoch_end=fail_after_epoch_2)
+        return real(*args, callbacks=[*callbacks, hook], **kwargs)
     xpnet.app.runs.fit = failing
 from xpnet.app.cli import main
 sys.exit(main(["train", "--epochs", sys.argv[3], "--hidden", "16", "--out", out, "--quiet"]))

@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import backend
 from .._io import atomic_write
+from ..callbacks import EarlyStopping, LambdaCallback
 from ..checkpoint import save
 from ..data import (
     fixed_scaling,
@@ -240,20 +241,22 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print, comm=Non
     loss = CrossEntropyLoss()
     terminal = sys.stderr.isatty()
 
-    def _log(record):
-        if quiet:
-            return
-        line = _epoch_line(record, config["epochs"])
-        if terminal:
-            from tqdm.auto import tqdm
+    def _epoch_done(_model, fit_state, record):
+        """Log the epoch's line, then save the resume checkpoint (the first process)."""
+        if not quiet:
+            line = _epoch_line(record, config["epochs"])
+            if terminal:
+                from tqdm.auto import tqdm
 
-            tqdm.write(line, file=sys.stderr)
-        else:
-            print(line, file=sys.stderr, flush=True)
-
-    def _checkpoint(fit_state):
+                tqdm.write(line, file=sys.stderr)
+            else:
+                print(line, file=sys.stderr, flush=True)
         if root:
             _save_resume(resume_path, model, optimizer, fit_state, config, data, scheduler)
+
+    callbacks = [LambdaCallback(on_epoch_end=_epoch_done)]
+    if config["early_stopping"]:  # first: the checkpoint saves its bookkeeping
+        callbacks.insert(0, EarlyStopping(config["early_stopping"]))
 
     start = time.perf_counter()
     # fit stops on a non-finite loss itself, naming the epoch and step; the library's own
@@ -269,10 +272,8 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print, comm=Non
             validation=validation,
             seed=config["seed"],
             progress=not quiet and terminal,
-            early_stopping=config["early_stopping"],
-            log=_log,
+            callbacks=callbacks,
             state=state,
-            on_epoch_end=_checkpoint,
             max_loss=loss_bound(data.n_classes),
             scheduler=scheduler,
             comm=comm,
