@@ -247,3 +247,8 @@ def test_dropout_masks_live_on_the_input_s_device(xp, device):
     assert backend.device(drop.mask) == backend.device(X) == backend.device(out)
     grad = drop.backward(X)
     assert backend.device(grad) == backend.device(X)
+
+
+def test_dropout_s_default_probability_is_torch_s():
+    torch = pytest.importorskip("torch")
+    assert Dropout().p == torch.nn.Dropout().p == 0.5
