@@ -5,6 +5,7 @@ else; a missing file is a FileNotFoundError."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,7 @@ from tests.helpers import mutated_bytes
 from tests.test_checkpoint import _rewrite, _trained
 from xpnet.checkpoint import load, save
 from xpnet.errors import CheckpointError, CheckpointNotFoundError, XpnetError
+from xpnet.models import MLP
 
 
 @pytest.fixture
@@ -40,41 +42,132 @@ def _set(path, value):
 
 
 @pytest.mark.parametrize(
-    ("field", "value", "named"),
+    ("field", "value", "says"),
     [
-        ("architecture.sizes", [60000, 60000, 10], "architecture"),
-        ("architecture.sizes", [6] + [3000] * 2000 + [4], "architecture.sizes"),
-        ("architecture.sizes", [6, -10, 4], "architecture.sizes"),
-        ("architecture.sizes", [6, 10.5, 4], "architecture.sizes"),
-        ("architecture.sizes", [6, True, 4], "architecture.sizes"),
-        ("architecture.sizes", [6], "architecture.sizes"),
-        ("architecture.sizes", "6,10,4", "architecture.sizes"),
-        ("architecture.activation", "swish", "architecture.activation"),
-        ("architecture.activation", ["relu"], "architecture.activation"),
-        ("architecture.batchnorm", "yes", "architecture.batchnorm"),
-        ("architecture.batchnorm", 1, "architecture.batchnorm"),
-        ("architecture.class", "Transformer", "architecture.class"),
-        ("architecture.init", "he", "architecture.init"),
-        ("architecture.dropout", 1.5, "architecture.dropout"),
-        ("architecture.dropout", True, "architecture.dropout"),
-        ("architecture.class", None, "architecture.class"),
-        ("architecture", [1, 2], "architecture"),
-        ("dtype", "float16", "dtype"),
-        ("dtype", "float64", "dtype"),  # the arrays are float32
-        ("probe.inputs", [[0.0] * 5] * 4, "probe.inputs"),
-        ("probe.inputs", [[float("nan")] * 6] * 4, "probe.inputs"),
-        ("probe.inputs", [[0.0] * 6, [0.0] * 5], "probe.inputs"),
-        ("probe.inputs", "zeros", "probe.inputs"),
-        ("probe.inputs", [[0.0] * 6] * 5000, "probe.inputs"),
-        ("probe.outputs", [[0.0] * 4] * 3, "probe.outputs"),
-        ("probe.outputs", [[float("inf")] * 4] * 4, "probe.outputs"),
-        ("probe", None, "probe"),
-        ("user", [], "user"),
+        (
+            "architecture.sizes",
+            [60000, 60000, 10],
+            "'architecture' expects 'layers.0.W' of shape (60000, 60000), the file stores (10, 6)",
+        ),
+        (
+            "architecture.sizes",
+            [6] + [3000] * 2000 + [4],
+            "'architecture.sizes' describes 2001 layers but the file stores only 8 arrays",
+        ),
+        (
+            "architecture.sizes",
+            [6, -10, 4],
+            "'architecture.sizes' must be a list of at least two positive ints, got [6, -10, 4]",
+        ),
+        (
+            "architecture.sizes",
+            [6, 10.5, 4],
+            "'architecture.sizes' must be a list of at least two positive ints, got [6, 10.5, 4]",
+        ),
+        (
+            "architecture.sizes",
+            [6, True, 4],
+            "'architecture.sizes' must be a list of at least two positive ints, got [6, True, 4]",
+        ),
+        (
+            "architecture.sizes",
+            [6],
+            "'architecture.sizes' must be a list of at least two positive ints, got [6]",
+        ),
+        (
+            "architecture.sizes",
+            "6,10,4",
+            "'architecture.sizes' must be a list of at least two positive ints, got 6,10,4",
+        ),
+        (
+            "architecture.activation",
+            "swish",
+            "'architecture.activation' must be one of ['relu', 'sigmoid', 'tanh', 'gelu', "
+            "'identity'], got 'swish'",
+        ),
+        (
+            "architecture.activation",
+            ["relu"],
+            "'architecture.activation' must be one of ['relu', 'sigmoid', 'tanh', 'gelu', "
+            "'identity'], got ['relu']",
+        ),
+        (
+            "architecture.batchnorm",
+            "yes",
+            "'architecture.batchnorm' must be true or false, got 'yes'",
+        ),
+        ("architecture.batchnorm", 1, "'architecture.batchnorm' must be true or false, got 1"),
+        (
+            "architecture.class",
+            "Transformer",
+            "'architecture.class' must be one of ['MLP', 'MLP0', 'MLP1', 'MLP4'], "
+            "got 'Transformer'",
+        ),
+        (
+            "architecture.init",
+            "he",
+            "'architecture.init' must be default or one of ['kaiming_uniform', 'kaiming_normal', "
+            "'xavier_uniform', 'xavier_normal'], got 'he'",
+        ),
+        ("architecture.dropout", 1.5, "'architecture.dropout' must be a number in [0, 1), got 1.5"),
+        (
+            "architecture.dropout",
+            True,
+            "'architecture.dropout' must be a number in [0, 1), got True",
+        ),
+        (
+            "architecture.class",
+            None,
+            "'architecture.class' must be one of ['MLP', 'MLP0', 'MLP1', 'MLP4'], got None",
+        ),
+        ("architecture", [1, 2], "'architecture' must be a JSON object, got list"),
+        ("dtype", "float16", "'dtype' must be one of ['float32', 'float64'], got 'float16'"),
+        (
+            "dtype",
+            "float64",
+            "'dtype' is float64 but 'layers.0.W' is stored as float32",
+        ),  # the arrays are float32
+        (
+            "probe.inputs",
+            [[0.0] * 5] * 4,
+            "'probe.inputs' must have shape (n, 6) with 1 <= n <= 64, got (4, 5)",
+        ),
+        (
+            "probe.inputs",
+            [[float("nan")] * 6] * 4,
+            "'probe.inputs' holds NaN, infinity or a value beyond float32",
+        ),
+        (
+            "probe.inputs",
+            [[0.0] * 6, [0.0] * 5],
+            "'probe.inputs' must be a list of rows of numbers",
+        ),
+        ("probe.inputs", "zeros", "'probe.inputs' must be a list of rows of numbers"),
+        (
+            "probe.inputs",
+            [[0.0] * 6] * 5000,
+            "'probe.inputs' must have shape (n, 6) with 1 <= n <= 64, got (5000, 6)",
+        ),
+        ("probe.outputs", [[0.0] * 4] * 3, "'probe.outputs' has 3 rows, 'probe.inputs' 4"),
+        (
+            "probe.outputs",
+            [[float("inf")] * 4] * 4,
+            "'probe.outputs' holds NaN, infinity or a value beyond float32",
+        ),
+        ("probe", None, "'probe' is missing or not an object"),
+        ("architecture.dropout", 1.0, "'architecture.dropout' must be a number in [0, 1), got 1.0"),
+        (
+            "architecture.sizes",
+            [6, 0, 4],
+            "'architecture.sizes' must be a list of at least two positive ints, got [6, 0, 4]",
+        ),
+        ("user", [], "'user' must be a JSON object"),
     ],
 )
-def test_malformed_metadata_names_the_field(saved, field, value, named):
+def test_malformed_metadata_names_the_field(saved, field, value, says):
+    """Each refusal names the field, what it must be and what came (the whole message)."""
     _rewrite(saved, info=_set(field, value))
-    with pytest.raises(CheckpointError, match=f"field '{named}'"):
+    with pytest.raises(CheckpointError, match=re.escape(f"metadata field {says}") + "$"):
         load(saved)
 
 
@@ -328,3 +421,20 @@ def test_fuzz_resume_files(tmp_path, unfinished_run, capsys, edits):
     assert status in (0, 1, 2), status
     if status:
         assert err.startswith("xpnet train: error: ") and err.count("\n") == 1, err
+
+
+def test_what_the_architecture_may_leave_out_or_hold_at_its_edge(tmp_path):
+    """A hidden width of 1 and a probe of one row load; an architecture without
+    ``activation`` or ``batchnorm`` (a 0.1 file) is ReLU without BatchNorm; ``init``
+    and ``dropout`` come back as saved."""
+    model = MLP([6, 1, 4], init="kaiming_uniform", dropout=0.25, seed=0)
+    path = save(model, tmp_path / "edge.safetensors")
+
+    def older(meta):
+        del meta["architecture"]["activation"], meta["architecture"]["batchnorm"]
+        meta["probe"] = {k: v[:1] for k, v in meta["probe"].items()}
+
+    _rewrite(path, info=older)
+    again = load(path)
+    assert (again.sizes, again.activation, again.batchnorm) == ([6, 1, 4], "relu", False)
+    assert (again.init, again.dropout) == ("kaiming_uniform", 0.25)
