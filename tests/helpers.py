@@ -85,3 +85,12 @@ def mutated_bytes(data, pristine, *, heads, alphabet):
         elif blob:
             del blob[at : at + data.draw(st.integers(1, 8))]
     return bytes(blob)
+
+
+class OneProcess:
+    """A communicator of one process: every sum is the process's own value."""
+
+    rank, size = 0, 1
+
+    def allreduce_sum(self, x):
+        return x * 1

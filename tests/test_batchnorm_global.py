@@ -8,19 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers import asarray, to_numpy
+from tests.helpers import OneProcess, asarray, to_numpy
 from xpnet.distributed import SyncBatchNorm1d
 
 SPREAD = np.array([1.0, 2.0, 0.5, 3.0])
-
-
-class OneProcess:
-    """A communicator of one process: every sum is the process's own value."""
-
-    rank, size = 0, 1
-
-    def allreduce_sum(self, x):
-        return x * 1
 
 
 def _exact(Z, G, eps):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers import asarray, to_numpy
+from tests.helpers import OneProcess, asarray, to_numpy
 from xpnet.distributed import (
     DataParallel,
     ShardedDropout,
@@ -19,15 +19,6 @@ from xpnet.models import MLP
 from xpnet.nn import BatchNorm1d, CrossEntropyLoss, Dropout
 from xpnet.optim import SGD
 from xpnet.train import fit
-
-
-class OneProcess:
-    """A communicator of one process: every sum is the process's own value."""
-
-    rank, size = 0, 1
-
-    def allreduce_sum(self, x):
-        return x * 1
 
 
 def test_conversion_keeps_the_arrays_and_the_checkpoint_keys(xp, device):

@@ -18,6 +18,7 @@ from ..errors import RunError, XpnetValueError
 from ..models import ACTIVATIONS
 from ..optim import OPTIMIZERS
 from ..optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR, StepLR
+from ..step import cuda_graph_refusal
 from .folders import RESUME_FILE
 
 __all__ = [
@@ -365,8 +366,6 @@ def new_config(options, *, epochs=None, data_parallel=False):
         Options that contradict each other or cannot be used here, named as the command
         line spells them.
     """
-    from ..step import cuda_graph_refusal
-
     opts = {k: RUN_DEFAULTS[k] if options.get(k) is None else options[k] for k in RUN_OPTIONS}
     if opts["optimizer"] != "sgd" and options.get("momentum") is not None:
         raise UsageError(
