@@ -24,3 +24,22 @@ templates_path: list[str] = []
 html_theme = "furo"
 html_static_path = ["_static"]
 html_title = f"xpnet {release}"
+
+
+def _executor_table():
+    """docs/generated/executors.rst: the table of xpnet.step.EXECUTORS, for executors.rst."""
+    from pathlib import Path
+
+    from xpnet.step import EXECUTORS
+
+    rows = [("executor", "module", "runs a step on", "refuses")]
+    rows += [(e.name, f"``{e.module}``", e.runs, e.refuses) for e in EXECUTORS]
+    lines = [".. list-table::", "   :header-rows: 1", "   :widths: 14 24 31 31", ""]
+    for first, *rest in rows:
+        lines += [f"   * - {first}", *(f"     - {cell}" for cell in rest)]
+    out = Path(__file__).parent / "generated" / "executors.rst"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+
+
+_executor_table()

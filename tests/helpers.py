@@ -94,3 +94,19 @@ class OneProcess:
 
     def allreduce_sum(self, x):
         return x * 1
+
+
+def rst_python_blocks(path):
+    """The ``.. code-block:: python`` blocks of a reStructuredText page, dedented."""
+    import textwrap
+
+    blocks, lines = [], path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() == ".. code-block:: python":
+            body = []
+            for following in lines[i + 1 :]:
+                if following.strip() and not following.startswith("   "):
+                    break
+                body.append(following)
+            blocks.append(textwrap.dedent("\n".join(body)).strip("\n") + "\n")
+    return blocks

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import rst_python_blocks
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -59,22 +61,6 @@ def test_example_script_runs_on_the_base_install():
     assert "numpy: accuracy" in result.stdout.splitlines()[-1]
 
 
-def _rst_python_blocks(path):
-    """The ``.. code-block:: python`` blocks of a reStructuredText page, dedented."""
-    import textwrap
-
-    blocks, lines = [], path.read_text().splitlines()
-    for i, line in enumerate(lines):
-        if line.strip() == ".. code-block:: python":
-            body = []
-            for following in lines[i + 1 :]:
-                if following.strip() and not following.startswith("   "):
-                    break
-                body.append(following)
-            blocks.append(textwrap.dedent("\n".join(body)).strip("\n") + "\n")
-    return blocks
-
-
 TUTORIALS = sorted((ROOT / "docs" / "tutorials").glob("*.rst"))
 
 
@@ -82,7 +68,7 @@ TUTORIALS = sorted((ROOT / "docs" / "tutorials").glob("*.rst"))
 def test_tutorial_code_runs(page, tmp_path, monkeypatch, capsys):
     """Every Python block of a tutorial runs, in order, in one namespace (as a reader
     pasting them would); the blocks assert what they claim."""
-    blocks = _rst_python_blocks(page)
+    blocks = rst_python_blocks(page)
     assert blocks, f"{page.name} has no Python code"
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": f"docs_{page.stem}"}

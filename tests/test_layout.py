@@ -122,3 +122,13 @@ def test_the_layers_know_nothing_of_processes(path):
     words = r"\b(mpi\w*|nccl|communicators?|comm|allreduce\w*|all-reduce|shards?|world_size)\b"
     found = sorted(set(re.findall(words, path.read_text(), flags=re.IGNORECASE)))
     assert not found, f"{path.name} names {found}"
+
+
+@pytest.mark.parametrize("path", EQUATIONS, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_the_layers_know_nothing_of_the_fast_paths(path):
+    """The fused kernels, CuPy and CUDA graphs are executors beneath the model
+    (xpnet.fused, xpnet.backend); the layers, the model and the optimizers do not name
+    them, in code or in words (NumPy stays: the examples and the host's random draws)."""
+    words = r"\b(fused|fuse|kernels?|cupy|cuda|cublas|gpus?)\b"
+    found = sorted(set(re.findall(words, path.read_text(), flags=re.IGNORECASE)))
+    assert not found, f"{path.name} names {found}"

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers import asarray
+from tests.helpers import asarray, to_numpy
 from xpnet import backend
+from xpnet.errors import XpnetValueError
 from xpnet.models import MLP
 from xpnet.nn import CrossEntropyLoss
 from xpnet.optim import SGD, sgd
@@ -79,6 +80,35 @@ def test_path_choice():
         model.backward(loss.backward())
         opt.step()
         assert (opt._flat is not None) is flat
+
+
+def test_flat_buffers_hold_the_parameters_as_views(xp, device):
+    """flat_buffers moves a model above FLAT_LIMIT into two flat arrays whose slices are the
+    model's parameters and velocities; a parameter replaced since is copied back in; a
+    library without views refuses by name."""
+    model = MLP([300, 300, 2], xp=xp, device=device, seed=1)
+    opt = SGD(model, lr=0.1, momentum=0.9)
+    if not backend.flat_views(xp):
+        with pytest.raises(
+            XpnetValueError, match=r"SGD\.flat_buffers\(\): \w+'s arrays have no views"
+        ):
+            opt.flat_buffers()
+        return
+    before = {k: to_numpy(v) for k, v in model.state_dict().items()}
+    P, V = opt.flat_buffers()
+    n = sum(int(np.prod(p.shape)) for p in model.parameters())
+    assert P.shape == V.shape == (n,)
+    assert {k: to_numpy(v) for k, v in model.state_dict().items()}.keys() == before.keys()
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(to_numpy(value), before[key], err_msg=key)
+    P[...] = 0.0  # the parameters are views of P, and the velocities of V
+    V[...] = 1.0
+    assert float(xp.max(xp.abs(model.layers[1].W))) == 0.0
+    assert float(xp.min(opt.velocity["layers.1.b"])) == 1.0
+    assert opt.flat_buffers()[0] is P  # unchanged: the same arrays
+    model.layers[0].W = xp.ones_like(model.layers[0].W)  # replaced: copied back in
+    P2, _ = opt.flat_buffers()
+    assert P2 is not P and float(xp.sum(P2)) == 300.0 * 300.0
 
 
 def test_load_state_dict_reads_the_old_buffer_names_and_ignores_other_keys():

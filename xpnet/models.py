@@ -320,11 +320,33 @@ class MLP(Module):
             A shape other than ``(N, sizes[0])``, another device, or a training batch of
             one row with BatchNorm.
         """
+        return self.forward_unchecked(*self.checked_input(A0))
+
+    def checked_input(self, A0: Array) -> tuple[Array, Namespace]:
+        """The checks of :meth:`forward`: ``A0`` in the parameters' dtype, and its namespace.
+
+        Parameters
+        ----------
+        A0 : array
+            As for :meth:`forward`.
+
+        Returns
+        -------
+        A0 : array
+            Cast to the parameters' dtype where it was another float.
+        xp : namespace
+            Its namespace.
+
+        Raises
+        ------
+        XpnetTypeError, XpnetValueError
+            As :meth:`forward` raises them.
+        """
         W = self.layers[0].W
         xp = self._namespace(A0, W)
         check_float(A0, xp, self)
         check_2d(A0, self, features=self.sizes[0])
-        return self.forward_unchecked(as_dtype(A0, W.dtype, xp), xp)
+        return as_dtype(A0, W.dtype, xp), xp
 
     def forward_unchecked(self, A0: Array, xp: Namespace) -> Array:
         """:meth:`forward` on a checked ``A0``: each module's unchecked entry in turn.
@@ -346,23 +368,14 @@ class MLP(Module):
         # Linear, BatchNorm1d (where present), activation: written out rather than
         # iterated over a list of modules, which costs a visible share of a small step
         n_bn, n_drop = len(self.bn_layers), len(self.dropout_layers)
-        # where the library has fused kernels, a layer adds its bias in the activation's
-        # kernel, or in BatchNorm's (backend.fused; the same numbers as the lines below)
-        fuse = backend.fused(xp) is not None
         A = A0
         for scaling in self.standardize_layers:
             A = scaling.forward_unchecked(A, xp)
         for i, (layer, f) in enumerate(zip(self.layers, self.f, strict=True)):
-            if fuse and i >= n_bn:
-                A = f.forward_with_bias(layer.product_unchecked(A, xp), layer.b, xp)
-            elif fuse:  # bias, normalisation and activation in one pass after the statistics
-                P = layer.product_unchecked(A, xp)
-                A = self.bn_layers[i].forward_activated(P, layer.b, f, xp)
-            else:
-                Z = layer.forward_unchecked(A, xp)
-                if i < n_bn:
-                    Z = self.bn_layers[i].forward_unchecked(Z, xp)
-                A = f.forward_unchecked(Z, xp)
+            Z = layer.forward_unchecked(A, xp)
+            if i < n_bn:
+                Z = self.bn_layers[i].forward_unchecked(Z, xp)
+            A = f.forward_unchecked(Z, xp)
             if i < n_drop:
                 A = self.dropout_layers[i].forward_unchecked(A, xp)
         self._out = A
@@ -421,13 +434,10 @@ class MLP(Module):
         for i in range(len(self.layers) - 1, -1, -1):
             if i < n_drop:
                 dLdA = self.dropout_layers[i].backward_unchecked(dLdA, xp)
-            if i < n_bn:  # with fused kernels, in two passes with the bias gradient
-                dLdZ, sums = self.bn_layers[i].backward_activated(dLdA, self.f[i], xp)
-            else:  # with fused kernels, the bias gradient in the activation's pass
-                dLdZ, sums = self.f[i].backward_with_sums(dLdA, xp)
-            dLdA = self.layers[i].backward_unchecked(
-                dLdZ, xp, input_grad=i > 0 or input_grad, column_sums=sums
-            )
+            dLdZ = self.f[i].backward_unchecked(dLdA, xp)
+            if i < n_bn:
+                dLdZ = self.bn_layers[i].backward_unchecked(dLdZ, xp)
+            dLdA = self.layers[i].backward_unchecked(dLdZ, xp, input_grad=i > 0 or input_grad)
         if input_grad:
             for scaling in self.standardize_layers:
                 dLdA = scaling.backward_unchecked(dLdA, xp)

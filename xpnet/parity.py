@@ -13,7 +13,7 @@ from .errors import XpnetValueError
 from .models import MLP
 from .nn import CrossEntropyLoss
 from .optim import SGD
-from .step import Step
+from .step import make_step
 
 __all__ = ["TOLERANCE", "format_table", "run_parity"]
 
@@ -44,7 +44,7 @@ def _trace(name, device, dtype, steps, seed):
     device = backend.resolve_device(xp, device)
     model = MLP(SIZES, batchnorm=True, xp=xp, device=device, dtype=dtype, seed=seed)
     loss = CrossEntropyLoss()
-    step = Step(model, loss, SGD(model, lr=0.05, momentum=0.9))
+    step = make_step(model, loss, SGD(model, lr=0.05, momentum=0.9))
     rng = np.random.default_rng(seed)
     out = {"outputs": [], "gradients": [], "losses": []}
     for k in range(steps):

@@ -45,7 +45,7 @@ from .errors import TrainingDiverged, XpnetValueError
 from .models import ACTIVATIONS, MLP
 from .nn import CrossEntropyLoss, MSELoss, Softmax
 from .optim import OPTIMIZERS
-from .step import Step
+from .step import make_step
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -166,7 +166,7 @@ class _BaseMLP(BaseEstimator):
         batch = max(1, min(size, n))
         order = xp.asarray(self._rng.permutation(n), device=self.model_.device)
         X, T = xp.take(X, order, axis=0), xp.take(T, order, axis=0)
-        step, total = Step(self.model_, self._loss(), self._optimizer), 0.0
+        step, total = make_step(self.model_, self._loss(), self._optimizer), 0.0
         self.model_.train()
         with _backend.quiet_float_errors(xp):  # a non-finite loss is checked below
             for k, start in enumerate(range(0, n, batch), 1):

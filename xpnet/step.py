@@ -1,20 +1,107 @@
-"""One training step, written once: forward, loss, backward and update.
+"""One training step, written once, and the executors that run it.
 
-:class:`Step` is the step that :func:`xpnet.train.fit`, the scikit-learn estimators,
-``xpnet parity`` and the benchmarks run. :func:`graph_step` records it as a CUDA graph,
-and :func:`cuda_graph_refusal` is the one place that says what such a recording cannot
-hold; data-parallel runs take it through :class:`xpnet.distributed.DataParallel`.
+:class:`Step` is the readable step: the model's ``forward``, the loss, the model's
+``backward`` and the optimizer's ``step``, in Array API calls on any library.
+:func:`make_step` chooses, from the table :data:`EXECUTORS`, what runs a model's step;
+:func:`xpnet.train.fit`, the scikit-learn estimators, ``xpnet parity`` and the benchmarks
+all take their step from it. :func:`graph_step` records a step as a CUDA graph, and
+:func:`cuda_graph_refusal` is the one place that says what such a recording cannot hold.
+
+Each row of :data:`EXECUTORS` is an executor: one module that runs the same step faster
+on one kind of library, proven equal to the readable code by the tests (the docs' "How a
+step runs" page shows the table).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import backend
 from ._typing import Array
 from .errors import XpnetValueError
 
-__all__ = ["Step", "cuda_graph_refusal", "graph_step"]
+__all__ = ["EXECUTORS", "Executor", "Step", "cuda_graph_refusal", "graph_step", "make_step"]
+
+
+class Executor(NamedTuple):
+    """One row of :data:`EXECUTORS`."""
+
+    #: Its name in the docs and the benchmarks.
+    name: str
+    #: Where it lives.
+    module: str
+    #: The libraries and options it runs a step for.
+    runs: str
+    #: What it refuses, or leaves to the modules' own code.
+    refuses: str
+
+
+#: What runs a training step, for which library and options, and what each refuses
+#: (``docs/conf.py`` writes it into the docs).
+EXECUTORS = (
+    Executor("eager", "xpnet.step.Step", "every library: the modules' own code", "nothing"),
+    Executor(
+        "NumPy namespace",
+        "xpnet.backend._numpy_fast",
+        "NumPy: the eager step on backend.get('numpy'), whose hot reductions skip wrappers",
+        "nothing",
+    ),
+    Executor(
+        "fused plan",
+        "xpnet.fused.FusedPlan",
+        "CuPy, float32 and float64 parameters (unless XPNET_FUSED=0 or use_fused(False))",
+        "modules it does not know run their own code; optimizers but SGD step themselves",
+    ),
+    Executor(
+        "CUDA graph",
+        "xpnet.step.graph_step",
+        "CuPy with cuda_graph=True: the step recorded once per shape and replayed",
+        "dropout, optimizers whose update changes every step (Adam, AdamW), "
+        "data-parallel runs, other libraries (cuda_graph_refusal)",
+    ),
+    Executor(
+        "data-parallel",
+        "xpnet.distributed.DataParallel",
+        "every library over MPI (NCCL for CuPy): fit(comm=...), mpiexec xpnet train",
+        "a BatchNorm1d not converted by convert_sync_batchnorm, a batch smaller than "
+        "the processes, CUDA graphs",
+    ),
+)
+
+
+def make_step(model: Any, loss: Any, optimizer: Any) -> Step:
+    """The step that runs ``model``'s training on its library: the first executor that can.
+
+    Parameters
+    ----------
+    model : MLP
+        The model, with every module it trains with (build the step after replacing one).
+    loss : Module
+        Its loss.
+    optimizer : Optimizer
+        Its optimizer, made after the model reached its library and device.
+
+    Returns
+    -------
+    Step
+        A :class:`xpnet.fused.FusedPlan` where the library has fused kernels for the
+        parameters' dtype, else the readable :class:`Step`.
+
+    Examples
+    --------
+    >>> from xpnet.models import MLP
+    >>> from xpnet.nn import CrossEntropyLoss
+    >>> from xpnet.optim import SGD
+    >>> model = MLP([4, 8, 3])
+    >>> type(make_step(model, CrossEntropyLoss(), SGD(model))).__name__
+    'Step'
+    """
+    ops = backend.fused(model.xp)
+    if ops is not None and ops.handles(model.layers[0].W):
+        from .fused import FusedPlan  # the plan is a Step: imported here, not at the top
+
+        return FusedPlan(model, loss, optimizer, ops)
+    return Step(model, loss, optimizer)
 
 
 class Step:
@@ -71,9 +158,12 @@ class Step:
             0-d, on the device.
         """
         out = self.model.forward(X)
+        return out, self._loss_forward(out, y)
+
+    def _loss_forward(self, out, y):
         if self._unchecked is None:
-            return out, self.loss.forward(out, y)
-        return out, self._unchecked(out, y, self._xp)
+            return self.loss.forward(out, y)
+        return self._unchecked(out, y, self._xp)
 
     def backward(self, scale: float | None = None, *, input_grad: bool = False) -> Array | None:
         """Set every parameter's gradient from the last :meth:`forward`.
@@ -96,6 +186,24 @@ class Step:
     def update(self) -> None:
         """Update the parameters from their gradients (the optimizer's step)."""
         self.optimizer.step()
+
+    def correct(self, out: Array, y: Array) -> Array:
+        """How many rows of ``out`` have their largest value at their label (``argmax``).
+
+        Parameters
+        ----------
+        out : array
+            ``(N, C)`` scores, as :meth:`forward` returns them.
+        y : array
+            ``(N,)`` integer labels.
+
+        Returns
+        -------
+        array
+            0-d, of ``out``'s dtype, on the device (no host synchronisation).
+        """
+        xp = self._xp
+        return xp.sum(xp.astype(xp.argmax(out, axis=1) == y, out.dtype))
 
     def __call__(self, X: Array, y: Array) -> tuple[Array, Array]:
         """Run the whole step.
@@ -163,23 +271,21 @@ def _not_recordable(library):
     return f"the model's arrays are {library}'s, not CuPy's (CUDA graphs need backend 'cupy')"
 
 
-def graph_step(step: Step, count: Any, *, data_parallel: bool = False) -> Any:
+def graph_step(step: Step, *, data_parallel: bool = False) -> Any:
     """The CUDA-graph runner of ``step``: recorded once per shape and replayed.
 
     Parameters
     ----------
     step : Step
-        The step to record.
-    count : callable
-        ``count(out, y)``: what else the recorded step returns (the right predictions).
+        The step to record (on CuPy, :func:`make_step`'s fused plan).
     data_parallel : bool
         Whether the run sums gradients across processes (refused).
 
     Returns
     -------
     callable
-        ``runner(X, y, key=...)`` returning the loss and ``count``'s value, 0-d arrays of
-        the graph (:func:`xpnet.backend.cuda_graph_step`).
+        ``runner(X, y, key=...)`` returning the loss and the right predictions
+        (:meth:`Step.correct`), 0-d arrays of the graph (:func:`xpnet.backend.cuda_graph_step`).
 
     Raises
     ------
@@ -195,7 +301,7 @@ def graph_step(step: Step, count: Any, *, data_parallel: bool = False) -> Any:
     )
     if refusal:
         raise XpnetValueError(f"fit: cuda_graph=True is not possible here: {refusal}")
-    runner = backend.cuda_graph_step(lambda X, y: _recorded(step, count, X, y), model.layers[0].W)
+    runner = backend.cuda_graph_step(lambda X, y: _recorded(step, X, y), model.layers[0].W)
     if runner is None:
         raise XpnetValueError(
             "fit: cuda_graph=True is not possible here: "
@@ -204,10 +310,10 @@ def graph_step(step: Step, count: Any, *, data_parallel: bool = False) -> Any:
     return runner
 
 
-def _recorded(step, count, X, y):
+def _recorded(step, X, y):
     """The step as a graph records it: the loss and the count, every update included."""
     out, L = step.forward(X, y)
-    correct = count(out, y)
+    correct = step.correct(out, y)
     step.backward()
     step.update()
     return L, correct

@@ -18,7 +18,7 @@ from .data import Dataset, batches, host_batches, on_disk
 from .distributed import DataParallel
 from .errors import TrainingDiverged, XpnetTypeError, XpnetValueError
 from .nn._checks import check_size
-from .step import Step, graph_step
+from .step import graph_step, make_step
 
 if TYPE_CHECKING:
     from .callbacks import Callback
@@ -156,17 +156,6 @@ def _check_labels(model, y, what):
             f"{what}: class ids must lie in [0, {n_out}) for a model with {n_out} outputs, "
             f"got values from {low} to {high}"
         )
-
-
-def _count_correct(out, y, xp):
-    """The right predictions of a batch (0-d, on the device): ``argmax`` equal to ``y``.
-
-    With fused kernels, one pass over the rows and a sum (the array code takes four
-    kernels); the count follows NumPy's ``argmax`` (first of equal values, NaN largest)."""
-    ops = backend.fused(xp) if y.ndim == 1 else None
-    if ops is not None:
-        return ops.count_correct(out, y)
-    return xp.sum(xp.astype(xp.argmax(out, axis=1) == y, out.dtype))
 
 
 def _graph_key(optimizer):
@@ -391,7 +380,7 @@ def fit(
     if check_every is None:
         check_every = 1 if streaming or backend.on_host(X) else DEVICE_CHECK_EVERY
     check_every = check_size(check_every, "check_every", "fit")
-    step = Step(model, loss, optimizer)
+    step = make_step(model, loss, optimizer)
     parallel = None
     if comm is not None:
         if batch_size < comm.size:
@@ -410,8 +399,7 @@ def fit(
     gather = None if mover is None else functools.partial(mover, dtype=model.dtype)
     graph = None
     if cuda_graph:
-        count = functools.partial(_count_correct, xp=xp)
-        graph = graph_step(step, count, data_parallel=comm is not None)
+        graph = graph_step(step, data_parallel=comm is not None)
     state = FitState() if state is None else state
     rng = np.random.default_rng(seed)
     if state.rng_state is not None:
@@ -461,7 +449,7 @@ def fit(
                             continue  # a last batch with fewer rows than processes
                         Xb, yb, share = sharded
                     out, L = step.forward(Xb, yb)
-                    correct = correct + _count_correct(out, yb, xp)
+                    correct = correct + step.correct(out, yb)
                     if parallel is None:
                         window.add(L, Xb.shape[0])
                     else:  # the gradient of the global batch's mean loss, summed in one call

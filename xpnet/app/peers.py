@@ -22,7 +22,7 @@ from .. import backend
 from ..models import MLP
 from ..nn import CrossEntropyLoss
 from ..optim import SGD
-from ..step import Step
+from ..step import make_step
 
 __all__ = ["GemmFloor", "NumpyStep", "SklearnStep", "TorchStep", "XpnetStep"]
 
@@ -57,7 +57,7 @@ class XpnetStep:
         )
         self.loss = CrossEntropyLoss()
         self.opt = SGD(self.model, lr=lr, momentum=momentum)
-        self.step = Step(self.model, self.loss, self.opt)
+        self.step = make_step(self.model, self.loss, self.opt)
         self.xp = xp
         self.X, self.y = xp.asarray(X), xp.asarray(y)
 

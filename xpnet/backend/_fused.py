@@ -1,10 +1,11 @@
 """Fused kernels: a library's one-pass versions of the array code of ``xpnet.nn``.
 
 :func:`fused` is the capability: for a namespace whose library has fused kernels (CuPy,
-on a CUDA GPU) it returns a :class:`CupyFused`, else None, and the modules of
-``xpnet.nn`` and ``xpnet.optim`` then run their Array API code. The modules ask for it at
-each call, so they stay free of any library; each operation computes what the module's
-own array code computes (the GPU check compares them on the device):
+on a CUDA GPU) it returns a :class:`CupyFused`, else None. :func:`xpnet.step.make_step`
+asks it, and where it answers runs a model's step as :class:`xpnet.fused.FusedPlan`,
+which sequences these operations over the model's modules; the modules themselves never
+see them. Each operation computes what the module's own array code computes (the tests
+compare them through the CPU emulation, the GPU check on the device):
 
 ======================  ==================================================  =========
 operation               replaces                                            kernels
@@ -31,7 +32,8 @@ order, so that the result depends on the shape alone, never on timing.
 The element-wise kernels do the array code's operations in its order without fused
 multiply-adds, so they round as it does; the reductions (BatchNorm's statistics and
 sums, the softmax's row sums) add in their own order, as any two reductions may.
-``XPNET_FUSED=0`` in the environment, or :func:`use_fused` ``(False)``, turns them off.
+``XPNET_FUSED=0`` in the environment, or :func:`use_fused` ``(False)``, turns them off
+(every step is then the readable one).
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ from ._namespace import library_name
 
 __all__ = ["KERNEL_ACTIVATIONS", "CupyFused", "fused", "set_tf32", "use_fused"]
 
-#: The activations with fused kernels, by the name their classes declare (``fused_kind``).
+#: The activations with fused kernels: their codes in ``_kernels.cu``, by the names that
+#: ``xpnet.fused.FUSED_ACTIVATIONS`` gives their classes.
 KERNEL_ACTIVATIONS = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "gelu": 4}
 
 #: GELU's constants, computed in double as xpnet.nn.GELU computes them (its kernels take
@@ -74,7 +77,7 @@ def use_fused(enabled: bool = True):
     Parameters
     ----------
     enabled : bool
-        False runs the Array API code of every module, on every library.
+        False: :func:`xpnet.step.make_step` gives the readable step on every library.
 
     Yields
     ------
@@ -304,7 +307,7 @@ class CupyFused:
 
     Examples
     --------
-    The modules call it themselves when their arrays are CuPy's::
+    The fused plan (:class:`xpnet.fused.FusedPlan`) calls it for a model on CuPy::
 
         ops = backend.fused(xp)          # None on NumPy
         if ops is not None:

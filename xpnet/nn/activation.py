@@ -31,12 +31,6 @@ class Activation(Module):
     derivative needs) and ``_derivative(xp)`` (the elementwise ``dA/dZ``); Softmax, whose
     Jacobian is not elementwise, overrides ``_chain(dLdA, xp)`` instead.
 
-    A class that sets ``fused_kind`` in its own body (a key of
-    :data:`xpnet.backend.KERNEL_ACTIVATIONS`) runs as one fused kernel forward and one backward
-    where the arrays' library has them (:func:`xpnet.backend.fused`); the kernels compute
-    what ``_activate`` and ``_derivative`` compute. A subclass inherits none of this: it
-    runs its own ``_activate`` until it declares a kind of its own.
-
     Attributes
     ----------
     A : array or None
@@ -44,7 +38,6 @@ class Activation(Module):
     """
 
     declared_caches: ClassVar[tuple[str, ...]] = ("A",)
-    fused_kind: ClassVar[str | None] = None
 
     def __init__(self) -> None:
         self.A: Array = None
@@ -81,47 +74,7 @@ class Activation(Module):
         array
             ``A``.
         """
-        ops = self._fused(xp)
-        if ops is not None and self._kind != "identity" and ops.handles(Z):
-            return self._adopt(ops.bias_activation(Z, None, self._kind))
         self.A = self._activate(Z, xp)
-        return self.A
-
-    def forward_with_bias(self, Z: Array, b: Array, xp: Namespace) -> Array:
-        """The activation of ``Z + bᵀ``: a layer's product and bias, activated.
-
-        Where the library has fused kernels, the bias and the activation take one pass
-        over ``Z``; elsewhere this is :meth:`forward_unchecked` of ``Z + bᵀ``.
-
-        Parameters
-        ----------
-        Z : array
-            ``(N, C)`` product ``A Wᵀ`` of a :class:`~xpnet.nn.Linear` layer.
-        b : array
-            ``(C, 1)`` bias of that layer.
-        xp : namespace
-            Their namespace.
-
-        Returns
-        -------
-        array
-            ``A``.
-        """
-        ops = self._fused(xp)
-        if ops is not None and ops.handles(Z):
-            return self._adopt(ops.bias_activation(Z, b, self._kind))
-        return self.forward_unchecked(Z + b.T, xp)
-
-    @property
-    def _kind(self):
-        return type(self).__dict__.get("fused_kind")
-
-    def _fused(self, xp):
-        return backend.fused(xp) if self._kind is not None else None
-
-    def _adopt(self, caches):
-        for name, value in caches.items():
-            setattr(self, name, value)
         return self.A
 
     def backward(self, dLdA: Array | None = None) -> Array:
@@ -170,38 +123,7 @@ class Activation(Module):
         array
             ``dLdZ``.
         """
-        ops = self._fused(xp)
-        if ops is not None and self._kind != "identity" and ops.handles(dLdA):
-            caches = {name: getattr(self, name) for name in self.declared_caches}
-            return ops.activation_backward(self._kind, dLdA, **caches)
         return self._chain(dLdA, xp)
-
-    def backward_with_sums(self, dLdA: Array, xp: Namespace) -> tuple[Array, Array | None]:
-        """:meth:`backward_unchecked` of a 2-d ``dLdA``, and the column sums of the result.
-
-        For a caller that needs ``Σ_n dLdZ`` too (the MLP: the bias gradient of the layer
-        before). Where the library has fused kernels both come from one pass over the
-        batch; elsewhere the sums are None and the caller sums.
-
-        Parameters
-        ----------
-        dLdA : array
-            ``(N, C)`` gradient with respect to the output.
-        xp : namespace
-            Its namespace.
-
-        Returns
-        -------
-        dLdZ : array
-            As :meth:`backward_unchecked` returns it.
-        sums : array or None
-            ``(1, C)``: ``sum(dLdZ, axis=0, keepdims=True)``, or None.
-        """
-        ops = self._fused(xp)
-        if ops is not None and self._kind != "identity" and ops.handles(dLdA):
-            caches = {name: getattr(self, name) for name in self.declared_caches}
-            return ops.activation_backward_with_sums(self._kind, dLdA, **caches)
-        return self.backward_unchecked(dLdA, xp), None
 
     def _chain(self, dLdA, xp):
         return dLdA * self._derivative(xp)
@@ -215,8 +137,6 @@ class Activation(Module):
 
 class Identity(Activation):
     """``A = Z``; ``dA/dZ = 1``."""
-
-    fused_kind = "identity"
 
     def _activate(self, Z, xp):
         self.A = Z
@@ -236,8 +156,6 @@ class Sigmoid(Activation):
     ``e = exp(-|Z|) <= 1``, so no finite ``Z`` overflows.
     """
 
-    fused_kind = "sigmoid"
-
     def _activate(self, Z, xp):
         e = xp.exp(-xp.abs(Z))
         r = 1.0 / (1.0 + e)
@@ -251,8 +169,6 @@ class Sigmoid(Activation):
 class Tanh(Activation):
     """``A = tanh(Z)``; ``dA/dZ = 1 - A^2``."""
 
-    fused_kind = "tanh"
-
     def _activate(self, Z, xp):
         self.A = xp.tanh(Z)
         return self.A
@@ -263,8 +179,6 @@ class Tanh(Activation):
 
 class ReLU(Activation):
     """``A = max(Z, 0)``; ``dA/dZ = 1`` where ``Z > 0``, else 0 (so ReLU'(0) = 0)."""
-
-    fused_kind = "relu"
 
     def _activate(self, Z, xp):
         self.A = xp.maximum(Z, 0.0)
@@ -287,8 +201,6 @@ class GELU(Activation):
     keeps full relative precision for large negative ``Z`` (where ``1 + erf`` would
     cancel). Caches ``A``, ``Z`` and ``Φ(Z)``.
     """
-
-    fused_kind = "gelu"
 
     declared_caches: ClassVar[tuple[str, ...]] = ("A", "Z", "cdf")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from .. import backend
 from .._typing import Array, Device, DType, Namespace
@@ -66,8 +66,6 @@ class BatchNorm1d(Module):
         The statistics the last forward normalised with, ``(1, C)``.
     Z, NZ, BZ : array or None
         The last input, normalised input and output, ``(N, C)``; training needs N >= 2.
-        After :meth:`forward_activated` on fused kernels, ``Z`` and ``BZ`` are None
-        (never written out; ``BZ`` is kept where the activation needs it, as GELU does).
     num_features, alpha, eps
         As given.
 
@@ -90,11 +88,6 @@ class BatchNorm1d(Module):
         "V",
         "_inv_std",
     )
-    #: Whether training normalises with the statistics of the batch this layer sees (the
-    #: numbers the library's fused kernels compute). A subclass that normalises with the
-    #: statistics of a larger batch sets False and overrides :meth:`_batch_statistics` and
-    #: :meth:`_gradient_sums` (:class:`xpnet.distributed.SyncBatchNorm1d`).
-    local_statistics: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -204,83 +197,6 @@ class BatchNorm1d(Module):
         """
         return self._forward(Z, xp, not self.training)
 
-    def forward_activated(self, Z: Array, b: Array, activation: Any, xp: Namespace) -> Array:
-        """``activation(BatchNorm(Z + bᵀ))``, as :class:`~xpnet.models.MLP` runs a layer.
-
-        A Linear layer's product ``Z`` and bias ``b``, this layer, and the activation after
-        it. Where the library has fused kernels (:func:`xpnet.backend.fused`) and this layer
-        trains on one process, the bias is added where ``Z`` is read and the
-        normalisation, affine map and activation take one pass: neither ``Z + bᵀ`` nor
-        ``BZ`` is written out, so ``self.Z`` is None and ``self.BZ`` is None unless the
-        activation keeps it (GELU's ``Z``); backward needs neither. Elsewhere this is
-        :meth:`forward_unchecked` of ``Z + bᵀ`` followed by the activation's own.
-
-        Parameters
-        ----------
-        Z : array
-            ``(N, C)`` product ``A Wᵀ`` of the Linear layer before this one.
-        b : array
-            ``(C, 1)`` bias of that layer.
-        activation : Activation
-            The activation after this layer.
-        xp : namespace
-            Their namespace.
-
-        Returns
-        -------
-        array
-            The activation's output ``A``, ``(N, C)``.
-        """
-        kind = activation._kind  # None for an activation without fused kernels
-        ops = backend.fused(xp) if self.training and self.local_statistics else None
-        if ops is None or kind is None or not ops.handles(Z):
-            return activation.forward_unchecked(self.forward_unchecked(Z + b.T, xp), xp)
-        out = ops.batchnorm_forward(
-            Z, self.BW, self.Bb, self.running_M, self.running_V, self.alpha, self.eps,
-            bias=b, activation=kind,
-        )  # fmt: skip
-        self._evaluated = False
-        self.Z, self.BZ = None, out.get("Z")
-        self.M, self.V, self._inv_std, self.NZ = out["M"], out["V"], out["inv_std"], out["NZ"]
-        return activation._adopt({k: out[k] for k in ("A", "Z", "cdf") if k in out})
-
-    def backward_activated(
-        self, dLdA: Array, activation: Any, xp: Namespace
-    ) -> tuple[Array, Array | None]:
-        """Backward through ``activation`` and this layer, after :meth:`forward_activated`.
-
-        Where the library has fused kernels, the activation's gradient is never written
-        out and the column sums of ``dLdZ`` (the bias gradient of the Linear layer before)
-        come in the same passes; elsewhere this is ``activation``'s backward, then
-        :meth:`backward_unchecked`, and the sums are None. Sets ``dLdBW`` and ``dLdBb``.
-
-        Parameters
-        ----------
-        dLdA : array
-            ``(N, C)`` gradient with respect to the activation's output.
-        activation : Activation
-            The activation after this layer, as passed to :meth:`forward_activated`.
-        xp : namespace
-            Their namespace.
-
-        Returns
-        -------
-        dLdZ : array
-            ``(N, C)``.
-        sums : array or None
-            ``(1, C)``: ``sum(dLdZ, axis=0, keepdims=True)``, or None.
-        """
-        kind = activation._kind
-        fused = not self._evaluated and self.local_statistics and kind is not None
-        ops = backend.fused(xp) if fused else None
-        if ops is None or not ops.handles(dLdA) or dLdA.shape[0] == 0:
-            return self.backward_unchecked(activation.backward_unchecked(dLdA, xp), xp), None
-        caches = {name: getattr(activation, name) for name in activation.declared_caches}
-        dLdZ, self.dLdBW, self.dLdBb, sums = ops.batchnorm_backward_activated(
-            kind, dLdA, self.NZ, self.BW, self._inv_std, **caches
-        )
-        return dLdZ, sums
-
     def _batch_statistics(self, Z, xp):
         """The training statistics: ``M``, ``V`` and the centred batch ``D = Z - M``.
 
@@ -299,14 +215,6 @@ class BatchNorm1d(Module):
     def _forward(self, Z, xp, evaluate):
         self.Z = Z
         self._evaluated = evaluate
-        ops = backend.fused(xp) if not evaluate and self.local_statistics else None
-        if ops is not None:  # the lines below in two kernels (backend.fused)
-            out = ops.batchnorm_forward(
-                Z, self.BW, self.Bb, self.running_M, self.running_V, self.alpha, self.eps
-            )
-            self.M, self.V, self._inv_std = out["M"], out["V"], out["inv_std"]
-            self.NZ, self.BZ = out["NZ"], out["BZ"]  # running_M, running_V: in place
-            return self.BZ
         if evaluate:
             M, V = self.running_M, self.running_V
             D = Z - M
@@ -364,10 +272,6 @@ class BatchNorm1d(Module):
             ``dLdZ``.
         """
         NZ = self.NZ
-        ops = backend.fused(xp) if not self._evaluated and self.local_statistics else None
-        if ops is not None:  # the lines below in two kernels (backend.fused)
-            dLdZ, self.dLdBW, self.dLdBb = ops.batchnorm_backward(dLdBZ, NZ, self.BW, self._inv_std)
-            return dLdZ
         self.dLdBW = xp.sum(dLdBZ * NZ, axis=0, keepdims=True)
         self.dLdBb = xp.sum(dLdBZ, axis=0, keepdims=True)
         scale = self.BW * self._inv_std  # (1, C)

@@ -26,8 +26,8 @@ class Linear(Module):
     in_features, out_features : int
         ``C_in`` and ``C_out``.
     xp : str or namespace, optional
-        Library of the parameters (``"numpy"`` by default, ``"cupy"``, ``"torch"``,
-        ``"array_api_strict"``).
+        Library of the parameters: a library name that :func:`xpnet.backend.get` takes
+        (``"numpy"`` by default) or an array namespace.
     device : optional
         Device of the parameters (library default when None).
     dtype : optional
@@ -139,29 +139,8 @@ class Linear(Module):
         array
             ``Z``.
         """
-        return self.product_unchecked(A, xp) + self.b.T
-
-    def product_unchecked(self, A: Array, xp: Namespace) -> Array:
-        """``A Wᵀ`` without the bias, keeping ``A`` for ``backward``.
-
-        For a caller that adds the bias together with what follows (the MLP adds it
-        inside the activation's fused kernel, :meth:`Activation.forward_with_bias`).
-
-        Parameters
-        ----------
-        A : array
-            ``(N, C_in)`` of the parameters' library, device and dtype.
-        xp : namespace
-            Its namespace.
-
-        Returns
-        -------
-        array
-            ``A Wᵀ``, ``(N, C_out)``.
-        """
         self.A = A
-        ops = backend.fused(xp)
-        return A @ self.W.T if ops is None else ops.matmul(A, self.W, trans_b=True)
+        return A @ self.W.T + self.b.T
 
     def backward(self, dLdZ: Array) -> Array:
         """Store ``dLdW = dLdZᵀ A``, ``dLdb = Σ_n dLdZ`` and return ``dLdA = dLdZ W``.
@@ -192,14 +171,7 @@ class Linear(Module):
             )
         return self.backward_unchecked(as_dtype(dLdZ, self.W.dtype, xp), xp)
 
-    def backward_unchecked(
-        self,
-        dLdZ: Array,
-        xp: Namespace,
-        *,
-        input_grad: bool = True,
-        column_sums: Array | None = None,
-    ) -> Array:
+    def backward_unchecked(self, dLdZ: Array, xp: Namespace, *, input_grad: bool = True) -> Array:
         """:meth:`backward` on an already checked ``dLdZ`` (see :class:`~xpnet.nn.Module`).
 
         Parameters
@@ -210,27 +182,12 @@ class Linear(Module):
             Its namespace.
         input_grad : bool
             Compute ``dLdA``; a first layer, whose input is the data, skips it.
-        column_sums : array, optional
-            ``(1, C_out)``: ``Σ_n dLdZ``, already summed by the caller (the MLP, with the
-            activation's backward: :meth:`Activation.backward_with_sums`); it becomes
-            ``dLdb``.
 
         Returns
         -------
         array or None
             ``dLdA``, or None without ``input_grad``.
         """
-        ops = backend.fused(xp)  # the library's own products (backend.fused), or @
-        if ops is None:
-            self.dLdW = dLdZ.T @ self.A
-        else:
-            self.dLdW = ops.matmul(dLdZ, self.A, trans_a=True)
-        if column_sums is not None:
-            self.dLdb = column_sums.T
-        elif ops is not None and ops.handles(dLdZ):  # a column reduction that fills the GPU
-            self.dLdb = ops.column_sums(dLdZ).T
-        else:
-            self.dLdb = xp.sum(dLdZ, axis=0, keepdims=True).T
-        if not input_grad:
-            return None
-        return dLdZ @ self.W if ops is None else ops.matmul(dLdZ, self.W)
+        self.dLdW = dLdZ.T @ self.A
+        self.dLdb = xp.sum(dLdZ, axis=0, keepdims=True).T
+        return dLdZ @ self.W if input_grad else None

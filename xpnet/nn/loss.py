@@ -165,20 +165,15 @@ class CrossEntropyLoss(_Loss):
     1.0986
     """
 
-    declared_caches: ClassVar[tuple[str, ...]] = ("A", "Y", "softmax", "_classes", "_gradient")
+    declared_caches: ClassVar[tuple[str, ...]] = ("A", "Y", "softmax", "_classes")
 
     def __init__(self) -> None:
         super().__init__()
         self.softmax: Array = None
         self._classes = None  # (key, arange(C)) for one-hot targets of integer labels
-        self._gradient = None  # where fused kernels took the labels: their gradient
 
     def forward_unchecked(self, A: Array, Y: Array, xp: Namespace) -> Array:  # type: ignore[override]
         """:meth:`forward` on inputs already checked, with no host synchronisation.
-
-        Where the library has fused kernels (:func:`xpnet.backend.fused`), integer labels
-        go to them as they are: the softmax and the loss take one kernel, the gradient
-        one more, and ``Y`` stays None (no one-hot array is made).
 
         Parameters
         ----------
@@ -194,12 +189,7 @@ class CrossEntropyLoss(_Loss):
         array
             The loss, 0-d.
         """
-        ops = backend.fused(xp) if Y.ndim == 1 else None
-        if ops is None or not ops.handles(A):
-            return self._forward(A, self._checked_targets(Y, A, xp), xp)
-        self.A, self.Y = A, None
-        L, self.softmax, self._gradient = ops.cross_entropy(A, Y)
-        return L
+        return self._forward(A, self._checked_targets(Y, A, xp), xp)
 
     def forward(self, A: Array, Y: Array) -> Array:
         """The mean cross-entropy of the logits ``A`` against the targets ``Y``.
@@ -265,7 +255,7 @@ class CrossEntropyLoss(_Loss):
         return Y
 
     def _forward(self, A, Y, xp):
-        self.A, self.Y, self._gradient = A, Y, None
+        self.A, self.Y = A, Y
         shifted = A - xp.max(A, axis=1, keepdims=True)
         e = xp.exp(shifted)
         total = xp.sum(e, axis=1, keepdims=True)
@@ -274,6 +264,4 @@ class CrossEntropyLoss(_Loss):
         return xp.asarray(xp.sum(Y * log_softmax) / -A.shape[0])
 
     def _backward(self, xp):
-        if self._gradient is not None:  # the fused forward computed it with the softmax
-            return self._gradient
         return (self.softmax - self.Y) / self.A.shape[0]

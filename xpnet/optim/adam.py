@@ -102,7 +102,7 @@ class Adam(Optimizer):
         CallOrderError
             A gradient is missing: ``backward`` has not run.
         """
-        grads = self._gradients()
+        grads = self.gradients()
         xp = self._namespace(self.exp_avg)
         self.t += 1
         beta1, beta2 = self.betas

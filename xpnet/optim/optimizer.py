@@ -64,8 +64,19 @@ class Optimizer:
         """Update every parameter once from its current gradient (see each optimizer)."""
         raise NotImplementedError(f"{type(self).__name__} does not define step")
 
-    def _gradients(self):
-        """The parameters' gradients, or a CallOrderError naming the first missing one."""
+    def gradients(self) -> list[Array]:
+        """The parameters' gradients, in the order of :attr:`params`.
+
+        Returns
+        -------
+        list of array
+            One gradient per parameter.
+
+        Raises
+        ------
+        CallOrderError
+            A gradient is missing (naming the first): ``backward`` has not run.
+        """
         grads = [p.grad for _, p in self.params]
         missing = next((k for k, g in enumerate(grads) if g is None), None)
         if missing is not None:

@@ -14,16 +14,9 @@ from .optimizer import Optimizer, _zeros_like
 
 __all__ = ["FLAT_LIMIT", "SGD"]
 
-#: Largest model (number of parameter values) that SGD updates through flat arrays, where
-#: the library has no fused kernels (with them, every model: they read each gradient where
-#: it is, while the array code concatenates the gradients first).
+#: Largest model (number of parameter values) that SGD updates through flat arrays (the
+#: array code concatenates the gradients first, which a large model pays for).
 FLAT_LIMIT = 1 << 16
-
-
-def _fused_kernels(xp, x):
-    """The library's fused kernels if they take ``x``'s dtype, else None."""
-    ops = backend.fused(xp)
-    return ops if ops is not None and ops.handles(x) else None
 
 
 class SGD(Optimizer):
@@ -74,14 +67,14 @@ class SGD(Optimizer):
 
     * libraries whose arrays cannot change in place: new arrays are assigned;
     * mutable arrays: parameters and buffers are updated in place;
-    * mutable arrays with views, in small models (at most :data:`FLAT_LIMIT` values), and
-      in every model where the library has fused kernels (CuPy, one kernel per eight
-      parameters): all parameters and buffers are moved, once, into two flat arrays, and
-      the model's attributes (``W``, ``b``, ...) become views of them; one step is then a
-      handful of operations on the flat arrays instead of four per parameter (PyTorch's
-      "foreach" idea). The attributes keep their identity from then on; a parameter that
-      is reassigned later (``load_state_dict``) is copied back into the flat array at the
-      next step.
+    * mutable arrays with views, in small models (at most :data:`FLAT_LIMIT` values):
+      all parameters and buffers are moved, once, into two flat arrays, and the model's
+      attributes (``W``, ``b``, ...) become views of them; one step is then a handful of
+      operations on the flat arrays instead of four per parameter (PyTorch's "foreach"
+      idea). The attributes keep their identity from then on; a parameter that is
+      reassigned later (``load_state_dict``) is copied back into the flat array at the
+      next step. :meth:`flat_buffers` moves a larger model there too, for a caller that
+      updates the flat arrays itself.
 
     The buffers live where the parameters were when the optimizer was created: move the
     model with ``to()`` first, then create the optimizer.
@@ -121,9 +114,7 @@ class SGD(Optimizer):
         self._update: Callable[..., None] | None
         if not backend.inplace_updates(xp):
             self._update = self._update_assign
-        elif backend.flat_views(xp) and (
-            self._n_values() <= FLAT_LIMIT or _fused_kernels(xp, self.params[0][1].value)
-        ):
+        elif backend.flat_views(xp) and self._n_values() <= FLAT_LIMIT:
             self._update = None
             self._flatten(xp)
         else:
@@ -185,7 +176,7 @@ class SGD(Optimizer):
         CallOrderError
             A gradient is missing: ``backward`` has not run.
         """
-        grads = self._gradients()
+        grads = self.gradients()
         xp = self._namespace(self.velocity)
         if self._update is None:
             self._update_flat(xp, grads)
@@ -211,30 +202,44 @@ class SGD(Optimizer):
             offset += n
         self._flat = (P, V, p_views, v_views)
 
-    def _update_flat(self, xp, grads):
-        _, _, p_views, v_views = self._flat
-        if not all(
+    def flat_buffers(self) -> tuple[Array, Array]:
+        """The parameters and their velocities as two flat arrays, in :attr:`params` order.
+
+        For a caller that updates them itself. The model's parameters (``W``, ``b``, ...)
+        and :attr:`velocity` become views of them: the first call moves them there where
+        the optimizer has not already (a model above :data:`FLAT_LIMIT` values), and a
+        parameter reassigned since the last call is copied back in.
+
+        Returns
+        -------
+        P : array
+            The parameters, 1-d and contiguous.
+        V : array
+            Their velocities, laid out alike.
+
+        Raises
+        ------
+        XpnetValueError
+            The library's arrays have no views (:func:`xpnet.backend.flat_views`).
+        """
+        xp = self._namespace(self.velocity)
+        if self._flat is None and not backend.flat_views(xp):
+            raise XpnetValueError(
+                f"SGD.flat_buffers(): {backend.library_name(xp)}'s arrays have no views"
+            )
+        return self._current_flat(xp)
+
+    def _current_flat(self, xp):
+        """The flat arrays, made anew where a parameter or buffer was replaced since."""
+        if self._flat is None or not all(
             p.value is pv and self.velocity[name] is vv
-            for (name, p), pv, vv in zip(self.params, p_views, v_views, strict=True)
+            for (name, p), pv, vv in zip(self.params, self._flat[2], self._flat[3], strict=True)
         ):
-            self._flatten(xp)  # a parameter or buffer was replaced since
-        P, V = self._flat[0], self._flat[1]
-        ops = _fused_kernels(xp, P)
-        if ops is not None:  # the lines below in one kernel per eight parameters
-            # (backend.fused), each gradient read where it is: no gradient copy (CuPy's
-            # concatenation of many arrays copies their addresses from the host, which a
-            # CUDA graph cannot capture)
-            for pv, g, (name, _) in zip(self._flat[2], grads, self.params, strict=True):
-                if g.shape != pv.shape:  # the kernel places each gradient by its size
-                    raise XpnetValueError(
-                        f"SGD.step(): the gradient of {name} has shape {tuple(g.shape)}, "
-                        f"the parameter {tuple(pv.shape)}"
-                    )
-            ops.sgd_update_group(
-                P, V, grads, lr=self.lr, momentum=self.mu, weight_decay=self.weight_decay,
-                nesterov=self.nesterov,
-            )  # fmt: skip
-            return
+            self._flatten(xp)
+        return self._flat[0], self._flat[1]
+
+    def _update_flat(self, xp, grads):
+        P, V = self._current_flat(xp)
         g = xp.concat([xp.reshape(g, (-1,)) for g in grads])
         if self.weight_decay:
             g += self.weight_decay * P
