@@ -204,14 +204,10 @@ def _time_size(size, spec, namespace, xp, torch_device, seconds, compiled):
     runner = backend.cuda_graph_step(ours.run, ours.model.layers[0].W) if fused else None
     if runner is not None:
         peers.append(("graph", lambda: runner(ours.X, ours.y, key=size), ours.X))
-    if fused:
-        plain = XpnetStep(widths, X, y, batchnorm=batchnorm, xp=xp)
-
-        def generic():
-            with backend.use_fused(False):
-                return plain()
-
-        peers.append(("generic", generic, plain.X))
+    if fused:  # the readable step on the same library: make_step chooses it without kernels
+        with backend.use_fused(False):
+            plain = XpnetStep(widths, X, y, batchnorm=batchnorm, xp=xp)
+        peers.append(("generic", plain, plain.X))
     if torch_device is not None:
         theirs = TorchStep(widths, X, y, batchnorm=batchnorm, device=torch_device)
         peers.append(("torch", theirs, theirs.X))
