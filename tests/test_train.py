@@ -8,9 +8,11 @@ import pytest
 from xpnet import backend
 from xpnet.callbacks import Callback, EarlyStopping, LambdaCallback
 from xpnet.data import load_digits
+from xpnet.errors import XpnetValueError
 from xpnet.models import MLP
-from xpnet.nn import CrossEntropyLoss
+from xpnet.nn import CrossEntropyLoss, MSELoss
 from xpnet.optim import SGD
+from xpnet.step import Step
 from xpnet.train import FitState, evaluate, fit
 
 
@@ -126,3 +128,28 @@ def test_callbacks_run_in_order_after_the_schedule_and_may_stop_training():
     ]  # fmt: skip
     with pytest.raises(ValueError, match=r"^EarlyStopping: patience must be positive, got 0"):
         EarlyStopping(0)
+
+
+def test_fit_trains_on_float_targets(xp, device):
+    """(N, K) float targets (regression, MSELoss) train as targets: one full batch of fit
+    is the readable step on the whole data (a cast to class ids would truncate them), the
+    history has no accuracy, and evaluate returns None for it."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((32, 3))
+    T = X @ rng.standard_normal((3, 2)) + 0.25  # not integers
+    models = [MLP([3, 8, 2], xp=xp, device=device, dtype="float64", seed=1) for _ in range(2)]
+    history = fit(models[0], MSELoss(), SGD(models[0], lr=0.1), (X, T), epochs=1,
+                  batch_size=32, validation=(X, T))  # fmt: skip
+    assert set(history[0]) == {"epoch", "loss", "lr", "seconds", "val_loss"}
+    step = Step(models[1], MSELoss(), SGD(models[1], lr=0.1))
+    _, L = step(xp.asarray(X, device=device), xp.asarray(T, device=device))
+    np.testing.assert_allclose(history[0]["loss"], float(L), rtol=1e-12)
+    for key, value in models[1].state_dict().items():
+        np.testing.assert_allclose(
+            backend.to_numpy(models[0].state_dict()[key]), backend.to_numpy(value),
+            rtol=1e-12, atol=1e-15, err_msg=key,
+        )  # fmt: skip
+    loss, accuracy = evaluate(models[0], MSELoss(), X, T)
+    assert accuracy is None and loss == pytest.approx(history[0]["val_loss"], rel=1e-12)
+    with pytest.raises(XpnetValueError, match=r"y of shape \(N,\) or \(N, targets\)"):
+        fit(models[0], MSELoss(), SGD(models[0]), (X, T[:, :, None]), epochs=1, batch_size=8)

@@ -3,6 +3,9 @@
 :class:`MLPClassifier` and :class:`MLPRegressor` follow scikit-learn's estimator rules
 (``get_params``/``set_params``, ``fit`` returns the estimator, fitted attributes end in
 ``_``, ``partial_fit``) and pass ``sklearn.utils.estimator_checks.check_estimator``. They
+train through :func:`xpnet.train.fit` (its step, its epoch loop, and
+:class:`~xpnet.callbacks.EarlyStopping` on a held-out ``validation_fraction`` with
+``early_stopping=True``), so they read the loss back from a GPU only every few steps. They
 take and return NumPy arrays whatever the backend: with ``backend="cupy"`` the model trains
 on the GPU and only the predictions come back. Their parameters are checked by
 scikit-learn's own constraint machinery when ``fit`` or ``partial_fit`` starts (an
@@ -41,11 +44,12 @@ except ImportError as err:  # pragma: no cover - depends on the environment
     ) from err
 
 from . import backend as _backend
-from .errors import TrainingDiverged, XpnetValueError
+from .callbacks import EarlyStopping
+from .errors import XpnetValueError
 from .models import ACTIVATIONS, MLP
 from .nn import CrossEntropyLoss, MSELoss, Softmax
 from .optim import OPTIMIZERS
-from .step import make_step
+from .train import FitState, fit
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -153,71 +157,44 @@ class _BaseMLP(BaseEstimator):
         self.loss_curve_ = []
         self.n_iter_ = 0
 
-    def _to_model(self, array, dtype=None):
+    def _to_model(self, array):
         xp = self.model_.xp
-        dtype = dtype or _backend.dtype_name(self.model_.dtype)
+        dtype = _backend.dtype_name(self.model_.dtype)
         return xp.asarray(np.asarray(array, dtype=dtype), device=self.model_.device)
 
-    def _epoch(self, X, T):
-        """One pass over ``(X, T)`` (device arrays) in a fresh order; returns the mean loss."""
-        xp = self.model_.xp
+    def _train(self, X, T, epochs, validation=None):
+        """``epochs`` more epochs of :func:`xpnet.train.fit` on the host arrays ``(X, T)``.
+
+        With ``validation``, stops early as :class:`~xpnet.callbacks.EarlyStopping` does
+        and ends with the best epoch's parameters. Returns fit's history.
+        """
         n = X.shape[0]
         size = min(200, n) if self.batch_size == "auto" else int(self.batch_size)
-        batch = max(1, min(size, n))
-        order = xp.asarray(self._rng.permutation(n), device=self.model_.device)
-        X, T = xp.take(X, order, axis=0), xp.take(T, order, axis=0)
-        step, total = make_step(self.model_, self._loss(), self._optimizer), 0.0
-        self.model_.train()
-        with _backend.quiet_float_errors(xp):  # a non-finite loss is checked below
-            for k, start in enumerate(range(0, n, batch), 1):
-                stop = min(start + batch, n)
-                if self.batchnorm and stop - start < 2:
-                    continue  # one row has no batch statistics
-                Xb, Tb = X[start:stop, ...], T[start:stop, ...]
-                value = float(step.forward(Xb, Tb)[1])
-                if not np.isfinite(value):  # as fit does: an error, not NaN predictions
-                    raise TrainingDiverged(self.n_iter_ + 1, k, value)
-                step.backward()
-                step.update()
-                total += value * (stop - start)
+        callbacks = [] if validation is None else [EarlyStopping(self.n_iter_no_change)]
+        with _backend.quiet_float_errors(self.model_.xp):  # fit raises on a non-finite loss
+            history = fit(
+                self.model_, self._loss(), self._optimizer, (X, T),
+                epochs=self.n_iter_ + epochs, batch_size=max(1, min(size, n)),
+                validation=validation, seed=int(self._rng.integers(2**63 - 1)),
+                progress=False, callbacks=callbacks, state=FitState(epoch=self.n_iter_),
+            )  # fmt: skip
         self.model_.eval()
-        self.n_iter_ += 1
-        mean = total / n
-        self.loss_curve_.append(mean)
-        return mean
-
-    def _validation_loss(self, X, T):
-        loss = self._loss()
-        return float(loss.forward_unchecked(self.model_.forward(X), T, self.model_.xp))
+        self.n_iter_ += len(history)
+        self.loss_curve_ += [record["loss"] for record in history]
+        return history
 
     def _fit(self, X, T):
+        validation = None
         if self.early_stopping:
             n_val = max(1, round(self.validation_fraction * X.shape[0]))
             order = self._rng.permutation(X.shape[0])
             held, kept = order[:n_val], order[n_val:]
-            X_val, T_val = self._to_model(X[held]), self._to_model(T[held], T.dtype.name)
+            validation = (X[held], T[held])
             X, T = X[kept], T[kept]
-        Xd, Td = self._to_model(X), self._to_model(T, T.dtype.name)
-        best, waited, best_state = np.inf, 0, None
-        self.validation_scores_ = [] if self.early_stopping else None
-        for _ in range(int(self.epochs)):
-            self._epoch(Xd, Td)
-            if not self.early_stopping:
-                continue
-            value = self._validation_loss(X_val, T_val)
-            self.validation_scores_.append(-value)
-            if value < best:
-                best, waited = value, 0
-                best_state = {
-                    k: self.model_.xp.asarray(v, copy=True)
-                    for k, v in self.model_.state_dict().items()
-                }
-            else:
-                waited += 1
-                if waited >= self.n_iter_no_change:
-                    break
-        if best_state is not None:
-            self.model_.load_state_dict(best_state)
+        history = self._train(X, T, int(self.epochs), validation)
+        self.validation_scores_ = (
+            [-record["val_loss"] for record in history] if self.early_stopping else None
+        )
         return self
 
     def _forward(self, X):
@@ -400,8 +377,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 raise XpnetValueError("partial_fit: classes must be given on the first call")
             self.classes_ = np.unique(np.asarray(classes))
             self._build(X.shape[1], len(self.classes_))
-        T = self._targets(y, reset=False)
-        self._epoch(self._to_model(X), self._to_model(T, "int64"))
+        self._train(X, self._targets(y, reset=False), 1)
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -616,7 +592,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             raise XpnetValueError(
                 f"partial_fit: y has {T.shape[1]} outputs, the model {self.n_outputs_}"
             )
-        self._epoch(self._to_model(X), self._to_model(T))
+        self._train(X, T, 1)
         return self
 
     def predict(self, X: Any) -> np.ndarray:

@@ -284,8 +284,9 @@ def graph_step(step: Step, *, data_parallel: bool = False) -> Any:
     Returns
     -------
     callable
-        ``runner(X, y, key=...)`` returning the loss and the right predictions
-        (:meth:`Step.correct`), 0-d arrays of the graph (:func:`xpnet.backend.cuda_graph_step`).
+        ``runner(X, y, key=...)`` returning the loss and, for ``(N,)`` labels, the right
+        predictions (:meth:`Step.correct`), 0-d arrays of the graph
+        (:func:`xpnet.backend.cuda_graph_step`).
 
     Raises
     ------
@@ -313,7 +314,7 @@ def graph_step(step: Step, *, data_parallel: bool = False) -> Any:
 def _recorded(step, X, y):
     """The step as a graph records it: the loss and the count, every update included."""
     out, L = step.forward(X, y)
-    correct = step.correct(out, y)
+    correct = step.correct(out, y) if y.ndim == 1 else None  # none for regression targets
     step.backward()
     step.update()
-    return L, correct
+    return (L,) if correct is None else (L, correct)

@@ -45,7 +45,8 @@ def to_model(model: MLP, X: Array, y: Array | None = None) -> tuple[Array, Array
     X : array
         ``(N, F)`` features of any library.
     y : array, optional
-        ``(N,)`` integer class ids, moved as int64.
+        ``(N,)`` integer class ids, moved as int64; or ``(N, K)`` targets of a loss such
+        as ``MSELoss``, moved in the model's dtype.
 
     Returns
     -------
@@ -57,25 +58,32 @@ def to_model(model: MLP, X: Array, y: Array | None = None) -> tuple[Array, Array
     xp, device = model.xp, model.device
     X = backend.convert(X, xp, device=device, dtype=model.dtype)
     if y is not None:
-        y = backend.convert(y, xp, device=device, dtype="int64")
+        dtype = "int64" if len(y.shape) == 1 else model.dtype
+        y = backend.convert(y, xp, device=device, dtype=dtype)
     return X, y
 
 
 def _check_data(data, name):
-    """``data`` must be ``(X, y)``: X ``(N, F)``, y ``(N,)`` integer class ids, N >= 1."""
+    """``data`` must be ``(X, y)``: X ``(N, F)``, y ``(N,)`` class ids or ``(N, K)``
+    targets, N >= 1."""
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise XpnetTypeError(f"{name} must be a pair (X, y), got {type(data).__name__}")
     X, y = data
-    if len(X.shape) != 2 or len(y.shape) != 1 or X.shape[0] != y.shape[0] or X.shape[0] < 1:
+    if (
+        len(X.shape) != 2
+        or len(y.shape) not in (1, 2)
+        or X.shape[0] != y.shape[0]
+        or X.shape[0] < 1
+    ):
         raise XpnetValueError(
-            f"{name} must be X of shape (N, features) and y of shape (N,) with N >= 1, "
-            f"got X {tuple(X.shape)} and y {tuple(y.shape)}"
+            f"{name} must be X of shape (N, features) and y of shape (N,) or (N, targets) "
+            f"with N >= 1, got X {tuple(X.shape)} and y {tuple(y.shape)}"
         )
 
 
 def evaluate(
     model: MLP, loss: Module, X: Array, y: Array, *, batch_size: int = 4096
-) -> tuple[float, float]:
+) -> tuple[float, float | None]:
     """Mean loss and accuracy of a model on data, in evaluation mode.
 
     The data may live anywhere; they are moved to the model once. The model's train/eval
@@ -90,7 +98,7 @@ def evaluate(
     X : array
         ``(N, F)`` features.
     y : array
-        ``(N,)`` integer class ids.
+        ``(N,)`` integer class ids, or ``(N, K)`` targets (regression).
     batch_size : int
         Rows per forward pass.
 
@@ -98,14 +106,16 @@ def evaluate(
     -------
     loss : float
         The mean loss over the rows.
-    accuracy : float
-        The fraction of rows whose largest output is their class.
+    accuracy : float or None
+        The fraction of rows whose largest output is their class; None for ``(N, K)``
+        targets.
     """
     _check_data((X, y), "evaluate: the data")
     streaming = on_disk(X)  # moved a batch at a time, never whole
     if not streaming:
         X, y = to_model(model, X, y)
     xp = model.xp
+    labels = len(y.shape) == 1
     was_training = model.training
     model.eval()
     total_loss = correct = 0.0
@@ -113,16 +123,17 @@ def evaluate(
         n = X.shape[0]
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)  # in bounds: the standard leaves others open
-            Xb, yb = X[start:stop, ...], y[start:stop]
+            Xb, yb = X[start:stop, ...], y[start:stop, ...]
             if streaming:  # read from the file here
                 Xb, yb = to_model(model, np.asarray(Xb), yb)
             out = model.forward(Xb)
             total_loss = total_loss + loss.forward(out, yb) * Xb.shape[0]
-            correct = correct + xp.sum(xp.astype(xp.argmax(out, axis=1) == yb, out.dtype))
+            if labels:
+                correct = correct + xp.sum(xp.astype(xp.argmax(out, axis=1) == yb, out.dtype))
     finally:
         model.train(was_training)
     n = X.shape[0]
-    return float(total_loss) / n, float(correct) / n
+    return float(total_loss) / n, float(correct) / n if labels else None
 
 
 def _progress(total, desc, enabled):
@@ -254,8 +265,10 @@ def fit(
     optimizer : SGD
         An optimizer over the model's parameters (``step()``).
     train_data : tuple (X, y) or Dataset
-        Features ``(N, F)`` and integer class ids ``(N,)`` of any library; moved to the
-        model's backend and device once, then shuffled and sliced there every epoch. A
+        Features ``(N, F)`` and integer class ids ``(N,)`` of any library, or ``(N, K)``
+        float targets for a loss that takes them (``MSELoss``: regression, without
+        accuracy); moved to the model's backend and device once, then shuffled and sliced
+        there every epoch. A
         ``numpy.memmap`` of features (a dataset larger than memory) stays on disk: each
         batch is read from it and moved on its own. A :class:`~xpnet.data.Dataset` trains
         on its training split (``X_train``, ``y_train``).
@@ -336,7 +349,8 @@ def fit(
     list of dict
         ``epoch``, ``loss``, ``accuracy`` (training, averaged over the epoch's steps),
         ``lr`` (the epoch's learning rate), ``seconds`` and, with validation,
-        ``val_loss`` and ``val_accuracy``.
+        ``val_loss`` and ``val_accuracy``. The accuracies are left out for ``(N, K)``
+        targets.
 
     Raises
     ------
@@ -365,12 +379,15 @@ def fit(
     X: Any
     y: Any
     if streaming:  # read from the file a batch at a time, never whole
-        X, y = train_data[0], np.asarray(train_data[1], dtype=np.int64)
+        targets = np.asarray(train_data[1])
+        dtype = "int64" if targets.ndim == 1 else backend.dtype_name(model.dtype)
+        X, y = train_data[0], targets.astype(dtype)
     else:
         X, y = to_model(model, *train_data)
     if validation is not None and not on_disk(validation[0]):
         validation = to_model(model, *validation)
     xp = model.xp
+    labels = len(y.shape) == 1  # class ids (accuracy counted), else targets (regression)
     for data, what in (
         (y, "train_data"),
         (None if validation is None else validation[1], "validation"),
@@ -435,8 +452,8 @@ def fit(
                     )
                 for Xb, yb in source:
                     if graph is not None:  # the whole step, captured once and replayed
-                        L, batch_correct = graph(Xb, yb, key=_graph_key(optimizer))
-                        correct = correct + batch_correct
+                        L, *counted = graph(Xb, yb, key=_graph_key(optimizer))
+                        correct = correct + counted[0] if labels else correct
                         window.add(xp.asarray(L, copy=True), Xb.shape[0])  # L is the graph's
                         if len(window.pending) >= check_every:
                             window.flush(xp)
@@ -449,7 +466,8 @@ def fit(
                             continue  # a last batch with fewer rows than processes
                         Xb, yb, share = sharded
                     out, L = step.forward(Xb, yb)
-                    correct = correct + step.correct(out, yb)
+                    if labels:
+                        correct = correct + step.correct(out, yb)
                     if parallel is None:
                         window.add(L, Xb.shape[0])
                     else:  # the gradient of the global batch's mean loss, summed in one call
@@ -461,25 +479,29 @@ def fit(
                         window.flush(xp)
                         if progress and window.step >= next_postfix:
                             next_postfix = window.step + 10
-                            bar.set_postfix(
-                                loss=f"{window.total / window.seen:.4f}",
-                                acc=f"{float(correct) / window.seen:.4f}",
-                            )
+                            shown = {"loss": f"{window.total / window.seen:.4f}"}
+                            if labels:
+                                shown["acc"] = f"{float(correct) / window.seen:.4f}"
+                            bar.set_postfix(shown)
                     if parallel is None:
                         step.backward()
                     step.update()
                     bar.update(1)
             window.flush(xp)
             total_loss, seen = window.total, window.seen
-            if comm is not None:
-                correct = comm.allreduce_sum(xp.reshape(xp.asarray(correct), (1,)))[0]
-            record = {"epoch": epoch, "loss": total_loss / seen, "accuracy": float(correct) / seen}
+            record = {"epoch": epoch, "loss": total_loss / seen}
+            if labels:
+                if comm is not None:
+                    correct = comm.allreduce_sum(xp.reshape(xp.asarray(correct), (1,)))[0]
+                record["accuracy"] = float(correct) / seen
             if lr is not None:
                 record["lr"] = lr
             if max_loss is not None and record["loss"] > max_loss:
                 raise TrainingDiverged(epoch, None, record["loss"], max_loss)
             if validation is not None:
-                record["val_loss"], record["val_accuracy"] = evaluate(model, loss, *validation)
+                record["val_loss"], val_accuracy = evaluate(model, loss, *validation)
+                if val_accuracy is not None:
+                    record["val_accuracy"] = val_accuracy
             record["seconds"] = time.perf_counter() - start
             state.history.append(record)
             state.epoch = epoch

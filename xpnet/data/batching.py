@@ -79,7 +79,7 @@ def batches(X, y, batch_size, *, rng=None, drop_last=False, shuffle="full"):
     stop_at = n - n % batch_size if drop_last and n >= batch_size else n
     for start in range(0, stop_at, batch_size):
         stop = min(start + batch_size, n)
-        yield X[start:stop, ...], y[start:stop]
+        yield X[start:stop, ...], y[start:stop, ...]
 
 
 def host_batches(X, y, batch_size, convert, *, rng, drop_last=False, gather=None):
