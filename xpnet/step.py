@@ -20,7 +20,15 @@ from . import backend
 from ._typing import Array
 from .errors import XpnetValueError
 
-__all__ = ["EXECUTORS", "Executor", "Step", "cuda_graph_refusal", "graph_step", "make_step"]
+__all__ = [
+    "EXECUTORS",
+    "Executor",
+    "Step",
+    "count_correct",
+    "cuda_graph_refusal",
+    "graph_step",
+    "make_step",
+]
 
 
 class Executor(NamedTuple):
@@ -102,6 +110,26 @@ def make_step(model: Any, loss: Any, optimizer: Any) -> Step:
 
         return FusedPlan(model, loss, optimizer, ops)
     return Step(model, loss, optimizer)
+
+
+def count_correct(out: Array, y: Array, xp: Any) -> Array:
+    """How many rows of ``out`` have their largest value at their label: ``argmax``.
+
+    Parameters
+    ----------
+    out : array
+        ``(N, C)`` scores.
+    y : array
+        ``(N,)`` integer labels.
+    xp : namespace
+        Their namespace.
+
+    Returns
+    -------
+    array
+        0-d, of ``out``'s dtype, on the device (nothing read back).
+    """
+    return xp.sum(xp.astype(xp.argmax(out, axis=1) == y, out.dtype))
 
 
 class Step:
@@ -202,8 +230,7 @@ class Step:
         array
             0-d, of ``out``'s dtype, on the device (no host synchronisation).
         """
-        xp = self._xp
-        return xp.sum(xp.astype(xp.argmax(out, axis=1) == y, out.dtype))
+        return count_correct(out, y, self._xp)
 
     def __call__(self, X: Array, y: Array) -> tuple[Array, Array]:
         """Run the whole step.

@@ -18,7 +18,7 @@ from .data import Dataset, batches, host_batches, on_disk
 from .distributed import DataParallel
 from .errors import TrainingDiverged, XpnetTypeError, XpnetValueError
 from .nn._checks import check_size
-from .step import graph_step, make_step
+from .step import count_correct, graph_step, make_step
 
 if TYPE_CHECKING:
     from .callbacks import Callback
@@ -129,7 +129,7 @@ def evaluate(
             out = model.forward(Xb)
             total_loss = total_loss + loss.forward(out, yb) * Xb.shape[0]
             if labels:
-                correct = correct + xp.sum(xp.astype(xp.argmax(out, axis=1) == yb, out.dtype))
+                correct = correct + count_correct(out, yb, xp)
     finally:
         model.train(was_training)
     n = X.shape[0]
