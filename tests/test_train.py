@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from xpnet import backend
-from xpnet.callbacks import Callback, EarlyStopping, LambdaCallback
+from xpnet.callbacks import Callback, EarlyStopping, LambdaCallback, ProgressBar
 from xpnet.data import load_digits
 from xpnet.errors import XpnetValueError
 from xpnet.models import MLP
@@ -153,3 +153,65 @@ def test_fit_trains_on_float_targets(xp, device):
     assert accuracy is None and loss == pytest.approx(history[0]["val_loss"], rel=1e-12)
     with pytest.raises(XpnetValueError, match=r"y of shape \(N,\) or \(N, targets\)"):
         fit(models[0], MSELoss(), SGD(models[0]), (X, T[:, :, None]), epochs=1, batch_size=8)
+
+
+@pytest.mark.parametrize("check_every", [1, 3])
+def test_callbacks_see_every_epoch_and_step(check_every):
+    """on_epoch_begin before each epoch with its step count; on_batch_end after every step
+    with the running means as last read back (from the first read on), the last of an
+    epoch equal to its record; a plain Callback beside it does nothing."""
+    data = load_digits()
+    X, y = data.X_train[:300] / 16, data.y_train[:300]
+    model = MLP([64, 16, 10], seed=0)
+    seen = []
+
+    class Watch(Callback):
+        def on_epoch_begin(self, model, state, epoch):
+            seen.append(("begin", epoch, state.epoch))
+
+        def on_batch_end(self, model, state, batch):
+            seen.append(("batch", dict(batch)))
+
+        def on_epoch_end(self, model, state, record):
+            seen.append(("end", record))
+
+    history = fit(model, CrossEntropyLoss(), SGD(model, lr=0.1), (X, y), epochs=2,
+                  batch_size=64, check_every=check_every, progress=False,
+                  callbacks=[Watch(), Callback()])  # fmt: skip
+    assert [e for e in seen if e[0] == "begin"] == [
+        ("begin", {"epoch": 1, "epochs": 2, "steps": 5}, 0),
+        ("begin", {"epoch": 2, "epochs": 2, "steps": 5}, 1),
+    ]
+    batches = [e[1] for e in seen if e[0] == "batch"]
+    assert [b["step"] for b in batches] == [1, 2, 3, 4, 5] * 2
+    for k, b in enumerate(batches[:5], 1):  # read back at steps check_every, 2 check_every..
+        assert ("loss" in b) == (k >= check_every) and ("accuracy" in b) == ("loss" in b)
+    ends = [k for k, e in enumerate(seen) if e[0] == "end"]
+    last = seen[ends[0] - 1][1]
+    if check_every == 1:  # every step read: the last running means are the epoch's
+        assert last["loss"] == pytest.approx(history[0]["loss"], rel=1e-12)
+        assert last["accuracy"] == pytest.approx(history[0]["accuracy"], rel=1e-12)
+
+
+def test_progress_is_a_callback_of_ones_own(monkeypatch, capsys):
+    """progress=True adds a ProgressBar in front unless the callbacks hold one; a bar of
+    one's own replaces it; refresh must be positive."""
+    opened = []
+    monkeypatch.setattr(
+        ProgressBar,
+        "on_epoch_begin",
+        lambda self, *a: opened.append(self) or ProgressBar._close(self),
+    )
+    monkeypatch.setattr(ProgressBar, "on_batch_end", lambda self, *a: None)
+    data = load_digits()
+    model = MLP([64, 16, 10], seed=0)
+    args = (model, CrossEntropyLoss(), SGD(model), (data.X_train[:128], data.y_train[:128]))
+    fit(*args, epochs=2, batch_size=64, progress=True)
+    assert len(opened) == 2 and opened[0] is opened[1]
+    mine = ProgressBar(refresh=3)
+    fit(*args, epochs=2, batch_size=64, progress=True, callbacks=[mine])
+    assert opened[2:] == [mine, mine]
+    fit(*args, epochs=1, batch_size=64, progress=False)
+    assert len(opened) == 4
+    with pytest.raises(ValueError, match=r"^ProgressBar: refresh must be positive, got 0"):
+        ProgressBar(refresh=0)

@@ -1,10 +1,11 @@
-"""What :func:`xpnet.train.fit` calls at the end of every epoch and of the whole run.
+"""What :func:`xpnet.train.fit` calls around every epoch and step and at the end of a run.
 
-A callback is an object with any of ``on_epoch_end(model, state, record)`` and
-``on_fit_end(model, state)``, as in Keras and Lightning: early stopping, logging and
-checkpoints are callbacks, and so is whatever a user passes of their own. ``fit`` calls
-them in the order given, after the epoch's record is complete and the learning-rate
-schedule has stepped; ``on_fit_end`` only when training ends without an error.
+A callback is a :class:`Callback` that overrides any of its hooks, as in Keras and
+Lightning: early stopping, the progress bar, logging and checkpoints are callbacks, and so
+is whatever a user passes of their own. ``fit`` calls them in the order given:
+``on_epoch_begin`` before an epoch's first step, ``on_batch_end`` after every step,
+``on_epoch_end`` after the epoch's record is complete and the learning-rate schedule has
+stepped, and ``on_fit_end`` only when training ends without an error.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, ClassVar
 
 from .nn._checks import check_size
 
-__all__ = ["Callback", "EarlyStopping", "LambdaCallback"]
+__all__ = ["Callback", "EarlyStopping", "LambdaCallback", "ProgressBar"]
 
 
 class Callback:
@@ -27,6 +28,36 @@ class Callback:
     """
 
     needs_validation: ClassVar[bool] = False
+
+    def on_epoch_begin(self, model: Any, state: Any, epoch: dict) -> None:
+        """Before an epoch's first step.
+
+        Parameters
+        ----------
+        model : MLP
+            The model being trained.
+        state : FitState
+            Where training stands (``state.epoch`` epochs are done).
+        epoch : dict
+            ``epoch`` (its number, from 1), ``epochs`` (the last one's) and ``steps``
+            (how many it takes).
+        """
+
+    def on_batch_end(self, model: Any, state: Any, batch: dict) -> None:
+        """After every step (a hook that does nothing costs the step nothing).
+
+        Parameters
+        ----------
+        model : MLP
+            The model being trained.
+        state : FitState
+            Where training stands.
+        batch : dict
+            ``step`` (from 1 in each epoch) and, once the losses have been read back from
+            the device (every ``check_every`` steps of :func:`~xpnet.train.fit`; every
+            step on the host), ``loss`` and, for class labels, ``accuracy``: the epoch's
+            running means as last read.
+        """
 
     def on_epoch_end(self, model: Any, state: Any, record: dict) -> None:
         """After every completed epoch.
@@ -152,3 +183,84 @@ class LambdaCallback(Callback):
         """
         if self._fit_end is not None:
             self._fit_end(model, state)
+
+
+class ProgressBar(Callback):
+    """A tqdm bar per epoch on stderr, showing the epoch's running loss and accuracy.
+
+    What ``fit(..., progress=True)`` adds in front of the other callbacks (where they hold
+    no progress bar of their own). The numbers are those read back last; none is read for
+    the bar.
+
+    Parameters
+    ----------
+    refresh : int
+        Steps between two updates of the numbers shown; positive.
+    """
+
+    def __init__(self, refresh: int = 10) -> None:
+        self.refresh = check_size(refresh, "refresh", "ProgressBar")
+        self._bar: Any = None
+        self._next = 0
+
+    def on_epoch_begin(self, model: Any, state: Any, epoch: dict) -> None:
+        """Open the epoch's bar.
+
+        Parameters
+        ----------
+        model : MLP
+            The model being trained.
+        state : FitState
+            Where training stands.
+        epoch : dict
+            Its ``epoch``, ``epochs`` and ``steps``.
+        """
+        import sys
+
+        from tqdm.auto import tqdm
+
+        self._close()
+        self._bar = tqdm(
+            total=epoch["steps"], desc=f"epoch {epoch['epoch']}/{epoch['epochs']}",
+            leave=False, unit="batch", file=sys.stderr, dynamic_ncols=True,
+        )  # fmt: skip
+        self._next = self.refresh
+
+    def on_batch_end(self, model: Any, state: Any, batch: dict) -> None:
+        """Advance the bar; every ``refresh`` steps, show the running means.
+
+        Parameters
+        ----------
+        model : MLP
+            The model being trained.
+        state : FitState
+            Where training stands.
+        batch : dict
+            Its ``step`` and, when known, ``loss`` and ``accuracy``.
+        """
+        self._bar.update(1)
+        if batch["step"] >= self._next and "loss" in batch:
+            self._next = batch["step"] + self.refresh
+            shown = {"loss": f"{batch['loss']:.4f}"}
+            if "accuracy" in batch:
+                shown["acc"] = f"{batch['accuracy']:.4f}"
+            self._bar.set_postfix(shown)
+
+    def on_epoch_end(self, model: Any, state: Any, record: dict) -> None:
+        """Close the epoch's bar.
+
+        Parameters
+        ----------
+        model : MLP
+            The model being trained.
+        state : FitState
+            Where training stands.
+        record : dict
+            The epoch's record.
+        """
+        self._close()
+
+    def _close(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

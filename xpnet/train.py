@@ -14,6 +14,7 @@ import numpy as np
 
 from . import backend
 from ._typing import Array
+from .callbacks import Callback, ProgressBar
 from .data import Dataset, batches, host_batches, on_disk
 from .distributed import DataParallel
 from .errors import TrainingDiverged, XpnetTypeError, XpnetValueError
@@ -21,7 +22,6 @@ from .nn._checks import check_size
 from .step import count_correct, graph_step, make_step
 
 if TYPE_CHECKING:
-    from .callbacks import Callback
     from .models import MLP
     from .nn import Module
 
@@ -136,18 +136,22 @@ def evaluate(
     return float(total_loss) / n, float(correct) / n if labels else None
 
 
-def _progress(total, desc, enabled):
-    from tqdm.auto import tqdm
+def _hooks(callbacks, name):
+    """The callbacks' ``name`` methods, leaving out those that do nothing (per step, a call
+    costs what a small model's step notices)."""
+    return [
+        getattr(c, name)
+        for c in callbacks
+        if getattr(type(c), name, None) not in (None, getattr(Callback, name))
+    ]
 
-    return tqdm(
-        total=total,
-        desc=desc,
-        leave=False,
-        unit="batch",
-        file=sys.stderr,
-        disable=not enabled,
-        dynamic_ncols=True,
-    )
+
+def _running_means(window, correct, labels):
+    """The epoch's mean loss (and accuracy) over the steps read back so far."""
+    known = {"loss": window.total / window.seen}
+    if labels:
+        known["accuracy"] = float(correct) / window.seen
+    return known
 
 
 #: Steps between two reads of the losses when the data live on a GPU (see :func:`fit`).
@@ -282,12 +286,13 @@ def fit(
     seed : int
         Seeds the shuffling (a ``numpy.random.Generator`` on the host).
     progress : bool, optional
-        A tqdm bar per epoch on stderr showing loss and accuracy. ``None``: only when
-        stderr is a terminal.
+        Show a :class:`~xpnet.callbacks.ProgressBar` (a tqdm bar per epoch on stderr with
+        the running loss and accuracy) unless ``callbacks`` hold one of their own.
+        ``None``: only when stderr is a terminal.
     callbacks : sequence of Callback
-        Called in this order at the end of every epoch and of training
-        (:mod:`xpnet.callbacks`): :class:`~xpnet.callbacks.EarlyStopping` (needs
-        ``validation``), a checkpoint or a log of your own
+        Called in this order before and after every epoch, after every step and at the
+        end of training (:mod:`xpnet.callbacks`): :class:`~xpnet.callbacks.EarlyStopping`
+        (needs ``validation``), a progress bar, a checkpoint or a log of your own
         (:class:`~xpnet.callbacks.LambdaCallback`).
     state : FitState, optional
         Continue from this state (as a checkpoint callback saved it); updated as training
@@ -361,6 +366,12 @@ def fit(
         Class labels outside the model's outputs (checked once, before training).
     """
     callbacks = list(callbacks)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if progress and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.insert(0, ProgressBar())
+    begin_hooks = _hooks(callbacks, "on_epoch_begin")
+    batch_hooks = _hooks(callbacks, "on_batch_end")
     for callback in callbacks:
         if getattr(callback, "needs_validation", False) and validation is None:
             raise XpnetValueError(
@@ -368,8 +379,6 @@ def fit(
             )
     epochs = check_size(epochs, "epochs", "fit")
     batch_size = check_size(batch_size, "batch_size", "fit")
-    if progress is None:
-        progress = sys.stderr.isatty()
     if isinstance(train_data, Dataset):
         train_data = (train_data.X_train, train_data.y_train)
     _check_data(train_data, "fit: train_data")
@@ -438,55 +447,56 @@ def fit(
             window = _LossWindow(epoch)
             lr = getattr(optimizer, "lr", None)
             correct = 0.0
-            next_postfix = 10  # the progress bar shows the running means every 10 steps or so
-            with _progress(n_batches, f"epoch {epoch}/{epochs}", progress) as bar:
-                drop_last = bool(model.bn_layers)
-                if streaming:
-                    source = host_batches(
-                        X, y, batch_size, lambda a, b: to_model(model, a, b), rng=rng,
-                        drop_last=drop_last, gather=gather,
-                    )  # fmt: skip
-                else:
-                    source = batches(
-                        X, y, batch_size, rng=rng, drop_last=drop_last, shuffle=shuffle
-                    )
-                for Xb, yb in source:
-                    if graph is not None:  # the whole step, captured once and replayed
-                        L, *counted = graph(Xb, yb, key=_graph_key(optimizer))
-                        correct = correct + counted[0] if labels else correct
-                        window.add(xp.asarray(L, copy=True), Xb.shape[0])  # L is the graph's
-                        if len(window.pending) >= check_every:
-                            window.flush(xp)
-                        bar.update(1)
-                        continue
-                    if parallel is not None:  # this process's share of the global batch
-                        n_global = Xb.shape[0]
-                        sharded = parallel.shard(Xb, yb)
-                        if sharded is None:
-                            continue  # a last batch with fewer rows than processes
-                        Xb, yb, share = sharded
-                    out, L = step.forward(Xb, yb)
-                    if labels:
-                        correct = correct + step.correct(out, yb)
-                    if parallel is None:
-                        window.add(L, Xb.shape[0])
-                    else:  # the gradient of the global batch's mean loss, summed in one call
-                        step.backward(share)
-                        window.add(parallel.sum_gradients(L * share), n_global)
+            steps, known = 0, {}  # steps taken; the running means as last read back
+            for hook in begin_hooks:
+                hook(model, state, {"epoch": epoch, "epochs": epochs, "steps": n_batches})
+            drop_last = bool(model.bn_layers)
+            if streaming:
+                source = host_batches(
+                    X, y, batch_size, lambda a, b: to_model(model, a, b), rng=rng,
+                    drop_last=drop_last, gather=gather,
+                )  # fmt: skip
+            else:
+                source = batches(X, y, batch_size, rng=rng, drop_last=drop_last, shuffle=shuffle)
+            for Xb, yb in source:
+                if graph is not None:  # the whole step, captured once and replayed
+                    L, *counted = graph(Xb, yb, key=_graph_key(optimizer))
+                    correct = correct + counted[0] if labels else correct
+                    window.add(xp.asarray(L, copy=True), Xb.shape[0])  # L is the graph's
                     if len(window.pending) >= check_every:
-                        # reads the losses back: with check_every=1 before this step updates
-                        # anything; on a device once per check_every steps
                         window.flush(xp)
-                        if progress and window.step >= next_postfix:
-                            next_postfix = window.step + 10
-                            shown = {"loss": f"{window.total / window.seen:.4f}"}
-                            if labels:
-                                shown["acc"] = f"{float(correct) / window.seen:.4f}"
-                            bar.set_postfix(shown)
-                    if parallel is None:
-                        step.backward()
-                    step.update()
-                    bar.update(1)
+                        if batch_hooks:
+                            known = _running_means(window, correct, labels)
+                    steps += 1
+                    for hook in batch_hooks:
+                        hook(model, state, {"step": steps, **known})
+                    continue
+                if parallel is not None:  # this process's share of the global batch
+                    n_global = Xb.shape[0]
+                    sharded = parallel.shard(Xb, yb)
+                    if sharded is None:
+                        continue  # a last batch with fewer rows than processes
+                    Xb, yb, share = sharded
+                out, L = step.forward(Xb, yb)
+                if labels:
+                    correct = correct + step.correct(out, yb)
+                if parallel is None:
+                    window.add(L, Xb.shape[0])
+                else:  # the gradient of the global batch's mean loss, summed in one call
+                    step.backward(share)
+                    window.add(parallel.sum_gradients(L * share), n_global)
+                if len(window.pending) >= check_every:
+                    # reads the losses back: with check_every=1 before this step updates
+                    # anything; on a device once per check_every steps
+                    window.flush(xp)
+                    if batch_hooks:
+                        known = _running_means(window, correct, labels)
+                if parallel is None:
+                    step.backward()
+                step.update()
+                steps += 1
+                for hook in batch_hooks:
+                    hook(model, state, {"step": steps, **known})
             window.flush(xp)
             total_loss, seen = window.total, window.seen
             record = {"epoch": epoch, "loss": total_loss / seen}
