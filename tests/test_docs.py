@@ -109,3 +109,21 @@ def test_the_readme_is_a_front_page():
     assert "Guarantees and the tests that check them" in contract
     linked = re.findall(r"\]\(([^)#]+)", readme)
     assert linked and all((ROOT / path).exists() for path in linked if "://" not in path)
+
+
+def test_the_executor_table_names_what_exists():
+    """Every row of xpnet.step.EXECUTORS names a module or object that exists, and the docs
+    page shows the generated table and says how each executor is proven equal."""
+    import importlib
+
+    from xpnet.step import EXECUTORS
+
+    page = (ROOT / "docs" / "executors.rst").read_text()
+    assert ".. include:: generated/executors.rst" in page
+    for executor in EXECUTORS:
+        try:
+            importlib.import_module(executor.module)
+        except ModuleNotFoundError:
+            module, _, name = executor.module.rpartition(".")
+            assert hasattr(importlib.import_module(module), name), executor.module
+        assert f"\n{executor.name}\n   " in page, f"no proof of {executor.name} on the page"
