@@ -15,6 +15,7 @@ from xpnet import backend
 from xpnet.models import MLP
 from xpnet.nn import CrossEntropyLoss
 from xpnet.optim import SGD
+from xpnet.step import make_step
 
 
 def check(batchnorm, steps=20):
@@ -25,21 +26,15 @@ def check(batchnorm, steps=20):
     X = xp.asarray(rng.standard_normal((128, 784)).astype(np.float32))
     y = xp.asarray(rng.integers(0, 10, 128))
     model = MLP([784, 256, 128, 10], batchnorm=batchnorm, xp=xp)
-    loss, opt = CrossEntropyLoss(), SGD(model, lr=0.05, momentum=0.9)
+    step = make_step(model, CrossEntropyLoss(), SGD(model, lr=0.05, momentum=0.9))
+    # what fit runs (the fused plan on CuPy); the labels are checked once, before training
 
-    def step():
-        out = model.forward(X)
-        value = loss.forward_unchecked(out, y, xp)  # what fit calls after its label check
-        model.backward(loss.backward(), input_grad=False)
-        opt.step()
-        return value
-
-    step()  # warm-up: kernels compiled, buffers allocated
+    step(X, y)  # warm-up: kernels compiled, buffers allocated
     backend.synchronize(X)
     try:
         with cupyx.allow_synchronize(False):
             for _ in range(steps):
-                step()
+                step(X, y)
     except Exception as err:  # report whatever synchronised, and where
         return f"FAIL ({type(err).__name__}: {err})"
     backend.synchronize(X)
