@@ -12,10 +12,10 @@ import sys
 import numpy as np
 
 from xpnet import backend
+from xpnet.executors import make_step
 from xpnet.models import MLP
 from xpnet.nn import CrossEntropyLoss
 from xpnet.optim import SGD
-from xpnet.step import make_step
 
 
 def check(batchnorm, steps=20):

@@ -27,10 +27,10 @@ html_title = f"xpnet {release}"
 
 
 def _executor_table():
-    """docs/generated/executors.rst: the table of xpnet.step.EXECUTORS, for executors.rst."""
+    """docs/generated/executors.rst: the table of xpnet.executors.EXECUTORS, for executors.rst."""
     from pathlib import Path
 
-    from xpnet.step import EXECUTORS
+    from xpnet.executors import EXECUTORS
 
     rows = [("executor", "module", "runs a step on", "refuses")]
     rows += [(e.name, f"``{e.module}``", e.runs, e.refuses) for e in EXECUTORS]

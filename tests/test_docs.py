@@ -112,11 +112,11 @@ def test_the_readme_is_a_front_page():
 
 
 def test_the_executor_table_names_what_exists():
-    """Every row of xpnet.step.EXECUTORS names a module or object that exists, and the docs
+    """Every row of xpnet.executors.EXECUTORS names a module or object that exists, and the docs
     page shows the generated table and says how each executor is proven equal."""
     import importlib
 
-    from xpnet.step import EXECUTORS
+    from xpnet.executors import EXECUTORS
 
     page = (ROOT / "docs" / "executors.rst").read_text()
     assert ".. include:: generated/executors.rst" in page

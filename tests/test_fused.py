@@ -25,11 +25,12 @@ import xpnet
 from tests.helpers import rst_python_blocks, to_numpy
 from xpnet import backend
 from xpnet.errors import XpnetValueError
+from xpnet.executors import make_step
 from xpnet.fused import FUSED_ACTIVATIONS, FusedPlan
 from xpnet.models import MLP
 from xpnet.nn import GELU, BatchNorm1d, CrossEntropyLoss, Identity, ReLU, Sigmoid, Tanh
 from xpnet.optim import SGD
-from xpnet.step import Step, make_step
+from xpnet.step import Step
 
 from . import cuda_emulation
 
@@ -328,7 +329,7 @@ def test_sgd_update_of_many_parameters_is_bit_identical(fused_case, xp, device, 
 
 @pytest.fixture
 def plan_case(fused_case, xp, monkeypatch):
-    """(ops, generic): as ``fused_case``, with :func:`xpnet.step.make_step` choosing the
+    """(ops, generic): as ``fused_case``, with :func:`xpnet.executors.make_step` choosing the
     fused plan on NumPy too (over the emulated kernels)."""
     ops, generic = fused_case
     if backend.library_name(xp) == "numpy":

@@ -1,7 +1,7 @@
 """The fused-kernel executor: a model's training step as a plan of one-pass kernels.
 
 Where the library has fused kernels (:func:`xpnet.backend.fused`: CuPy on a CUDA GPU),
-:func:`xpnet.step.make_step` returns a :class:`FusedPlan` instead of the plain
+:func:`xpnet.executors.make_step` returns a :class:`FusedPlan` instead of the plain
 :class:`~xpnet.step.Step`. The plan is built from the model's chain of modules, layer by
 layer ``Linear -> [BatchNorm1d] -> activation -> [Dropout]``, and runs the kernels over
 the modules' own arrays: it reads their parameters and writes their caches and gradients
@@ -57,7 +57,7 @@ FUSED_ACTIVATIONS = {
 class FusedPlan(Step):
     """A :class:`~xpnet.step.Step` that runs a model's chain of modules as fused kernels.
 
-    Built by :func:`xpnet.step.make_step`; the phases are :class:`~xpnet.step.Step`'s.
+    Built by :func:`xpnet.executors.make_step`; the phases are :class:`~xpnet.step.Step`'s.
     The plan is made once, from the modules the model holds, and made again when one of
     them is replaced (data-parallel runs swap their dropout layers in and out).
 

@@ -10,10 +10,10 @@ import numpy as np
 
 from . import backend
 from .errors import XpnetValueError
+from .executors import make_step
 from .models import MLP
 from .nn import CrossEntropyLoss
 from .optim import SGD
-from .step import make_step
 
 __all__ = ["TOLERANCE", "format_table", "run_parity"]
 

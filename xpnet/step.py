@@ -1,115 +1,22 @@
-"""One training step, written once, and the executors that run it.
+"""One training step, written once: forward, loss, backward and update.
 
 :class:`Step` is the readable step: the model's ``forward``, the loss, the model's
-``backward`` and the optimizer's ``step``, in Array API calls on any library.
-:func:`make_step` chooses, from the table :data:`EXECUTORS`, what runs a model's step;
-:func:`xpnet.train.fit`, the scikit-learn estimators, ``xpnet parity`` and the benchmarks
-all take their step from it. :func:`graph_step` records a step as a CUDA graph, and
-:func:`cuda_graph_refusal` is the one place that says what such a recording cannot hold.
-
-Each row of :data:`EXECUTORS` is an executor: one module that runs the same step faster
-on one kind of library, proven equal to the readable code by the tests (the docs' "How a
-step runs" page shows the table).
+``backward`` and the optimizer's ``step``, in Array API calls on any library; the
+executors of :mod:`xpnet.executors` run it faster where a library allows, and
+:func:`xpnet.executors.make_step` chooses which. :func:`graph_step` records a step as a
+CUDA graph, and :func:`cuda_graph_refusal` is the one place that says what such a
+recording cannot hold.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 from . import backend
 from ._typing import Array
 from .errors import XpnetValueError
 
-__all__ = [
-    "EXECUTORS",
-    "Executor",
-    "Step",
-    "count_correct",
-    "cuda_graph_refusal",
-    "graph_step",
-    "make_step",
-]
-
-
-class Executor(NamedTuple):
-    """One row of :data:`EXECUTORS`."""
-
-    #: Its name in the docs and the benchmarks.
-    name: str
-    #: Where it lives.
-    module: str
-    #: The libraries and options it runs a step for.
-    runs: str
-    #: What it refuses, or leaves to the modules' own code.
-    refuses: str
-
-
-#: What runs a training step, for which library and options, and what each refuses
-#: (``docs/conf.py`` writes it into the docs).
-EXECUTORS = (
-    Executor("eager", "xpnet.step.Step", "every library: the modules' own code", "nothing"),
-    Executor(
-        "NumPy namespace",
-        "xpnet.backend._numpy_fast",
-        "NumPy: the eager step on backend.get('numpy'), whose hot reductions skip wrappers",
-        "nothing",
-    ),
-    Executor(
-        "fused plan",
-        "xpnet.fused.FusedPlan",
-        "CuPy, float32 and float64 parameters (unless XPNET_FUSED=0 or use_fused(False))",
-        "modules it does not know run their own code; optimizers but SGD step themselves",
-    ),
-    Executor(
-        "CUDA graph",
-        "xpnet.step.graph_step",
-        "CuPy with cuda_graph=True: the step recorded once per shape and replayed",
-        "dropout, optimizers whose update changes every step (Adam, AdamW), "
-        "data-parallel runs, other libraries (cuda_graph_refusal)",
-    ),
-    Executor(
-        "data-parallel",
-        "xpnet.distributed.DataParallel",
-        "every library over MPI (NCCL for CuPy): fit(comm=...), mpiexec xpnet train",
-        "a BatchNorm1d not converted by convert_sync_batchnorm, a batch smaller than "
-        "the processes, CUDA graphs",
-    ),
-)
-
-
-def make_step(model: Any, loss: Any, optimizer: Any) -> Step:
-    """The step that runs ``model``'s training on its library: the first executor that can.
-
-    Parameters
-    ----------
-    model : MLP
-        The model, with every module it trains with (build the step after replacing one).
-    loss : Module
-        Its loss.
-    optimizer : Optimizer
-        Its optimizer, made after the model reached its library and device.
-
-    Returns
-    -------
-    Step
-        A :class:`xpnet.fused.FusedPlan` where the library has fused kernels for the
-        parameters' dtype, else the readable :class:`Step`.
-
-    Examples
-    --------
-    >>> from xpnet.models import MLP
-    >>> from xpnet.nn import CrossEntropyLoss
-    >>> from xpnet.optim import SGD
-    >>> model = MLP([4, 8, 3])
-    >>> type(make_step(model, CrossEntropyLoss(), SGD(model))).__name__
-    'Step'
-    """
-    ops = backend.fused(model.xp)
-    if ops is not None and ops.handles(model.layers[0].W):
-        from .fused import FusedPlan  # the plan is a Step: imported here, not at the top
-
-        return FusedPlan(model, loss, optimizer, ops)
-    return Step(model, loss, optimizer)
+__all__ = ["Step", "count_correct", "cuda_graph_refusal", "graph_step"]
 
 
 def count_correct(out: Array, y: Array, xp: Any) -> Array:
@@ -304,7 +211,7 @@ def graph_step(step: Step, *, data_parallel: bool = False) -> Any:
     Parameters
     ----------
     step : Step
-        The step to record (on CuPy, :func:`make_step`'s fused plan).
+        The step to record (on CuPy, :func:`~xpnet.executors.make_step`'s fused plan).
     data_parallel : bool
         Whether the run sums gradients across processes (refused).
 

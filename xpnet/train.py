@@ -18,8 +18,9 @@ from .callbacks import Callback, ProgressBar
 from .data import Dataset, batches, host_batches, on_disk
 from .distributed import DataParallel
 from .errors import TrainingDiverged, XpnetTypeError, XpnetValueError
+from .executors import make_step
 from .nn._checks import check_size
-from .step import count_correct, graph_step, make_step
+from .step import count_correct, graph_step
 
 if TYPE_CHECKING:
     from .models import MLP

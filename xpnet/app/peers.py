@@ -19,10 +19,10 @@ import itertools
 import numpy as np
 
 from .. import backend
+from ..executors import make_step
 from ..models import MLP
 from ..nn import CrossEntropyLoss
 from ..optim import SGD
-from ..step import make_step
 
 __all__ = ["GemmFloor", "NumpyStep", "SklearnStep", "TorchStep", "XpnetStep"]
 

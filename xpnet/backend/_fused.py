@@ -1,7 +1,7 @@
 """Fused kernels: a library's one-pass versions of the array code of ``xpnet.nn``.
 
 :func:`fused` is the capability: for a namespace whose library has fused kernels (CuPy,
-on a CUDA GPU) it returns a :class:`CupyFused`, else None. :func:`xpnet.step.make_step`
+on a CUDA GPU) it returns a :class:`CupyFused`, else None. :func:`xpnet.executors.make_step`
 asks it, and where it answers runs a model's step as :class:`xpnet.fused.FusedPlan`,
 which sequences these operations over the model's modules; the modules themselves never
 see them. Each operation computes what the module's own array code computes (the tests
@@ -77,7 +77,7 @@ def use_fused(enabled: bool = True):
     Parameters
     ----------
     enabled : bool
-        False: :func:`xpnet.step.make_step` gives the readable step on every library.
+        False: :func:`xpnet.executors.make_step` gives the readable step on every library.
 
     Yields
     ------
