@@ -1,4 +1,4 @@
-"""The training loop: minibatch SGD with progress, validation and early stopping."""
+"""The training loop: epochs of an executor's steps, with validation and callbacks."""
 
 from __future__ import annotations
 
