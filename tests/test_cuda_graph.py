@@ -20,10 +20,12 @@ from tests.helpers import to_numpy
 from xpnet import backend
 from xpnet.data import load_digits
 from xpnet.errors import TrainingDiverged, XpnetValueError
+from xpnet.executors import make_step
 from xpnet.models import MLP
-from xpnet.nn import CrossEntropyLoss
+from xpnet.nn import CrossEntropyLoss, MSELoss
 from xpnet.optim import SGD, Adam
 from xpnet.optim.lr_scheduler import StepLR
+from xpnet.step import cuda_graph_refusal, graph_step
 from xpnet.train import fit
 
 
@@ -124,6 +126,83 @@ def test_what_a_graph_cannot_capture_is_refused(xp, device):
         with pytest.raises(XpnetValueError, match="dropout draws its masks"):
             fit(dropping, CrossEntropyLoss(), SGD(dropping), train, epochs=1, batch_size=32,
                 cuda_graph=True)  # fmt: skip
+
+
+def test_the_refusals_are_decided_in_one_place():
+    """cuda_graph_refusal names each reason in full, the first that applies, and lets a
+    step through only with SGD-like optimizers, no dropout, one process and CuPy (or a
+    library left to the recorder)."""
+
+    class Plain:  # an optimizer that does not say its update is the same every step
+        pass
+
+    host = "the model's arrays are {}'s, not CuPy's (CUDA graphs need backend 'cupy')"
+    cases = [
+        ({"library": "cupy", "optimizer": SGD}, None),
+        ({"library": None, "optimizer": SGD}, None),
+        ({"library": "cupy", "optimizer": SGD, "dropout": 0.0}, None),
+        ({"library": "cupy", "optimizer": SGD, "dropout": 1e-9},
+         "dropout draws its masks on the host every step"),
+        ({"library": "cupy", "optimizer": Adam, "dropout": 0.5, "data_parallel": True},
+         "data-parallel runs sum gradients outside the step"),
+        ({"library": "cupy", "optimizer": Adam, "dropout": 0.5},
+         "dropout draws its masks on the host every step"),
+        ({"library": "cupy", "optimizer": Adam},
+         "Adam changes its step size every step (bias correction)"),
+        ({"library": "cupy", "optimizer": Plain},
+         "Plain changes its step size every step (bias correction)"),
+        ({"library": "numpy", "optimizer": SGD}, host.format("numpy")),
+        ({"library": "torch", "optimizer": SGD}, host.format("torch")),
+    ]  # fmt: skip
+    for kwargs, want in cases:
+        assert cuda_graph_refusal(**kwargs) == want, kwargs
+
+
+def test_graph_step_records_the_step_or_says_why_not(xp, device, monkeypatch):
+    """graph_step hands the step and the model's first weight to the recorder; refuses
+    dropout and data-parallel runs before asking it, and a library without CUDA graphs
+    after, in whole messages."""
+    model = MLP([64, 10], xp=xp, device=device, seed=0)  # one layer
+    step = make_step(model, CrossEntropyLoss(), SGD(model))
+    prefix = "fit: cuda_graph=True is not possible here: "
+    if backend.library_name(xp) != "cupy":
+        with pytest.raises(XpnetValueError) as info:
+            graph_step(step)
+        name = backend.library_name(xp)
+        assert str(info.value) == prefix + (
+            f"the model's arrays are {name}'s, not CuPy's (CUDA graphs need backend 'cupy')"
+        )
+    asked = []
+    monkeypatch.setattr(xpnet.backend, "cuda_graph_step", lambda s, like: asked.append(like) or s)
+    assert graph_step(step) is not None and asked == [model.layers[0].W]
+    with pytest.raises(XpnetValueError) as info:
+        graph_step(step, data_parallel=True)
+    assert str(info.value) == prefix + "data-parallel runs sum gradients outside the step"
+    dropping = MLP([64, 16, 10], xp=xp, device=device, dropout=0.1)
+    with pytest.raises(XpnetValueError) as info:
+        graph_step(make_step(dropping, CrossEntropyLoss(), SGD(dropping)))
+    assert str(info.value) == prefix + "dropout draws its masks on the host every step"
+    assert len(asked) == 1
+
+
+def test_a_graphed_regression_equals_eager(xp, device, monkeypatch):
+    """(N, K) float targets through fit's graph branch: the recorded step returns the loss
+    alone (no count of right predictions), and the run equals the eager one."""
+    if backend.library_name(xp) != "cupy":
+        monkeypatch.setattr(xpnet.backend, "cuda_graph_step", _Replay)
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((90, 5))
+    T = X @ rng.standard_normal((5, 3))
+    runs = []
+    for graphed in (False, True):
+        model = MLP([5, 8, 3], xp=xp, device=device, dtype="float64", seed=4)
+        history = fit(model, MSELoss(), SGD(model, lr=0.05), (X, T), epochs=2, batch_size=32,
+                      cuda_graph=graphed)  # fmt: skip
+        assert "accuracy" not in history[0]
+        runs.append(([r["loss"] for r in history], model.state_dict()))
+    assert runs[1][0] == runs[0][0]
+    for key, value in runs[0][1].items():
+        np.testing.assert_array_equal(to_numpy(runs[1][1][key]), to_numpy(value), err_msg=key)
 
 
 # -- the runner's bookkeeping against a stand-in of CuPy's capture interface ---------------
