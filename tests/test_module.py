@@ -8,7 +8,7 @@ import pytest
 from tests.helpers import asarray, assert_close
 from xpnet import backend
 from xpnet.backend import to_numpy
-from xpnet.models import MLP, MLP4
+from xpnet.models import MLP, MLP0, MLP1, MLP4
 from xpnet.nn import BatchNorm1d, CrossEntropyLoss, Linear, ReLU
 from xpnet.optim import SGD
 
@@ -195,3 +195,23 @@ def test_repr_names_dropout_and_input_scaling():
     assert text == (
         "MLP(sizes=[2, 3, 2], activation='relu', batchnorm=False, dropout=0.5, standardize=True"
     )
+
+
+@pytest.mark.parametrize("cls", [MLP, MLP0, MLP1, MLP4])
+@pytest.mark.parametrize("batchnorm", [False, True])
+@pytest.mark.parametrize("standardize", [False, True])
+def test_state_shapes_are_the_models_without_building_it(cls, batchnorm, standardize):
+    """What a checkpoint compares a file's arrays with before allocating: the keys, order
+    and shapes of the state_dict of the model those flags build (the handout's models
+    ignore the sizes given, and activate, so normalise, their last layer too)."""
+    sizes = [5, 7, 3] if cls is MLP else None
+    model = (cls(sizes, batchnorm=batchnorm, standardize=standardize) if cls is MLP
+             else cls(batchnorm=batchnorm, standardize=standardize))  # fmt: skip
+    want = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+    assert (
+        list(cls.state_shapes(sizes, batchnorm=batchnorm, standardize=standardize).items()) == want
+    )
+    if not batchnorm and not standardize:  # the defaults are the constructor's
+        assert list(cls.state_shapes(sizes).items()) == want
+    if cls is not MLP:
+        assert cls.state_shapes([9, 9]) == cls.state_shapes(None, batchnorm=False)
