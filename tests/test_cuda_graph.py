@@ -22,10 +22,10 @@ from xpnet.data import load_digits
 from xpnet.errors import TrainingDiverged, XpnetValueError
 from xpnet.executors import make_step
 from xpnet.models import MLP
-from xpnet.nn import CrossEntropyLoss, MSELoss
+from xpnet.nn import CrossEntropyLoss, Linear, MSELoss
 from xpnet.optim import SGD, Adam
 from xpnet.optim.lr_scheduler import StepLR
-from xpnet.step import cuda_graph_refusal, graph_step
+from xpnet.step import Step, cuda_graph_refusal, graph_step
 from xpnet.train import fit
 
 
@@ -183,6 +183,11 @@ def test_graph_step_records_the_step_or_says_why_not(xp, device, monkeypatch):
         graph_step(make_step(dropping, CrossEntropyLoss(), SGD(dropping)))
     assert str(info.value) == prefix + "dropout draws its masks on the host every step"
     assert len(asked) == 1
+    # a model of one's own without dropout layers at all (only layers and xp are read)
+    layer = Linear(4, 3, xp=xp, device=device)
+    own = types.SimpleNamespace(layers=[layer], xp=xp)
+    assert graph_step(Step(own, CrossEntropyLoss(), SGD(layer.named_parameters()))) is not None
+    assert asked[1] is layer.W
 
 
 def test_a_graphed_regression_equals_eager(xp, device, monkeypatch):
