@@ -59,9 +59,13 @@ def to_model(model: MLP, X: Array, y: Array | None = None) -> tuple[Array, Array
     xp, device = model.xp, model.device
     X = backend.convert(X, xp, device=device, dtype=model.dtype)
     if y is not None:
-        dtype = "int64" if len(y.shape) == 1 else model.dtype
-        y = backend.convert(y, xp, device=device, dtype=dtype)
+        y = backend.convert(y, xp, device=device, dtype=_target_dtype(model, y))
     return X, y
+
+
+def _target_dtype(model, y):
+    """Class ids ``(N,)`` as int64; ``(N, K)`` targets in the model's dtype (by name)."""
+    return "int64" if len(y.shape) == 1 else backend.dtype_name(model.dtype)
 
 
 def _check_data(data, name):
@@ -390,8 +394,7 @@ def fit(
     y: Any
     if streaming:  # read from the file a batch at a time, never whole
         targets = np.asarray(train_data[1])
-        dtype = "int64" if targets.ndim == 1 else backend.dtype_name(model.dtype)
-        X, y = train_data[0], targets.astype(dtype)
+        X, y = train_data[0], targets.astype(_target_dtype(model, targets))
     else:
         X, y = to_model(model, *train_data)
     if validation is not None and not on_disk(validation[0]):
@@ -462,7 +465,8 @@ def fit(
             for Xb, yb in source:
                 if graph is not None:  # the whole step, captured once and replayed
                     L, *counted = graph(Xb, yb, key=_graph_key(optimizer))
-                    correct = correct + counted[0] if labels else correct
+                    if labels:
+                        correct = correct + counted[0]
                     window.add(xp.asarray(L, copy=True), Xb.shape[0])  # L is the graph's
                     if len(window.pending) >= check_every:
                         window.flush(xp)
