@@ -9,7 +9,7 @@ from pathlib import Path
 
 import nox
 
-BACKENDS = ["numpy", "array_api_strict", "torch", "cupy"]
+BACKENDS = ["numpy", "array_api_strict", "torch", "jax", "cupy"]
 CPU_BACKENDS = [b for b in BACKENDS if b != "cupy"]
 
 nox.options.sessions = [

@@ -2,7 +2,8 @@
 
 ``--backend numpy`` (default), ``array_api_strict`` (run on its default device and on the
 non-default ``device1``, so device bugs show on CPU-only machines), ``torch`` (CPU, and
-CUDA when visible), ``cupy`` (skipped cleanly without a CUDA device) or ``all``.
+CUDA when visible), ``jax`` (immutable arrays; 64-bit mode on, as the float64 references
+need), ``cupy`` (skipped cleanly without a CUDA device) or ``all``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 
 from xpnet import backend
 
-CHOICES = ("numpy", "array_api_strict", "torch", "cupy", "all")
+CHOICES = ("numpy", "array_api_strict", "torch", "jax", "cupy", "all")
 
 # the data-parallel tests start mpiexec; the nox session "mpi" runs them
 collect_ignore = [] if os.environ.get("XPNET_MPI_TESTS") else ["mpi"]
@@ -44,10 +45,17 @@ def _cases(name):
     return [(name, None)]
 
 
+def pytest_configure(config):
+    if config.getoption("--backend") in ("jax", "all") and importlib.util.find_spec("jax"):
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+
+
 def pytest_generate_tests(metafunc):
     if "backend_case" in metafunc.fixturenames:
         chosen = metafunc.config.getoption("--backend")
-        names = ["numpy", "array_api_strict", "torch", "cupy"] if chosen == "all" else [chosen]
+        names = [c for c in CHOICES if c != "all"] if chosen == "all" else [chosen]
         cases = [case for name in names for case in _cases(name)]
         ids = [lib if dev is None else f"{lib}-{dev}" for lib, dev in cases]
         metafunc.parametrize("backend_case", cases, ids=ids)

@@ -53,6 +53,8 @@ class _Replay:
         out = self.step(X, y)
         if self.outputs is None:
             self.outputs = tuple(backend.namespace(o).asarray(o, copy=True) for o in out)
+        elif not backend.inplace_updates(backend.namespace(out[0])):
+            self.outputs = tuple(out)  # immutable arrays (JAX): fit's branch runs all the same
         else:
             for mine, new in zip(self.outputs, out, strict=True):
                 mine[...] = new

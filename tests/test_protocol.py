@@ -92,6 +92,8 @@ def test_a_new_layer_needs_no_optimizer_change(xp, device):
 
 
 def test_parameters_keep_their_identity_across_steps(xp, device):
+    if not backend.inplace_updates(xp):
+        pytest.skip(f"{backend.library_name(xp)}'s arrays are immutable: a step assigns new ones")
     model = MLP([4, 6, 3], batchnorm=True, xp=xp, device=device, dtype="float64")
     opt = SGD(model, lr=0.1, momentum=0.9)
     held = model.parameters()

@@ -216,9 +216,11 @@ def _cmd_parity(args):
     names = None
     if args.backends:
         names = [b.strip() for b in args.backends.split(",") if b.strip()]
-        unknown = [b for b in names if b not in backend.SUPPORTED]
-        if unknown:
-            raise UsageError(f"unknown backend(s) {unknown}; expected {list(backend.SUPPORTED)}")
+        for name in names:
+            try:
+                _backend_name(name)
+            except argparse.ArgumentTypeError as err:
+                raise UsageError(f"--backends: {err}") from None
     compared = [b for b in dict.fromkeys(names or backend.available()) if b != "numpy"]
     if not compared:
         print(
@@ -229,6 +231,8 @@ def _cmd_parity(args):
             file=sys.stderr,
         )
         return 1
+    for name in compared:
+        backend.allow_float64(name)  # as every command does (config.namespace)
     results = run_parity(names, steps=args.steps, dtype=args.dtype, seed=args.seed)
     if args.json:
         print(json.dumps({"dtype": args.dtype, "steps": args.steps, "results": results}))
@@ -515,12 +519,24 @@ def build_parser():
     return parser
 
 
+def _backend_name(name):
+    """``--backend NAME``: ``auto``, a library xpnet knows by name (whether it is usable
+    here is said when it is used), or the module of another Array API library."""
+    if name not in BACKEND_CHOICES:
+        try:
+            backend.get(name)
+        except ValueError as err:  # not a module, or not an Array API library
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return name
+
+
 def _add_backend(p, default="auto"):
     p.add_argument(
         "--backend",
-        choices=BACKEND_CHOICES,
+        type=_backend_name,
         default=default,
-        help="array library (auto: cupy when a CUDA device is usable, else numpy)",
+        help=f"array library: {', '.join(BACKEND_CHOICES)}, or any other Array API library by "
+        "module name (auto: cupy when a CUDA device is usable, else numpy)",
     )
     p.add_argument("--device", default=None, help="device, e.g. cuda:1 or device1")
 

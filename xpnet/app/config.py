@@ -142,6 +142,7 @@ def namespace(name, device):
             f"{device}), or drop --device"
         )
     xp = backend.get(picked)
+    backend.allow_float64(xp)  # the command owns its process: --dtype float64 works on JAX
     return xp, backend.resolve_device(xp, device)
 
 

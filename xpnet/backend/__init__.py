@@ -5,7 +5,13 @@ library fast paths that compute the same function as their generic Array API ver
 and the fused CUDA kernels (:func:`fused`).
 """
 
-from ._capabilities import flat_views, inplace_updates, quiet_float_errors
+from ._capabilities import (
+    allow_float64,
+    check_float64,
+    flat_views,
+    inplace_updates,
+    quiet_float_errors,
+)
 from ._collective import NCCLSum, nccl_unique_id, nccl_usable, rank_device
 from ._convert import (
     FLOAT_DTYPES,
@@ -23,6 +29,7 @@ from ._namespace import (
     SUPPORTED,
     available,
     compat_version,
+    default_device,
     device,
     device_name,
     devices,
@@ -49,10 +56,13 @@ __all__ = [
     "CupyFused",
     "NCCLSum",
     "PinnedPrefetcher",
+    "allow_float64",
     "available",
+    "check_float64",
     "compat_version",
     "convert",
     "cuda_graph_step",
+    "default_device",
     "device",
     "device_name",
     "devices",

@@ -6,6 +6,7 @@ import array_api_compat
 import numpy as np
 
 from ..errors import XpnetValueError
+from ._capabilities import check_float64
 from ._namespace import get, library_name, namespace, resolve_device
 
 __all__ = [
@@ -117,11 +118,14 @@ def resolve_dtype(xp, dtype=None):
     Raises
     ------
     XpnetValueError
-        ``dtype`` is not float32 or float64.
+        ``dtype`` is not float32 or float64, or float64 where the library has none
+        (:func:`xpnet.backend.check_float64`).
     """
     name = "float32" if dtype is None else dtype_name(dtype)
     if name not in FLOAT_DTYPES:
         raise XpnetValueError(f"dtype must be one of {', '.join(FLOAT_DTYPES)}, got {dtype!r}")
+    if name == "float64":
+        check_float64(xp)
     return getattr(xp, name)
 
 
@@ -153,7 +157,9 @@ def to_numpy(x) -> np.ndarray:
         import array_api_strict
 
         return np.asarray(x.to_device(array_api_strict.Device("CPU_DEVICE")))
-    return np.asarray(x)
+    host = np.asarray(x)
+    # JAX lends its buffer read-only: the caller gets an array of its own, as from the rest
+    return host if host.flags.writeable else host.copy()
 
 
 def convert(x, xp=None, *, device=None, dtype=None):
@@ -181,6 +187,8 @@ def convert(x, xp=None, *, device=None, dtype=None):
     xp = get(xp)
     device = resolve_device(xp, device)
     if dtype is not None:
+        if dtype_name(dtype) == "float64":
+            check_float64(xp)
         dtype = getattr(xp, dtype_name(dtype))
     src = namespace(x) if not isinstance(x, np.ndarray) else get("numpy")
     if library_name(src) == library_name(xp):
@@ -192,4 +200,6 @@ def convert(x, xp=None, *, device=None, dtype=None):
     host = to_numpy(x)
     if dtype is not None:
         host = host.astype(dtype_name(dtype), copy=False)
+    if host.dtype == np.float64:
+        check_float64(xp)  # rather than a silent float32 copy
     return xp.asarray(host, device=device)

@@ -25,6 +25,7 @@ __all__ = [
     "SUPPORTED",
     "available",
     "compat_version",
+    "default_device",
     "device",
     "device_name",
     "devices",
@@ -39,27 +40,38 @@ __all__ = [
     "synchronize",
 ]
 
-#: Library names accepted by :func:`get` and the ``xp=`` arguments, in preference order.
-SUPPORTED = ("numpy", "cupy", "torch", "array_api_strict")
+#: The libraries xpnet knows by name, in preference order: :func:`available` and
+#: :func:`report` look for these. Any other Array API library is accepted too (see
+#: :func:`get`), by its module name or as a namespace.
+SUPPORTED = ("numpy", "cupy", "torch", "array_api_strict", "jax")
 
+# where each library's Array API namespace lives: array-api-compat's wrapper, or the
+# library's own module where it follows the standard itself
 _COMPAT_MODULE = {
     "numpy": "array_api_compat.numpy",
     "cupy": "array_api_compat.cupy",
     "torch": "array_api_compat.torch",
     "array_api_strict": "array_api_strict",
+    "jax": "jax.numpy",
+    "dask": "array_api_compat.dask.array",
 }
-#: The distributions on PyPI that install each library, in the order they are looked up.
+#: The distributions on PyPI that install each library, in the order they are looked up
+#: (a library not listed is looked up under its own name).
 DISTRIBUTIONS = {
     "numpy": ("numpy",),
     "cupy": ("cupy-cuda13x", "cupy-cuda12x", "cupy-cuda11x", "cupy"),
     "torch": ("torch",),
     "array_api_strict": ("array-api-strict",),
+    "jax": ("jax",),
+    "dask": ("dask",),
 }
 _INSTALL_HINT = {
     "numpy": "pip install numpy",
     "cupy": "pip install 'xpnet[cuda12]' or 'xpnet[cuda13]'",
     "torch": "pip install 'xpnet[torch]'",
     "array_api_strict": "pip install 'xpnet[array-api-strict]'",
+    "jax": "pip install 'xpnet[jax]' (or 'jax[cuda12]' for a GPU)",
+    "dask": "pip install 'dask[array]'",
 }
 
 # type(array) -> (library name, namespace, library has more than one device)
@@ -73,8 +85,8 @@ def _library_of_type(x) -> tuple[str, object, bool]:
             xp = array_api_compat.array_namespace(x)
         except TypeError:
             raise XpnetTypeError(
-                f"expected an array (NumPy, CuPy, PyTorch or array-api-strict), "
-                f"got {type(x).__module__}.{type(x).__qualname__}; "
+                f"expected an array of an Array API library (NumPy, CuPy, PyTorch, JAX, "
+                f"...), got {type(x).__module__}.{type(x).__qualname__}; "
                 f"convert it first, e.g. with xpnet.backend.get('numpy').asarray(data)"
             ) from None
         name = library_name(xp)
@@ -210,24 +222,37 @@ def library_name(xp) -> str:
     Returns
     -------
     str
-        One of :data:`SUPPORTED`.
+        One of :data:`SUPPORTED`, ``"dask"``, or for any other library that declares
+        ``__array_api_version__`` its top-level module name (``"ndonnx"``).
 
     Raises
     ------
     XpnetTypeError
-        A namespace of no supported library.
+        Not the namespace of an Array API library.
     """
-    if getattr(xp, "__name__", None) == "xpnet.backend.numpy" or (
-        array_api_compat.is_numpy_namespace(xp)
-    ):
+    module = getattr(xp, "__name__", None)
+    if not isinstance(module, str):  # no module at all
+        raise XpnetTypeError(f"{xp!r} is not an Array API namespace")
+    if module == "xpnet.backend.numpy" or array_api_compat.is_numpy_namespace(xp):
         return "numpy"
-    if array_api_compat.is_cupy_namespace(xp):
-        return "cupy"
-    if array_api_compat.is_torch_namespace(xp):
-        return "torch"
-    if array_api_compat.is_array_api_strict_namespace(xp):
-        return "array_api_strict"
-    raise XpnetTypeError(f"unsupported array namespace {getattr(xp, '__name__', xp)!r}")
+    for name, known in _KNOWN_NAMESPACE:
+        if known(xp):
+            return name
+    if hasattr(xp, "__array_api_version__"):
+        return module.partition(".")[0]
+    raise XpnetTypeError(
+        f"{module or xp!r} is not an Array API namespace: it declares no "
+        f"__array_api_version__ and array-api-compat does not wrap it"
+    )
+
+
+_KNOWN_NAMESPACE = (
+    ("cupy", array_api_compat.is_cupy_namespace),
+    ("torch", array_api_compat.is_torch_namespace),
+    ("array_api_strict", array_api_compat.is_array_api_strict_namespace),
+    ("jax", array_api_compat.is_jax_namespace),
+    ("dask", array_api_compat.is_dask_namespace),
+)
 
 
 def _cuda_visible() -> bool:
@@ -244,11 +269,17 @@ def _cuda_visible() -> bool:
 def get(xp=None):
     """The Array API namespace for a library name or namespace.
 
+    Any library that follows the Array API standard is accepted: those array-api-compat
+    wraps (NumPy, CuPy, PyTorch, Dask) through its wrappers, JAX and array-api-strict
+    directly, and any other module that declares ``__array_api_version__`` (ndonnx) by
+    its module name or as itself.
+
     Parameters
     ----------
     xp : str or namespace, optional
-        None (NumPy), one of :data:`SUPPORTED`, a library module (``numpy``, ``torch``,
-        ``cupy``) or an already compatible namespace.
+        None (NumPy), a library name (``"numpy"``, ``"torch"``, ``"jax"``, ``"dask"``,
+        ``"ndonnx"``, ...), a library module (``numpy``, ``torch``, ``jax.numpy``) or an
+        already compatible namespace.
 
     Returns
     -------
@@ -257,10 +288,12 @@ def get(xp=None):
 
     Raises
     ------
+    XpnetTypeError
+        ``xp`` is neither a name nor the namespace of an Array API library.
     XpnetValueError
-        Unknown library name.
+        A name that is no installed module, or a module that is no Array API library.
     BackendNotInstalledError
-        The library is not installed (the message says which extra to install).
+        A library xpnet knows by name is not installed (the message says what to install).
     BackendUnavailableError
         ``"cupy"`` was asked for but no CUDA device is visible.
     """
@@ -270,16 +303,21 @@ def get(xp=None):
         module = getattr(xp, "__name__", "")
         if module == "xpnet.backend.numpy":
             return xp
-        base = module.split(".")[-1] if module.startswith("array_api_compat.") else module
-        if base in _COMPAT_MODULE:
-            return get(base)
-        raise XpnetTypeError(
-            f"xp must be a library name {SUPPORTED} or an array namespace, got {xp!r}"
-        )
-    if xp not in _COMPAT_MODULE:
-        raise XpnetValueError(f"unknown backend {xp!r}; expected one of {', '.join(SUPPORTED)}")
+        if module in _COMPAT_MODULE:  # the library's top-level module: jax, dask
+            return get(module)
+        try:
+            name = library_name(xp)
+        except XpnetTypeError:
+            raise XpnetTypeError(
+                f"xp must be a library name ({', '.join(SUPPORTED)}, ...) or the namespace "
+                f"of an Array API library, got {xp!r}"
+            ) from None
+        # a library module (numpy, torch) becomes the namespace xpnet computes with
+        return get(name) if name in _COMPAT_MODULE else xp
     if xp == "numpy":
         return _numpy_namespace()
+    if xp not in _COMPAT_MODULE:
+        return _other_library(xp)
     if importlib.util.find_spec(xp) is None:
         raise BackendNotInstalledError(f"backend {xp!r} is not installed: {_INSTALL_HINT[xp]}")
     if xp == "cupy" and not _cuda_visible():
@@ -290,20 +328,37 @@ def get(xp=None):
     return importlib.import_module(_COMPAT_MODULE[xp])
 
 
+def _other_library(name):
+    """The namespace of a library xpnet does not know by name: its module, if it declares
+    the version of the standard it follows."""
+    if not name.isidentifier() or importlib.util.find_spec(name) is None:
+        raise XpnetValueError(
+            f"unknown backend {name!r}: no module of that name is installed; expected one "
+            f"of {', '.join(SUPPORTED)} or the module name of an Array API library"
+        )
+    module = importlib.import_module(name)
+    if not hasattr(module, "__array_api_version__"):
+        raise XpnetValueError(
+            f"backend {name!r} is not an Array API library: its module declares no "
+            f"__array_api_version__"
+        )
+    return module
+
+
 def library_version(name) -> str | None:
     """The installed version of a library, read without importing it.
 
     Parameters
     ----------
     name : str
-        One of :data:`SUPPORTED`.
+        A library name, as :func:`library_name` gives it.
 
     Returns
     -------
     str or None
         The version of the first of its :data:`DISTRIBUTIONS` installed; None when none is.
     """
-    for dist in DISTRIBUTIONS[name]:
+    for dist in DISTRIBUTIONS.get(name, (name,)):
         try:
             return importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -421,7 +476,32 @@ def devices(xp) -> list[str]:
             f"cuda:{i} ({card.decode() if isinstance(card, bytes) else card})"
             for i, card in enumerate(cards)
         ]
-    return [device_name(d) for d in xp.__array_namespace_info__().devices()]
+    return [device_name(d) for d in _info_devices(xp)]
+
+
+def _info_devices(xp):
+    # JAX lists None (its default placement) among its devices
+    return [d for d in xp.__array_namespace_info__().devices() if d is not None]
+
+
+def default_device(xp):
+    """The device a library puts new arrays on.
+
+    The standard's ``__array_namespace_info__().default_device()``, or where the library
+    places an array when that answers None (JAX, whose default follows its configuration).
+
+    Parameters
+    ----------
+    xp : namespace
+        An Array API namespace.
+
+    Returns
+    -------
+    device
+        The library's device object.
+    """
+    dev = xp.__array_namespace_info__().default_device()
+    return dev if dev is not None else array_api_compat.device(xp.empty(0))
 
 
 def device(x):
@@ -487,7 +567,9 @@ def resolve_device(xp, dev):
     dev : str, int, device or None
         None keeps the library default. Strings are accepted everywhere: ``"cpu"`` for
         NumPy, ``"cpu"``/``"cuda:1"`` for PyTorch, ``"0"``/``"cuda:1"`` for CuPy,
-        ``"CPU_DEVICE"``/``"device1"`` for array-api-strict. Device objects pass through.
+        ``"CPU_DEVICE"``/``"device1"`` for array-api-strict; for any other library the
+        names :func:`devices` lists (JAX: ``"cpu:0"``, or ``"cpu"`` for its first CPU).
+        Device objects pass through.
 
     Returns
     -------
@@ -528,14 +610,12 @@ def resolve_device(xp, dev):
                 )
             return cupy.cuda.Device(dev)
         return dev
-    # array_api_strict
-    if isinstance(dev, str):
-        import array_api_strict
-
-        devices = array_api_strict.__array_namespace_info__().devices()
-        for d in devices:
-            if dev == repr(d) or repr(d).endswith(f"({dev!r})"):
-                return d
-        names = ", ".join(repr(d) for d in devices)
-        raise XpnetValueError(f"unknown array_api_strict device {dev!r}; known: {names}")
-    return dev
+    if not isinstance(dev, str):
+        return dev
+    known = _info_devices(xp)
+    for d in known:
+        spelled = device_name(d)
+        if dev in (spelled, repr(d)) or f"{dev}:0" == spelled:
+            return d
+    names = ", ".join(device_name(d) for d in known)
+    raise XpnetValueError(f"unknown {name} device {dev!r}; known: {names}")

@@ -134,6 +134,10 @@ def _library_function(xp, name):
         import cupyx.scipy.special
 
         return getattr(cupyx.scipy.special, name)
+    if lib == "jax":
+        import jax.scipy.special
+
+        return getattr(jax.scipy.special, name)
     return None
 
 
@@ -157,7 +161,7 @@ def _dispatch(x, xp, name, generic):
 def erf(x, /, *, xp=None):
     """The error function erf(x): the library's own where it has one.
 
-    PyTorch and CuPy have one; elsewhere :func:`erf_generic`.
+    PyTorch, CuPy and JAX have one; elsewhere :func:`erf_generic`.
 
     Parameters
     ----------
@@ -177,7 +181,7 @@ def erf(x, /, *, xp=None):
 def erfc(x, /, *, xp=None):
     """The complementary error function erfc(x): the library's own where it has one.
 
-    PyTorch and CuPy have one; elsewhere :func:`erfc_generic`.
+    PyTorch, CuPy and JAX have one; elsewhere :func:`erfc_generic`.
 
     Parameters
     ----------

@@ -364,7 +364,7 @@ class Module:
         xp = backend.get(xp)
         device = backend.resolve_device(xp, device)
         if device is None:
-            device = xp.__array_namespace_info__().default_device()
+            device = backend.default_device(xp)
         if dtype is not None:
             dtype = backend.resolve_dtype(xp, dtype)
         for _, m in self.named_modules():
