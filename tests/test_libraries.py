@@ -145,15 +145,16 @@ def test_jax_without_64_bit_mode_refuses_float64_and_trains_float32():
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
-def test_a_model_trained_on_jax_evaluates_the_same_on_numpy(tmp_path):
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_a_model_trained_on_jax_evaluates_the_same_on_numpy(tmp_path, jit):
     pytest.importorskip("jax")
     trained = run_cli(
         "train", "--backend", "jax", "--epochs", "2", "--hidden", "16", "--quiet", "--json",
-        "--out", tmp_path / "run",
+        "--out", tmp_path / "run", *(["--jit"] if jit else []),
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     result = json.loads(trained.stdout)
-    assert result["config"]["backend"] == "jax"
+    assert result["config"]["backend"] == "jax" and result["config"]["jit"] is jit
     checkpoint = tmp_path / "run" / "model.safetensors"
     for lib in ("numpy", "jax"):
         evaluated = run_cli("evaluate", checkpoint, "--backend", lib, "--json")

@@ -55,6 +55,13 @@ EXECUTORS = (
         "data-parallel runs, other libraries (cuda_graph_refusal)",
     ),
     Executor(
+        "compiled step",
+        "xpnet.compiled.compiled_step",
+        "JAX with compile=True: the eager step traced once per shape into one XLA program, "
+        "parameters and optimizer state donated, the learning rate an argument",
+        "dropout in training, data-parallel runs, libraries without a compiler (compile_refusal)",
+    ),
+    Executor(
         "data-parallel",
         "xpnet.distributed.DataParallel",
         "every library over MPI (NCCL for CuPy): fit(comm=...), mpiexec xpnet train",

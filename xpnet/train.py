@@ -15,6 +15,7 @@ import numpy as np
 from . import backend
 from ._typing import Array
 from .callbacks import Callback, ProgressBar
+from .compiled import compiled_step
 from .data import Dataset, batches, host_batches, on_disk
 from .distributed import DataParallel
 from .errors import TrainingDiverged, XpnetTypeError, XpnetValueError
@@ -261,6 +262,7 @@ def fit(
     comm: Any = None,
     prefetch: bool = True,
     cuda_graph: bool = False,
+    compile: bool = False,
     tf32: bool = False,
 ) -> list[dict]:
     """Train ``model`` and return its history, one dict per epoch.
@@ -348,6 +350,12 @@ def fit(
         every step); the graph is captured anew when the learning rate changes; no
         dropout and no ``comm``. The losses are read back every ``check_every`` steps as
         usual, after the step that computed them.
+    compile : bool
+        JAX only: run each training step as one compiled program
+        (:func:`xpnet.compiled.compiled_step`: the same forward, explicit backward and
+        update, traced once per batch shape by ``jax.jit``); the learning rate is an
+        argument, so schedules do not compile again. SGD, Adam and AdamW; no dropout and
+        no ``comm``. Not with ``cuda_graph``.
     tf32 : bool
         Let float32 matrix products use TF32 tensor cores during training
         (:func:`xpnet.backend.set_tf32`; faster on NVIDIA GPUs since Ampere, 10-bit
@@ -368,7 +376,8 @@ def fit(
         A step's loss is NaN or infinite (named by its epoch and step; see
         ``check_every``), or an epoch's mean loss exceeds ``max_loss``.
     XpnetValueError
-        Class labels outside the model's outputs (checked once, before training).
+        Class labels outside the model's outputs (checked once, before training); a
+        ``cuda_graph`` or ``compile`` the step cannot have (the message says why).
     """
     callbacks = list(callbacks)
     if progress is None:
@@ -427,9 +436,13 @@ def fit(
     # memory-mapped batches to a GPU: gathered and copied ahead of use
     mover = backend.prefetcher(model.layers[0].W) if streaming and prefetch else None
     gather = None if mover is None else functools.partial(mover, dtype=model.dtype)
-    graph = None
+    graph = None  # a runner of the whole step at once
+    if cuda_graph and compile:
+        raise XpnetValueError("fit: cuda_graph=True and compile=True: choose one")
     if cuda_graph:
         graph = graph_step(step, data_parallel=comm is not None)
+    elif compile:
+        graph = compiled_step(step, data_parallel=comm is not None)
     state = FitState() if state is None else state
     rng = np.random.default_rng(seed)
     if state.rng_state is not None:
@@ -463,7 +476,7 @@ def fit(
             else:
                 source = batches(X, y, batch_size, rng=rng, drop_last=drop_last, shuffle=shuffle)
             for Xb, yb in source:
-                if graph is not None:  # the whole step, captured once and replayed
+                if graph is not None:  # the whole step at once: a CUDA graph or a program
                     L, *counted = graph(Xb, yb, key=_graph_key(optimizer))
                     if labels:
                         correct = correct + counted[0]

@@ -402,6 +402,13 @@ def build_parser():
         "no --dropout; the same numbers, fewer launches; default: off)",
     )
     p.add_argument(
+        "--jit",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run each training step as one compiled program (--backend jax, no --dropout; "
+        "the same equations, traced once per batch shape; default: off)",
+    )
+    p.add_argument(
         "--dropout",
         type=_float,
         default=None,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .. import backend
 from ..checkpoint import read_metadata
+from ..compiled import compile_refusal
 from ..data import SCALINGS, is_builtin
 from ..errors import RunError, XpnetValueError
 from ..models import ACTIVATIONS
@@ -60,6 +61,7 @@ RUN_OPTIONS = (
     "seed",
     "tf32",
     "cuda_graph",
+    "jit",
 )
 #: Their defaults (the parser's defaults are None, so that a given option can be told apart).
 RUN_DEFAULTS = {
@@ -84,6 +86,7 @@ RUN_DEFAULTS = {
     "seed": 0,
     "tf32": False,
     "cuda_graph": False,
+    "jit": False,
 }
 
 
@@ -249,6 +252,7 @@ _CONFIG_FIELDS = {
     "seed": _int(0),
     "tf32": _kind(bool, text="true or false"),
     "cuda_graph": _kind(bool, text="true or false"),
+    "jit": _kind(bool, text="true or false"),
     "epochs": _int(1),
     "data_path": _or_none(_kind(str, text="a path")),
     "data_sha256": _or_none(_kind(str, text="a hexadecimal SHA-256")),
@@ -383,7 +387,7 @@ def new_config(options, *, epochs=None, data_parallel=False):
             f"--warmup-epochs must lie in [0, {epochs}) for {epochs} epochs, "
             f"got {opts['warmup_epochs']}"
         )
-    _, device = namespace(opts["backend"], opts["device"])
+    xp, device = namespace(opts["backend"], opts["device"])
     if opts["seed"] < 0:
         raise UsageError(f"--seed must be a non-negative integer, got {opts['seed']}")
     config = {
@@ -400,6 +404,13 @@ def new_config(options, *, epochs=None, data_parallel=False):
     )
     if refusal:
         raise UsageError(f"--cuda-graph is not possible here: {refusal}")
+    if config["jit"]:
+        if backend.compiler(xp) is None:  # (--cuda-graph, CuPy's, was refused above)
+            refusal = f"{config['backend']} has no compiler of whole steps (--backend jax has)"
+        else:
+            refusal = compile_refusal(dropout=config["dropout"], data_parallel=data_parallel)
+        if refusal:
+            raise UsageError(f"--jit is not possible here: {refusal}")
     return config
 
 

@@ -278,6 +278,7 @@ def train_run(config, folder, *, resume=False, quiet=False, echo=print, comm=Non
             scheduler=scheduler,
             comm=comm,
             cuda_graph=bool(config.get("cuda_graph", False)),
+            compile=bool(config.get("jit", False)),
             tf32=bool(config.get("tf32", False)),
         )
     train_seconds = time.perf_counter() - start

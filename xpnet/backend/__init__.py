@@ -13,6 +13,7 @@ from ._capabilities import (
     quiet_float_errors,
 )
 from ._collective import NCCLSum, nccl_unique_id, nccl_usable, rank_device
+from ._compile import compiler
 from ._convert import (
     FLOAT_DTYPES,
     convert,
@@ -60,6 +61,7 @@ __all__ = [
     "available",
     "check_float64",
     "compat_version",
+    "compiler",
     "convert",
     "cuda_graph_step",
     "default_device",

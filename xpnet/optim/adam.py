@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -64,6 +63,7 @@ class Adam(Optimizer):
 
     #: AdamW decays the parameters themselves instead of adding the penalty's gradient.
     decoupled = False
+    state_attributes = ("t", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
     def __init__(
         self,
@@ -107,7 +107,7 @@ class Adam(Optimizer):
         self.t += 1
         beta1, beta2 = self.betas
         step_size = self.lr / (1.0 - beta1**self.t)
-        root_bc2 = math.sqrt(1.0 - beta2**self.t)
+        root_bc2 = (1.0 - beta2**self.t) ** 0.5
         for (name, param), g in zip(self.params, grads, strict=True):
             p = param.value
             if self.weight_decay:

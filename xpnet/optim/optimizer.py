@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from .. import backend
 from .._typing import Array
@@ -45,9 +45,14 @@ class Optimizer:
         Class attribute: whether a step is the same arithmetic every time, with no step
         count in it (SGD), so that a recorded step can be replayed; False for Adam, whose
         bias corrections change with the step count.
+    state_attributes : tuple of str
+        Class attribute: the attributes that ``step`` changes besides the parameters:
+        dicts of arrays by parameter name, or numbers (Adam's step count). A compiled step
+        passes them in and out of its program (:mod:`xpnet.compiled`).
     """
 
     same_update_every_step = False
+    state_attributes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Any, lr: float) -> None:
         name = type(self).__name__

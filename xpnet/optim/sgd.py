@@ -90,6 +90,7 @@ class SGD(Optimizer):
     """
 
     same_update_every_step = True
+    state_attributes = ("velocity",)
 
     def __init__(
         self,
