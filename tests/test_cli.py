@@ -132,7 +132,6 @@ def test_info():
         (["train", "--backend", "nosuchlib"], "unknown backend 'nosuchlib': no module"),
         (["train", "--backend", "json"], "'json' is not an Array API library"),
         (["train", "--backend", "numpy", "--jit"], "--jit is not possible here: numpy has no"),
-        (["train", "--backend", "jax", "--jit", "--dropout", "0.2"], "here: dropout draws"),
         (["train", "--backend", "numpy", "--device", "cuda:0"], "NumPy arrays live on 'cpu'"),
         (["evaluate", "missing.safetensors"], "no such checkpoint"),
         (["evaluate", "bad.csv"], "not a valid checkpoint"),

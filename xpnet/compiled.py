@@ -5,8 +5,9 @@ model's own ``forward``, the loss, the model's explicit ``backward``, the optimi
 ``step``) under the library's compiler (``jax.jit``: one XLA computation per batch shape),
 with every array the step reads or changes passed in and handed back: the parameters, the
 buffers (BatchNorm's running statistics), the optimizer's state (its
-``state_attributes``: momentum, moment estimates, Adam's step count) and the learning rate.
-Nothing is differentiated automatically; the program is the layers' own equations.
+``state_attributes``: momentum, moment estimates, Adam's step count), the learning rate,
+and dropout's masks, drawn on the host before the program runs. Nothing is
+differentiated automatically; the program is the layers' own equations.
 
 What the trace reads besides those arguments is part of its key, so that a change makes
 a new program instead of running a stale one: the modules (replacing one), their
@@ -29,13 +30,11 @@ __all__ = ["CompiledStep", "compile_refusal", "compiled_step"]
 _DONATED = (0,)  # the state: its memory is reused for the new state
 
 
-def compile_refusal(*, dropout: float = 0.0, data_parallel: bool = False) -> str | None:
+def compile_refusal(*, data_parallel: bool = False) -> str | None:
     """Why a training step cannot be compiled into one program, or None.
 
     Parameters
     ----------
-    dropout : float
-        The largest dropout probability among the model's layers.
     data_parallel : bool
         Whether the run sums gradients across processes.
 
@@ -44,11 +43,6 @@ def compile_refusal(*, dropout: float = 0.0, data_parallel: bool = False) -> str
     str or None
         The reason, in a phrase, or None when the step can be compiled.
     """
-    if dropout > 0.0:
-        return (
-            "dropout draws its masks on the host at every step, and the compiled step does "
-            "not take them as arguments yet"
-        )
     if data_parallel:
         return "a data-parallel step sums gradients between processes in the middle of it"
     return None
@@ -57,30 +51,44 @@ def compile_refusal(*, dropout: float = 0.0, data_parallel: bool = False) -> str
 class CompiledStep:
     """A step run as one compiled program (see the module's description).
 
+    Modules that draw on the host at every forward (dropout's masks, through their
+    ``_keep(shape)``) draw here, before the program runs, from their own generators and
+    in the order the step would: the masks are arguments of the program, so each step
+    gets new ones and the numbers are those of the eager step with the same seeds. Which
+    masks a program takes is found once per program by tracing it without computing.
+
     Parameters
     ----------
     step : Step
         The readable step (its model, loss and optimizer).
-    compile_ : callable
+    compiler : Compiler
         The library's compiler (:func:`xpnet.backend.compiler`).
+    count : bool
+        Also return the number of right predictions (for ``(N,)`` labels).
+    gradients : bool
+        Return the gradients too and leave them on the modules, as the eager step does;
+        without, the modules hold none after a step (one output per parameter less).
 
     Attributes
     ----------
     step : Step
         As given.
     traces : int
-        How many programs were traced so far (one per batch shape and key).
+        How many programs were made so far (one per batch shape and key).
     """
 
-    def __init__(self, step: Step, compile_: Any) -> None:
+    def __init__(
+        self, step: Step, compiler: Any, *, count: bool = True, gradients: bool = True
+    ) -> None:
         self.step = step
-        self._compile = compile_
-        self._programs: dict[tuple, Any] = {}
+        self._compiler = compiler
+        self.count, self.gradients = count, gradients
+        self._programs: dict[tuple, tuple] = {}  # signature -> (program, draws)
         self.traces = 0
+        self._tracing = False  # set while the Python step runs, which it does only to trace
 
-    def _key(self) -> tuple:
-        model, opt = self.step.model, self.step.optimizer
-        modules = tuple((id(m), m.training) for _, m in model.named_modules())
+    def _key(self, modules) -> tuple:
+        opt = self.step.optimizer
         skip = {"lr", *opt.state_attributes}
         hyper = tuple(
             sorted(
@@ -89,15 +97,7 @@ class CompiledStep:
                 if k not in skip and isinstance(v, (bool, int, float, str, tuple))
             )
         )
-        return modules, hyper
-
-    def _buffers(self) -> list[tuple[Any, str]]:
-        return [
-            (m, name)
-            for _, m in self.step.model.named_modules()
-            for name in m.declared_buffers
-            if getattr(m, name) is not None
-        ]
+        return tuple((id(m), m.training) for m in modules), hyper
 
     def _take(self, buffers) -> tuple:
         opt = self.step.optimizer
@@ -117,17 +117,61 @@ class CompiledStep:
         for attr, value in slots.items():
             setattr(opt, attr, value)
 
-    def _traced(self, buffers, state, X, y, lr):
-        """The readable step on the arguments, returning everything it changed."""
+    def _traced(self, buffers, draws, state, X, y, lr, masks):
+        """The readable step on the arguments, returning everything it changed.
+
+        ``draws`` lists ``(module, shape)`` in the order the step draws its masks; with
+        ``masks`` None the step fills it instead, drawing placeholders.
+        """
+        self._tracing = True
         self._put(state, buffers)
         self.step.optimizer.lr = lr
-        outputs = _recorded(self.step, X, y)
-        grads = [p.grad for _, p in self.step.optimizer.params]
+        xp = self.step.model.xp
+        if masks is None:
+
+            def draw(module, shape):
+                draws.append((module, shape))
+                return xp.zeros(shape, dtype=xp.bool)
+
+            modules = [m for _, m in self.step.model.named_modules()]
+        else:
+            given = iter(masks)
+            modules = [m for m, _ in draws]
+
+            def draw(module, shape):
+                return next(given)
+
+        for m in modules:
+            if callable(getattr(m, "_keep", None)):
+                m._keep = functools.partial(draw, m)  # over the class's, until the end
+        try:
+            outputs = _recorded(self.step, X, y, count=self.count)
+        finally:
+            for m in modules:
+                m.__dict__.pop("_keep", None)
+        grads = [p.grad for _, p in self.step.optimizer.params] if self.gradients else []
         return self._take(buffers), grads, outputs
 
-    def _program(self, buffers):
+    def _drop_placeholders(self):
+        """After a trace: the caches (and gradients not handed back) hold the trace's
+        placeholders, not arrays."""
+        for m in (*(m for _, m in self.step.model.named_modules()), self.step.loss):
+            for name in getattr(m, "declared_caches", ()):
+                setattr(m, name, None)
+        if not self.gradients:
+            for _, p in self.step.optimizer.params:
+                setattr(p.module, p.grad_attr, None)
+
+    def _program(self, buffers, before, X, y):
+        """The program for these arguments, and the draws it takes as arguments."""
+        draws: list[tuple[Any, tuple]] = []
+        self._compiler.shapes(
+            functools.partial(self._traced, buffers, draws), before, X, y, 0.0, None
+        )
+        self._drop_placeholders()
         self.traces += 1
-        return self._compile(functools.partial(self._traced, buffers), _DONATED)
+        program = self._compiler.jit(functools.partial(self._traced, buffers, draws), _DONATED)
+        return program, draws
 
     def __call__(self, X: Any, y: Any, *, key: Any = None) -> tuple:
         """Run one step.
@@ -147,31 +191,43 @@ class CompiledStep:
             The loss and, for ``(N,)`` labels, the number of right predictions (0-d).
         """
         opt = self.step.optimizer
-        buffers = self._buffers()
-        signature = (self._key(), len(buffers))
-        program = self._programs.get(signature)
-        if program is None:
-            program = self._programs[signature] = self._program(buffers)
+        modules = [m for _, m in self.step.model.named_modules()]
+        buffers = [
+            (m, name)
+            for m in modules
+            for name in m.declared_buffers
+            if getattr(m, name) is not None
+        ]
+        signature = (self._key(modules), len(buffers), tuple(X.shape), tuple(y.shape))
         before, lr = self._take(buffers), opt.lr
         numbers = {k: type(v) for k, v in before[2].items() if isinstance(v, (int, float))}
         try:
-            state, grads, outputs = program(before, X, y, lr)
+            entry = self._programs.get(signature)
+            if entry is None:
+                entry = self._programs[signature] = self._program(buffers, before, X, y)
+            program, draws = entry
+            masks = [m._keep(shape) for m, shape in draws]  # on the host, in the step's order
+            state, grads, outputs = program(before, X, y, lr, masks)
         except BaseException:
-            self._put(before, buffers)  # a failed trace leaves its placeholders behind
+            if self._tracing:
+                self._put(before, buffers)  # a failed trace leaves its placeholders behind
             raise
         finally:
-            opt.lr = lr
-            for m in (*(m for _, m in self.step.model.named_modules()), self.step.loss):
-                for name in getattr(m, "declared_caches", ()):  # the trace's placeholders
-                    setattr(m, name, None)
+            if self._tracing:
+                self._tracing = False
+                opt.lr = lr
+                self._drop_placeholders()
         slots = {k: numbers[k](v) if k in numbers else v for k, v in state[2].items()}
         self._put((state[0], state[1], slots), buffers)
-        for (_, p), g in zip(opt.params, grads, strict=True):
-            setattr(p.module, p.grad_attr, g)
+        if self.gradients:
+            for (_, p), g in zip(opt.params, grads, strict=True):
+                setattr(p.module, p.grad_attr, g)
         return outputs
 
 
-def compiled_step(step: Step, *, data_parallel: bool = False) -> CompiledStep:
+def compiled_step(
+    step: Step, *, data_parallel: bool = False, count: bool = True, gradients: bool = True
+) -> CompiledStep:
     """The whole step as one compiled program, or an error saying why it cannot be.
 
     Parameters
@@ -180,6 +236,8 @@ def compiled_step(step: Step, *, data_parallel: bool = False) -> CompiledStep:
         The readable step to compile.
     data_parallel : bool
         Whether the run sums gradients across processes (refused).
+    count, gradients : bool
+        As :class:`CompiledStep` takes them.
 
     Returns
     -------
@@ -193,16 +251,13 @@ def compiled_step(step: Step, *, data_parallel: bool = False) -> CompiledStep:
         What :func:`compile_refusal` refuses, or a library without a compiler.
     """
     model = step.model
-    refusal = compile_refusal(
-        dropout=max((d.p for d in getattr(model, "dropout_layers", ()) if d.training), default=0.0),
-        data_parallel=data_parallel,
-    )
+    refusal = compile_refusal(data_parallel=data_parallel)
     if refusal:
         raise XpnetValueError(f"fit: compile=True is not possible here: {refusal}")
-    compile_ = backend.compiler(model.xp)
-    if compile_ is None:
+    compiler = backend.compiler(model.xp)
+    if compiler is None:
         raise XpnetValueError(
             f"fit: compile=True is not possible here: {backend.library_name(model.xp)} has "
             f"no compiler of whole functions; JAX has one (xp='jax')"
         )
-    return CompiledStep(step, compile_)
+    return CompiledStep(step, compiler, count=count, gradients=gradients)

@@ -59,7 +59,7 @@ EXECUTORS = (
         "xpnet.compiled.compiled_step",
         "JAX with compile=True: the eager step traced once per shape into one XLA program, "
         "parameters and optimizer state donated, the learning rate an argument",
-        "dropout in training, data-parallel runs, libraries without a compiler (compile_refusal)",
+        "data-parallel runs, libraries without a compiler (compile_refusal)",
     ),
     Executor(
         "data-parallel",

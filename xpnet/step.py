@@ -245,10 +245,11 @@ def graph_step(step: Step, *, data_parallel: bool = False) -> Any:
     return runner
 
 
-def _recorded(step, X, y):
+def _recorded(step, X, y, *, count=True):
     """The step as a graph records it: the loss and the count, every update included."""
     out, L = step.forward(X, y)
-    correct = step.correct(out, y) if y.ndim == 1 else None  # none for regression targets
+    # no count for regression targets, or for a caller that does not want one
+    correct = step.correct(out, y) if count and y.ndim == 1 else None
     step.backward()
     step.update()
     return (L,) if correct is None else (L, correct)

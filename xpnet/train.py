@@ -354,8 +354,10 @@ def fit(
         JAX only: run each training step as one compiled program
         (:func:`xpnet.compiled.compiled_step`: the same forward, explicit backward and
         update, traced once per batch shape by ``jax.jit``); the learning rate is an
-        argument, so schedules do not compile again. SGD, Adam and AdamW; no dropout and
-        no ``comm``. Not with ``cuda_graph``.
+        argument, so schedules do not compile again; dropout's masks are drawn on the
+        host and passed in; the modules keep no gradients (the program hands back only
+        what the next step needs). SGD, Adam and AdamW; no ``comm``. Not with
+        ``cuda_graph``.
     tf32 : bool
         Let float32 matrix products use TF32 tensor cores during training
         (:func:`xpnet.backend.set_tf32`; faster on NVIDIA GPUs since Ampere, 10-bit
@@ -442,7 +444,7 @@ def fit(
     if cuda_graph:
         graph = graph_step(step, data_parallel=comm is not None)
     elif compile:
-        graph = compiled_step(step, data_parallel=comm is not None)
+        graph = compiled_step(step, data_parallel=comm is not None, gradients=False)
     state = FitState() if state is None else state
     rng = np.random.default_rng(seed)
     if state.rng_state is not None:

@@ -405,7 +405,7 @@ def build_parser():
         "--jit",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="run each training step as one compiled program (--backend jax, no --dropout; "
+        help="run each training step as one compiled program (--backend jax; "
         "the same equations, traced once per batch shape; default: off)",
     )
     p.add_argument(

@@ -408,7 +408,7 @@ def new_config(options, *, epochs=None, data_parallel=False):
         if backend.compiler(xp) is None:  # (--cuda-graph, CuPy's, was refused above)
             refusal = f"{config['backend']} has no compiler of whole steps (--backend jax has)"
         else:
-            refusal = compile_refusal(dropout=config["dropout"], data_parallel=data_parallel)
+            refusal = compile_refusal(data_parallel=data_parallel)
         if refusal:
             raise UsageError(f"--jit is not possible here: {refusal}")
     return config

@@ -13,7 +13,7 @@ from ._capabilities import (
     quiet_float_errors,
 )
 from ._collective import NCCLSum, nccl_unique_id, nccl_usable, rank_device
-from ._compile import compiler
+from ._compile import Compiler, compiler
 from ._convert import (
     FLOAT_DTYPES,
     convert,
@@ -53,6 +53,7 @@ __all__ = [
     "FLOAT_DTYPES",
     "KERNEL_ACTIVATIONS",
     "SUPPORTED",
+    "Compiler",
     "CudaGraphStep",
     "CupyFused",
     "NCCLSum",

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 from ._namespace import library_name
 
-__all__ = ["compiler"]
+__all__ = ["Compiler", "compiler"]
 
 
-def compiler(xp):
+class Compiler(NamedTuple):
+    """A library's compiler of whole functions (see :func:`compiler`)."""
+
+    #: ``jit(fn, donate)``: ``fn`` traced once per set of argument shapes and dtypes into
+    #: one program, which may reuse the memory of the positional arguments in ``donate``.
+    jit: Any
+    #: ``shapes(fn, *args)``: ``fn`` traced without computing, for the shapes it makes.
+    shapes: Any
+
+
+def compiler(xp) -> Compiler | None:
     """The library's compiler of whole functions, or None where it has none.
 
     Parameters
@@ -17,15 +29,13 @@ def compiler(xp):
 
     Returns
     -------
-    callable or None
-        For JAX, ``compile(fn, donate)``: ``jax.jit(fn, donate_argnums=donate)``, which
-        traces ``fn`` once per set of argument shapes and dtypes into one XLA computation
-        and lets it reuse the memory of the arguments in ``donate``. None elsewhere.
+    Compiler or None
+        For JAX, ``jax.jit`` (one XLA computation) and ``jax.eval_shape``; None elsewhere.
     """
-    return _jax_jit if library_name(xp) == "jax" else None
-
-
-def _jax_jit(fn, donate=()):
+    if library_name(xp) != "jax":
+        return None
     import jax
 
-    return jax.jit(fn, donate_argnums=donate)
+    return Compiler(
+        jit=lambda fn, donate=(): jax.jit(fn, donate_argnums=donate), shapes=jax.eval_shape
+    )
