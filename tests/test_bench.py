@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from xpnet.app.peers import NumpyStep, SklearnStep, TorchStep, XpnetStep
+from xpnet.app.peers import JaxStep, NumpyStep, SklearnStep, TorchStep, XpnetStep
 
 
 def _value(loss):
@@ -29,6 +30,30 @@ def test_peers_compute_the_same_step(peer, batchnorm):
         [float(_value(ours())) for _ in range(5)],
         [float(_value(theirs())) for _ in range(5)],
         rtol=1e-10,
+    )
+
+
+JAX_PEERS = {
+    "jax.grad + jit": JaxStep,
+    "xpnet on jax": functools.partial(XpnetStep, xp="jax"),
+    "xpnet compiled": functools.partial(XpnetStep, xp="jax", compile=True),
+}
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+@pytest.mark.parametrize("peer", list(JAX_PEERS))
+def test_jax_peers_compute_the_same_step(peer, batchnorm):
+    """In float32 (JAX's default mode), against xpnet on NumPy: five steps' losses."""
+    pytest.importorskip("jax")
+    rng = np.random.default_rng(0)
+    sizes = [6, 9, 7, 4]
+    X, y = rng.standard_normal((16, 6)).astype(np.float32), rng.integers(0, 4, 16)
+    ours = XpnetStep(sizes, X, y, batchnorm=batchnorm, lr=0.1)
+    theirs = JAX_PEERS[peer](sizes, X, y, batchnorm=batchnorm, lr=0.1)
+    np.testing.assert_allclose(
+        [float(_value(ours())) for _ in range(5)],
+        [float(_value(theirs())) for _ in range(5)],
+        rtol=2e-6,
     )
 
 

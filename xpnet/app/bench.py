@@ -9,6 +9,7 @@ the implementations alternate. Ratios compare numbers of the same run only.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -22,7 +23,7 @@ from ..errors import XpnetValueError
 from ..models import MLP
 from ..nn import CrossEntropyLoss
 from ..optim import SGD
-from .peers import NumpyStep, SklearnStep, TorchStep, XpnetStep
+from .peers import JaxStep, NumpyStep, SklearnStep, TorchStep, XpnetStep
 
 #: The command's description in ``xpnet bench --help`` (plain text: argparse prints it as is).
 DESCRIPTION = (
@@ -100,6 +101,30 @@ def peak_memory(step, calls=3):
         tracemalloc.stop()
 
 
+def _blas():
+    """NumPy's BLAS as threadpoolctl reports it: library, version, kernel, threads."""
+    forced = [f"{k}={os.environ[k]}" for k in _OPENBLAS_FORCING if k in os.environ]
+    text = f"BLAS threads {_threads()}"
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+        if blas:
+            p = blas[0]
+            kernel = f", {p['architecture']} kernel" if p.get("architecture") else ""
+            text = (
+                f"BLAS {p['internal_api']} {p.get('version') or ''}{kernel}, "
+                f"{p['num_threads']} threads".replace(" ,", ",")
+            )
+    except ImportError:
+        pass
+    return text + (f" ({', '.join(forced)} set)" if forced else "")
+
+
+#: Environment variables that make OpenBLAS use another kernel than it would choose.
+_OPENBLAS_FORCING = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
 def _threads():
     try:
         from threadpoolctl import threadpool_info
@@ -112,7 +137,30 @@ def _threads():
     return os.cpu_count() or 1
 
 
-PEERS = {"xpnet": XpnetStep, "numpy": NumpyStep, "torch": TorchStep, "sklearn": SklearnStep}
+PEERS = {
+    "xpnet": XpnetStep,
+    "numpy": NumpyStep,
+    "torch": TorchStep,
+    "sklearn": SklearnStep,
+    "xpnet-jax": functools.partial(XpnetStep, xp="jax"),
+    "xpnet-jit": functools.partial(XpnetStep, xp="jax", compile=True),
+    "jax": JaxStep,
+}
+LABELS = {
+    "xpnet": "xpnet",
+    "numpy": "numpy hand",
+    "torch": "pytorch",
+    "sklearn": "sklearn",
+    "xpnet-jax": "xpnet jax",
+    "xpnet-jit": "xpnet jit",
+    "jax": "jax.grad",
+}
+SHORT = {**LABELS, "numpy": "numpy", "xpnet-jax": "jax-eager", "xpnet-jit": "jit"}
+#: The ratio columns: xpnet on NumPy, and its compiled JAX step, to the peers beside them.
+RATIOS = {
+    "xpnet": ("numpy", "torch", "sklearn"),
+    "xpnet-jit": ("jax", "xpnet", "numpy", "torch"),
+}
 
 
 def run(sizes=None, peers=None, *, seconds=2.0, seed=0, rounds=4, log=None):
@@ -195,23 +243,22 @@ def format_table(rows):
     by = {(r["size"], r["peer"]): r for r in rows}
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     peers = list(dict.fromkeys(r["peer"] for r in rows))
-    labels = {"xpnet": "xpnet", "numpy": "numpy hand", "torch": "pytorch", "sklearn": "sklearn"}
-    head = f"{'size':<10}" + "".join(f"{labels[p]:>12}" for p in peers)
-    ratios = [p for p in peers if p != "xpnet"]
-    head += "".join(f"{'xpnet/' + labels[p].split()[0]:>16}" for p in ratios)
+    head = f"{'size':<10}" + "".join(f"{LABELS[p]:>12}" for p in peers)
+    ratios = [(mine, p) for mine, others in RATIOS.items() if mine in peers for p in others]
+    ratios = [(mine, p) for mine, p in ratios if p in peers]
+    head += "".join(f"{SHORT[mine] + '/' + SHORT[p]:>18}" for mine, p in ratios)
     lines = ["µs per training step (median), float32", head]
     for size in sizes:
         cells = []
         for p in peers:
             us = by.get((size, p), {}).get("us")
             cells.append(f"{us:>12.1f}" if us is not None else f"{'n/a':>12}")
-        mine = by.get((size, "xpnet"), {}).get("us")
-        for p in ratios:
-            other = by.get((size, p), {}).get("us")
-            ratio = f"{mine / other:.2f}x" if mine and other else "n/a"
-            cells.append(f"{ratio:>16}")
+        for mine, p in ratios:
+            ours, other = by.get((size, mine), {}).get("us"), by.get((size, p), {}).get("us")
+            ratio = f"{ours / other:.2f}x" if ours and other else "n/a"
+            cells.append(f"{ratio:>18}")
         lines.append(f"{size:<10}" + "".join(cells))
-    peaks = [(labels[r["peer"]], r["peak_mib"]) for r in rows if "peak_mib" in r]
+    peaks = [(LABELS[r["peer"]], r["peak_mib"]) for r in rows if "peak_mib" in r]
     if peaks:
         lines.append(
             "peak NumPy memory in the wide run (tracemalloc): "
@@ -328,7 +375,9 @@ def describe_machine():
     Returns
     -------
     str
-        Processor, cores, Python, NumPy, BLAS threads, PyTorch and scikit-learn versions.
+        Processor, cores, Python, NumPy, the BLAS kernel NumPy runs and its threads (and the
+        environment variables that force OpenBLAS's kernel, where set), PyTorch, JAX and
+        scikit-learn versions.
     """
     import numpy
 
@@ -337,12 +386,18 @@ def describe_machine():
         f"{os.cpu_count()} cores",
         f"python {platform.python_version()}",
         f"numpy {numpy.__version__}",
-        f"BLAS threads {_threads()}",
+        _blas(),
     ]
     try:
         import torch
 
         parts.append(f"torch {torch.__version__}")
+    except ImportError:
+        pass
+    try:
+        import jax
+
+        parts.append(f"jax {jax.__version__}")
     except ImportError:
         pass
     try:

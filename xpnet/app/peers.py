@@ -7,24 +7,28 @@ arrays, so that timings compare like with like:
 * :class:`NumpyStep`, a minimal hand-written NumPy step: the floor for any NumPy code;
 * :class:`TorchStep`, PyTorch eager (``torch.nn`` + ``torch.optim.SGD``) on the CPU, or on
   a GPU, eager or compiled (``torch.compile(mode="reduce-overhead")``);
-* :class:`SklearnStep`, scikit-learn's ``MLPClassifier.partial_fit`` (no BatchNorm).
+* :class:`SklearnStep`, scikit-learn's ``MLPClassifier.partial_fit`` (no BatchNorm);
+* :class:`JaxStep`, a hand-written JAX step differentiated by ``jax.grad`` and compiled by
+  ``jax.jit`` as one XLA computation: the floor for any JAX code.
 
 They live here because this package is the only one that knows concrete libraries.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
 
 from .. import backend
+from ..compiled import compiled_step
 from ..executors import make_step
 from ..models import MLP
 from ..nn import CrossEntropyLoss
 from ..optim import SGD
 
-__all__ = ["GemmFloor", "NumpyStep", "SklearnStep", "TorchStep", "XpnetStep"]
+__all__ = ["GemmFloor", "JaxStep", "NumpyStep", "SklearnStep", "TorchStep", "XpnetStep"]
 
 
 class XpnetStep:
@@ -46,11 +50,16 @@ class XpnetStep:
         Seeds the initial parameters.
     xp : str
         The backend xpnet runs on.
+    compile : bool
+        Run the step as one compiled program (:func:`xpnet.compiled.compiled_step`, JAX).
     """
 
     name = "xpnet"
 
-    def __init__(self, sizes, X, y, *, batchnorm=False, lr=0.01, momentum=0.9, seed=0, xp="numpy"):
+    def __init__(
+        self, sizes, X, y, *, batchnorm=False, lr=0.01, momentum=0.9, seed=0, xp="numpy",
+        compile=False,
+    ):  # fmt: skip
         xp = backend.get(xp)
         self.model = MLP(
             sizes, batchnorm=batchnorm, xp=xp, seed=seed, dtype=backend.dtype_name(X.dtype)
@@ -58,11 +67,15 @@ class XpnetStep:
         self.loss = CrossEntropyLoss()
         self.opt = SGD(self.model, lr=lr, momentum=momentum)
         self.step = make_step(self.model, self.loss, self.opt)
+        # as the other peers' steps: no count of right predictions, no gradients kept
+        self._compiled = compiled_step(self.step, count=False, gradients=False) if compile else None
         self.xp = xp
         self.X, self.y = xp.asarray(X), xp.asarray(y)
 
     def __call__(self):
-        return self.run(self.X, self.y)[0]
+        loss = self.run(self.X, self.y)[0]
+        backend.synchronize(loss)  # a library that returns before it computes (JAX)
+        return loss
 
     def run(self, X, y):
         """One step on the batch ``X``, ``y`` as ``fit`` takes it (labels checked once).
@@ -77,6 +90,8 @@ class XpnetStep:
         tuple of array
             The loss, 0-d.
         """
+        if self._compiled is not None:
+            return self._compiled(X, y)[:1]
         return (self.step(X, y)[1],)
 
 
@@ -262,6 +277,84 @@ class TorchStep:
         loss.backward()
         self._update()
         return loss
+
+
+class JaxStep:
+    """A hand-written JAX step under one ``jax.jit``: ``jax.grad``, SGD, state donated.
+
+    The loss is written once and differentiated by JAX; the update is SGD with momentum;
+    the whole step is one XLA computation (the floor for any JAX code).
+
+    Parameters
+    ----------
+    sizes : list of int
+        Layer widths.
+    X : numpy.ndarray
+        The fixed batch of features.
+    y : numpy.ndarray
+        Its class ids.
+    batchnorm : bool
+        BatchNorm1d before each hidden activation (batch statistics, running ones kept).
+    lr, momentum : float
+        SGD's hyperparameters.
+    seed : int
+        Seeds the initial parameters.
+    """
+
+    name = "jax.grad + jit"
+
+    def __init__(self, sizes, X, y, *, batchnorm=False, lr=0.01, momentum=0.9, seed=0):
+        import jax
+        import jax.numpy as jnp
+
+        params = [(jnp.asarray(W), jnp.asarray(b)) for W, b in _init(sizes, seed, X.dtype)]
+        hidden = sizes[1:-1]
+        bn = [(jnp.ones(c, X.dtype), jnp.zeros(c, X.dtype)) for c in hidden] if batchnorm else []
+        running = [(jnp.zeros(c, X.dtype), jnp.ones(c, X.dtype)) for c in hidden]
+        velocity = jax.tree.map(jnp.zeros_like, (params, bn))
+        self.state = ((params, bn), velocity, running)
+        self.X, self.Y = jnp.asarray(X), jnp.asarray(np.eye(sizes[-1], dtype=X.dtype)[y])
+
+        self._step = jax.jit(functools.partial(_jax_step, lr, momentum), donate_argnums=(0,))
+
+    def __call__(self):
+        self.state, loss = self._step(self.state, self.X, self.Y)
+        return loss.block_until_ready()
+
+
+def _jax_loss(trained, X, Y):
+    """The hand-written JAX step's loss, and the BatchNorm batch statistics it used."""
+    import jax
+    import jax.numpy as jnp
+
+    params, bn = trained
+    A, stats = X, []
+    for i, (W, b) in enumerate(params):
+        Z = A @ W.T + b
+        if i == len(params) - 1:
+            break
+        if bn:
+            mean, var = Z.mean(axis=0), Z.var(axis=0)
+            stats.append((mean, var))
+            Z = bn[i][0] * (Z - mean) / jnp.sqrt(var + 1e-8) + bn[i][1]
+        A = jnp.maximum(Z, 0)
+    log_p = jax.nn.log_softmax(Z, axis=1)
+    return -(Y * log_p).sum() / X.shape[0], stats
+
+
+def _jax_step(lr, momentum, state, X, Y):
+    """One hand-written JAX step: jax.grad of the loss, SGD with momentum, running stats."""
+    import jax
+
+    trained, velocity, running = state
+    (loss, stats), grads = jax.value_and_grad(_jax_loss, has_aux=True)(trained, X, Y)
+    velocity = jax.tree.map(lambda v, g: momentum * v + g, velocity, grads)
+    trained = jax.tree.map(lambda p, v: p - lr * v, trained, velocity)
+    running = [
+        (0.9 * rm + 0.1 * m, 0.9 * rv + 0.1 * v)
+        for (rm, rv), (m, v) in zip(running, stats, strict=False)
+    ] + running[len(stats) :]
+    return (trained, velocity, running), loss
 
 
 def _classifier(hidden, *, lr, momentum, batch_size, seed, **options):

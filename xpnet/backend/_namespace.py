@@ -192,17 +192,20 @@ def synchronize(x) -> None:
     Parameters
     ----------
     x : array
-        An array of any supported library (host arrays return at once).
+        An array of any supported library (host arrays of the libraries that compute at
+        once return at once; JAX's are waited for).
     """
-    lib, dev = placement(x)
+    lib = _library_of_type(x)[0]
     if lib == "cupy":
         import cupy
 
         cupy.cuda.get_current_stream().synchronize()
-    elif lib == "torch" and dev.startswith("cuda"):
+    elif lib == "torch" and placement(x)[1].startswith("cuda"):
         import torch
 
         torch.cuda.synchronize(x.device)
+    elif lib == "jax":  # on every device: JAX returns before it has computed
+        x.block_until_ready()
 
 
 def _numpy_namespace():
