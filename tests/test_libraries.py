@@ -162,6 +162,21 @@ def test_a_model_trained_on_jax_evaluates_the_same_on_numpy(tmp_path, jit):
         assert json.loads(evaluated.stdout)["accuracy"] == result["test_accuracy"], lib
 
 
+def test_a_run_names_only_libraries_xpnet_knows(tmp_path):
+    """A resume file names the run's library: reading one may import only a library xpnet
+    knows by name, so a run on any other is refused before it starts."""
+    from xpnet.app.config import _CONFIG_FIELDS
+
+    assert backend.NAMED == (*backend.SUPPORTED, "dask")
+    assert all(_CONFIG_FIELDS["backend"](name) for name in backend.NAMED)
+    assert not _CONFIG_FIELDS["backend"]("ndonnx") and not _CONFIG_FIELDS["backend"]("os")
+    pytest.importorskip("ndonnx")
+    done = run_cli("train", "--backend", "ndonnx", "--epochs", "1", "--out", tmp_path / "r")
+    assert done.returncode == 2, done.stderr
+    assert "a run names its library in its resume file" in done.stderr
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize(("dtype", "tolerance"), [("float64", 1e-10), ("float32", 1e-4)])
 def test_parity_with_jax(dtype, tolerance):
     """``xpnet parity --backends numpy,jax``: 20 SGD steps within the documented bounds

@@ -372,7 +372,7 @@ _RESUME_FIELDS = [
     *(f"user.config.{k}" for k in ("dataset", "label_column", "scale", "hidden", "activation",
       "batchnorm", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
       "warmup_epochs", "dropout", "early_stopping", "backend", "device", "dtype", "seed",
-      "tf32", "cuda_graph", "epochs", "data_path", "data_sha256")),
+      "tf32", "cuda_graph", "jit", "epochs", "data_path", "data_sha256")),
     *(f"user.resume.{k}" for k in ("epoch", "history", "rng_state", "best", "best_epoch",
       "waited", "stopped_early", "scheduler", "dropout_rng")),
     "user.resume.rng_state.state",

@@ -246,7 +246,7 @@ _CONFIG_FIELDS = {
     "warmup_epochs": _int(0),
     "dropout": _number(0, 1, open_high=True),
     "early_stopping": _or_none(_int(1)),
-    "backend": _one_of(*backend.SUPPORTED),
+    "backend": _one_of(*backend.NAMED),
     "device": _or_none(_kind(str, text="a device name")),
     "dtype": _one_of("float32", "float64"),
     "seed": _int(0),
@@ -396,6 +396,12 @@ def new_config(options, *, epochs=None, data_parallel=False):
         "backend": pick_backend(opts["backend"]),
         "device": None if device is None else backend.device_name(device),
     }
+    if config["backend"] not in backend.NAMED:
+        raise UsageError(
+            f"--backend {config['backend']}: a run names its library in its resume file, "
+            f"which may name only those xpnet knows ({', '.join(backend.NAMED)}); "
+            f"evaluate and predict take any Array API library"
+        )
     refusal = config["cuda_graph"] and cuda_graph_refusal(
         library=config["backend"],
         optimizer=OPTIMIZERS[config["optimizer"]],

@@ -27,6 +27,7 @@ from ._fused import KERNEL_ACTIVATIONS, CupyFused, fused, set_tf32, use_fused
 from ._graph import CudaGraphStep, cuda_graph_step
 from ._namespace import (
     DISTRIBUTIONS,
+    NAMED,
     SUPPORTED,
     available,
     compat_version,
@@ -52,6 +53,7 @@ __all__ = [
     "DISTRIBUTIONS",
     "FLOAT_DTYPES",
     "KERNEL_ACTIVATIONS",
+    "NAMED",
     "SUPPORTED",
     "Compiler",
     "CudaGraphStep",

@@ -22,6 +22,7 @@ from ..errors import (
 
 __all__ = [
     "DISTRIBUTIONS",
+    "NAMED",
     "SUPPORTED",
     "available",
     "compat_version",
@@ -47,7 +48,7 @@ SUPPORTED = ("numpy", "cupy", "torch", "array_api_strict", "jax")
 
 # where each library's Array API namespace lives: array-api-compat's wrapper, or the
 # library's own module where it follows the standard itself
-_COMPAT_MODULE = {
+_COMPAT_MODULE: dict[str, str] = {
     "numpy": "array_api_compat.numpy",
     "cupy": "array_api_compat.cupy",
     "torch": "array_api_compat.torch",
@@ -55,6 +56,10 @@ _COMPAT_MODULE = {
     "jax": "jax.numpy",
     "dask": "array_api_compat.dask.array",
 }
+#: Every library xpnet knows by name: :data:`SUPPORTED` and Dask. A file that names a
+#: library (a run's resume file) may name only these, so that reading it imports nothing
+#: else.
+NAMED = tuple(_COMPAT_MODULE)
 #: The distributions on PyPI that install each library, in the order they are looked up
 #: (a library not listed is looked up under its own name).
 DISTRIBUTIONS = {
