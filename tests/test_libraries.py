@@ -162,6 +162,25 @@ def test_a_model_trained_on_jax_evaluates_the_same_on_numpy(tmp_path, jit):
         assert json.loads(evaluated.stdout)["accuracy"] == result["test_accuracy"], lib
 
 
+def test_a_scikit_learn_estimator_on_jax_equals_it_on_numpy():
+    """By name, in float32 (the estimators' float64 default needs JAX's 64-bit mode)."""
+    pytest.importorskip("jax")
+    pytest.importorskip("sklearn")
+    from xpnet.data import load_digits
+    from xpnet.sklearn import MLPClassifier
+
+    data = load_digits()
+    X, y = data.X_train / 16, data.y_train
+    fitted = {
+        lib: MLPClassifier(backend=lib, dtype="float32", epochs=3, random_state=0).fit(X, y)
+        for lib in ("numpy", "jax")
+    }
+    np.testing.assert_allclose(
+        fitted["jax"].predict_proba(X), fitted["numpy"].predict_proba(X), atol=1e-5
+    )
+    assert fitted["jax"].loss_curve_ == pytest.approx(fitted["numpy"].loss_curve_, rel=1e-5)
+
+
 def test_a_run_names_only_libraries_xpnet_knows(tmp_path):
     """A resume file names the run's library: reading one may import only a library xpnet
     knows by name, so a run on any other is refused before it starts."""
