@@ -44,7 +44,7 @@ def as_computed(values, xp, device):
     """``values`` as the library computes with them: XLA (JAX on CPU) flushes subnormal
     floats to zero in every operation, so the reference gets zeros there too."""
     tiny = np.finfo(np.float64).tiny
-    flushes = not bool(asarray(xp, device, [tiny / 4]) > 0)
+    flushes = not bool(asarray(xp, device, tiny / 4) > 0)
     return np.where(np.abs(values) < tiny, 0.0, values) if flushes else values
 
 
