@@ -30,11 +30,16 @@ __all__ = ["CompiledStep", "compile_refusal", "compiled_step"]
 _DONATED = (0,)  # the state: its memory is reused for the new state
 
 
-def compile_refusal(*, data_parallel: bool = False) -> str | None:
+def compile_refusal(xp: Any = None, *, data_parallel: bool = False) -> str | None:
     """Why a training step cannot be compiled into one program, or None.
+
+    Decided here once, for :func:`compiled_step` and for ``xpnet train --jit`` (which asks
+    before it builds anything).
 
     Parameters
     ----------
+    xp : namespace, optional
+        The model's library; None leaves the library out of the question.
     data_parallel : bool
         Whether the run sums gradients across processes.
 
@@ -43,6 +48,11 @@ def compile_refusal(*, data_parallel: bool = False) -> str | None:
     str or None
         The reason, in a phrase, or None when the step can be compiled.
     """
+    if xp is not None and backend.compiler(xp) is None:
+        return (
+            f"{backend.library_name(xp)} has no compiler of whole functions; JAX has one "
+            f"(--backend jax, xp='jax')"
+        )
     if data_parallel:
         return "a data-parallel step sums gradients between processes in the middle of it"
     return None
@@ -248,16 +258,10 @@ def compiled_step(
     Raises
     ------
     XpnetValueError
-        What :func:`compile_refusal` refuses, or a library without a compiler.
+        What :func:`compile_refusal` refuses.
     """
-    model = step.model
-    refusal = compile_refusal(data_parallel=data_parallel)
+    xp = step.model.xp
+    refusal = compile_refusal(xp, data_parallel=data_parallel)
     if refusal:
         raise XpnetValueError(f"fit: compile=True is not possible here: {refusal}")
-    compiler = backend.compiler(model.xp)
-    if compiler is None:
-        raise XpnetValueError(
-            f"fit: compile=True is not possible here: {backend.library_name(model.xp)} has "
-            f"no compiler of whole functions; JAX has one (xp='jax')"
-        )
-    return CompiledStep(step, compiler, count=count, gradients=gradients)
+    return CompiledStep(step, backend.compiler(xp), count=count, gradients=gradients)

@@ -101,40 +101,36 @@ def peak_memory(step, calls=3):
         tracemalloc.stop()
 
 
-def _blas():
-    """NumPy's BLAS as threadpoolctl reports it: library, version, kernel, threads."""
-    forced = [f"{k}={os.environ[k]}" for k in _OPENBLAS_FORCING if k in os.environ]
-    text = f"BLAS threads {_threads()}"
-    try:
-        from threadpoolctl import threadpool_info
-
-        blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
-        if blas:
-            p = blas[0]
-            kernel = f", {p['architecture']} kernel" if p.get("architecture") else ""
-            text = (
-                f"BLAS {p['internal_api']} {p.get('version') or ''}{kernel}, "
-                f"{p['num_threads']} threads".replace(" ,", ",")
-            )
-    except ImportError:
-        pass
-    return text + (f" ({', '.join(forced)} set)" if forced else "")
-
-
 #: Environment variables that make OpenBLAS use another kernel than it would choose.
 _OPENBLAS_FORCING = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
-def _threads():
+def _blas_pools():
+    """The BLAS thread pools threadpoolctl finds (none without threadpoolctl)."""
     try:
         from threadpoolctl import threadpool_info
-
-        counts = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
-        if counts:
-            return max(counts)
     except ImportError:
-        pass
-    return os.cpu_count() or 1
+        return []
+    return [p for p in threadpool_info() if p["user_api"] == "blas"]
+
+
+def _blas():
+    """NumPy's BLAS: library, version, kernel and threads, and any variable forcing it."""
+    pools = _blas_pools()
+    if pools:
+        p = pools[0]
+        name = " ".join(w for w in (p["internal_api"], p.get("version")) if w)
+        kernel = f", {p['architecture']} kernel" if p.get("architecture") else ""
+        text = f"BLAS {name}{kernel}, {p['num_threads']} threads"
+    else:
+        text = f"BLAS threads {_threads()}"
+    forced = [f"{k}={os.environ[k]}" for k in _OPENBLAS_FORCING if k in os.environ]
+    return text + (f" ({', '.join(forced)} set)" if forced else "")
+
+
+def _threads():
+    counts = [p["num_threads"] for p in _blas_pools()]
+    return max(counts) if counts else (os.cpu_count() or 1)
 
 
 PEERS = {

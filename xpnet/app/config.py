@@ -410,13 +410,9 @@ def new_config(options, *, epochs=None, data_parallel=False):
     )
     if refusal:
         raise UsageError(f"--cuda-graph is not possible here: {refusal}")
-    if config["jit"]:
-        if backend.compiler(xp) is None:  # (--cuda-graph, CuPy's, was refused above)
-            refusal = f"{config['backend']} has no compiler of whole steps (--backend jax has)"
-        else:
-            refusal = compile_refusal(data_parallel=data_parallel)
-        if refusal:
-            raise UsageError(f"--jit is not possible here: {refusal}")
+    refusal = config["jit"] and compile_refusal(xp, data_parallel=data_parallel)
+    if refusal:
+        raise UsageError(f"--jit is not possible here: {refusal}")
     return config
 
 

@@ -187,12 +187,13 @@ def convert(x, xp=None, *, device=None, dtype=None):
     xp = get(xp)
     device = resolve_device(xp, device)
     if dtype is not None:
-        if dtype_name(dtype) == "float64":
-            check_float64(xp)
         dtype = getattr(xp, dtype_name(dtype))
+    # float64 is checked where a new array is made, rather than copied to float32 silently
     src = namespace(x) if not isinstance(x, np.ndarray) else get("numpy")
     if library_name(src) == library_name(xp):
         if dtype is not None and x.dtype != dtype:
+            if dtype_name(dtype) == "float64":
+                check_float64(xp)
             x = xp.astype(x, dtype)
         if device is not None and array_api_compat.device(x) != device:
             x = array_api_compat.to_device(x, device)
@@ -201,5 +202,5 @@ def convert(x, xp=None, *, device=None, dtype=None):
     if dtype is not None:
         host = host.astype(dtype_name(dtype), copy=False)
     if host.dtype == np.float64:
-        check_float64(xp)  # rather than a silent float32 copy
+        check_float64(xp)
     return xp.asarray(host, device=device)
