@@ -4,13 +4,15 @@ activation, BatchNorm, the handout's MLPs, and checkpoints trained on any backen
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pytest
 
 from tests.helpers import asarray, run_cli
 from xpnet import backend, load, save
 from xpnet.models import MLP, MLP0, MLP1, MLP4
-from xpnet.nn import CrossEntropyLoss
+from xpnet.nn import GELU, BatchNorm1d, CrossEntropyLoss, Linear, Module
 from xpnet.optim import SGD
 
 onnx = pytest.importorskip("onnx")
@@ -77,9 +79,10 @@ def test_float64_and_opset(tmp_path):
     X = np.random.default_rng(1).standard_normal((9, 5))
     (logits,) = _run(path, X)
     assert logits.dtype == np.float64 and _relative(logits, model.forward(X)) <= 1e-12
-    with pytest.raises(ValueError, match="opset must be an int >= 15"):
-        xpnet.onnx.export(model, tmp_path / "x.onnx", opset=13)
-    with pytest.raises(TypeError, match="expected an xpnet MLP"):
+    for opset in (13, 22):
+        with pytest.raises(ValueError, match="opset must be an int from 15 to 21"):
+            xpnet.onnx.export(model, tmp_path / "x.onnx", opset=opset)
+    with pytest.raises(TypeError, match="expected an xpnet Module"):
         xpnet.onnx.export(object(), tmp_path / "x.onnx")
 
 
@@ -95,3 +98,86 @@ def test_checkpoint_trained_on_the_backend_under_test(tmp_path, xp, device):
     X = np.random.default_rng(2).standard_normal((300, 6)).astype(np.float32)
     logits, _ = _run(tmp_path / "m.onnx", X)
     assert _relative(logits, host.forward(X)) <= 1e-5
+
+
+class _Swish(Module):
+    """A layer the exporter has never heard of: ``A = Z sigmoid(beta Z)``, with a
+    learned ``beta`` per feature, written against the Array API only."""
+
+    declared_parameters: ClassVar[dict[str, str]] = {"beta": "dLdbeta"}
+
+    def __init__(self, num_features, *, xp=None):
+        xp = backend.get(xp)
+        self.num_features = num_features
+        self.beta = xp.linspace(0.5, 2.0, num_features, dtype=xp.float32)[None, :]
+        self.dLdbeta = None
+
+    def forward(self, Z):
+        xp = backend.namespace(Z, self.beta)
+        return self.forward_unchecked(Z, xp)
+
+    def forward_unchecked(self, Z, xp):
+        return Z / (1.0 + xp.exp(-self.beta * Z))
+
+
+class _Net(Module):
+    declared_children: ClassVar[tuple[str, ...]] = ("parts",)
+
+    def __init__(self, tail):
+        rng = backend.host_rng(5)
+        self.parts = [Linear(6, 12, seed=rng), tail, Linear(12, 3, seed=rng)]
+
+    def forward(self, X):
+        xp = backend.namespace(X)
+        for part in self.parts:
+            X = part.forward_unchecked(X, xp)
+        return X
+
+
+class _Total(_Swish):
+    """Returns one number per row, which is not the (N, K) a graph output must be."""
+
+    def forward_unchecked(self, Z, xp):
+        return xp.sum(Z, axis=1)
+
+
+class _ShiftedLinear(Linear):
+    """A subclass of a built-in layer with a forward of its own: traced as written."""
+
+    def forward_unchecked(self, A, xp):
+        return super().forward_unchecked(A, xp) + 1.0
+
+
+@pytest.mark.parametrize("tail", [_Swish(12), BatchNorm1d(12), GELU()], ids=type)
+def test_a_layer_of_its_own_exports_through_the_trace(tmp_path, tail):
+    if isinstance(tail, BatchNorm1d):  # running statistics that are not the initial ones
+        tail.running_M = tail.running_M + 0.3
+        tail.running_V = tail.running_V * 2.5
+    net = _Net(tail)
+    before = {k: np.array(v) for k, v in net.state_dict().items()}
+    path = xpnet.onnx.export(net, tmp_path / "n.onnx", n_features=6, softmax=True)
+    assert all(m.training for _, m in net.named_modules())  # the trace ran on a copy
+    net.eval()
+    for n in (1, 7, 300):
+        X = np.random.default_rng(n).standard_normal((n, 6)).astype(np.float32)
+        logits, probabilities = _run(path, X)
+        assert _relative(logits, net.forward(X)) <= 1e-5, n
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    after = net.state_dict()
+    assert all(type(v) is np.ndarray and np.array_equal(v, before[k]) for k, v in after.items())
+
+
+def test_a_subclass_of_a_built_in_layer_is_traced_as_written(tmp_path):
+    layer = _ShiftedLinear(4, 2, seed=1)
+    path = xpnet.onnx.export(layer, tmp_path / "s.onnx")
+    X = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    (out,) = _run(path, X)
+    assert _relative(out, layer.forward(X)) <= 1e-6
+    assert _relative(out, Linear.forward_unchecked(layer, X, np) + 1.0) <= 1e-6
+
+
+def test_what_cannot_be_traced_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="pass n_features"):
+        xpnet.onnx.export(_Net(GELU()), tmp_path / "x.onnx")
+    with pytest.raises(TypeError, match=r"must return an \(N, K\) array"):
+        xpnet.onnx.export(_Total(3), tmp_path / "x.onnx")

@@ -1,13 +1,18 @@
 """Export a model to ONNX, to run it with ONNX Runtime from C++, C#, Java, JavaScript or Python.
 
-The graph computes what ``model.forward`` returns in evaluation mode: Sub and Div for
-the input scaling of a model that carries one (:class:`~xpnet.nn.Standardize`), Gemm for each
-Linear, BatchNormalization with the running statistics and ``eps``, the activations
-(GELU in its exact form, through Erf; ONNX Runtime computes Erf in float32 only, so a
-float64 model's GELU is exact to float32 there), nothing for Dropout and Identity. One input,
-``"input"``, of the model's dtype with a dynamic batch dimension; one output, ``"logits"``;
-with ``softmax=True`` also ``"probabilities"``. Built with the ``onnx`` package's helpers
-(``pip install 'xpnet[onnx]'``).
+The graph is traced: the model's own evaluation-mode ``forward`` runs once on a symbolic
+input of ndonnx (arrays whose operations record ONNX nodes), so any module written
+against the Array API exports, a layer of your own included, with no exporter code.
+The built-in layers are the exception that keeps the graph small: a
+:class:`~xpnet.nn.Linear` becomes one ``Gemm``, a :class:`~xpnet.nn.BatchNorm1d` one
+``BatchNormalization`` with its running statistics and ``eps``, and ReLU, Sigmoid and Tanh
+their ONNX operators. Everything else is traced as written: the input scaling of a
+:class:`~xpnet.nn.Standardize` (Sub, Div), GELU in its exact form through ONNX's ``Erf``
+(which ONNX Runtime computes in float32 only, so a float64 model's GELU is exact to
+float32 there), nothing for Dropout and Identity. One input, ``"input"``, of the model's
+dtype with a dynamic batch dimension ``N``; one output, ``"logits"``; with
+``softmax=True`` also ``"probabilities"``. Needs ``pip install 'xpnet[onnx]'`` (onnx,
+ndonnx and onnxruntime).
 
 Examples
 --------
@@ -21,27 +26,29 @@ Examples
 
 from __future__ import annotations
 
-import math
+import copy
+import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 from . import backend
 from .errors import BackendNotInstalledError, XpnetTypeError, XpnetValueError
-from .models import MLP
-from .nn import GELU, Identity, ReLU, Sigmoid, Tanh
+from .nn import BatchNorm1d, Linear, Module, ReLU, Sigmoid, Tanh
 
 __all__ = ["DEFAULT_OPSET", "export"]
 
 #: The opset ``export`` writes unless told otherwise (ONNX Runtime 1.14 and newer run it).
 DEFAULT_OPSET = 17
-_OPS = {ReLU: "Relu", Sigmoid: "Sigmoid", Tanh: "Tanh"}
+#: The opset the trace is recorded in (ndonnx's); a lower one is reached by onnx's converter.
+TRACE_OPSET = 21
 
 
 def _onnx():
     try:
         import onnx
+        import onnx.version_converter
     except ImportError:
         raise BackendNotInstalledError(
             "ONNX export needs the onnx package: pip install 'xpnet[onnx]'"
@@ -49,21 +56,65 @@ def _onnx():
     return onnx
 
 
+def _gemm(layer, A, xp):
+    """A Linear as one ``Gemm``: ``A Wᵀ + b`` (``b`` stored as the row it is added as)."""
+    b = xp.asarray(backend.to_numpy(layer.b)[:, 0])
+    return backend.onnx_op("gemm", A, layer.W, b, transB=1)
+
+
+def _batchnorm(layer, Z, xp):
+    """A BatchNorm1d in evaluation mode as one scale and one shift per feature, computed
+    on the host in float64: ``Z s + t`` with ``s = BW / sqrt(V + eps)``, ``t = Bb - M s``."""
+    BW, Bb, M, V = (
+        backend.to_numpy(getattr(layer, k)).astype("float64")
+        for k in ("BW", "Bb", "running_M", "running_V")
+    )
+    scale = BW / (V + layer.eps) ** 0.5
+    return Z * xp.asarray(scale, dtype=Z.dtype) + xp.asarray(Bb - M * scale, dtype=Z.dtype)
+
+
+def _operator(name, layer, Z, xp):
+    """An activation as its ONNX operator."""
+    return backend.onnx_op(name, Z)
+
+
+#: The built-in layers with an ONNX operator of their own, by exact type (a subclass that
+#: changes ``forward`` is traced as written).
+_FORMS: dict[type, Callable[..., Any]] = {
+    Linear: _gemm,
+    BatchNorm1d: _batchnorm,
+    ReLU: functools.partial(_operator, "relu"),
+    Sigmoid: functools.partial(_operator, "sigmoid"),
+    Tanh: functools.partial(_operator, "tanh"),
+}
+
+
 def export(
-    model: MLP, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET, softmax: bool = False
+    model: Module,
+    path: str | os.PathLike,
+    *,
+    opset: int = DEFAULT_OPSET,
+    softmax: bool = False,
+    n_features: int | None = None,
 ) -> Path:
     """Write ``model`` as an ONNX graph of its evaluation-mode forward pass.
 
+    The model is not changed: a copy of it, in evaluation mode, is traced.
+
     Parameters
     ----------
-    model : MLP
-        An MLP (or MLP0/MLP1/MLP4) on any backend; its arrays are copied to the host.
+    model : Module
+        An MLP or any module whose ``forward`` takes ``(N, F)`` and returns ``(N, K)``,
+        on any backend; its arrays are copied to the host.
     path : str or Path
         The ``.onnx`` file to write.
     opset : int
-        The ONNX opset, at least 15 (for BatchNormalization without training outputs).
+        The ONNX opset, from 15 (BatchNormalization without training outputs) to 21.
     softmax : bool
         Add a second output, ``"probabilities"``, the softmax of the logits.
+    n_features : int, optional
+        The input width ``F``; read from the model where it says (``sizes[0]`` of an MLP,
+        ``in_features`` or ``num_features`` of a layer), required otherwise.
 
     Returns
     -------
@@ -73,110 +124,85 @@ def export(
     Raises
     ------
     BackendNotInstalledError
-        The onnx package is not installed.
+        onnx or ndonnx is not installed.
     XpnetTypeError
-        Not an MLP, or a layer the export does not know.
+        Not a Module, or a forward that does not return an ``(N, K)`` array.
     XpnetValueError
-        An opset below 15.
+        An opset out of range, or no ``n_features`` where the model does not say.
     """
     onnx = _onnx()
-    from onnx import TensorProto, helper, numpy_helper
-
-    if not isinstance(model, MLP):
-        raise XpnetTypeError(f"export: expected an xpnet MLP, got {type(model).__name__}")
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 15:
-        raise XpnetValueError(f"export: opset must be an int >= 15, got {opset!r}")
-    dtype = np.dtype(backend.dtype_name(model.dtype))
-    elem = TensorProto.DOUBLE if dtype == np.float64 else TensorProto.FLOAT
-    nodes, weights = [], []
-
-    def _const(name, value):
-        weights.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
-        return name
-
-    current = "input"
-    for scaling in model.standardize_layers:  # (input - mean) / scale, as the layer computes
-        mean, scale = (backend.to_numpy(getattr(scaling, k))[0] for k in ("mean", "scale"))
-        nodes.append(helper.make_node("Sub", [current, _const("input_mean", mean)], ["centred"]))
-        nodes.append(helper.make_node("Div", ["centred", _const("input_scale", scale)], ["scaled"]))
-        current = "scaled"
-    for i, layer in enumerate(model.layers):
-        W, b = backend.to_numpy(layer.W), backend.to_numpy(layer.b)[:, 0]
-        out = f"linear{i}"
-        nodes.append(
-            helper.make_node(
-                "Gemm", [current, _const(f"W{i}", W), _const(f"b{i}", b)], [out], transB=1
-            )
+    if not isinstance(model, Module):
+        raise XpnetTypeError(f"export: expected an xpnet Module, got {type(model).__name__}")
+    if isinstance(opset, bool) or not isinstance(opset, int) or not 15 <= opset <= TRACE_OPSET:
+        raise XpnetValueError(
+            f"export: opset must be an int from 15 to {TRACE_OPSET}, got {opset!r}"
         )
-        current = out
-        if i < len(model.bn_layers):
-            bn = model.bn_layers[i]
-            inputs = [current] + [
-                _const(f"bn{i}_{name}", backend.to_numpy(getattr(bn, name))[0])
-                for name in ("BW", "Bb", "running_M", "running_V")
-            ]
-            out = f"batchnorm{i}"
-            nodes.append(
-                helper.make_node("BatchNormalization", inputs, [out], epsilon=float(bn.eps))
-            )
-            current = out
-        current = _activation(model.f[i], current, i, nodes, _const, helper, elem)
-    nodes.append(helper.make_node("Identity", [current], ["logits"]))
-    outputs = [helper.make_tensor_value_info("logits", elem, ["N", model.sizes[-1]])]
+    X = backend.symbolic_input(_width(model, n_features), _dtype(model))
+    traced = copy.deepcopy(model).eval().to(backend.get("ndonnx"))
+    for _, module in traced.named_modules():
+        form = _FORMS.get(type(module))
+        if form is not None:  # an instance attribute of the copy, which is then dropped
+            module.forward_unchecked = functools.partial(form, module)  # type: ignore[method-assign]
+    logits = traced.forward(X)
+    if getattr(logits, "ndim", None) != 2:
+        raise XpnetTypeError(
+            f"export: {type(model).__name__}.forward must return an (N, K) array, got "
+            f"{type(logits).__name__} of shape {getattr(logits, 'shape', None)}"
+        )
+    outputs = {"logits": logits}
     if softmax:
-        nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1))
-        outputs.append(helper.make_tensor_value_info("probabilities", elem, ["N", model.sizes[-1]]))
-    graph = helper.make_graph(
-        nodes,
-        f"xpnet_{type(model).__name__}",
-        [helper.make_tensor_value_info("input", elem, ["N", model.sizes[0]])],
-        outputs,
-        initializer=weights,
-    )
+        outputs["probabilities"] = backend.onnx_op("softmax", logits, axis=1)
+    proto = backend.onnx_graph({"input": X}, outputs)
+    _constants_as_initializers(proto.graph, onnx)
+    if opset != TRACE_OPSET:
+        proto = onnx.version_converter.convert_version(proto, opset)
     from . import __version__
 
-    opsets = [helper.make_opsetid("", opset)]
-    proto = helper.make_model(
-        graph,
-        opset_imports=opsets,
-        # the oldest IR version that holds this opset, not the newest the onnx package
-        # knows: runtimes older than the package still read the file
-        ir_version=helper.find_min_ir_version_for(opsets),
-        producer_name="xpnet",
-        producer_version=__version__,
-        doc_string=f"{type(model).__name__}({model.extra_repr()}) in evaluation mode",
-    )
+    # the oldest IR version that holds this opset, not the newest the onnx package knows:
+    # runtimes older than the package still read the file
+    proto.ir_version = onnx.helper.find_min_ir_version_for(proto.opset_import)
+    proto.producer_name, proto.producer_version = "xpnet", __version__
+    proto.doc_string = f"{model!r} in evaluation mode"
+    proto.graph.name = f"xpnet_{type(model).__name__}"
     onnx.checker.check_model(proto, full_check=True)
     path = Path(path)
     onnx.save(proto, path)
     return path
 
 
-def _activation(f, current, i, nodes, _const, helper, elem):
-    """Append the nodes of activation ``f`` and return the name of its output."""
-    from onnx import TensorProto
-
-    if isinstance(f, Identity):
-        return current
-    out = f"activation{i}"
-    if type(f) in _OPS:
-        nodes.append(helper.make_node(_OPS[type(f)], [current], [out]))
-        return out
-    if isinstance(f, GELU):  # x Φ(x) = x (1 + erf(x/√2)) / 2, the exact form
-        scaled, erf, shifted, half = (f"gelu{i}_{k}" for k in ("scaled", "erf", "shifted", "half"))
-        nodes.append(
-            helper.make_node("Mul", [current, _const(f"gelu{i}_c", 1 / math.sqrt(2))], [scaled])
-        )
-        if elem == TensorProto.DOUBLE:  # ONNX Runtime's Erf is float32 only
-            nodes.append(helper.make_node("Cast", [scaled], [f"{scaled}32"], to=TensorProto.FLOAT))
-            nodes.append(helper.make_node("Erf", [f"{scaled}32"], [f"{erf}32"]))
-            nodes.append(helper.make_node("Cast", [f"{erf}32"], [erf], to=elem))
+def _constants_as_initializers(graph, onnx):
+    """Move the trace's ``Constant`` nodes (the weights among them) to the graph's
+    initializers, where ONNX tools look for weights."""
+    nodes = []
+    for node in graph.node:
+        if node.op_type == "Constant" and [a.name for a in node.attribute] == ["value"]:
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(node.attribute[0].t)
+            tensor.name = node.output[0]
+            graph.initializer.append(tensor)
         else:
-            nodes.append(helper.make_node("Erf", [scaled], [erf]))
-        nodes += [
-            helper.make_node("Add", [erf, _const(f"gelu{i}_one", 1.0)], [shifted]),
-            helper.make_node("Mul", [current, _const(f"gelu{i}_h", 0.5)], [half]),
-            helper.make_node("Mul", [half, shifted], [out]),
-        ]
-        return out
-    raise XpnetTypeError(f"export: no ONNX form for activation {type(f).__name__}")
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _width(model, n_features):
+    """The input width: given, or as the model states it."""
+    stated = getattr(model, "sizes", None)
+    stated = stated[0] if stated else None
+    for name in ("in_features", "num_features"):
+        stated = stated or getattr(model, name, None)
+    width = n_features if n_features is not None else stated
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise XpnetValueError(
+            f"export: pass n_features, the input width; {type(model).__name__} does not "
+            f"state it (got {width!r})"
+        )
+    return width
+
+
+def _dtype(model):
+    """The dtype of the model's arrays (its first), float32 for a model without any."""
+    for value in model.state_dict().values():
+        return backend.dtype_name(value.dtype)
+    return "float32"

@@ -48,6 +48,7 @@ from ._namespace import (
 from ._prefetch import PinnedPrefetcher, gather_rows, gather_threads, prefetcher
 from ._random import host_rng, host_uniform
 from ._special import erf, erf_generic, erfc, erfc_generic
+from ._trace import onnx_graph, onnx_op, symbolic_input
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -92,6 +93,8 @@ __all__ = [
     "nccl_unique_id",
     "nccl_usable",
     "on_host",
+    "onnx_graph",
+    "onnx_op",
     "placement",
     "prefetcher",
     "quiet_float_errors",
@@ -100,6 +103,7 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
     "set_tf32",
+    "symbolic_input",
     "synchronize",
     "to_numpy",
     "use_fused",

@@ -157,6 +157,8 @@ def to_numpy(x) -> np.ndarray:
         import array_api_strict
 
         return np.asarray(x.to_device(array_api_strict.Device("CPU_DEVICE")))
+    if name == "ndonnx":  # a constant of a graph; a traced array has no values to give
+        return np.array(x.unwrap_numpy())
     host = np.asarray(x)
     # JAX lends its buffer read-only: the caller gets an array of its own, as from the rest
     return host if host.flags.writeable else host.copy()

@@ -138,6 +138,10 @@ def _library_function(xp, name):
         import jax.scipy.special
 
         return getattr(jax.scipy.special, name)
+    if lib == "ndonnx":  # ONNX's own Erf, rather than the generic code's forty nodes
+        from ._trace import onnx_erf, onnx_erfc
+
+        return {"erf": onnx_erf, "erfc": onnx_erfc}[name]
     return None
 
 
@@ -161,7 +165,8 @@ def _dispatch(x, xp, name, generic):
 def erf(x, /, *, xp=None):
     """The error function erf(x): the library's own where it has one.
 
-    PyTorch, CuPy and JAX have one; elsewhere :func:`erf_generic`.
+    PyTorch, CuPy and JAX have one, and ONNX (through ndonnx) has ``Erf``; elsewhere
+    :func:`erf_generic`.
 
     Parameters
     ----------
@@ -181,7 +186,8 @@ def erf(x, /, *, xp=None):
 def erfc(x, /, *, xp=None):
     """The complementary error function erfc(x): the library's own where it has one.
 
-    PyTorch, CuPy and JAX have one; elsewhere :func:`erfc_generic`.
+    PyTorch, CuPy and JAX have one; on ndonnx it is ONNX's ``1 - Erf(x)``; elsewhere
+    :func:`erfc_generic`.
 
     Parameters
     ----------

@@ -121,7 +121,7 @@ class Standardize(Module):
         array
             ``(N, C)``.
         """
-        self._rows = int(X.shape[0])
+        self._rows = X.shape[0]  # None where the library traces a symbolic batch
         return (X - self.mean) / self.scale
 
     def backward(self, dLdY: Array) -> Array:
