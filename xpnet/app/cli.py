@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import json
 import sys
+import time
 from pathlib import Path
 
 from .. import __version__, backend
 from ..data import BUILTIN, SCALINGS
+from ..data.parts import CHUNK_ROWS
 from ..errors import TrainingDiverged, XpnetError
 from ..optim import OPTIMIZERS
 from .config import RUN_OPTIONS, UsageError, namespace, new_config, resumed_config
@@ -157,7 +160,7 @@ def _load(args):
 def _cmd_evaluate(args):
     from ..nn import CrossEntropyLoss
     from ..train import evaluate
-    from .evaluation import evaluation_data
+    from .evaluation import evaluate_lazily, evaluation_data
 
     model, meta = _load(args)
     X, y, source = evaluation_data(
@@ -165,7 +168,14 @@ def _cmd_evaluate(args):
     )
     if X.shape[1] != model.sizes[0]:
         raise UsageError(f"{source}: {X.shape[1]} features, the model expects {model.sizes[0]}")
-    loss, accuracy = evaluate(model, CrossEntropyLoss(), X, y)
+    if backend.blockwise(model.xp):
+        with backend.dask_scheduler(args.scheduler):
+            loss, accuracy = evaluate_lazily(
+                model, CrossEntropyLoss(), X, y, chunk_rows=args.chunk_rows or CHUNK_ROWS
+            )
+    else:
+        _refuse_block_options(args)
+        loss, accuracy = evaluate(model, CrossEntropyLoss(), X, y)
     lib, dev = backend.placement(model.layers[0].W)
     if args.json:
         print(
@@ -200,13 +210,63 @@ def _cmd_predict(args):
             f"divided by {divisor:g}, or retrain to get a model that takes raw features",
             file=sys.stderr,
         )
+    classes = meta.get("user", {}).get("classes") or list(range(model.sizes[-1]))
+    if backend.blockwise(model.xp):
+        return _predict_in_blocks(args, model, classes)
+    _refuse_block_options(args)
+    if glob.has_magic(args.input):
+        raise UsageError(f"{args.input}: a glob of parts is scored with --backend dask")
     X = read_features(args.input, n_features=model.sizes[0])
-    result, lines = predictions(model, X, meta.get("user", {}).get("classes"), proba=args.proba)
+    result, lines = predictions(model, X, classes, proba=args.proba)
     if args.out:
         write_predictions(args.out, result, lines)
     else:
         sys.stdout.write("\n".join(lines) + "\n")
     return 0
+
+
+def _predict_in_blocks(args, model, classes):
+    """``xpnet predict`` on Dask: the input read, scored and written a block at a time."""
+    from ..data.parts import feature_blocks
+    from .evaluation import PredictionWriter, prediction_header, predictions_in_blocks
+
+    blocks = feature_blocks(
+        args.input, n_features=model.sizes[0], chunk_rows=args.chunk_rows or CHUNK_ROWS
+    )
+    known = all(block.rows is not None for block in blocks)
+    total = f" of {sum(block.rows for block in blocks)}" if known else ""
+    start = shown = time.perf_counter()
+    header = prediction_header(classes, args.proba)
+    with (
+        backend.dask_scheduler(args.scheduler) as threads,
+        PredictionWriter(args.out, header=header) as writer,
+    ):
+        for result, lines in predictions_in_blocks(
+            model, blocks, classes, proba=args.proba, at_once=threads
+        ):
+            writer.write(result, lines)
+            if args.out and time.perf_counter() - shown >= 10:
+                shown = time.perf_counter()
+                print(
+                    f"xpnet predict: {writer.rows}{total} rows, "
+                    f"{writer.rows / (shown - start):.0f} rows/s",
+                    file=sys.stderr,
+                )
+    if args.out:
+        seconds = time.perf_counter() - start
+        print(
+            f"xpnet predict: {writer.rows} rows in {seconds:.1f} s "
+            f"({writer.rows / seconds:.0f} rows/s); wrote {args.out}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _refuse_block_options(args):
+    """--scheduler and --chunk-rows serve the block-by-block path only: never ignored."""
+    for option, value in (("--scheduler", args.scheduler), ("--chunk-rows", args.chunk_rows)):
+        if value is not None:
+            raise UsageError(f"{option} applies to --backend dask only")
 
 
 # -- parity / info ---------------------------------------------------------------------------
@@ -475,13 +535,25 @@ def build_parser():
         "--all-rows", action="store_true", help="score every row instead of the test split"
     )
     _add_backend(p)
+    _add_block_options(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("predict", help="class predictions for a .npy or .csv of features")
+    p = sub.add_parser(
+        "predict",
+        help="class predictions for a .npy or .csv of features",
+        description="Class predictions (or probabilities) for features. With --backend "
+        "dask the input may be larger than memory: it is read, scored and written a "
+        "block at a time.",
+    )
     p.add_argument("checkpoint")
-    p.add_argument("input", help="a .npy array (N, F) or a .csv of features (header allowed)")
+    p.add_argument(
+        "input",
+        help="a .npy array (N, F) or a .csv of features (header allowed); with --backend "
+        "dask also a quoted glob of .npy, .csv or .parquet parts, taken in name order",
+    )
     _add_backend(p)
+    _add_block_options(p)
     p.add_argument("--proba", action="store_true", help="class probabilities instead of labels")
     p.add_argument("--out", default=None, help="write to FILE (.npy or .csv) instead of stdout")
     p.set_defaults(func=_cmd_predict)
@@ -546,6 +618,23 @@ def _add_backend(p, default="auto"):
         "module name (auto: cupy when a CUDA device is usable, else numpy)",
     )
     p.add_argument("--device", default=None, help="device, e.g. cuda:1 or device1")
+
+
+def _add_block_options(p):
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="with --backend dask: a dask.distributed scheduler, e.g. tcp://host:8786 "
+        "(default: Dask's local threads)",
+    )
+    p.add_argument(
+        "--chunk-rows",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help=f"with --backend dask: rows per block (default: {CHUNK_ROWS})",
+    )
 
 
 def main(argv=None):

@@ -8,7 +8,11 @@ training held out, from any folder, and refuses a data file that changed.
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,11 +20,21 @@ from .. import backend
 from ..checkpoint import LEGACY_FORMATS
 from ..data import data_sha256, is_builtin, load_dataset, read_arrays
 from ..data.idx import is_idx_folder, stores_bytes
-from ..data.npy import open_npy_folder
+from ..data.npy import RowSubset, open_npy_folder, row_blocks
 from ..errors import DataError, RunError
 from ..nn import Softmax
+from ..step import count_correct
 
-__all__ = ["evaluation_data", "legacy_input_scale", "predictions", "write_predictions"]
+__all__ = [
+    "PredictionWriter",
+    "evaluate_lazily",
+    "evaluation_data",
+    "legacy_input_scale",
+    "prediction_header",
+    "predictions",
+    "predictions_in_blocks",
+    "write_predictions",
+]
 
 
 def _recorded_data(user):
@@ -145,7 +159,8 @@ def evaluation_data(info, dataset=None, *, label_column=None, all_rows=False):
         where = (
             f"test split, the last quarter of the rows ({X.shape[0] - cut} of {X.shape[0]} rows)"
         )
-        return X[cut:], _label_ids(labels[cut:], classes, spec), f"{spec}: {where}"
+        rows = RowSubset(X, np.arange(cut, X.shape[0]))  # on disk, read by whoever scores it
+        return rows, _label_ids(labels[cut:], classes, spec), f"{spec}: {where}"
     data = load_dataset(spec, label_column=label_column, seed=seed)
     if classes is not None and data.classes != classes:
         raise DataError(f"{spec}: classes {data.classes} differ from the checkpoint's {classes}")
@@ -197,6 +212,39 @@ def _label_ids(labels, classes, source):
         ) from None
 
 
+def _scores(model, X, proba):
+    """Class ids (argmax of the logits) or probabilities of ``X``, in the model's library."""
+    logits = model.forward(X)
+    return Softmax().forward(logits) if proba else model.xp.argmax(logits, axis=1)
+
+
+def _rows_out(scores, classes, proba):
+    """Host scores as the result array and its text lines (no header)."""
+    if proba:
+        result = np.asarray(scores, dtype=np.float64)
+        return result, [",".join(f"{p:.6g}" for p in row) for row in result]
+    result = np.asarray(classes)[np.asarray(scores)]  # one dtype for every block
+    return result, [str(v) for v in result]
+
+
+def prediction_header(classes, proba):
+    """The first line of text predictions: the class labels of probabilities, else None.
+
+    Parameters
+    ----------
+    classes : list
+        The class labels.
+    proba : bool
+        Whether the lines are probabilities.
+
+    Returns
+    -------
+    str or None
+        Comma-separated labels, or None for labels.
+    """
+    return ",".join(str(c) for c in classes) if proba else None
+
+
 def predictions(model, X, classes=None, *, proba=False):
     """The model's predictions for host features ``X``, as an array and as text lines.
 
@@ -219,19 +267,180 @@ def predictions(model, X, classes=None, *, proba=False):
         One line per row; with ``proba``, a header line of the class labels first.
     """
     xp = model.xp
-    logits = model.forward(
-        xp.asarray(X.astype(backend.dtype_name(model.dtype)), device=model.device)
-    )
     classes = classes or list(range(model.sizes[-1]))
-    if proba:
-        result = backend.to_numpy(Softmax().forward(logits)).astype(np.float64)
-        lines = [",".join(str(c) for c in classes)]
-        lines += [",".join(f"{p:.6g}" for p in row) for row in result]
-    else:
-        ids = backend.to_numpy(xp.argmax(logits, axis=1))
-        result = np.asarray([classes[i] for i in ids])
-        lines = [str(v) for v in result]
-    return result, lines
+    X = xp.asarray(X.astype(backend.dtype_name(model.dtype)), device=model.device)
+    result, lines = _rows_out(backend.to_numpy(_scores(model, X, proba)), classes, proba)
+    header = prediction_header(classes, proba)
+    return result, ([header] if header is not None else []) + lines
+
+
+def predictions_in_blocks(model, blocks, classes=None, *, proba=False, at_once=1):
+    """The predictions of a lazy model (Dask) for features read block by block.
+
+    The model's own forward builds one lazy computation over every block; its blocks are
+    then computed in order, ``at_once`` together, so that memory holds about that many
+    blocks however many rows there are.
+
+    Parameters
+    ----------
+    model : MLP
+        A model in evaluation mode on Dask.
+    blocks : list of Block
+        The rows (:func:`xpnet.data.parts.feature_blocks`).
+    classes : list, optional
+        The label of each class id (default: the ids themselves).
+    proba : bool
+        Class probabilities instead of labels.
+    at_once : int
+        Blocks computed together (the scheduler's threads).
+
+    Yields
+    ------
+    result : numpy.ndarray
+        A block's labels, or its probabilities.
+    lines : list of str
+        Its text lines (no header: see :class:`PredictionWriter`).
+    """
+    classes = classes or list(range(model.sizes[-1]))
+    X = backend.lazy_rows(blocks, model.sizes[0], backend.dtype_name(model.dtype))
+    for scores in backend.computed_blocks(_scores(model, X, proba), at_once):
+        yield _rows_out(scores, classes, proba)
+
+
+def evaluate_lazily(model, loss, X, y, *, chunk_rows):
+    """Mean loss and accuracy of a lazy model (Dask) over host or on-disk rows, in one pass.
+
+    Parameters
+    ----------
+    model : MLP
+        A model in evaluation mode on Dask.
+    loss : Module
+        A loss with ``forward(A, y)``.
+    X : numpy.ndarray, numpy.memmap or RowSubset
+        ``(N, F)`` features (:func:`xpnet.data.npy.row_blocks`).
+    y : numpy.ndarray
+        ``(N,)`` class ids.
+    chunk_rows : int
+        Rows per block.
+
+    Returns
+    -------
+    loss : float
+        The mean loss.
+    accuracy : float
+        The fraction of rows whose largest output is their class.
+    """
+    xp = model.xp
+    rows = backend.lazy_rows(row_blocks(X, chunk_rows), X.shape[1], backend.dtype_name(model.dtype))
+    labels = xp.asarray(np.asarray(y))
+    out = model.forward(rows)
+    mean, correct = backend.compute_together(
+        loss.forward(out, labels), count_correct(out, labels, xp)
+    )
+    return float(mean), float(correct) / X.shape[0]
+
+
+class PredictionWriter:
+    """Predictions written as they come, to a file or to standard output.
+
+    A ``.npy`` file gets the array (its rows go to a file beside it as they come, and the
+    ``.npy`` is assembled at the end, when their number is known); any other file, or
+    standard output, the text lines. A file appears under its name only once every row is
+    written: a run that fails leaves nothing there.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        The file; None for standard output.
+    header : str, optional
+        A first line of text (the class labels of probabilities).
+    """
+
+    def __init__(self, path=None, header=None) -> None:
+        self.path = None if path is None else Path(path)
+        self.npy = self.path is not None and self.path.suffix.lower() == ".npy"
+        self.rows, self.dtype, self.shape = 0, None, ()
+        self.part = None if self.path is None else self.path.with_name(self.path.name + ".part")
+        self._out: Any = sys.stdout
+        try:
+            if self.part is not None:
+                self._out = open(self.part, "wb" if self.npy else "w")
+        except OSError as err:
+            raise RunError(f"cannot write {self.path}: {err}") from None
+        if header is not None and not self.npy:
+            self._out.write(header + "\n")
+
+    def write(self, result, lines):
+        """Append a block of predictions.
+
+        Parameters
+        ----------
+        result : numpy.ndarray
+            The block's labels or probabilities.
+        lines : list of str
+            The same as text.
+
+        Raises
+        ------
+        RunError
+            The file cannot be written.
+        """
+        try:
+            if self.npy:
+                if self.dtype is None:
+                    self.dtype, self.shape = result.dtype, result.shape[1:]
+                self._out.write(np.ascontiguousarray(result, dtype=self.dtype).tobytes())
+            elif lines:
+                self._out.write("\n".join(lines) + "\n")
+        except OSError as err:
+            raise RunError(f"cannot write {self.path}: {err}") from None
+        self.rows += len(result)
+
+    def close(self, *, complete=True):
+        """Finish the file (or drop it when ``complete`` is False).
+
+        Parameters
+        ----------
+        complete : bool
+            Whether every block was written.
+
+        Raises
+        ------
+        RunError
+            The file cannot be written.
+        """
+        if self.path is None:
+            self._out.flush()
+            return
+        self._out.close()
+        try:
+            if complete and self.npy:
+                self._assemble()
+            elif complete:
+                os.replace(self.part, self.path)
+        except OSError as err:
+            raise RunError(f"cannot write {self.path}: {err}") from None
+        finally:
+            self.part.unlink(missing_ok=True)
+
+    def _assemble(self):
+        """``path``: a ``.npy`` header for the rows written, then the rows."""
+        header = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(self.dtype or np.int64)),
+            "fortran_order": False,
+            "shape": (self.rows, *self.shape),
+        }
+        assembling = self.path.with_name(self.path.name + ".tmp")
+        with open(assembling, "wb") as out, open(self.part, "rb") as rows:
+            np.lib.format.write_array_header_2_0(out, header)
+            shutil.copyfileobj(rows, out, 1 << 24)
+        os.replace(assembling, self.path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, trace):
+        self.close(complete=kind is None)
 
 
 def write_predictions(path, result, lines):
@@ -251,11 +460,5 @@ def write_predictions(path, result, lines):
     RunError
         The file cannot be written.
     """
-    out = Path(path)
-    try:
-        if out.suffix.lower() == ".npy":
-            np.save(out, result, allow_pickle=False)
-        else:
-            out.write_text("\n".join(lines) + "\n")
-    except (OSError, ValueError) as err:
-        raise RunError(f"cannot write {out}: {err}") from None
+    with PredictionWriter(path) as writer:
+        writer.write(result, lines)

@@ -7,6 +7,7 @@ and the fused CUDA kernels (:func:`fused`).
 
 from ._capabilities import (
     allow_float64,
+    blockwise,
     check_float64,
     flat_views,
     inplace_updates,
@@ -25,6 +26,7 @@ from ._convert import (
 )
 from ._fused import KERNEL_ACTIVATIONS, CupyFused, fused, set_tf32, use_fused
 from ._graph import CudaGraphStep, cuda_graph_step
+from ._lazy import compute_together, computed_blocks, dask_scheduler, lazy_rows
 from ._namespace import (
     DISTRIBUTIONS,
     NAMED,
@@ -63,11 +65,15 @@ __all__ = [
     "PinnedPrefetcher",
     "allow_float64",
     "available",
+    "blockwise",
     "check_float64",
     "compat_version",
     "compiler",
+    "compute_together",
+    "computed_blocks",
     "convert",
     "cuda_graph_step",
+    "dask_scheduler",
     "default_device",
     "device",
     "device_name",
@@ -87,6 +93,7 @@ __all__ = [
     "inplace_updates",
     "is_floating",
     "is_integral",
+    "lazy_rows",
     "library_name",
     "library_version",
     "namespace",

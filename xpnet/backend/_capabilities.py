@@ -15,7 +15,14 @@ import array_api_compat
 from ..errors import XpnetValueError
 from ._namespace import library_name
 
-__all__ = ["allow_float64", "check_float64", "flat_views", "inplace_updates", "quiet_float_errors"]
+__all__ = [
+    "allow_float64",
+    "blockwise",
+    "check_float64",
+    "flat_views",
+    "inplace_updates",
+    "quiet_float_errors",
+]
 
 # Libraries whose slices and reshapes of contiguous arrays are views sharing memory, so
 # that parameters can live inside one flat array. The standard leaves views unspecified
@@ -61,6 +68,25 @@ def inplace_updates(xp) -> bool:
             array_api_compat.is_writeable_array(probe) and not array_api_compat.is_lazy_array(probe)
         )
     return _INPLACE[key]
+
+
+def blockwise(xp) -> bool:
+    """Whether ``xp`` computes lazily, block by block, from data read when a block needs it.
+
+    True for Dask, the library :func:`lazy_rows` builds arrays of: ``xpnet predict`` and
+    ``xpnet evaluate`` then score inputs larger than memory.
+
+    Parameters
+    ----------
+    xp : namespace
+        An Array API namespace.
+
+    Returns
+    -------
+    bool
+        Whether :func:`lazy_rows` and :func:`computed_blocks` serve it.
+    """
+    return library_name(xp) == "dask"
 
 
 def flat_views(xp) -> bool:

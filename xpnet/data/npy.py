@@ -11,6 +11,7 @@ map, so the split reads nothing into memory but the labels.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ __all__ = [
     "npy_folder_sha256",
     "on_disk",
     "open_npy_folder",
+    "row_blocks",
 ]
 
 #: The files of a ``.npy`` dataset folder; the test pair is optional.
@@ -195,3 +197,37 @@ def open_npy_folder(folder):
             )
         return X, y, X_test, y_test
     return X, y, None, None
+
+
+def row_blocks(X, chunk_rows):
+    """Features as blocks of rows for a lazy library, each read when it is computed.
+
+    A block of data on disk names its file and rows (and re-opens the file to read them),
+    so that it travels to another process without the data, and memory holds the blocks
+    being computed rather than every page read so far.
+
+    Parameters
+    ----------
+    X : numpy.ndarray, numpy.memmap or RowSubset
+        Features in memory, a whole ``.npy`` file mapped, or rows of one.
+    chunk_rows : int
+        Rows per block.
+
+    Returns
+    -------
+    list of Block
+        In order (:class:`xpnet.data.parts.Block`).
+    """
+    from .parts import Block, mapped_rows
+
+    n, blocks = X.shape[0], []
+    for start in range(0, n, chunk_rows):
+        stop = min(start + chunk_rows, n)
+        if isinstance(X, RowSubset):
+            read = functools.partial(mapped_rows, X.base.filename, X.rows[start:stop])
+        elif isinstance(X, np.memmap):
+            read = functools.partial(mapped_rows, X.filename, slice(start, stop))
+        else:
+            read = functools.partial(np.asarray, X[start:stop])
+        blocks.append(Block(read, stop - start))
+    return blocks

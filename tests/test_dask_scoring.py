@@ -1,0 +1,214 @@
+"""Scoring inputs larger than memory on Dask: ``xpnet predict`` and ``xpnet evaluate`` with
+``--backend dask`` read, score and write a block at a time, and give what NumPy gives on
+the rows that fit in memory; blocks travel to a cluster's workers without their data."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from xpnet import save
+from xpnet.app.cli import main
+from xpnet.app.evaluation import predictions, predictions_in_blocks
+from xpnet.data.parts import feature_blocks
+from xpnet.models import MLP
+
+pytest.importorskip("dask.array")
+
+CLASSES = ["cat", "dog", "emu", "fox"]
+
+
+def _model(batchnorm=True, dtype="float32"):
+    model = MLP([5, 16, 4], batchnorm=batchnorm, standardize=True, seed=2, dtype=dtype)
+    model.standardize_layers[0].mean = model.standardize_layers[0].mean + 0.5
+    model.bn_layers[0].running_V = model.bn_layers[0].running_V * 3.0
+    return model.eval()
+
+
+def _checkpoint(tmp_path, model):
+    return save(model, tmp_path / "m.safetensors", metadata={"classes": CLASSES})
+
+
+def _features(n=1000, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, 5)).astype(np.float32)
+
+
+def _cli(*args):
+    return main([str(a) for a in args])
+
+
+def _predict(*args):
+    return _cli("predict", *args)
+
+
+def test_a_npy_file_in_blocks_equals_numpy(tmp_path, capsys):
+    checkpoint, X = _checkpoint(tmp_path, _model()), _features()
+    np.save(tmp_path / "X.npy", X)
+    for backend, out in (("numpy", "n.npy"), ("dask", "d.npy"), ("dask", "d.txt")):
+        extra = ["--chunk-rows", 37] if backend == "dask" else []
+        assert (
+            _predict(
+                checkpoint,
+                tmp_path / "X.npy",
+                "--backend",
+                backend,
+                "--out",
+                tmp_path / out,
+                *extra,
+            )
+            == 0
+        )
+    expected = np.load(tmp_path / "n.npy")
+    assert expected.shape == (1000,) and set(expected) <= set(CLASSES)
+    np.testing.assert_array_equal(np.load(tmp_path / "d.npy"), expected)
+    assert (tmp_path / "d.txt").read_text().split() == expected.tolist()
+    assert "xpnet predict: 1000 rows" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("kind", ["npy", "csv", "parquet"])
+def test_a_glob_of_parts_equals_numpy_on_their_rows(tmp_path, kind):
+    model, X = _model(), _features(700)
+    cuts = [0, 150, 151, 400, 700]  # a part of one row among them
+    for i, (start, stop) in enumerate(itertools.pairwise(cuts)):
+        part = tmp_path / f"part{i}.{kind}"
+        if kind == "npy":
+            np.save(part, X[start:stop])
+        elif kind == "csv":
+            np.savetxt(
+                part, X[start:stop], delimiter=",", header="a,b,c,d,e", comments="", fmt="%.9g"
+            )
+        else:
+            pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+            table = pa.table({f"c{j}": X[start:stop, j] for j in range(5)})
+            pq.write_table(table, part, row_group_size=64)
+    blocks = feature_blocks(tmp_path / f"part*.{kind}", n_features=5, chunk_rows=100)
+    assert sum(b.rows or len(b.read()) for b in blocks) == 700
+    for proba in (False, True):
+        got = [r for r, _ in predictions_in_blocks(model.to("dask"), blocks, CLASSES, proba=proba)]
+        model.to("numpy")
+        expected, _ = predictions(model, X, CLASSES, proba=proba)
+        if proba:
+            np.testing.assert_allclose(np.concatenate(got), expected, rtol=1e-5, atol=1e-7)
+        else:
+            np.testing.assert_array_equal(np.concatenate(got), expected)
+
+
+def test_blocks_are_read_as_they_are_computed(tmp_path):
+    """Memory holds the blocks computed at once, not the input: a block is read only when
+    its predictions are asked for."""
+    X = _features(600)
+    np.save(tmp_path / "X.npy", X)
+    reads = []
+    blocks = [
+        b._replace(read=lambda b=b: reads.append(1) or b.read())
+        for b in feature_blocks(tmp_path / "X.npy", n_features=5, chunk_rows=50)
+    ]
+    stream = predictions_in_blocks(_model().to("dask"), blocks, CLASSES, at_once=2)
+    assert len(blocks) == 12 and not reads
+    next(stream)
+    assert len(reads) == 2
+    assert len(list(stream)) == 11 and len(reads) == 12
+
+
+def test_evaluate_on_dask_equals_numpy_in_memory_and_on_disk(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((900, 5)).astype(np.float32)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    np.save(folder / "X.npy", X)
+    np.save(folder / "y.npy", (X[:, 0] > 0).astype(np.int64) + 2 * (X[:, 1] > 0))
+    assert (
+        _cli("train", "--dataset", folder, "--epochs", 2, "--out", tmp_path / "r", "--quiet") == 0
+    )
+    capsys.readouterr()
+    checkpoint = tmp_path / "r" / "model.safetensors"
+    for dataset in ([], ["--dataset", "digits", "--all-rows"]):  # on disk; in memory
+        if dataset:  # a digits model, for the in-memory rows
+            assert _cli("train", "--epochs", 1, "--out", tmp_path / "d", "--quiet") == 0
+            checkpoint = tmp_path / "d" / "model.safetensors"
+        results = []
+        for backend in (["--backend", "numpy"], ["--backend", "dask", "--chunk-rows", "61"]):
+            capsys.readouterr()
+            assert _cli("evaluate", checkpoint, "--json", *backend, *dataset) == 0
+            results.append(json.loads(capsys.readouterr().out.splitlines()[-1]))
+        numpy, dask = results
+        assert dask["backend"] == "dask" and dask["n"] == numpy["n"] > 100
+        assert dask["accuracy"] == numpy["accuracy"]
+        assert dask["loss"] == pytest.approx(numpy["loss"], rel=1e-6)
+
+
+def _executed(dask_worker):
+    return dask_worker.state.executed_count
+
+
+def test_a_cluster_of_two_workers_scores_the_same(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    checkpoint, X = _checkpoint(tmp_path, _model()), _features(500)
+    np.save(tmp_path / "X.npy", X)
+    assert _predict(checkpoint, tmp_path / "X.npy", "--out", tmp_path / "n.npy") == 0
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        args = ["--backend", "dask", "--scheduler", cluster.scheduler_address, "--chunk-rows", 64]
+        assert _predict(checkpoint, tmp_path / "X.npy", "--out", tmp_path / "c.npy", *args) == 0
+        with distributed.Client(cluster) as client:  # both workers computed blocks
+            executed = client.run(_executed).values()
+    assert len(executed) == 2 and all(n > 0 for n in executed), executed
+    np.testing.assert_array_equal(np.load(tmp_path / "c.npy"), np.load(tmp_path / "n.npy"))
+
+
+def test_bad_input_leaves_no_output(tmp_path, capsys):
+    checkpoint, X = _checkpoint(tmp_path, _model()), _features(400)
+    X[333, 2] = np.nan
+    np.save(tmp_path / "X.npy", X)
+    out = tmp_path / "p.npy"
+    assert (
+        _predict(
+            checkpoint, tmp_path / "X.npy", "--backend", "dask", "--out", out, "--chunk-rows", 50
+        )
+        == 2
+    )
+    assert "row 333 holds a NaN" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X.npy", "m.safetensors"]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda d: (
+                np.save(d / "a.npy", np.zeros((3, 5))),
+                (d / "b.csv").write_text("1,2,3,4,5\n"),
+            ),
+            "parts of one kind",
+        ),
+        (lambda d: np.save(d / "a.npy", np.zeros((3, 6))), "6 columns, the model expects 5"),
+        (
+            lambda d: np.save(d / "a.npy", np.zeros((3, 5), dtype=np.int64)),
+            "expected a float array",
+        ),
+        (lambda d: None, "no file matches"),
+    ],
+    ids=["mixed", "width", "integers", "nothing"],
+)
+def test_parts_that_do_not_fit_are_refused(tmp_path, capsys, make, message):
+    checkpoint = _checkpoint(tmp_path, _model())
+    data = tmp_path / "data"
+    data.mkdir()
+    make(data)
+    assert _predict(checkpoint, data / "*", "--backend", "dask") == 2
+    assert message in capsys.readouterr().err
+
+
+def test_block_options_are_never_ignored(tmp_path, capsys):
+    checkpoint = _checkpoint(tmp_path, _model())
+    np.save(tmp_path / "X.npy", _features(10))
+    for args in (["--scheduler", "tcp://nowhere:1"], ["--chunk-rows", "5"]):
+        assert _predict(checkpoint, tmp_path / "X.npy", *args) == 2
+        assert "applies to --backend dask only" in capsys.readouterr().err
+    assert _predict(checkpoint, tmp_path / "*.npy") == 2
+    assert "a glob of parts is scored with --backend dask" in capsys.readouterr().err
