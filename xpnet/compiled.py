@@ -96,23 +96,25 @@ class CompiledStep:
         self._programs: dict[tuple, tuple] = {}  # signature -> (program, draws)
         self.traces = 0
         self._tracing = False  # set while the Python step runs, which it does only to trace
+        self._hyper: tuple[int, list[str]] = (-1, [])  # (attributes, scalar names) of the optimizer
 
     def _key(self, modules) -> tuple:
         opt = self.step.optimizer
-        skip = {"lr", *opt.state_attributes}
-        hyper = tuple(
-            sorted(
-                (k, v)
+        if len(vars(opt)) != self._hyper[0]:  # the names of its scalars, found again only
+            skip = {"lr", *opt.state_attributes}  # when its attributes change in number
+            names = sorted(
+                k
                 for k, v in vars(opt).items()
                 if k not in skip and isinstance(v, (bool, int, float, str, tuple))
             )
-        )
-        return tuple((id(m), m.training) for m in modules), hyper
+            self._hyper = (len(vars(opt)), names)
+        hyper = tuple((k, getattr(opt, k)) for k in self._hyper[1])
+        return tuple(map(id, modules)), tuple(m.training for m in modules), hyper
 
     def _take(self, buffers) -> tuple:
         opt = self.step.optimizer
         return (
-            [p.value for _, p in opt.params],
+            [getattr(p.module, p.attr) for _, p in opt.params],
             [getattr(m, name) for m, name in buffers],
             {attr: getattr(opt, attr) for attr in opt.state_attributes},
         )
@@ -172,11 +174,11 @@ class CompiledStep:
             for _, p in self.step.optimizer.params:
                 setattr(p.module, p.grad_attr, None)
 
-    def _program(self, buffers, before, X, y):
+    def _program(self, buffers, before, X, y, lr):
         """The program for these arguments, and the draws it takes as arguments."""
         draws: list[tuple[Any, tuple]] = []
         self._compiler.shapes(
-            functools.partial(self._traced, buffers, draws), before, X, y, 0.0, None
+            functools.partial(self._traced, buffers, draws), before, X, y, lr, None
         )
         self._drop_placeholders()
         self.traces += 1
@@ -201,7 +203,7 @@ class CompiledStep:
             The loss and, for ``(N,)`` labels, the number of right predictions (0-d).
         """
         opt = self.step.optimizer
-        modules = [m for _, m in self.step.model.named_modules()]
+        modules = _modules(self.step.model)
         buffers = [
             (m, name)
             for m in modules
@@ -214,7 +216,7 @@ class CompiledStep:
         try:
             entry = self._programs.get(signature)
             if entry is None:
-                entry = self._programs[signature] = self._program(buffers, before, X, y)
+                entry = self._programs[signature] = self._program(buffers, before, X, y, lr)
             program, draws = entry
             masks = [m._keep(shape) for m, shape in draws]  # on the host, in the step's order
             state, grads, outputs = program(before, X, y, lr, masks)
@@ -233,6 +235,18 @@ class CompiledStep:
             for (_, p), g in zip(opt.params, grads, strict=True):
                 setattr(p.module, p.grad_attr, g)
         return outputs
+
+
+def _modules(root) -> list:
+    """``root`` and every child, depth first, in the order of ``named_modules`` (without
+    building their names, which a small step would notice)."""
+    found, stack = [], [root]
+    while stack:
+        module = stack.pop()
+        found.append(module)
+        for name in reversed(module.declared_children):
+            stack.extend(reversed(getattr(module, name)))
+    return found
 
 
 def compiled_step(
