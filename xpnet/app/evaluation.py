@@ -310,10 +310,12 @@ def predictions_in_blocks(model, blocks, classes=None, *, proba=False, at_once=1
 def evaluate_lazily(model, loss, X, y, *, chunk_rows):
     """Mean loss and accuracy of a lazy model (Dask) over host or on-disk rows, in one pass.
 
+    In evaluation mode, as :func:`xpnet.train.evaluate`; the model's mode is restored.
+
     Parameters
     ----------
     model : MLP
-        A model in evaluation mode on Dask.
+        A model on Dask.
     loss : Module
         A loss with ``forward(A, y)``.
     X : numpy.ndarray, numpy.memmap or RowSubset
@@ -333,10 +335,15 @@ def evaluate_lazily(model, loss, X, y, *, chunk_rows):
     xp = model.xp
     rows = backend.lazy_rows(row_blocks(X, chunk_rows), X.shape[1], backend.dtype_name(model.dtype))
     labels = xp.asarray(np.asarray(y))
-    out = model.forward(rows)
-    mean, correct = backend.compute_together(
-        loss.forward(out, labels), count_correct(out, labels, xp)
-    )
+    was_training = model.training
+    model.eval()
+    try:
+        out = model.forward(rows)
+        mean, correct = backend.compute_together(
+            loss.forward(out, labels), count_correct(out, labels, xp)
+        )
+    finally:
+        model.train(was_training)
     return float(mean), float(correct) / X.shape[0]
 
 
