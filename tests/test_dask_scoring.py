@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from xpnet import save
+from xpnet import backend, save
 from xpnet.app.cli import main
 from xpnet.app.evaluation import predictions, predictions_in_blocks
 from xpnet.data.parts import feature_blocks
@@ -47,14 +49,14 @@ def _predict(*args):
 def test_a_npy_file_in_blocks_equals_numpy(tmp_path, capsys):
     checkpoint, X = _checkpoint(tmp_path, _model()), _features()
     np.save(tmp_path / "X.npy", X)
-    for backend, out in (("numpy", "n.npy"), ("dask", "d.npy"), ("dask", "d.txt")):
-        extra = ["--chunk-rows", 37] if backend == "dask" else []
+    for library, out in (("numpy", "n.npy"), ("dask", "d.npy"), ("dask", "d.txt")):
+        extra = ["--chunk-rows", 37] if library == "dask" else []
         assert (
             _predict(
                 checkpoint,
                 tmp_path / "X.npy",
                 "--backend",
-                backend,
+                library,
                 "--out",
                 tmp_path / out,
                 *extra,
@@ -88,7 +90,11 @@ def test_a_glob_of_parts_equals_numpy_on_their_rows(tmp_path, kind):
     blocks = feature_blocks(tmp_path / f"part*.{kind}", n_features=5, chunk_rows=100)
     assert sum(b.rows or len(b.read()) for b in blocks) == 700
     for proba in (False, True):
-        got = [r for r, _ in predictions_in_blocks(model.to("dask"), blocks, CLASSES, proba=proba)]
+        with backend.dask_scheduler() as threads:
+            scored = predictions_in_blocks(
+                model.to("dask"), blocks, CLASSES, proba=proba, at_once=threads
+            )
+            got = [result for result, _ in scored]
         model.to("numpy")
         expected, _ = predictions(model, X, CLASSES, proba=proba)
         if proba:
@@ -107,11 +113,12 @@ def test_blocks_are_read_as_they_are_computed(tmp_path):
         b._replace(read=lambda b=b: reads.append(1) or b.read())
         for b in feature_blocks(tmp_path / "X.npy", n_features=5, chunk_rows=50)
     ]
-    stream = predictions_in_blocks(_model().to("dask"), blocks, CLASSES, at_once=2)
-    assert len(blocks) == 12 and not reads
-    next(stream)
-    assert len(reads) == 2
-    assert len(list(stream)) == 11 and len(reads) == 12
+    with backend.dask_scheduler():
+        stream = predictions_in_blocks(_model().to("dask"), blocks, CLASSES, at_once=2)
+        assert len(blocks) == 12 and not reads
+        next(stream)
+        assert len(reads) == 2
+        assert len(list(stream)) == 11 and len(reads) == 12
 
 
 def test_evaluate_on_dask_equals_numpy_in_memory_and_on_disk(tmp_path, capsys):
@@ -131,9 +138,9 @@ def test_evaluate_on_dask_equals_numpy_in_memory_and_on_disk(tmp_path, capsys):
             assert _cli("train", "--epochs", 1, "--out", tmp_path / "d", "--quiet") == 0
             checkpoint = tmp_path / "d" / "model.safetensors"
         results = []
-        for backend in (["--backend", "numpy"], ["--backend", "dask", "--chunk-rows", "61"]):
+        for library in (["--backend", "numpy"], ["--backend", "dask", "--chunk-rows", "61"]):
             capsys.readouterr()
-            assert _cli("evaluate", checkpoint, "--json", *backend, *dataset) == 0
+            assert _cli("evaluate", checkpoint, "--json", *library, *dataset) == 0
             results.append(json.loads(capsys.readouterr().out.splitlines()[-1]))
         numpy, dask = results
         assert dask["backend"] == "dask" and dask["n"] == numpy["n"] > 100
@@ -212,3 +219,28 @@ def test_block_options_are_never_ignored(tmp_path, capsys):
         assert "applies to --backend dask only" in capsys.readouterr().err
     assert _predict(checkpoint, tmp_path / "*.npy") == 2
     assert "a glob of parts is scored with --backend dask" in capsys.readouterr().err
+
+
+_FORKED = """
+import os, signal, sys
+import dask.array as da
+from xpnet import backend
+
+da.ones((100, 4), chunks=10).sum().compute()  # Dask's own pool of threads now exists
+pid = os.fork()
+if pid == 0:  # the child has the pool object but not its threads
+    signal.alarm(30)
+    with backend.dask_scheduler() as threads:
+        blocks = list(backend.computed_blocks(da.ones((100, 4), chunks=10) * 2, threads))
+    os._exit(0 if len(blocks) == 10 else 1)
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_a_forked_process_scores_with_threads_of_its_own():
+    """Dask keeps one pool of threads per process; a process forked after it was started
+    (a multiprocessing worker) inherits the pool without its threads, and a computation
+    on it waits forever. The local scheduler of ``predict`` and ``evaluate`` starts a pool
+    of its own instead."""
+    done = subprocess.run([sys.executable, "-c", _FORKED], capture_output=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr.decode()[-2000:])

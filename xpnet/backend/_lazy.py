@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import math
 import os
@@ -85,6 +86,9 @@ def computed_blocks(x: Any, at_once: int) -> Iterator[np.ndarray]:
 def dask_scheduler(address: str | None = None) -> Iterator[int]:
     """Dask's local threaded scheduler, or the ``dask.distributed`` cluster at ``address``.
 
+    The local scheduler gets a pool of threads of its own for the duration, rather than
+    the one Dask keeps for the life of the process.
+
     Parameters
     ----------
     address : str, optional
@@ -102,8 +106,15 @@ def dask_scheduler(address: str | None = None) -> Iterator[int]:
     BackendUnavailableError
         No scheduler answers at ``address``.
     """
-    if address is None:
-        yield os.cpu_count() or 1
+    if address is None:  # a pool of its own, started and stopped here: a process forked
+        import dask  # later (a multiprocessing worker) finds no stale pool of Dask's
+
+        threads = os.cpu_count() or 1
+        with (
+            concurrent.futures.ThreadPoolExecutor(threads) as pool,
+            dask.config.set(scheduler="threads", pool=pool),
+        ):
+            yield threads
         return
     try:
         from distributed import Client

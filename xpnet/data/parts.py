@@ -155,7 +155,7 @@ def _parquet_blocks(path, n_features):
 def _parquet_rows(path, group):
     """Row group ``group`` of a Parquet file as a float array."""
     pq = _pyarrow_parquet()
-    table = pq.ParquetFile(path).read_row_group(group)
+    table = pq.ParquetFile(path).read_row_group(group, use_threads=False)  # Dask's threads
     try:
         columns = [column.to_numpy() for column in table.columns]
     except (ValueError, TypeError) as err:
