@@ -4,11 +4,13 @@ activation, BatchNorm, the handout's MLPs, and checkpoints trained on any backen
 
 from __future__ import annotations
 
+import sys
 from typing import ClassVar
 
 import numpy as np
 import pytest
 
+import xpnet
 from tests.helpers import asarray, run_cli
 from xpnet import backend, load, save
 from xpnet.models import MLP, MLP0, MLP1, MLP4
@@ -182,3 +184,68 @@ def test_what_cannot_be_traced_is_refused(tmp_path):
         xpnet.onnx.export(_Net(GELU()), tmp_path / "x.onnx")
     with pytest.raises(TypeError, match=r"must return an \(N, K\) array"):
         xpnet.onnx.export(_Total(3), tmp_path / "x.onnx")
+
+
+def test_the_graph_is_the_built_in_operators_under_their_names(tmp_path):
+    """The forms of the built-in layers are what keeps the traced graph as small as a
+    hand-built one (BENCHMARKS.md): one Gemm per Linear, a scale and a shift per
+    BatchNorm, the activation's operator, the weights as initializers, the outputs
+    computed under their own names (no Identity); and the names and shapes a runtime
+    binds to."""
+    model = MLP([4, 8, 8, 3], batchnorm=True, seed=1).eval()
+    proto = onnx.load(xpnet.onnx.export(model, tmp_path / "m.onnx", softmax=True))
+    graph = proto.graph
+    layer = ["Gemm", "Mul", "Add", "Relu"]
+    assert [n.op_type for n in graph.node] == [*layer, *layer, "Gemm", "Softmax"]
+    assert len(graph.initializer) == 3 * 2 + 2 * 2  # W and b, the scale and the shift
+
+    def dims(value):
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    assert [(v.name, dims(v)) for v in graph.input] == [("input", ["N", 4])]
+    assert [(v.name, dims(v)) for v in graph.output] == [
+        ("logits", ["N", 3]),
+        ("probabilities", ["N", 3]),
+    ]
+    assert (proto.producer_name, proto.producer_version) == ("xpnet", xpnet.__version__)
+    assert graph.name == "xpnet_MLP"
+    assert proto.doc_string == f"MLP({model.extra_repr()}) in evaluation mode"
+
+
+def test_opsets_at_the_ends_of_the_range_and_options_of_other_types(tmp_path):
+    model = MLP([3, 4, 2], seed=0).eval()
+    X = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    for opset in (15, 21):
+        proto = onnx.load(xpnet.onnx.export(model, tmp_path / f"{opset}.onnx", opset=opset))
+        assert proto.opset_import[0].version == opset
+        (logits,) = _run(tmp_path / f"{opset}.onnx", X)
+        assert _relative(logits, model.forward(X)) <= 1e-5
+    for opset in (17.0, True, "17"):
+        with pytest.raises(ValueError, match="opset must be an int from 15 to 21"):
+            xpnet.onnx.export(model, tmp_path / "x.onnx", opset=opset)
+
+
+class _Pair(_Swish):
+    """Returns two arrays, which the graph's one output cannot be."""
+
+    def forward_unchecked(self, Z, xp):
+        return Z, Z
+
+
+def test_refusals_name_what_they_got(tmp_path, monkeypatch):
+    with pytest.raises(TypeError, match="expected an xpnet Module, got object"):
+        xpnet.onnx.export(object(), tmp_path / "x.onnx")
+    with pytest.raises(
+        TypeError,
+        match=r"_Total\.forward must return an \(N, K\) array, got Array of shape \(None,\)",
+    ):
+        xpnet.onnx.export(_Total(3), tmp_path / "x.onnx")
+    with pytest.raises(
+        TypeError, match=r"_Pair\.forward must return an \(N, K\) array, got tuple of shape None"
+    ):
+        xpnet.onnx.export(_Pair(3), tmp_path / "x.onnx")
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as where onnx is not installed
+    with pytest.raises(
+        ModuleNotFoundError, match=r"needs the onnx package: pip install 'xpnet\[onnx\]'"
+    ):
+        xpnet.onnx.export(MLP([3, 2]), tmp_path / "x.onnx")

@@ -128,7 +128,8 @@ def export(
     XpnetTypeError
         Not a Module, or a forward that does not return an ``(N, K)`` array.
     XpnetValueError
-        An opset out of range, or no ``n_features`` where the model does not say.
+        An opset out of range or that the graph's operators do not reach, or no
+        ``n_features`` where the model does not say.
     """
     onnx = _onnx()
     if not isinstance(model, Module):
@@ -154,15 +155,21 @@ def export(
         outputs["probabilities"] = backend.onnx_op("softmax", logits, axis=1)
     proto = backend.onnx_graph({"input": X}, outputs)
     _constants_as_initializers(proto.graph, onnx)
+    _outputs_without_identities(proto.graph)
     if opset != TRACE_OPSET:
-        proto = onnx.version_converter.convert_version(proto, opset)
+        try:
+            proto = onnx.version_converter.convert_version(proto, opset)
+        except RuntimeError as err:  # an operator onnx's converter cannot take that far back
+            raise XpnetValueError(
+                f"export: the graph cannot be written in opset {opset} ({err}); use a later one"
+            ) from None
     from . import __version__
 
     # the oldest IR version that holds this opset, not the newest the onnx package knows:
     # runtimes older than the package still read the file
     proto.ir_version = onnx.helper.find_min_ir_version_for(proto.opset_import)
     proto.producer_name, proto.producer_version = "xpnet", __version__
-    proto.doc_string = f"{model!r} in evaluation mode"
+    proto.doc_string = f"{type(model).__name__}({model.extra_repr()}) in evaluation mode"
     proto.graph.name = f"xpnet_{type(model).__name__}"
     onnx.checker.check_model(proto, full_check=True)
     path = Path(path)
@@ -182,6 +189,28 @@ def _constants_as_initializers(graph, onnx):
             graph.initializer.append(tensor)
         else:
             nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _outputs_without_identities(graph):
+    """Name the tensors the outputs are computed as by the outputs' names, instead of
+    copying them to those names with ``Identity`` (as the trace does): one node fewer per
+    output, and onnx's converter has no ``Identity`` below opset 16."""
+    outputs = {value.name for value in graph.output}
+    given = {value.name for value in graph.input} | {t.name for t in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        source = node.input[0] if node.op_type == "Identity" else None
+        if source is None or node.output[0] not in outputs or source in given | outputs:
+            nodes.append(node)
+            continue
+        for other in graph.node:  # the top level only: subgraphs compute no outputs here
+            other.input[:] = [node.output[0] if n == source else n for n in other.input]
+            other.output[:] = [node.output[0] if n == source else n for n in other.output]
+        for value in graph.value_info:
+            if value.name == source:
+                value.name = node.output[0]
     del graph.node[:]
     graph.node.extend(nodes)
 
