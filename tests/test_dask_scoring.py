@@ -158,7 +158,7 @@ def test_a_cluster_of_two_workers_scores_the_same(tmp_path):
     np.save(tmp_path / "X.npy", X)
     assert _predict(checkpoint, tmp_path / "X.npy", "--out", tmp_path / "n.npy") == 0
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     ) as cluster:
         args = ["--backend", "dask", "--scheduler", cluster.scheduler_address, "--chunk-rows", 64]
         assert _predict(checkpoint, tmp_path / "X.npy", "--out", tmp_path / "c.npy", *args) == 0
@@ -194,13 +194,14 @@ def test_bad_input_leaves_no_output(tmp_path, capsys):
             "parts of one kind",
         ),
         (lambda d: np.save(d / "a.npy", np.zeros((3, 6))), "6 columns, the model expects 5"),
+        (lambda d: (d / "a.csv").write_text("1,2,3,4,5,6\n"), "6 columns, the model expects 5"),
         (
             lambda d: np.save(d / "a.npy", np.zeros((3, 5), dtype=np.int64)),
             "expected a float array",
         ),
         (lambda d: None, "no file matches"),
     ],
-    ids=["mixed", "width", "integers", "nothing"],
+    ids=["mixed", "width", "csv-width", "integers", "nothing"],
 )
 def test_parts_that_do_not_fit_are_refused(tmp_path, capsys, make, message):
     checkpoint = _checkpoint(tmp_path, _model())
@@ -244,3 +245,10 @@ def test_a_forked_process_scores_with_threads_of_its_own():
     of its own instead."""
     done = subprocess.run([sys.executable, "-c", _FORKED], capture_output=True, timeout=120)
     assert done.returncode == 0, (done.returncode, done.stderr.decode()[-2000:])
+
+
+def test_a_missing_file_is_named(tmp_path):
+    missing = tmp_path / "missing.npy"
+    with pytest.raises(FileNotFoundError, match=r"missing\.npy: no such file") as error:
+        feature_blocks(missing, n_features=5, chunk_rows=10)
+    assert error.value.filename == str(missing)

@@ -180,7 +180,7 @@ def test_a_subclass_of_a_built_in_layer_is_traced_as_written(tmp_path):
 
 
 def test_what_cannot_be_traced_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="pass n_features"):
+    with pytest.raises(ValueError, match="pass n_features, the input width; _Net does not state"):
         xpnet.onnx.export(_Net(GELU()), tmp_path / "x.onnx")
     with pytest.raises(TypeError, match=r"must return an \(N, K\) array"):
         xpnet.onnx.export(_Total(3), tmp_path / "x.onnx")
@@ -249,3 +249,14 @@ def test_refusals_name_what_they_got(tmp_path, monkeypatch):
         ModuleNotFoundError, match=r"needs the onnx package: pip install 'xpnet\[onnx\]'"
     ):
         xpnet.onnx.export(MLP([3, 2]), tmp_path / "x.onnx")
+
+
+def test_one_feature_and_a_module_without_arrays(tmp_path):
+    """The smallest width there is, and a module with no parameters or buffers (its input
+    is float32, xpnet's default dtype)."""
+    X = np.random.default_rng(0).standard_normal((6, 1)).astype(np.float32)
+    layer = Linear(1, 2, seed=0)
+    (out,) = _run(xpnet.onnx.export(layer, tmp_path / "l.onnx"), X)
+    assert _relative(out, layer.forward(X)) <= 1e-6
+    (out,) = _run(xpnet.onnx.export(GELU(), tmp_path / "g.onnx", n_features=1), X)
+    assert out.dtype == np.float32 and _relative(out, GELU().forward(X)) <= 1e-6
