@@ -191,7 +191,7 @@ def test_bad_input_leaves_no_output(tmp_path, capsys):
                 np.save(d / "a.npy", np.zeros((3, 5))),
                 (d / "b.csv").write_text("1,2,3,4,5\n"),
             ),
-            "parts of one kind",
+            "expected parts of one kind, .npy, .csv, .parquet; got .csv, .npy",
         ),
         (lambda d: np.save(d / "a.npy", np.zeros((3, 6))), "6 columns, the model expects 5"),
         (lambda d: (d / "a.csv").write_text("1,2,3,4,5,6\n"), "6 columns, the model expects 5"),
@@ -252,3 +252,21 @@ def test_a_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"missing\.npy: no such file") as error:
         feature_blocks(missing, n_features=5, chunk_rows=10)
     assert error.value.filename == str(missing)
+    pattern = str(tmp_path / "*.parquet")
+    with pytest.raises(FileNotFoundError, match="no file matches") as error:
+        feature_blocks(pattern, n_features=5, chunk_rows=10)
+    assert error.value.filename == pattern
+
+
+def test_a_file_beyond_the_memory_budget_is_scored_in_blocks(tmp_path, monkeypatch):
+    """What memory cannot hold whole is what the blocks are for: a ``.npy`` file larger
+    than the memory budget is mapped, never read whole (the budget is set to a tenth of
+    the file here)."""
+    model, X = _model(), _features(400)
+    np.save(tmp_path / "X.npy", X)
+    monkeypatch.setenv("XPNET_MAX_INPUT_BYTES", str(X.nbytes // 10))
+    blocks = feature_blocks(tmp_path / "X.npy", n_features=5, chunk_rows=30)
+    with backend.dask_scheduler() as threads:
+        got = [r for r, _ in predictions_in_blocks(model.to("dask"), blocks, at_once=threads)]
+    model.to("numpy")
+    np.testing.assert_array_equal(np.concatenate(got), predictions(model, X)[0])
