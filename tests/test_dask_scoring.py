@@ -193,8 +193,11 @@ def test_bad_input_leaves_no_output(tmp_path, capsys):
             ),
             "expected parts of one kind, .npy, .csv, .parquet; got .csv, .npy",
         ),
-        (lambda d: np.save(d / "a.npy", np.zeros((3, 6))), "6 columns, the model expects 5"),
-        (lambda d: (d / "a.csv").write_text("1,2,3,4,5,6\n"), "6 columns, the model expects 5"),
+        (lambda d: np.save(d / "a.npy", np.zeros((3, 6))), "a.npy: 6 columns, the model expects 5"),
+        (
+            lambda d: (d / "a.csv").write_text("1,2,3,4,5,6\n"),
+            "a.csv: 6 columns, the model expects 5",
+        ),
         (
             lambda d: np.save(d / "a.npy", np.zeros((3, 5), dtype=np.int64)),
             "expected a float array",
