@@ -273,3 +273,48 @@ def test_a_file_beyond_the_memory_budget_is_scored_in_blocks(tmp_path, monkeypat
         got = [r for r, _ in predictions_in_blocks(model.to("dask"), blocks, at_once=threads)]
     model.to("numpy")
     np.testing.assert_array_equal(np.concatenate(got), predictions(model, X)[0])
+
+
+def test_blocks_know_their_rows_and_name_a_bad_one_by_its_number(tmp_path, monkeypatch):
+    """Each block's row count is known before it is read (the progress line's total), and
+    a NaN is reported at its row in the file, for a slice of rows, for rows picked out of
+    it (the test split of a folder) and in a later row group of a Parquet file."""
+    from xpnet.data.parts import mapped_rows
+
+    X = _features(400)
+    X[7, 1] = np.nan
+    np.save(tmp_path / "X.npy", X)
+    blocks = feature_blocks(tmp_path / "X.npy", n_features=5, chunk_rows=30)
+    assert [b.rows for b in blocks] == [30] * 13 + [10]
+    with pytest.raises(ValueError, match=r"X\.npy: row 7 holds a NaN"):
+        mapped_rows(tmp_path / "X.npy", slice(5, 9))
+    with pytest.raises(ValueError, match=r"X\.npy: row 7 holds a NaN"):
+        mapped_rows(tmp_path / "X.npy", np.array([3, 5, 7, 11]))
+    monkeypatch.setenv("XPNET_MAX_INPUT_BYTES", str(X.nbytes // 10))  # mapped, not read
+    np.testing.assert_array_equal(mapped_rows(tmp_path / "X.npy", slice(20, 30)), X[20:30])
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    X[7, 1] = 0.0
+    X[70, 3] = np.inf
+    pq.write_table(
+        pa.table({f"c{j}": X[:, j] for j in range(5)}), tmp_path / "p.parquet", row_group_size=64
+    )
+    blocks = feature_blocks(tmp_path / "p.parquet", n_features=5, chunk_rows=30)
+    assert [b.rows for b in blocks] == [64] * 6 + [16]
+    blocks[0].read()
+    with pytest.raises(ValueError, match=r"p\.parquet: row 70 holds a NaN or infinite value"):
+        blocks[1].read()
+
+
+def test_parquet_parts_that_do_not_fit_are_refused(tmp_path):
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(ValueError, match=r"bad\.parquet: not a readable Parquet file"):
+        feature_blocks(tmp_path / "bad.parquet", n_features=5, chunk_rows=10)
+    pq.write_table(pa.table({f"c{j}": np.zeros(3) for j in range(6)}), tmp_path / "wide.parquet")
+    with pytest.raises(ValueError, match=r"wide\.parquet: 6 columns, the model expects 5"):
+        feature_blocks(tmp_path / "wide.parquet", n_features=5, chunk_rows=10)
+    columns = {f"c{j}": np.zeros(3) for j in range(4)} | {"name": ["a", "b", "c"]}
+    pq.write_table(pa.table(columns), tmp_path / "text.parquet")
+    (block,) = feature_blocks(tmp_path / "text.parquet", n_features=5, chunk_rows=10)
+    with pytest.raises(ValueError, match=r"text\.parquet: expected numeric columns only"):
+        block.read()

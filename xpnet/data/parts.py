@@ -132,9 +132,9 @@ def mapped_rows(path, rows):
     """
     X = read_npy(path, mmap=True)
     block = np.array(X[rows])
+    numbers = range(X.shape[0])[rows] if isinstance(rows, slice) else rows
     del X  # unmapped: memory holds this block, not every page read so far
-    first = rows.start if isinstance(rows, slice) else int(rows[0]) if len(rows) else 0
-    return _finite(path, block, first)
+    return _finite(path, block, numbers)
 
 
 def _parquet_blocks(path, n_features):
@@ -164,7 +164,7 @@ def _parquet_rows(path, group):
         raise DataError(f"{path}: expected numeric columns only, got {table.schema}")
     block = np.stack(columns, axis=1).astype(np.float64, copy=False)
     first = sum(pq.ParquetFile(path).metadata.row_group(g).num_rows for g in range(group))
-    return _finite(path, block, first)
+    return _finite(path, block, range(first, first + len(block)))
 
 
 def _pyarrow_parquet():
@@ -192,9 +192,10 @@ def _check_width(path, width, n_features):
         )
 
 
-def _finite(path, block, first_row):
-    """``block`` if all its values are finite, else a DataError naming the first row."""
+def _finite(path, block, numbers):
+    """``block`` if all its values are finite, else a DataError naming the first bad row
+    by its number in the file (``numbers``: the block's rows there, a range or an array)."""
     if not np.all(np.isfinite(block)):
-        row = first_row + int(np.argwhere(~np.isfinite(block))[0][0])
+        row = int(numbers[int(np.argwhere(~np.isfinite(block))[0][0])])
         raise DataError(f"{path}: row {row} holds a NaN or infinite value")
     return block
