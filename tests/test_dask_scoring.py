@@ -311,10 +311,22 @@ def test_parquet_parts_that_do_not_fit_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"bad\.parquet: not a readable Parquet file"):
         feature_blocks(tmp_path / "bad.parquet", n_features=5, chunk_rows=10)
     pq.write_table(pa.table({f"c{j}": np.zeros(3) for j in range(6)}), tmp_path / "wide.parquet")
-    with pytest.raises(ValueError, match=r"wide\.parquet: 6 columns, the model expects 5"):
+    with pytest.raises(
+        ValueError, match=r"wide\.parquet: 6 columns, the model expects 5 features; is the label"
+    ):
         feature_blocks(tmp_path / "wide.parquet", n_features=5, chunk_rows=10)
     columns = {f"c{j}": np.zeros(3) for j in range(4)} | {"name": ["a", "b", "c"]}
     pq.write_table(pa.table(columns), tmp_path / "text.parquet")
     (block,) = feature_blocks(tmp_path / "text.parquet", n_features=5, chunk_rows=10)
     with pytest.raises(ValueError, match=r"text\.parquet: expected numeric columns only"):
         block.read()
+
+
+def test_parquet_without_pyarrow_says_what_to_install(tmp_path, monkeypatch):
+    np.save(tmp_path / "X.npy", _features(3))  # any file: the check comes first
+    (tmp_path / "X.parquet").write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(
+        ModuleNotFoundError, match=r"reading Parquet needs pyarrow: pip install 'xpnet\[dask\]'"
+    ):
+        feature_blocks(tmp_path / "X.parquet", n_features=5, chunk_rows=10)
