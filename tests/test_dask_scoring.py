@@ -327,6 +327,6 @@ def test_parquet_without_pyarrow_says_what_to_install(tmp_path, monkeypatch):
     (tmp_path / "X.parquet").write_bytes(b"")
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     with pytest.raises(
-        ModuleNotFoundError, match=r"reading Parquet needs pyarrow: pip install 'xpnet\[dask\]'"
+        ModuleNotFoundError, match=r"^reading Parquet needs pyarrow: pip install 'xpnet\[dask\]'$"
     ):
         feature_blocks(tmp_path / "X.parquet", n_features=5, chunk_rows=10)

@@ -246,7 +246,8 @@ def test_refusals_name_what_they_got(tmp_path, monkeypatch):
         xpnet.onnx.export(_Pair(3), tmp_path / "x.onnx")
     monkeypatch.setitem(sys.modules, "onnx", None)  # as where onnx is not installed
     with pytest.raises(
-        ModuleNotFoundError, match=r"needs the onnx package: pip install 'xpnet\[onnx\]'"
+        ModuleNotFoundError,
+        match=r"^ONNX export needs the onnx package: pip install 'xpnet\[onnx\]'$",
     ):
         xpnet.onnx.export(MLP([3, 2]), tmp_path / "x.onnx")
 
