@@ -14,7 +14,7 @@ import xpnet
 from tests.helpers import asarray, run_cli
 from xpnet import backend, load, save
 from xpnet.models import MLP, MLP0, MLP1, MLP4
-from xpnet.nn import GELU, BatchNorm1d, CrossEntropyLoss, Linear, Module
+from xpnet.nn import GELU, BatchNorm1d, CrossEntropyLoss, Identity, Linear, Module
 from xpnet.optim import SGD
 
 onnx = pytest.importorskip("onnx")
@@ -261,3 +261,25 @@ def test_one_feature_and_a_module_without_arrays(tmp_path):
     assert _relative(out, layer.forward(X)) <= 1e-6
     (out,) = _run(xpnet.onnx.export(GELU(), tmp_path / "g.onnx", n_features=1), X)
     assert out.dtype == np.float32 and _relative(out, GELU().forward(X)) <= 1e-6
+
+
+def test_an_output_that_is_the_input_keeps_its_copy(tmp_path):
+    """The outputs are named where they are computed, except where an output is the
+    input itself (an Identity model), which only a copy can name."""
+    X = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    path = xpnet.onnx.export(Identity(), tmp_path / "i.onnx", n_features=3, softmax=True)
+    assert [n.op_type for n in onnx.load(path).graph.node] == ["Softmax", "Identity"]
+    logits, probabilities = _run(path, X)
+    np.testing.assert_array_equal(logits, X)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_an_opset_the_converter_cannot_reach_is_refused(tmp_path, monkeypatch):
+    def cannot(model, opset):
+        raise RuntimeError(f"No Adapter From Version $16 for Identity (to {opset})")
+
+    monkeypatch.setattr(onnx.version_converter, "convert_version", cannot)
+    with pytest.raises(
+        ValueError, match=r"cannot be written in opset 16 \(No Adapter.*\); use a later one"
+    ):
+        xpnet.onnx.export(MLP([3, 2]), tmp_path / "x.onnx", opset=16)

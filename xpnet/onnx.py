@@ -208,9 +208,6 @@ def _outputs_without_identities(graph):
         for other in graph.node:  # the top level only: subgraphs compute no outputs here
             other.input[:] = [node.output[0] if n == source else n for n in other.input]
             other.output[:] = [node.output[0] if n == source else n for n in other.output]
-        for value in graph.value_info:
-            if value.name == source:
-                value.name = node.output[0]
     del graph.node[:]
     graph.node.extend(nodes)
 
