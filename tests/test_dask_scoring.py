@@ -203,8 +203,9 @@ def test_bad_input_leaves_no_output(tmp_path, capsys):
             "expected a float array",
         ),
         (lambda d: None, "no file matches"),
+        (lambda d: np.save(d / "a.npy", np.zeros((0, 5), dtype=np.float32)), "no rows to score"),
     ],
-    ids=["mixed", "width", "csv-width", "integers", "nothing"],
+    ids=["mixed", "width", "csv-width", "integers", "nothing", "no-rows"],
 )
 def test_parts_that_do_not_fit_are_refused(tmp_path, capsys, make, message):
     checkpoint = _checkpoint(tmp_path, _model())

@@ -109,7 +109,8 @@ def export(
     path : str or Path
         The ``.onnx`` file to write.
     opset : int
-        The ONNX opset, from 15 (BatchNormalization without training outputs) to 21.
+        The ONNX opset, from 15 to 21: the trace records 21 (ndonnx's), and onnx's
+        version converter writes an earlier one.
     softmax : bool
         Add a second output, ``"probabilities"``, the softmax of the logits.
     n_features : int, optional

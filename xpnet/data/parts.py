@@ -64,7 +64,7 @@ def feature_blocks(pattern, *, n_features, chunk_rows) -> list[Block]:
         No file matches.
     DataError
         Parts of several kinds, an unsupported kind, a header of another width or a
-        size the file does not hold; Parquet without pyarrow.
+        size the file does not hold, no rows at all; Parquet without pyarrow.
     """
     paths = _parts(str(pattern))
     blocks: list[Block] = []
@@ -76,6 +76,8 @@ def feature_blocks(pattern, *, n_features, chunk_rows) -> list[Block]:
             blocks += _parquet_blocks(path, n_features)
         else:
             blocks.append(Block(functools.partial(_csv_block, path, n_features), None))
+    if not blocks:
+        raise DataError(f"{pattern}: no rows to score")
     return blocks
 
 
