@@ -438,10 +438,13 @@ class PredictionWriter:
             "shape": (self.rows, *self.shape),
         }
         assembling = self.path.with_name(self.path.name + ".tmp")
-        with open(assembling, "wb") as out, open(self.part, "rb") as rows:
-            np.lib.format.write_array_header_2_0(out, header)
-            shutil.copyfileobj(rows, out, 1 << 24)
-        os.replace(assembling, self.path)
+        try:
+            with open(assembling, "wb") as out, open(self.part, "rb") as rows:
+                np.lib.format.write_array_header_1_0(out, header)  # as numpy.save writes it
+                shutil.copyfileobj(rows, out, 1 << 24)
+            os.replace(assembling, self.path)
+        finally:
+            assembling.unlink(missing_ok=True)
 
     def __enter__(self):
         return self
