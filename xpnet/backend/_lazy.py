@@ -12,6 +12,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendNotInstalledError, BackendUnavailableError
+from ._capabilities import blockwise
+from ._convert import to_numpy
+from ._namespace import namespace
 
 __all__ = ["compute_together", "computed_blocks", "dask_scheduler", "lazy_rows"]
 
@@ -143,10 +146,7 @@ def compute_together(*arrays: Any) -> tuple[np.ndarray, ...]:
     tuple of numpy.ndarray
         In order.
     """
-    from ._convert import to_numpy
-    from ._namespace import library_name, namespace
-
-    lazy = [i for i, x in enumerate(arrays) if library_name(namespace(x)) == "dask"]
+    lazy = [i for i, x in enumerate(arrays) if blockwise(namespace(x))]
     computed: dict[int, Any] = {}
     if lazy:
         import dask

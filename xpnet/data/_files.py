@@ -128,6 +128,34 @@ def check_claim(source, claimed, *, holds=None, compressed=None, in_memory=True)
         )
 
 
+def check_finite_rows(source, block, numbers) -> np.ndarray:
+    """``block`` if every value is finite, else a DataError naming the first bad row.
+
+    Parameters
+    ----------
+    source : str or Path
+        What names the file in the message.
+    block : numpy.ndarray
+        ``(rows, F)`` values read from it.
+    numbers : range or numpy.ndarray
+        The block's row numbers in the file.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``block``.
+
+    Raises
+    ------
+    DataError
+        A NaN or infinite value, named by its row in the file.
+    """
+    if not np.all(np.isfinite(block)):
+        row = int(numbers[int(np.argwhere(~np.isfinite(block))[0][0])])
+        raise DataError(f"{source}: row {row} holds a NaN or infinite value")
+    return block
+
+
 def _npy_header(fh, source):
     """``(shape, fortran_order, dtype)`` of the ``.npy`` stream at ``fh``, after which
     ``fh`` stands at the first data byte; NumPy's own header reader, which bounds the

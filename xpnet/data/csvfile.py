@@ -297,6 +297,30 @@ def _first_bad_cell(path, label_index, has_header):
         raise DataError(f"{path}: cannot read CSV ({err})") from None
 
 
+def check_width(source, width, n_features) -> None:
+    """Refuse features of another width than the model's, saying so with the hint.
+
+    Parameters
+    ----------
+    source : str or Path
+        What names the file in the message.
+    width : int
+        The file's columns.
+    n_features : int
+        The width the model expects.
+
+    Raises
+    ------
+    DataError
+        ``width != n_features``.
+    """
+    if width != n_features:
+        raise DataError(
+            f"{source}: {width} columns, the model expects {n_features} features"
+            + _label_hint(width, n_features)
+        )
+
+
 def _label_hint(width, n_features):
     """A hint for a file one column wider than the model: its label column is still in."""
     if width == n_features + 1:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ._files import folder_sha256, read_npy
+from ._files import check_finite_rows, folder_sha256, read_npy
 
 __all__ = [
     "NPY_FILES",
@@ -145,9 +145,7 @@ def _features(path):
         )
     for start in range(0, X.shape[0], _CHUNK_ROWS):  # finite, checked a chunk at a time
         chunk = X[start : start + _CHUNK_ROWS]
-        if not np.all(np.isfinite(chunk)):
-            row = start + int(np.argwhere(~np.isfinite(chunk))[0][0])
-            raise DataError(f"{path}: row {row} holds a NaN or infinite value")
+        check_finite_rows(path, chunk, range(start, start + len(chunk)))
     return X
 
 

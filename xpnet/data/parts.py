@@ -20,8 +20,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import BackendNotInstalledError, DataError, DataFileNotFoundError
-from ._files import read_npy
-from .csvfile import _label_hint
+from ._files import check_finite_rows, read_npy
+from .csvfile import check_width
 
 __all__ = ["CHUNK_ROWS", "PART_FILES", "Block", "feature_blocks", "mapped_rows"]
 
@@ -105,7 +105,7 @@ def _npy_blocks(path, n_features, chunk_rows):
     X = read_npy(path, mmap=True)  # the header checked; nothing read yet
     if X.ndim != 2 or X.dtype.kind != "f":
         raise DataError(f"{path}: expected a float array (N, F), got {X.dtype} of shape {X.shape}")
-    _check_width(path, X.shape[1], n_features)
+    check_width(path, X.shape[1], n_features)
     n = X.shape[0]
     return [
         Block(
@@ -136,7 +136,7 @@ def mapped_rows(path, rows):
     block = np.array(X[rows])
     numbers = range(X.shape[0])[rows] if isinstance(rows, slice) else rows
     del X  # unmapped: memory holds this block, not every page read so far
-    return _finite(path, block, numbers)
+    return check_finite_rows(path, block, numbers)
 
 
 def _parquet_blocks(path, n_features):
@@ -146,7 +146,7 @@ def _parquet_blocks(path, n_features):
         meta = pq.ParquetFile(path).metadata
     except (OSError, ValueError) as err:  # pyarrow's errors derive from these
         raise DataError(f"{path}: not a readable Parquet file ({err})") from None
-    _check_width(path, meta.num_columns, n_features)
+    check_width(path, meta.num_columns, n_features)
     return [
         Block(functools.partial(_parquet_rows, path, group), meta.row_group(group).num_rows)
         for group in range(meta.num_row_groups)
@@ -166,7 +166,7 @@ def _parquet_rows(path, group):
         raise DataError(f"{path}: expected numeric columns only, got {table.schema}")
     block = np.stack(columns, axis=1).astype(np.float64, copy=False)
     first = sum(pq.ParquetFile(path).metadata.row_group(g).num_rows for g in range(group))
-    return _finite(path, block, range(first, first + len(block)))
+    return check_finite_rows(path, block, range(first, first + len(block)))
 
 
 def _pyarrow_parquet():
@@ -184,20 +184,3 @@ def _csv_block(path, n_features):
     from .registry import read_features
 
     return read_features(path, n_features=n_features)
-
-
-def _check_width(path, width, n_features):
-    if width != n_features:
-        raise DataError(
-            f"{path}: {width} columns, the model expects {n_features} features"
-            + _label_hint(width, n_features)
-        )
-
-
-def _finite(path, block, numbers):
-    """``block`` if all its values are finite, else a DataError naming the first bad row
-    by its number in the file (``numbers``: the block's rows there, a range or an array)."""
-    if not np.all(np.isfinite(block)):
-        row = int(numbers[int(np.argwhere(~np.isfinite(block))[0][0])])
-        raise DataError(f"{path}: row {row} holds a NaN or infinite value")
-    return block

@@ -15,7 +15,7 @@ from ..errors import DataError, DataFileNotFoundError
 from . import csvfile, npz
 from ._files import file_sha256, read_npy
 from .builtin import BUILTIN, is_builtin
-from .csvfile import _label_hint
+from .csvfile import check_width
 from .dataset import Dataset, _checked, _checked_labels, _split
 from .idx import IDX_FILES, idx_folder_sha256, is_idx_folder, load_idx_folder
 from .npy import is_npy_folder, npy_folder_sha256, open_npy_folder
@@ -178,11 +178,8 @@ def read_features(path, *, n_features=None):
         )
     if not np.all(np.isfinite(X)):
         raise DataError(f"{path}: features contain NaN or infinite values")
-    if n_features is not None and X.shape[1] != n_features:
-        raise DataError(
-            f"{path}: {X.shape[1]} columns, the model expects {n_features} features"
-            + _label_hint(X.shape[1], n_features)
-        )
+    if n_features is not None:
+        check_width(path, X.shape[1], n_features)
     return X.astype(np.float64)
 
 
