@@ -241,11 +241,12 @@ def test_missing_checkpoint_is_a_file_not_found_error(tmp_path):
 
 
 def _attempt(path):
-    """Load ``path``: True when it loaded, False when refused with a CheckpointError.
-    Anything else (another exception, a hang) fails the test."""
+    """Load ``path``: True when it loaded, False when refused with a CheckpointError that
+    begins with the file's name. Anything else (another exception, a hang) fails the test."""
     try:
         load(path)
-    except CheckpointError:
+    except CheckpointError as err:
+        assert str(err).startswith(f"{path}: "), str(err)
         return False
     return True
 
@@ -421,6 +422,83 @@ def test_fuzz_resume_files(tmp_path, unfinished_run, capsys, edits):
     assert status in (0, 1, 2), status
     if status:
         assert err.startswith("xpnet train: error: ") and err.count("\n") == 1, err
+        assert str(folder) in err, err
+
+
+_ONE_EPOCH = {"epoch": 1, "loss": 1.3, "accuracy": 0.6, "lr": 0.05, "seconds": 0.01}
+
+
+_RECORDS = "this run records ['accuracy', 'epoch', 'loss', 'lr', 'seconds']"
+
+
+@pytest.mark.parametrize(
+    ("history", "epoch", "says"),
+    [
+        ([{}], 1, f"'user.resume.history.0' holds []; {_RECORDS}"),  # the curves read "epoch"
+        ([{**_ONE_EPOCH, "loss": "1.3"}], 1,
+         "'user.resume.history.0' holds a value that is not a number"),
+        ([{**_ONE_EPOCH, "epoch": 2}], 1, "'user.resume.history.0' is numbered 2, not 1"),
+        ([{**_ONE_EPOCH, "epoch": True}], 1, "'user.resume.history.0' is numbered True, not 1"),
+        ([_ONE_EPOCH, {**_ONE_EPOCH, "epoch": 3}], 2,
+         "'user.resume.history.1' is numbered 3, not 2"),
+        (  # validation numbers in a run without early stopping
+            [{**_ONE_EPOCH, "val_loss": 0.4, "val_accuracy": 0.5}],
+            1,
+            "'user.resume.history.0' holds ['accuracy', 'epoch', 'loss', 'lr', 'seconds', "
+            f"'val_accuracy', 'val_loss']; {_RECORDS}",
+        ),
+        ([{k: v for k, v in _ONE_EPOCH.items() if k != "lr"}], 1,
+         f"'user.resume.history.0' holds ['accuracy', 'epoch', 'loss', 'seconds']; {_RECORDS}"),
+        ([_ONE_EPOCH, {**_ONE_EPOCH, "epoch": 2}], 1,
+         "'user.resume.history' holds 2 epochs, 'user.resume.epoch' says 1"),
+        ([], 1, "'user.resume.history' holds 0 epochs, 'user.resume.epoch' says 1"),
+    ],
+    ids=["empty", "text-loss", "numbered-2", "bool-epoch", "second-numbered-3", "validation",
+         "no-lr", "two-for-one", "none-for-one"],
+)  # fmt: skip
+def test_a_malformed_history_is_refused_by_name(
+    tmp_path, unfinished_run, capsys, history, epoch, says
+):
+    """Every entry of the history is checked before the run goes on: one object per epoch,
+    numbered 1, 2, ..., with the numbers this run records, as many as the epochs run
+    (the run's folder is left as it was). Found by the
+    fuzz above, once it asked for the folder's name: an entry ``{}`` ended the run after
+    its epochs in a ``KeyError`` from the curves."""
+    from xpnet.app.cli import main
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for name, content in unfinished_run.items():
+        (folder / name).write_bytes(content)
+
+    def edit(meta):
+        meta["user"]["resume"].update(history=history, epoch=epoch)
+
+    _rewrite(folder / "resume.safetensors", info=edit)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(folder), "--epochs", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    path = folder / "resume.safetensors"
+    assert err == f"xpnet train: error: {path}: metadata field {says}\n"
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_a_well_formed_history_resumes(tmp_path, unfinished_run, capsys):
+    """The check's other side: a history of this run's numbers, an integer among them,
+    continues."""
+    from xpnet.app.cli import main
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for name, content in unfinished_run.items():
+        (folder / name).write_bytes(content)
+    first = {**_ONE_EPOCH, "loss": 1}
+    _rewrite(folder / "resume.safetensors", info=lambda meta: meta["user"]["resume"].update(
+        history=[first]))  # fmt: skip
+    assert main(["train", "--resume", str(folder), "--epochs", "2", "--quiet"]) == 0
+    history = json.loads((folder / "metrics.json").read_text())["history"]
+    assert history[0] == first and history[1]["epoch"] == 2
 
 
 def test_what_the_architecture_may_leave_out_or_hold_at_its_edge(tmp_path):

@@ -78,11 +78,14 @@ FORMATS = {
 def _attempt(folder, files, target, spec, blob):
     """Write the dataset with ``target`` replaced by ``blob`` and load it: a Dataset or an
     XpnetError; any other exception fails the test."""
+    for old in folder.iterdir():  # hypothesis runs every example in the same folder
+        old.unlink()
     for name, content in files.items():
         (folder / name).write_bytes(blob if name == target else content)
     try:
         data = load_dataset(folder / spec)
-    except XpnetError:
+    except XpnetError as err:
+        assert target in str(err), str(err)
         return False
     assert isinstance(data, Dataset)
     assert np.all(np.isfinite(np.asarray(data.X_train[: len(data.y_train)], dtype=np.float64)))

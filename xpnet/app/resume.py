@@ -41,6 +41,29 @@ _RESUME_FIELDS = {
 }
 
 
+def _check_history(path, history, epochs, config):
+    """Refuse a history that is not this run's: one entry per epoch run, numbered from 1,
+    each with the numbers this run records (the metrics and the curves read them all)."""
+    keys = {"epoch", "loss", "accuracy", "lr", "seconds"}
+    if config["early_stopping"]:
+        keys |= {"val_loss", "val_accuracy"}
+    for number, record in enumerate(history, start=1):
+        if set(record) != keys:
+            problem = f"holds {sorted(record)}; this run records {sorted(keys)}"
+        elif type(record["epoch"]) is not int or record["epoch"] != number:
+            problem = f"is numbered {record['epoch']!r}, not {number}"
+        elif any(type(record[key]) not in (int, float) for key in keys - {"epoch"}):
+            problem = "holds a value that is not a number"
+        else:
+            continue
+        raise RunError(f"{path}: metadata field 'user.resume.history.{number - 1}' {problem}")
+    if len(history) != epochs:
+        raise RunError(
+            f"{path}: metadata field 'user.resume.history' holds {len(history)} epochs, "
+            f"'user.resume.epoch' says {epochs}"
+        )
+
+
 def _generator_state(path, field, state, rng=None):
     """Set ``rng``'s state (a new generator's by default), or raise a RunError naming
     the field."""
@@ -153,6 +176,7 @@ def restore(path, config, xp, device, data, *, comm=None):
     if not isinstance(saved, dict):
         raise RunError(f"{path}: metadata field 'user.resume' must be an object")
     _check_fields(path, "user.resume", saved, _RESUME_FIELDS)
+    _check_history(path, saved.get("history", []), saved.get("epoch", 0), config)
     if saved.get("rng_state") is not None:
         _generator_state(path, "user.resume.rng_state", saved["rng_state"])
     scheduler = make_scheduler(optimizer, config)
