@@ -215,3 +215,17 @@ def test_state_shapes_are_the_models_without_building_it(cls, batchnorm, standar
         assert list(cls.state_shapes(sizes).items()) == want
     if cls is not MLP:
         assert cls.state_shapes([9, 9]) == cls.state_shapes(None, batchnorm=False)
+
+
+def test_a_module_called_is_its_forward(xp, device):
+    """``module(...)`` passes positional and keyword arguments on to ``forward``, as
+    PyTorch's modules do; the result is the same array math."""
+    rng = np.random.default_rng(0)
+    X = asarray(xp, device, rng.standard_normal((5, 4)), "float32")
+    layer = Linear(4, 3, xp=xp, device=device)
+    assert_close(layer(X), layer.forward(X), xp=xp, dtype="float32", rtol=0, atol=0)
+    A = layer.forward(X)
+    Y = asarray(xp, device, np.eye(3)[[0, 1, 2, 0, 1]], "float32")
+    loss = CrossEntropyLoss()
+    expected = float(loss.forward(A, Y))
+    assert float(loss(A, Y=Y)) == float(loss(A=A, Y=Y)) == expected
