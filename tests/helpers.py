@@ -110,3 +110,15 @@ def rst_python_blocks(path):
                 body.append(following)
             blocks.append(textwrap.dedent("\n".join(body)).strip("\n") + "\n")
     return blocks
+
+
+def strict_devices():
+    """array-api-strict and two of its devices, ``(module, default, other)``: a device
+    argument dropped or ignored shows there in every session, where the NumPy session
+    has one device only. Skips when array-api-strict is not installed."""
+    import pytest
+
+    strict = pytest.importorskip("array_api_strict")
+    info = strict.__array_namespace_info__()
+    default = info.default_device()
+    return strict, default, next(d for d in info.devices() if d != default)

@@ -143,3 +143,13 @@ def test_a_loaded_state_is_checked_cast_and_owned(xp, device, make):
         opt.load_state_dict(mine)
         mine[buffer][...] = 0.0
         assert np.all(opt.state_dict()[buffer] != 0.0)
+
+
+@pytest.mark.parametrize(("ours", "theirs"), [(Adam, "Adam"), (AdamW, "AdamW")])
+def test_the_defaults_are_torch_s(ours, theirs):
+    """Left out, every hyperparameter is PyTorch's (AdamW's weight decay is 1e-2, Adam's 0)."""
+    opt = ours(MLP([2, 3], seed=0))
+    expected = getattr(torch.optim, theirs)([torch.zeros(1, requires_grad=True)]).defaults
+    got = {"lr": opt.lr, "betas": opt.betas, "eps": opt.eps,
+           "weight_decay": opt.weight_decay, "amsgrad": opt.amsgrad}  # fmt: skip
+    assert got == {k: expected[k] for k in got}

@@ -298,3 +298,14 @@ def test_load_puts_every_array_on_the_device_asked(xp, device, tmp_path):
     want = backend.device_name(backend.device(xp.zeros((1,), device=device)))
     for key, array in model.state_dict().items():
         assert backend.device_name(backend.device(array)) == want, key
+
+
+def test_load_honours_the_device_in_every_session(tmp_path):
+    """The same on array-api-strict's second device, whatever the session's backend (the
+    mutation runs use NumPy's, which has one device)."""
+    from tests.helpers import strict_devices
+
+    strict, _, other = strict_devices()
+    path = save(MLP([3, 5, 2], batchnorm=True, standardize=True), tmp_path / "m.safetensors")
+    model = load(path, xp=strict, device=other)
+    assert {backend.device(a) for a in model.state_dict().values()} == {other}

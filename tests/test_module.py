@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers import asarray, assert_close
+from tests.helpers import asarray, assert_close, strict_devices
 from xpnet import backend
 from xpnet.backend import to_numpy
 from xpnet.models import MLP, MLP0, MLP1, MLP4
@@ -229,3 +229,25 @@ def test_a_module_called_is_its_forward(xp, device):
     loss = CrossEntropyLoss()
     expected = float(loss.forward(A, Y))
     assert float(loss(A, Y=Y)) == float(loss(A=A, Y=Y)) == expected
+
+
+def test_to_puts_every_array_on_the_device_asked_for():
+    """``to(xp, device)`` moves parameters, gradients and running statistics to that device,
+    and ``to(xp)`` to the library's default device, wherever they were (array-api-strict
+    has three devices, so this runs in every session)."""
+    strict, default, other = strict_devices()
+    model = MLP([4, 8, 3], batchnorm=True, seed=0)
+    loss = CrossEntropyLoss()
+    loss.forward(model.forward(np.ones((5, 4), dtype=np.float32)), np.arange(5) % 3)
+    model.backward(loss.backward())
+
+    def devices():
+        arrays = [*model.state_dict().values(), *(p.grad for _, p in model.named_parameters())]
+        return {backend.device(a) for a in arrays}
+
+    model.to("array_api_strict", device=other)
+    assert devices() == {other}
+    model.to("array_api_strict")
+    assert devices() == {default}
+    model.to(strict, device=other)
+    assert devices() == {other}

@@ -102,3 +102,38 @@ def test_backward_returns_the_modules_dtype_for_a_wider_gradient(case, xp, devic
     grad = module.backward(_ones(xp, device, (4, n_out), xp.float64))
     assert grad.dtype == xp.float32 and tuple(grad.shape) == (4, n_in)
     np.testing.assert_array_equal(np.isfinite(backend.to_numpy(grad)), True)
+
+
+def _handout(name):
+    from xpnet import models
+
+    return lambda **kw: getattr(models, name)(**kw)
+
+
+def _initialiser(name):
+    from xpnet.nn import init
+
+    return lambda **kw: getattr(init, name)((3, 2), **kw)
+
+
+#: every constructor that takes ``device=``: a module (its ``state_dict``) or an array
+_MADE_ON_A_DEVICE = {
+    **{name: make for name, (make, *_) in MODULES.items()},
+    **{name: _handout(name) for name in ("MLP0", "MLP1", "MLP4")},
+    **{name: _initialiser(name) for name in ("kaiming_uniform", "kaiming_normal",
+       "xavier_uniform", "xavier_normal", "zeros", "ones")},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(_MADE_ON_A_DEVICE))
+def test_every_device_argument_is_honoured_in_every_session(name):
+    """What each constructor makes is on the device asked for, array-api-strict's second
+    one, in every session: the NumPy session, where the mutation runs happen, has one
+    device only, so a ``device=`` dropped on the way would pass there."""
+    from tests.helpers import strict_devices
+
+    strict, _, other = strict_devices()
+    made = _MADE_ON_A_DEVICE[name](xp=strict, device=other)
+    arrays = list(made.state_dict().values()) if hasattr(made, "state_dict") else [made]
+    assert {backend.device(a) for a in arrays} == {other}
+    assert {backend.namespace(a) for a in arrays} == {backend.get(strict)}

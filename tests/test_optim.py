@@ -134,3 +134,35 @@ def test_load_state_dict_reads_the_old_buffer_names_and_ignores_other_keys():
     target = SGD(model, lr=0.1, momentum=0.9).load_state_dict(old)
     for key, value in target.state_dict().items():
         np.testing.assert_array_equal(np.asarray(value), state[key], err_msg=key)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_a_loaded_state_lands_where_the_parameters_are(kind):
+    """Buffers loaded from NumPy arrays go to the parameters' library, device and dtype,
+    and the next step runs there."""
+    from tests.helpers import strict_devices
+    from xpnet.optim import Adam
+
+    strict, _, other = strict_devices()
+    make = {"sgd": lambda m: SGD(m, lr=0.1, momentum=0.9), "adam": lambda m: Adam(m)}[kind]
+    source = MLP([3, 4, 2], seed=0)
+    loss = CrossEntropyLoss()
+    loss.forward(source.forward(np.eye(3, dtype=np.float32)), np.array([0, 1, 1]))
+    source.backward(loss.backward())
+    first = make(source)
+    first.step()
+    state = {k: to_numpy(v) for k, v in first.state_dict().items()}
+
+    model = MLP([3, 4, 2], seed=0).to(strict, device=other)
+    opt = make(model).load_state_dict(state)
+    buffers = [v for k, v in opt.state_dict().items() if k != "step"]
+    assert buffers and all(
+        backend.namespace(v) is backend.namespace(model.layers[0].W)
+        and backend.device(v) == other
+        and v.dtype == strict.float32
+        for v in buffers
+    )
+    X = strict.asarray(np.eye(3, dtype=np.float32), device=other)
+    loss.forward(model.forward(X), strict.asarray(np.array([0, 1, 1]), device=other))
+    model.backward(loss.backward())
+    opt.step()
