@@ -95,16 +95,39 @@ def test_state_round_trip_continues_identically(xp, device):
         assert_close(c.state_dict()[key], backend.to_numpy(value), xp=xp, rtol=0, atol=0)
 
 
-def test_hyperparameters_are_checked():
-    model = MLP([2, 2])
-    with pytest.raises(ValueError, match=r"betas\[1\] must lie in \[0.0, 1.0\)"):
-        Adam(model, betas=(0.9, 1.0))
-    with pytest.raises(TypeError, match="betas must be a pair"):
-        Adam(model, betas=0.9)
-    with pytest.raises(ValueError, match="lr must lie in"):
-        AdamW(model, lr=0)
+_REFUSED = [
+    ({"lr": 0}, ValueError, "lr must lie in (0.0, inf), got 0.0"),
+    ({"eps": 0}, ValueError, "eps must lie in (0.0, inf), got 0.0"),
+    ({"eps": float("nan")}, ValueError, "eps must lie in (0.0, inf), got nan"),
+    ({"eps": "a"}, TypeError, "eps must be a number, got str 'a'"),
+    ({"betas": (1.0, 0.9)}, ValueError, "betas[0] must lie in [0.0, 1.0), got 1.0"),
+    ({"betas": (0.9, 1.0)}, ValueError, "betas[1] must lie in [0.0, 1.0), got 1.0"),
+    ({"betas": (0.9, -0.1)}, ValueError, "betas[1] must lie in [0.0, 1.0), got -0.1"),
+    ({"betas": 0.9}, TypeError, "betas must be a pair (beta1, beta2), got 0.9"),
+    ({"betas": (0.9,)}, TypeError, "betas must be a pair (beta1, beta2), got (0.9,)"),
+    ({"weight_decay": -1}, ValueError, "weight_decay must lie in [0.0, inf), got -1.0"),
+    ({"amsgrad": 1}, TypeError, "amsgrad must be a bool, got 1"),
+]
+
+
+@pytest.mark.parametrize("cls", [Adam, AdamW])
+@pytest.mark.parametrize(("options", "kind", "says"), _REFUSED)
+def test_each_hyperparameter_is_refused_by_name(cls, options, kind, says):
+    """The whole message: the optimizer's own name, the argument, its range, the value."""
+    with pytest.raises(kind) as info:
+        cls(MLP([2, 2]), **options)
+    assert str(info.value) == f"{cls.__name__}: {says}"
+
+
+@pytest.mark.parametrize("cls", [Adam, AdamW])
+def test_the_edges_of_each_range_are_accepted(cls):
+    opt = cls(MLP([2, 2]), betas=(0.0, 0.0), eps=1e-300, weight_decay=0.0, amsgrad=True)
+    assert (opt.betas, opt.eps, opt.weight_decay, opt.amsgrad) == ((0.0, 0.0), 1e-300, 0.0, True)
+
+
+def test_a_step_before_backward_is_refused():
     with pytest.raises(RuntimeError, match=r"layers\.0\.dLdW is None"):
-        Adam(model).step()
+        Adam(MLP([2, 2])).step()
 
 
 def test_a_state_without_its_step_count_is_refused_by_name():
