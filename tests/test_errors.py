@@ -12,12 +12,14 @@ from xpnet.nn import (
     GELU,
     BatchNorm1d,
     CrossEntropyLoss,
+    Dropout,
     Identity,
     Linear,
     MSELoss,
     ReLU,
     Sigmoid,
     Softmax,
+    Standardize,
     Tanh,
 )
 from xpnet.optim import SGD
@@ -233,27 +235,65 @@ def test_sgd_step_before_backward(xp, device):
         opt.step()
 
 
+_SIZES = "sizes must be a sequence of at least two layer widths [C_in, ..., C_out], got"
+_BACKENDS = "numpy, cupy, torch, array_api_strict, jax or the module name of an Array API library"
+
+
 @pytest.mark.parametrize(
-    ("build", "exc", "match"),
+    ("build", "exc", "says"),
     [
-        (lambda: Linear(0, 3), ValueError, "in_features must be positive"),
-        (lambda: Linear(2.5, 3), TypeError, "in_features must be an int"),
-        (lambda: Linear(True, 3), TypeError, "in_features must be an int"),
-        (lambda: Linear(2, 3, dtype="int32"), ValueError, "dtype must be one of"),
-        (lambda: Linear(2, 3, xp="nosuchlib"), ValueError, "unknown backend 'nosuchlib'"),
-        (lambda: Linear(2, 3, device="cuda"), ValueError, "NumPy arrays live on 'cpu'"),
-        (lambda: BatchNorm1d(3, alpha=1.5), ValueError, r"alpha must lie in \[0.0, 1.0\]"),
-        (lambda: BatchNorm1d(3, eps=0.0), ValueError, "eps must lie"),
-        (lambda: MLP([3]), ValueError, "at least two layer widths"),
-        (lambda: MLP("3,4"), ValueError, "at least two layer widths"),
-        (lambda: MLP([3, -4]), ValueError, r"sizes\[1\] must be positive"),
-        (lambda: MLP([3, 4], activation="swish"), ValueError, "unknown activation 'swish'"),
-        (lambda: MLP0(dtype="float16"), ValueError, "dtype must be one of"),
+        (lambda: Linear(0, 3), ValueError, "Linear: in_features must be positive, got 0"),
+        (lambda: Linear(2, 0), ValueError, "Linear: out_features must be positive, got 0"),
+        (lambda: Linear(2.5, 3), TypeError, "Linear: in_features must be an int, got float 2.5"),
+        (lambda: Linear(True, 3), TypeError, "Linear: in_features must be an int, got bool True"),
+        (lambda: Linear(2, 3, dtype="int32"), ValueError,
+         "dtype must be one of float32, float64, got 'int32'"),
+        (lambda: Linear(2, 3, xp="nosuchlib"), ValueError,
+         f"unknown backend 'nosuchlib': no module of that name is installed; expected one of "
+         f"{_BACKENDS}"),
+        (lambda: Linear(2, 3, device="cuda"), ValueError,
+         "NumPy arrays live on 'cpu' only, got device 'cuda'"),
+        (lambda: BatchNorm1d(0), ValueError, "BatchNorm1d: num_features must be positive, got 0"),
+        (lambda: BatchNorm1d(3, alpha=1.5), ValueError,
+         "BatchNorm1d: alpha must lie in [0.0, 1.0], got 1.5"),
+        (lambda: BatchNorm1d(3, eps=0.0), ValueError,
+         "BatchNorm1d: eps must lie in (0.0, inf), got 0.0"),
+        (lambda: Dropout(1.0), ValueError, "Dropout: p must lie in [0.0, 1.0), got 1.0"),
+        (lambda: Dropout(-0.1), ValueError, "Dropout: p must lie in [0.0, 1.0), got -0.1"),
+        (lambda: Standardize(0), ValueError, "Standardize: num_features must be positive, got 0"),
+        (lambda: MLP([3]), ValueError, f"MLP: {_SIZES} [3]"),
+        (lambda: MLP("3,4"), ValueError, f"MLP: {_SIZES} '3,4'"),
+        (lambda: MLP([3, -4]), ValueError, "MLP: sizes[1] must be positive, got -4"),
+        (lambda: MLP([3, 4], activation="swish"), ValueError,
+         "MLP: unknown activation 'swish'; expected one of relu, sigmoid, tanh, gelu, identity"),
+        (lambda: MLP0(dtype="float16"), ValueError,
+         "dtype must be one of float32, float64, got 'float16'"),
+        (lambda: SGD(MLP([2, 2]), lr=0), ValueError, "SGD: lr must lie in (0.0, inf), got 0.0"),
+        (lambda: SGD(MLP([2, 2]), momentum=1.0), ValueError,
+         "SGD: momentum must lie in [0.0, 1.0), got 1.0"),
+        (lambda: SGD(MLP([2, 2]), momentum=-0.5), ValueError,
+         "SGD: momentum must lie in [0.0, 1.0), got -0.5"),
+        (lambda: SGD(MLP([2, 2]), weight_decay=-1), ValueError,
+         "SGD: weight_decay must lie in [0.0, inf), got -1.0"),
+        (lambda: SGD(MLP([2, 2]), momentum=0.9, nesterov=1), TypeError,
+         "SGD: nesterov must be a bool, got 1"),
+        (lambda: SGD(MLP([2, 2]), nesterov=True), ValueError,
+         "SGD: nesterov momentum needs momentum > 0"),
     ],
-)
-def test_constructor_arguments(build, exc, match):
-    with pytest.raises(exc, match=match):
+)  # fmt: skip
+def test_constructor_arguments(build, exc, says):
+    """Each refusal as its whole message: the class, the argument, its range, the value."""
+    with pytest.raises(exc) as info:
         build()
+    assert str(info.value) == says
+
+
+def test_the_edges_of_the_constructors_ranges_are_accepted():
+    bn = BatchNorm1d(3, alpha=0.0, eps=1e-300)
+    assert (bn.alpha, bn.eps, BatchNorm1d(3, alpha=1.0).alpha) == (0.0, 1e-300, 1.0)
+    assert Dropout(0.0).p == 0.0
+    opt = SGD(MLP([2, 2]), lr=1e-300, momentum=0.0, weight_decay=0.0)
+    assert (opt.lr, opt.mu, opt.weight_decay) == (1e-300, 0.0, 0.0)
 
 
 def test_unknown_device_name():
