@@ -176,3 +176,25 @@ def test_the_defaults_are_torch_s(ours, theirs):
     got = {"lr": opt.lr, "betas": opt.betas, "eps": opt.eps,
            "weight_decay": opt.weight_decay, "amsgrad": opt.amsgrad}  # fmt: skip
     assert got == {k: expected[k] for k in got}
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_the_state_holds_what_the_variant_keeps(amsgrad):
+    """The running maximum of amsgrad is kept (and saved) only when asked for."""
+    model = MLP([2, 3], seed=0)
+    names = [name for name, _ in model.named_parameters()]
+    kept = ["exp_avg", "exp_avg_sq", *(["max_exp_avg_sq"] if amsgrad else [])]
+    state = Adam(model, amsgrad=amsgrad).state_dict()
+    assert sorted(state) == sorted(["step", *(f"{k}.{n}" for k in kept for n in names)])
+
+
+def test_one_parameter_alone_is_optimised():
+    """An optimizer over a single parameter, as ``torch.optim.Adam([w])``."""
+    model = MLP([2, 3], seed=0)
+    only = [next(iter(model.named_parameters()))]
+    before = backend.to_numpy(model.layers[0].W).copy()
+    loss = CrossEntropyLoss()
+    loss.forward(model.forward(np.ones((4, 2), dtype=np.float32)), np.array([0, 1, 2, 0]))
+    model.backward(loss.backward())
+    Adam(only, lr=0.1).step()
+    assert not np.array_equal(backend.to_numpy(model.layers[0].W), before)
