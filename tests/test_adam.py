@@ -198,3 +198,36 @@ def test_one_parameter_alone_is_optimised():
     model.backward(loss.backward())
     Adam(only, lr=0.1).step()
     assert not np.array_equal(backend.to_numpy(model.layers[0].W), before)
+
+
+def _three_adam_steps(xp, device, case):
+    ours, _, options = CASES[case]
+    model = MLP([5, 7, 3], batchnorm=True, xp=xp, device=device, dtype="float64", seed=2)
+    opt = ours(model, lr=0.01, **options)
+    loss = CrossEntropyLoss()
+    rng = np.random.default_rng(0)
+    arrays = [p.value for _, p in model.named_parameters()]
+    for _ in range(3):
+        X = asarray(xp, device, rng.standard_normal((8, 5)))
+        loss.forward(model.forward(X), asarray(xp, device, rng.integers(0, 3, 8), "int64"))
+        model.backward(loss.backward())
+        opt.step()
+    kept = all(a is p.value for a, (_, p) in zip(arrays, model.named_parameters(), strict=True))
+    return kept, {k: backend.to_numpy(v) for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_in_place_update_keeps_the_arrays_and_equals_the_assignment(
+    xp, device, monkeypatch, case
+):
+    """Where the library's arrays can be written, Adam updates the parameters in place
+    (a view of them stays valid, as in PyTorch), bit for bit as the assignment update
+    that immutable libraries get."""
+    if not backend.inplace_updates(xp):
+        pytest.skip(f"{backend.library_name(xp)}'s arrays are not written in place")
+    kept, in_place = _three_adam_steps(xp, device, case)
+    monkeypatch.setattr(backend, "inplace_updates", lambda _xp: False)
+    moved, assigned = _three_adam_steps(xp, device, case)
+    assert kept and not moved
+    for key, value in assigned.items():
+        np.testing.assert_array_equal(in_place[key], value, err_msg=key)

@@ -111,7 +111,9 @@ class Adam(Optimizer):
         for (name, param), g in zip(self.params, grads, strict=True):
             p = param.value
             if self.weight_decay:
-                if self.decoupled:
+                if self.decoupled and self._inplace:
+                    p *= 1.0 - self.lr * self.weight_decay  # as the update below, in place
+                elif self.decoupled:
                     p = p * (1.0 - self.lr * self.weight_decay)
                 else:
                     g = g + self.weight_decay * p
@@ -174,7 +176,7 @@ class AdamW(Adam):
 
     The decay shrinks the parameters themselves before the Adam step instead of adding
     ``weight_decay · p`` to the gradient, which Adam's normalisation would undo (PyTorch's
-    rule).
+    rule). Where the library's arrays can be written, both happen in place, as in Adam.
 
     Parameters
     ----------
