@@ -14,7 +14,14 @@ import pytest
 from tests.helpers import asarray, assert_close
 from xpnet import backend
 from xpnet._safetensors import assemble, decode, pack
-from xpnet.checkpoint import CheckpointError, _header_sha256, load, read_metadata, save
+from xpnet.checkpoint import (
+    MAX_PROBE_ROWS,
+    CheckpointError,
+    _header_sha256,
+    load,
+    read_metadata,
+    save,
+)
 from xpnet.models import MLP, MLP4
 
 
@@ -309,3 +316,39 @@ def test_load_honours_the_device_in_every_session(tmp_path):
     path = save(MLP([3, 5, 2], batchnorm=True, standardize=True), tmp_path / "m.safetensors")
     model = load(path, xp=strict, device=other)
     assert {backend.device(a) for a in model.state_dict().values()} == {other}
+
+
+@pytest.mark.parametrize("rows", [1, MAX_PROBE_ROWS])
+def test_a_probe_of_one_to_the_most_rows_is_saved_and_checked(tmp_path, rows):
+    """``save(probe=...)`` keeps the rows given, from one to :data:`MAX_PROBE_ROWS`, and
+    ``load`` runs them again."""
+    model = MLP([3, 4, 2], seed=0)
+    probe = np.random.default_rng(0).standard_normal((rows, 3))
+    path = save(model, tmp_path / "m.safetensors", probe=probe)
+    kept = np.asarray(read_metadata(path)["probe"]["inputs"])
+    np.testing.assert_array_equal(kept, probe.astype(np.float32))
+    load(path)
+
+
+@pytest.mark.parametrize("rows", [0, MAX_PROBE_ROWS + 1])
+def test_a_probe_of_no_rows_or_too_many_is_refused_on_save_and_on_load(tmp_path, rows):
+    model = MLP([3, 4, 2], seed=0)
+    probe = np.zeros((rows, 3))
+    with pytest.raises(ValueError) as info:
+        save(model, tmp_path / "m.safetensors", probe=probe)
+    assert str(info.value) == (
+        f"probe must be (n, 3) inputs with 1 <= n <= {MAX_PROBE_ROWS}, got shape ({rows}, 3)"
+    )
+    path = save(model, tmp_path / "m.safetensors")
+
+    def edit(meta):  # as a hand-edited file could hold it
+        meta["probe"] = {"inputs": probe.tolist(), "outputs": np.zeros((rows, 2)).tolist()}
+
+    _rewrite(path, info=edit)
+    with pytest.raises(CheckpointError) as info:
+        load(path)
+    read_as = "(0,)" if rows == 0 else f"({rows}, 3)"  # [] is read as no row of no width
+    assert str(info.value) == (
+        f"{path}: metadata field 'probe.inputs' must have shape (n, 3) with "
+        f"1 <= n <= {MAX_PROBE_ROWS}, got {read_as}"
+    )
