@@ -352,3 +352,24 @@ def test_a_probe_of_no_rows_or_too_many_is_refused_on_save_and_on_load(tmp_path,
         f"{path}: metadata field 'probe.inputs' must have shape (n, 3) with "
         f"1 <= n <= {MAX_PROBE_ROWS}, got {read_as}"
     )
+
+
+@pytest.mark.parametrize("key", ["inputs", "outputs"])
+def test_a_probe_value_beyond_float32_is_refused_without_a_warning(tmp_path, key):
+    """1e39 is finite in the JSON but infinite in the float32 model: refused by name, and
+    the cast's overflow is not let out as a RuntimeWarning (an error under ``-W error``)."""
+    import warnings
+
+    path = save(MLP([3, 4, 2], seed=0), tmp_path / "m.safetensors")
+
+    def edit(meta):
+        meta["probe"][key][0][0] = 1e39
+
+    _rewrite(path, info=edit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(CheckpointError) as info:
+            load(path)
+    assert str(info.value) == (
+        f"{path}: metadata field 'probe.{key}' holds NaN, infinity or a value beyond float32"
+    )
