@@ -98,6 +98,23 @@ def _set(path, value):
         ),
         ("architecture.batchnorm", 1, "'architecture.batchnorm' must be true or false, got 1"),
         (
+            "architecture.standardize",
+            "no",
+            "'architecture.standardize' must be true or false, got 'no'",
+        ),
+        ("architecture.standardize", 0, "'architecture.standardize' must be true or false, got 0"),
+        (
+            "architecture.dropout",
+            -0.1,
+            "'architecture.dropout' must be a number in [0, 1), got -0.1",
+        ),
+        (
+            "architecture.dropout",
+            "0.5",
+            "'architecture.dropout' must be a number in [0, 1), got '0.5'",
+        ),
+        ("dtype", 32, "'dtype' must be one of ['float32', 'float64'], got 32"),
+        (
             "architecture.class",
             "Transformer",
             "'architecture.class' must be one of ['MLP', 'MLP0', 'MLP1', 'MLP4'], "
