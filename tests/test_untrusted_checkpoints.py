@@ -178,6 +178,17 @@ def _set(path, value):
             [6, 0, 4],
             "'architecture.sizes' must be a list of at least two positive ints, got [6, 0, 4]",
         ),
+        (  # eight entries are shown, more are counted
+            "architecture.sizes",
+            [6, 1, 1, 1, 1, 1, 0, 4],
+            "'architecture.sizes' must be a list of at least two positive ints, "
+            "got [6, 1, 1, 1, 1, 1, 0, 4]",
+        ),
+        (
+            "architecture.sizes",
+            [6, 1, 1, 1, 1, 1, 1, 0, 4],
+            "'architecture.sizes' must be a list of at least two positive ints, got 9 entries",
+        ),
         ("user", [], "'user' must be a JSON object"),
     ],
 )
