@@ -189,6 +189,16 @@ def _set(path, value):
             [6, 1, 1, 1, 1, 1, 1, 0, 4],
             "'architecture.sizes' must be a list of at least two positive ints, got 9 entries",
         ),
+        (  # more layers than the file has arrays (8): refused before any shape is built
+            "architecture.sizes",
+            [6, *[10] * 8, 4],
+            "'architecture.sizes' describes 9 layers but the file stores only 8 arrays",
+        ),
+        (  # as many layers as arrays: the shapes are compared
+            "architecture.sizes",
+            [6, *[10] * 7, 4],
+            "'architecture' expects 'layers.1.W' of shape (10, 10), the file stores (4, 10)",
+        ),
         ("user", [], "'user' must be a JSON object"),
     ],
 )
