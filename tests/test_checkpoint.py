@@ -373,3 +373,18 @@ def test_a_probe_value_beyond_float32_is_refused_without_a_warning(tmp_path, key
     assert str(info.value) == (
         f"{path}: metadata field 'probe.{key}' holds NaN, infinity or a value beyond float32"
     )
+
+
+def test_load_all_gives_the_model_the_other_arrays_and_the_metadata(tmp_path):
+    """``load_all(path)``: the model on NumPy by default, the arrays saved with
+    ``extra_tensors`` as NumPy arrays by key, and the metadata with the user's part."""
+    from xpnet.checkpoint import load_all
+
+    model = MLP([3, 4, 2], seed=0)
+    extra = {"optimizer.velocity": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    path = save(model, tmp_path / "m.safetensors", metadata={"run": 7}, extra_tensors=extra)
+    again, extras, info = load_all(path)
+    assert backend.library_name(backend.namespace(again.layers[0].W)) == "numpy"
+    assert list(extras) == list(extra)
+    np.testing.assert_array_equal(extras["optimizer.velocity"], extra["optimizer.velocity"])
+    assert info["user"] == {"run": 7} and info["architecture"]["sizes"] == [3, 4, 2]
