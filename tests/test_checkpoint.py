@@ -388,3 +388,22 @@ def test_load_all_gives_the_model_the_other_arrays_and_the_metadata(tmp_path):
     assert list(extras) == list(extra)
     np.testing.assert_array_equal(extras["optimizer.velocity"], extra["optimizer.velocity"])
     assert info["user"] == {"run": 7} and info["architecture"]["sizes"] == [3, 4, 2]
+
+
+@pytest.mark.parametrize("name", ["MLP0", "MLP1", "MLP4"])
+def test_a_handout_model_comes_back_with_its_options_and_where_asked(tmp_path, name):
+    """The handout classes are saved by name: their options (activation, BatchNorm,
+    scaling, initialiser, dropout) come back, on the library and device asked for."""
+    from tests.helpers import strict_devices
+    from xpnet import models
+
+    options = {"activation": "tanh", "batchnorm": True, "standardize": True,
+               "init": "xavier_uniform", "dropout": 0.25}  # fmt: skip
+    model = getattr(models, name)(seed=4, **options)
+    path = save(model, tmp_path / "m.safetensors")
+    strict, _, other = strict_devices()
+    again = load(path, xp=strict, device=other)
+    assert type(again) is type(model)
+    assert {k: getattr(again, k) for k in options} == options
+    assert {backend.device(a) for a in again.state_dict().values()} == {other}
+    assert {backend.namespace(a) for a in again.state_dict().values()} == {backend.get(strict)}
