@@ -198,12 +198,33 @@ def test_tampered_weights_are_refused(saved):
 
 
 def test_tampered_probe_is_refused(saved):
+    """The whole message, with the largest difference (the one edit, 0.25) and the
+    tolerance it missed."""
+
     def edit(meta):
-        meta["probe"]["outputs"][0][0] += 0.01
+        meta["probe"]["outputs"][1][2] += 0.25
 
     _rewrite(saved, info=edit)
-    with pytest.raises(CheckpointError, match="probe batch differ"):
+    with pytest.raises(CheckpointError) as info:
         load(saved)
+    assert str(info.value) == (
+        f"{saved}: the model's outputs on the saved probe batch differ from the recorded ones "
+        "(max difference 0.25, tolerance 0.0001 relative + 1e-05); the file was modified or "
+        "the backend computes differently"
+    )
+
+
+def test_a_probe_that_overflows_is_refused_without_a_warning(tmp_path):
+    """Parameters edited to 1e30 make the float32 probe overflow: refused by the probe
+    comparison, without NumPy's overflow warning escaping (an error under ``-W error``)."""
+    import warnings
+
+    path = save(MLP([3, 4, 2], seed=0), tmp_path / "m.safetensors")
+    _rewrite(path, tensors=lambda t: {**t, "layers.0.W": np.full_like(t["layers.0.W"], 1e30)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(CheckpointError, match="probe batch differ"):
+            load(path)
 
 
 def test_wrong_architecture_is_refused(saved):
