@@ -215,12 +215,14 @@ def test_tampered_probe_is_refused(saved):
 
 
 def test_a_probe_that_overflows_is_refused_without_a_warning(tmp_path):
-    """Parameters edited to 1e30 make the float32 probe overflow: refused by the probe
-    comparison, without NumPy's overflow warning escaping (an error under ``-W error``)."""
+    """A BatchNorm scale edited to 3e38 makes the float32 probe overflow: refused by the
+    probe comparison, without NumPy's overflow warning escaping (an error under
+    ``-W error``)."""
     import warnings
 
-    path = save(MLP([3, 4, 2], seed=0), tmp_path / "m.safetensors")
-    _rewrite(path, tensors=lambda t: {**t, "layers.0.W": np.full_like(t["layers.0.W"], 1e30)})
+    path = save(MLP([3, 4, 2], batchnorm=True, seed=0), tmp_path / "m.safetensors")
+    scale = "bn_layers.0.BW"
+    _rewrite(path, tensors=lambda t: {**t, scale: np.full_like(t[scale], 3e38)})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(CheckpointError, match="probe batch differ"):
