@@ -303,15 +303,44 @@ def test_unknown_device_name():
 
 
 def test_load_state_dict_errors(xp, device):
+    """Each refusal as its whole message, naming the class."""
     model = MLP([2, 3, 2], xp=xp, device=device)
+
+    def refused(state, kind=ValueError, **options):
+        with pytest.raises(kind) as info:
+            model.load_state_dict(state, **options)
+        return str(info.value)
+
     state = dict(model.state_dict())
     del state["layers.1.b"]
-    with pytest.raises(ValueError, match=r"missing keys \['layers.1.b'\]"):
-        model.load_state_dict(state)
+    state["layers.9.W"] = np.zeros((1, 1), dtype=np.float32)
+    assert refused(state) == (
+        "MLP.load_state_dict: missing keys ['layers.1.b'], unexpected keys ['layers.9.W']; "
+        "was the state saved from another architecture?"
+    )
     state = dict(model.state_dict())
     state["layers.0.W"] = np.zeros((4, 2), dtype=np.float32)
-    with pytest.raises(ValueError, match=r"'layers.0.W' has shape \(4, 2\), expected \(3, 2\)"):
-        model.load_state_dict(state)
+    assert refused(state) == "MLP.load_state_dict: 'layers.0.W' has shape (4, 2), expected (3, 2)"
+    assert refused([1, 2], TypeError) == (
+        "MLP.load_state_dict expects a mapping of keys to arrays (as state_dict() returns), "
+        "got list"
+    )
+    assert refused({"layers.0.b": [0.0, 0.0, 0.0]}, TypeError, strict=False) == (
+        "MLP.load_state_dict: 'layers.0.b' must be an array, got list; expected an array of "
+        "any supported library"
+    )
+
+
+def test_load_state_dict_not_strict_loads_every_key_it_knows(xp, device):
+    """``strict=False`` skips keys the module does not have, wherever they come, and loads
+    the others."""
+    model = MLP([2, 3, 2], xp=xp, device=device)
+    state = {"nothing.here": np.ones((1,), dtype=np.float32)}
+    state.update(
+        {k: np.full(v.shape, 0.5, dtype=np.float32) for k, v in model.state_dict().items()}
+    )
+    model.load_state_dict(state, strict=False)
+    assert all(np.all(backend.to_numpy(v) == 0.5) for v in model.state_dict().values())
 
 
 def test_sgd_after_moving_the_model(xp, device):
