@@ -251,3 +251,20 @@ def test_to_puts_every_array_on_the_device_asked_for():
     assert devices() == {default}
     model.to(strict, device=other)
     assert devices() == {other}
+
+
+def test_a_loaded_state_is_the_module_s_own(xp, device):
+    """Arrays of the module's own library, device and dtype are copied in: an optimizer
+    that updates the parameters in place leaves the caller's arrays as they were."""
+    model = MLP([3, 4, 2], xp=xp, device=device, seed=0)
+    given = dict(MLP([3, 4, 2], xp=xp, device=device, seed=1).state_dict())
+    before = {k: to_numpy(v).copy() for k, v in given.items()}
+    model.load_state_dict(given)
+    assert all(model.state_dict()[k] is not v for k, v in given.items())
+    loss = CrossEntropyLoss()
+    X = asarray(xp, device, np.ones((4, 3)), "float32")
+    loss.forward(model.forward(X), asarray(xp, device, [0, 1, 1, 0], "int64"))
+    model.backward(loss.backward())
+    SGD(model, lr=0.5).step()
+    for key, value in given.items():
+        np.testing.assert_array_equal(to_numpy(value), before[key], err_msg=key)
