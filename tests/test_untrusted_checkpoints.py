@@ -559,3 +559,31 @@ def test_what_the_architecture_may_leave_out_or_hold_at_its_edge(tmp_path):
     again = load(path)
     assert (again.sizes, again.activation, again.batchnorm) == ([6, 1, 4], "relu", False)
     assert (again.init, again.dropout) == ("kaiming_uniform", 0.25)
+
+
+def test_a_bad_header_length_is_refused_from_the_first_8_bytes(tmp_path, monkeypatch):
+    """A file whose first 8 bytes claim more header than it holds is refused having read
+    those 8 bytes only, not the megabytes after them."""
+    import xpnet.checkpoint as checkpoint
+
+    path = tmp_path / "m.safetensors"
+    path.write_bytes((2**60).to_bytes(8, "little") + bytes(2**20))
+    reads = []
+    opened = checkpoint.open_regular
+
+    def counting(name):
+        fh = opened(name)
+        real = fh.read
+
+        def read(size=-1):
+            data = real(size)
+            reads.append(len(data))
+            return data
+
+        fh.read = read
+        return fh
+
+    monkeypatch.setattr(checkpoint, "open_regular", counting)
+    with pytest.raises(CheckpointError, match="header"):
+        load(path)
+    assert reads == [8]
