@@ -587,3 +587,49 @@ def test_a_bad_header_length_is_refused_from_the_first_8_bytes(tmp_path, monkeyp
     with pytest.raises(CheckpointError, match="header"):
         load(path)
     assert reads == [8]
+
+
+def _safetensors(tmp_path, header):
+    """A safetensors file of one small array and ``header`` as its metadata."""
+    from xpnet._safetensors import assemble, pack
+
+    entries, data = pack({"w": np.zeros((2, 2), dtype=np.float32)})
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(assemble(entries, data, header))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("header", "says"),
+    [
+        ({}, "a safetensors file without xpnet metadata"),
+        ({"xpnet": json.dumps({"format": "other/9"})},
+         "unsupported checkpoint format 'other/9', expected 'xpnet-checkpoint/2'"),
+        ({"xpnet": "[1]"}, "unsupported checkpoint format None, expected 'xpnet-checkpoint/2'"),
+        ({"xpnet": "{not json"}, "xpnet metadata is not valid JSON (Expecting property name "
+         "enclosed in double quotes: line 1 column 2 (char 1))"),
+    ],
+    ids=["no-metadata", "other-format", "not-an-object", "not-json"],
+)  # fmt: skip
+def test_a_safetensors_file_that_is_no_checkpoint_is_refused_by_name(tmp_path, header, says):
+    path = _safetensors(tmp_path, header)
+    with pytest.raises(CheckpointError) as info:
+        load(path)
+    assert str(info.value) == f"{path}: {says}"
+
+
+def test_a_folder_or_an_unreadable_file_is_refused_by_name(tmp_path, monkeypatch):
+    import xpnet.checkpoint as checkpoint
+
+    with pytest.raises(CheckpointError) as info:
+        load(tmp_path)
+    assert str(info.value) == f"{tmp_path}: is a directory, not a checkpoint file"
+
+    def denied(name):
+        raise PermissionError(13, "Permission denied", str(name))
+
+    monkeypatch.setattr(checkpoint, "open_regular", denied)
+    path = tmp_path / "m.safetensors"
+    with pytest.raises(CheckpointError) as info:
+        load(path)
+    assert str(info.value) == f"{path}: cannot read (Permission denied)"
