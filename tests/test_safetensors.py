@@ -1,0 +1,77 @@
+"""The safetensors reader on its own: every refusal of a malformed header or data section
+as its whole message (the checkpoint tests reach it through ``xpnet.load`` only)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from xpnet._safetensors import FormatError, decode
+
+
+def _blob(header, data=b""):
+    text = json.dumps(header).encode() if not isinstance(header, bytes) else header
+    return len(text).to_bytes(8, "little") + text + data
+
+
+_F32 = {"dtype": "F32", "shape": [1]}
+
+
+@pytest.mark.parametrize(
+    ("header", "data", "says"),
+    [
+        (b"{not json", b"", "header is not valid JSON (Expecting property name enclosed in "
+         "double quotes: line 1 column 2 (char 1))"),
+        ([1], b"", "header is not a JSON object"),
+        ({"__metadata__": {"a": 1}}, b"", "__metadata__ must map strings to strings"),
+        ({"__metadata__": [["a", "b"]]}, b"", "__metadata__ must map strings to strings"),
+        ({"w": [0, 4]}, bytes(4), "tensor 'w': bad data_offsets None"),
+        ({"w": {**_F32}}, bytes(4), "tensor 'w': bad data_offsets None"),
+        ({"w": {**_F32, "data_offsets": [0, 4, 8]}}, bytes(4),
+         "tensor 'w': bad data_offsets [0, 4, 8]"),
+        ({"w": {**_F32, "data_offsets": [0, "4"]}}, bytes(4),
+         "tensor 'w': bad data_offsets [0, '4']"),
+        ({"w": {**_F32, "data_offsets": [4, 0]}}, bytes(4), "tensor 'w': bad data_offsets [4, 0]"),
+        ({"w": {**_F32, "data_offsets": [-1, 4]}}, bytes(4),
+         "tensor 'w': bad data_offsets [-1, 4]"),
+        ({"w": {**_F32, "dtype": "I32", "data_offsets": [0, 4]}}, bytes(4),
+         "tensor 'w': unsupported dtype 'I32'"),
+        ({"w": {**_F32, "shape": [-1], "data_offsets": [0, 4]}}, bytes(4),
+         "tensor 'w': bad shape [-1]"),
+        ({"w": {**_F32, "shape": [True], "data_offsets": [0, 4]}}, bytes(4),
+         "tensor 'w': bad shape [True]"),
+        ({"w": {**_F32, "shape": "1", "data_offsets": [0, 4]}}, bytes(4),
+         "tensor 'w': bad shape '1'"),
+        ({"w": {**_F32, "data_offsets": [0, 8]}}, bytes(8),
+         "tensor 'w': offsets [0, 8] do not match its shape [1] or the data section (8 bytes)"),
+        ({"w": {**_F32, "data_offsets": [0, 4]}}, bytes(2),
+         "tensor 'w': offsets [0, 4] do not match its shape [1] or the data section (2 bytes)"),
+        ({"a": {**_F32, "data_offsets": [0, 4]}, "b": {**_F32, "data_offsets": [8, 12]}},
+         bytes(12),
+         "tensor 'b': offsets [8, 12] do not match its shape [1] or the data section (12 bytes)"),
+        ({"w": {**_F32, "data_offsets": [0, 4]}}, bytes(8), "data section has 4 trailing bytes"),
+    ],
+)  # fmt: skip
+def test_each_malformed_part_is_refused_by_name(header, data, says):
+    with pytest.raises(FormatError) as info:
+        decode(_blob(header, data))
+    assert str(info.value) == says
+
+
+def test_a_well_formed_file_decodes_in_offset_order():
+    """Tensors listed out of order in the header are read by their offsets; the metadata
+    and the data section come back as written."""
+    a, b = np.arange(3, dtype=np.float32), np.arange(4, dtype=np.float64).reshape(2, 2)
+    data = a.tobytes() + b.tobytes()
+    header = {
+        "b": {"dtype": "F64", "shape": [2, 2], "data_offsets": [12, 44]},
+        "a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 12]},
+        "__metadata__": {"k": "v"},
+    }
+    tensors, metadata, section = decode(_blob(header, data))
+    assert metadata == {"k": "v"} and section == data
+    np.testing.assert_array_equal(tensors["a"], a)
+    np.testing.assert_array_equal(tensors["b"], b)
+    assert tensors["a"].dtype == np.float32 and tensors["b"].dtype == np.float64
