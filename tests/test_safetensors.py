@@ -75,3 +75,13 @@ def test_a_well_formed_file_decodes_in_offset_order():
     np.testing.assert_array_equal(tensors["a"], a)
     np.testing.assert_array_equal(tensors["b"], b)
     assert tensors["a"].dtype == np.float32 and tensors["b"].dtype == np.float64
+
+
+def test_an_empty_tensor_has_equal_offsets():
+    """A tensor with no elements (shape [0]) takes no bytes: its offsets are equal."""
+    header = {
+        "e": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]},
+        "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+    }
+    tensors, _, _ = decode(_blob(header, np.ones(1, dtype=np.float32).tobytes()))
+    assert tensors["e"].shape == (0,) and tensors["a"].tolist() == [1.0]
