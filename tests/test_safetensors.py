@@ -85,3 +85,14 @@ def test_an_empty_tensor_has_equal_offsets():
     }
     tensors, _, _ = decode(_blob(header, np.ones(1, dtype=np.float32).tobytes()))
     assert tensors["e"].shape == (0,) and tensors["a"].tolist() == [1.0]
+
+
+def test_a_header_of_the_most_bytes_is_read_and_no_byte_after_it():
+    """A header of exactly MAX_HEADER bytes is parsed, and its checks look at the header
+    alone: a data byte after it that looks like JSON is not counted with it."""
+    from xpnet._safetensors import MAX_HEADER
+
+    header = b"{" + b" " * (MAX_HEADER - 2) + b"}"
+    with pytest.raises(FormatError) as info:
+        decode(_blob(header, b"["))
+    assert str(info.value) == "data section has 1 trailing bytes"
