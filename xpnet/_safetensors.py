@@ -198,7 +198,8 @@ def decode(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str], bytes]:
         raise FormatError("__metadata__ must map strings to strings")
     data = blob[8 + n :]
     tensors, end = {}, 0
-    for name, info in sorted(header.items(), key=lambda item: _offsets(item)[0]):
+    # by both offsets: a tensor of no elements ([k, k]) comes before one starting at k
+    for name, info in sorted(header.items(), key=lambda item: tuple(_offsets(item))):
         begin, stop = _offsets((name, info))
         code = info.get("dtype")
         shape = info.get("shape")
