@@ -96,3 +96,10 @@ def test_a_header_of_the_most_bytes_is_read_and_no_byte_after_it():
     with pytest.raises(FormatError) as info:
         decode(_blob(header, b"["))
     assert str(info.value) == "data section has 1 trailing bytes"
+
+
+def test_the_header_length_is_read_unsigned():
+    """A length with its top bit set is a huge length, not a negative one."""
+    with pytest.raises(FormatError) as info:
+        decode((2**63 + 2).to_bytes(8, "little") + b"{}" + bytes(6))
+    assert str(info.value) == "header length 9223372036854775810 does not fit a file of 16 bytes"
