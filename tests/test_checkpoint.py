@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import asarray, assert_close
+from tests.helpers import asarray, assert_close, strict_devices
 from xpnet import backend
 from xpnet._safetensors import assemble, decode, pack
 from xpnet.checkpoint import (
@@ -333,8 +333,6 @@ def test_load_puts_every_array_on_the_device_asked(xp, device, tmp_path):
 def test_load_honours_the_device_in_every_session(tmp_path):
     """The same on array-api-strict's second device, whatever the session's backend (the
     mutation runs use NumPy's, which has one device)."""
-    from tests.helpers import strict_devices
-
     strict, _, other = strict_devices()
     path = save(MLP([3, 5, 2], batchnorm=True, standardize=True), tmp_path / "m.safetensors")
     model = load(path, xp=strict, device=other)
@@ -417,7 +415,6 @@ def test_load_all_gives_the_model_the_other_arrays_and_the_metadata(tmp_path):
 def test_a_handout_model_comes_back_with_its_options_and_where_asked(tmp_path, name):
     """The handout classes are saved by name: their options (activation, BatchNorm,
     scaling, initialiser, dropout) come back, on the library and device asked for."""
-    from tests.helpers import strict_devices
     from xpnet import models
 
     options = {"activation": "tanh", "batchnorm": True, "standardize": True,

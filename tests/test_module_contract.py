@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.helpers import strict_devices
 from xpnet import backend
 from xpnet.models import MLP
 from xpnet.nn import BatchNorm1d, Linear, Standardize
@@ -130,8 +131,6 @@ def test_every_device_argument_is_honoured_in_every_session(name):
     """What each constructor makes is on the device asked for, array-api-strict's second
     one, in every session: the NumPy session, where the mutation runs happen, has one
     device only, so a ``device=`` dropped on the way would pass there."""
-    from tests.helpers import strict_devices
-
     strict, _, other = strict_devices()
     made = _MADE_ON_A_DEVICE[name](xp=strict, device=other)
     arrays = list(made.state_dict().values()) if hasattr(made, "state_dict") else [made]

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers import asarray, to_numpy
+from tests.helpers import asarray, strict_devices, to_numpy
 from xpnet import backend
 from xpnet.errors import XpnetValueError
 from xpnet.models import MLP
 from xpnet.nn import CrossEntropyLoss
-from xpnet.optim import SGD, sgd
+from xpnet.optim import SGD, Adam, sgd
 
 PATHS = {  # path -> (inplace_updates, flat_views, the method that must run)
     "assign": (False, False, "_update_assign"),
@@ -140,9 +140,6 @@ def test_load_state_dict_reads_the_old_buffer_names_and_ignores_other_keys():
 def test_a_loaded_state_lands_where_the_parameters_are(kind):
     """Buffers loaded from NumPy arrays go to the parameters' library, device and dtype,
     and the next step runs there."""
-    from tests.helpers import strict_devices
-    from xpnet.optim import Adam
-
     strict, _, other = strict_devices()
     make = {"sgd": lambda m: SGD(m, lr=0.1, momentum=0.9), "adam": lambda m: Adam(m)}[kind]
     source = MLP([3, 4, 2], seed=0)

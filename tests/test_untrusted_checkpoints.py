@@ -438,6 +438,15 @@ def unfinished_run(tmp_path_factory):
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
+def _run_folder(tmp_path, files):
+    """``tmp_path / "run"`` holding ``files`` (name -> bytes), written over any earlier."""
+    folder = tmp_path / "run"
+    folder.mkdir(exist_ok=True)
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    return folder
+
+
 @settings(_FUZZ, max_examples=120)
 @given(edits=st.lists(st.tuples(st.sampled_from(_RESUME_FIELDS), _JSON), min_size=1, max_size=2))
 def test_fuzz_resume_files(tmp_path, unfinished_run, capsys, edits):
@@ -446,10 +455,7 @@ def test_fuzz_resume_files(tmp_path, unfinished_run, capsys, edits):
     another exception."""
     from xpnet.app.cli import main
 
-    folder = tmp_path / "run"
-    folder.mkdir(exist_ok=True)
-    for name, content in unfinished_run.items():
-        (folder / name).write_bytes(content)
+    folder = _run_folder(tmp_path, unfinished_run)
 
     def edit(meta):
         for field, value in edits:
@@ -509,10 +515,7 @@ def test_a_malformed_history_is_refused_by_name(
     its epochs in a ``KeyError`` from the curves."""
     from xpnet.app.cli import main
 
-    folder = tmp_path / "run"
-    folder.mkdir()
-    for name, content in unfinished_run.items():
-        (folder / name).write_bytes(content)
+    folder = _run_folder(tmp_path, unfinished_run)
 
     def edit(meta):
         meta["user"]["resume"].update(history=history, epoch=epoch)
@@ -532,10 +535,7 @@ def test_a_well_formed_history_resumes(tmp_path, unfinished_run, capsys):
     continues."""
     from xpnet.app.cli import main
 
-    folder = tmp_path / "run"
-    folder.mkdir()
-    for name, content in unfinished_run.items():
-        (folder / name).write_bytes(content)
+    folder = _run_folder(tmp_path, unfinished_run)
     first = {**_ONE_EPOCH, "loss": 1}
     _rewrite(folder / "resume.safetensors", info=lambda meta: meta["user"]["resume"].update(
         history=[first]))  # fmt: skip
