@@ -1,7 +1,8 @@
 """The same rules for every module that holds arrays, checked module by module: a float
 input of another precision is cast, a non-float one refused naming the module, arrays
 of another library or device refused naming the module and both places, a wrong upstream
-gradient refused naming the gradient, and the module's arrays made on its device.
+gradient refused naming the gradient, an input of the wrong shape refused naming the
+module, and the module's arrays made on its device.
 
 Mutation testing showed that these rules were tested for Linear and MLP but not for
 every layer (a new layer could drop its own arrays from the namespace check, or create
@@ -16,7 +17,7 @@ import pytest
 from tests.helpers import strict_devices
 from xpnet import backend
 from xpnet.models import MLP
-from xpnet.nn import BatchNorm1d, Linear, Standardize
+from xpnet.nn import GELU, BatchNorm1d, Identity, Linear, ReLU, Sigmoid, Softmax, Standardize, Tanh
 
 # name -> (constructor, width of its input, width of its output, the name of dLdY)
 MODULES = {
@@ -27,10 +28,27 @@ MODULES = {
 }
 
 
+# the activations hold no parameters: they keep their input's library, device and dtype
+# in forward, and their backward follows the same rules against the cached output
+ACTIVATIONS = {
+    cls.__name__: (lambda cls=cls, **kw: cls(), 3, 3, "dLdA")
+    for cls in (Identity, Sigmoid, Tanh, ReLU, GELU, Softmax)
+}
+
+
+def _case(table, request, xp, device):
+    make, n_in, n_out, grad_name = table[request.param]
+    return request.param, make(xp=xp, device=device), n_in, n_out, grad_name
+
+
 @pytest.fixture(params=list(MODULES))
 def case(request, xp, device):
-    make, n_in, n_out, grad_name = MODULES[request.param]
-    return request.param, make(xp=xp, device=device), n_in, n_out, grad_name
+    return _case(MODULES, request, xp, device)
+
+
+@pytest.fixture(params=list(MODULES) + list(ACTIVATIONS))
+def any_case(request, xp, device):
+    return _case({**MODULES, **ACTIVATIONS}, request, xp, device)
 
 
 def _ones(xp, device, shape, dtype=None):
@@ -61,15 +79,34 @@ def test_a_non_float_input_is_refused_naming_the_module(case, xp, device):
         module.forward(xp.ones((4, n_in), dtype=xp.int32, device=device))
 
 
+def _other_library(xp):
+    return backend.get("array_api_strict" if backend.library_name(xp) == "numpy" else "numpy")
+
+
 def test_another_librarys_input_is_refused_naming_the_module(case, xp, device):
-    name, module, n_in, n_out, _ = case
-    other = backend.get("array_api_strict" if backend.library_name(xp) == "numpy" else "numpy")
-    data = other.ones((4, n_in), dtype=other.float32)
+    name, module, n_in, _, _ = case
+    other = _other_library(xp)
     with pytest.raises(TypeError, match=rf"^{name}\(.*the input is a .* array but the"):
-        module.forward(data)
+        module.forward(other.ones((4, n_in), dtype=other.float32))
+
+
+def test_another_librarys_gradient_is_refused_naming_the_module(any_case, xp, device):
+    name, module, n_in, n_out, _ = any_case
+    other = _other_library(xp)
     module.forward(_ones(xp, device, (4, n_in)))
     with pytest.raises(TypeError, match=rf"^{name}\(.*move the model"):
         module.backward(other.ones((4, n_out), dtype=other.float32))
+
+
+def test_an_input_of_the_wrong_shape_is_refused_naming_the_module(case, xp, device):
+    name, module, n_in, _, _ = case
+    want = rf"expected input of shape \(N, {n_in}\), got shape \(4, {n_in + 1}\)$"
+    with pytest.raises(ValueError, match=rf"^{name}\(.*\): {want}"):
+        module.forward(_ones(xp, device, (4, n_in + 1)))
+    with pytest.raises(
+        ValueError, match=rf"^{name}\(.*\): expected input of shape .*\(4,\) \(batch"
+    ):
+        module.forward(_ones(xp, device, (4,)))
 
 
 def test_another_devices_input_is_refused_naming_both(case, xp, device):
@@ -86,8 +123,8 @@ def test_another_devices_input_is_refused_naming_both(case, xp, device):
     assert backend.device_name(there) in str(info.value)
 
 
-def test_a_wrong_upstream_gradient_is_refused_naming_it(case, xp, device):
-    name, module, n_in, n_out, grad_name = case
+def test_a_wrong_upstream_gradient_is_refused_naming_it(any_case, xp, device):
+    name, module, n_in, n_out, grad_name = any_case
     module.forward(_ones(xp, device, (4, n_in)))
     with pytest.raises(ValueError, match=rf"^{name}\(.*\)\.backward: .*\b{grad_name}\b.* shape"):
         module.backward(_ones(xp, device, (4, n_out + 1)))
@@ -97,8 +134,8 @@ def test_a_wrong_upstream_gradient_is_refused_naming_it(case, xp, device):
         module.backward(xp.ones((4, n_out), dtype=xp.int32, device=device))
 
 
-def test_backward_returns_the_modules_dtype_for_a_wider_gradient(case, xp, device):
-    _, module, n_in, n_out, _ = case
+def test_backward_returns_the_modules_dtype_for_a_wider_gradient(any_case, xp, device):
+    _, module, n_in, n_out, _ = any_case
     module.forward(_ones(xp, device, (4, n_in)))
     grad = module.backward(_ones(xp, device, (4, n_out), xp.float64))
     assert grad.dtype == xp.float32 and tuple(grad.shape) == (4, n_in)
