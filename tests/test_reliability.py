@@ -32,16 +32,19 @@ DTYPES = ["float32", "float64"]
 # -- numerical extremes (the suite turns every warning into an error) -----------------------
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cross_entropy_huge_logits(xp, device, dtype):
-    A = asarray(xp, device, [[1e4, -1e4], [-1e4, 1e4], [1e4, 1e4]], dtype)
-    y = asarray(xp, device, [0, 0, 1], "int64")
+    # each row is shifted by its own maximum: the last row's is 2e4 below the others', so
+    # shifting by the batch's maximum would leave it exp(-2e4) = 0 everywhere, and 0 / 0
+    A = asarray(xp, device, [[1e4, -1e4], [-1e4, 1e4], [1e4, 1e4], [-1e4, -1e4]], dtype)
+    y = asarray(xp, device, [0, 0, 1, 0], "int64")
     loss = CrossEntropyLoss()
     L = loss.forward(A, y)
-    # rows: correct and certain (0), wrong and certain (2e4), a tie (log 2)
-    assert_close(L, (0 + 2e4 + np.log(2)) / 3, xp=xp, dtype=dtype, rtol=1e-6)
-    expected = np.array([[0, 0], [-1, 1], [0.5, -0.5]]) / 3
+    # rows: correct and certain (0), wrong and certain (2e4), two ties (log 2)
+    assert_close(L, (0 + 2e4 + 2 * np.log(2)) / 4, xp=xp, dtype=dtype, rtol=1e-6)
+    expected = np.array([[0, 0], [-1, 1], [0.5, -0.5], [-0.5, 0.5]]) / 4
     assert_close(loss.backward(), expected, xp=xp, dtype=dtype, rtol=1e-6, atol=1e-7)
     f = Softmax()
-    assert_close(f.forward(A), [[1, 0], [0, 1], [0.5, 0.5]], xp=xp, dtype=dtype, atol=1e-7)
+    softmax = [[1, 0], [0, 1], [0.5, 0.5], [0.5, 0.5]]
+    assert_close(f.forward(A), softmax, xp=xp, dtype=dtype, atol=1e-7)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
