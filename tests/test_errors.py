@@ -88,6 +88,16 @@ def test_backward_before_forward(xp, device, make, call):
         call(module, xp.ones((4, 2), dtype=xp.float32, device=device))
 
 
+def test_softmax_needs_a_batch(xp, device):
+    """Softmax normalises over axis 1, so unlike the elementwise activations it needs (N, C)."""
+    with pytest.raises(ValueError) as info:
+        Softmax().forward(xp.ones((3,), device=device))
+    assert str(info.value) == (
+        "Softmax(): expected input of shape (N, C), got shape (3,) (batch first; reshape a "
+        "single sample to (1, C))"
+    )
+
+
 def test_softmax_backward_needs_upstream(xp, device):
     f = Softmax()
     f.forward(xp.ones((2, 3), device=device))
@@ -318,6 +328,12 @@ def test_load_state_dict_errors(xp, device):
         "MLP.load_state_dict: missing keys ['layers.1.b'], unexpected keys ['layers.9.W']; "
         "was the state saved from another architecture?"
     )
+    # either one alone is refused too
+    state = dict(model.state_dict())
+    del state["layers.0.W"]
+    assert refused(state).startswith("MLP.load_state_dict: missing keys ['layers.0.W'], unexp")
+    state = {**model.state_dict(), "extra": np.zeros(1, dtype=np.float32)}
+    assert refused(state).startswith("MLP.load_state_dict: missing keys [], unexpected keys ['e")
     state = dict(model.state_dict())
     state["layers.0.W"] = np.zeros((4, 2), dtype=np.float32)
     assert refused(state) == "MLP.load_state_dict: 'layers.0.W' has shape (4, 2), expected (3, 2)"
