@@ -16,8 +16,21 @@ import pytest
 
 from tests.helpers import strict_devices
 from xpnet import backend
-from xpnet.models import MLP
-from xpnet.nn import GELU, BatchNorm1d, Identity, Linear, ReLU, Sigmoid, Softmax, Standardize, Tanh
+from xpnet.models import MLP, MLP0, MLP1, MLP4
+from xpnet.nn import (
+    GELU,
+    BatchNorm1d,
+    CrossEntropyLoss,
+    Dropout,
+    Identity,
+    Linear,
+    MSELoss,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Standardize,
+    Tanh,
+)
 
 # name -> (constructor, width of its input, width of its output, the name of dLdY)
 MODULES = {
@@ -173,3 +186,56 @@ def test_every_device_argument_is_honoured_in_every_session(name):
     arrays = list(made.state_dict().values()) if hasattr(made, "state_dict") else [made]
     assert {backend.device(a) for a in arrays} == {other}
     assert {backend.namespace(a) for a in arrays} == {backend.get(strict)}
+
+
+# every module class and how to make a small one
+_EVERY_MODULE = {
+    **{name: make for name, (make, *_) in {**MODULES, **ACTIVATIONS}.items()},
+    "Dropout": lambda **kw: Dropout(0.5),
+    "MSELoss": lambda **kw: MSELoss(),
+    "CrossEntropyLoss": lambda **kw: CrossEntropyLoss(),
+    **{cls.__name__: (lambda cls=cls, **kw: cls(**kw)) for cls in (MLP0, MLP1, MLP4)},
+}
+
+
+@pytest.mark.parametrize("name", list(_EVERY_MODULE))
+def test_a_new_module_holds_no_forward_caches(name, xp, device):
+    """Every cache a module declares is None until ``forward`` fills it (what ``backward``
+    before ``forward`` and user code test for), and again after ``to()`` drops it."""
+    module = _EVERY_MODULE[name](xp=xp, device=device)
+
+    def caches():
+        return {(type(m).__name__, c): getattr(m, c) for _, m in module.named_modules()
+                for c in m.declared_caches}  # fmt: skip
+
+    assert caches() and caches() == dict.fromkeys(caches())
+    if name in MODULES or name in ACTIVATIONS:
+        module.forward(_ones(xp, device, (4, MODULES.get(name, ACTIVATIONS.get(name))[1])))
+        assert any(v is not None for v in caches().values())
+        module.to(xp, device=device)
+        assert caches() == dict.fromkeys(caches())
+
+
+@pytest.mark.parametrize("loss_cls", [MSELoss, CrossEntropyLoss])
+def test_a_loss_refuses_bad_predictions_naming_itself_and_them(loss_cls, xp, device):
+    """The losses' own checks, each as its whole message: predictions ``A`` that are not
+    floating or not a batch, and ``A`` and ``Y`` from two libraries."""
+    loss, name = loss_cls(), loss_cls.__name__
+    Y = _ones(xp, device, (4, 2))
+
+    def refused(A, Y, kind):
+        with pytest.raises(kind) as info:
+            loss.forward(A, Y)
+        return str(info.value)
+
+    assert refused(xp.ones((4, 2), dtype=xp.int32, device=device), Y, TypeError) == (
+        f"{name}(): A must be a floating array (float32 or float64), got dtype "
+        f"{xp.ones(1, dtype=xp.int32).dtype}; convert it with xp.astype(x, xp.float32)"
+    )
+    assert refused(_ones(xp, device, (4,)), _ones(xp, device, (4,)), ValueError) == (
+        f"{name}(): expected A of shape (N, C), got shape (4,) (batch first; reshape a single "
+        "sample to (1, C))"
+    )
+    other = _other_library(xp)
+    message = refused(_ones(xp, device, (4, 2)), other.ones((4, 2)), TypeError)
+    assert message.startswith(f"{name}(): A and Y must be arrays of one library on one device: ")
