@@ -114,6 +114,15 @@ def test_flat_buffers_hold_the_parameters_as_views(xp, device):
     assert P2 is not P and float(xp.sum(P2)) == 300.0 * 300.0
 
 
+def test_flat_buffers_refuses_a_library_without_views_in_every_session():
+    """The refusal above, in the NumPy session too (where the mutation runs happen, and
+    where NumPy's own arrays have views), as its whole message."""
+    model = MLP([3, 2], xp="array_api_strict")
+    with pytest.raises(XpnetValueError) as info:
+        SGD(model, lr=0.1, momentum=0.9).flat_buffers()
+    assert str(info.value) == "SGD.flat_buffers(): array_api_strict's arrays have no views"
+
+
 def test_load_state_dict_reads_the_old_buffer_names_and_ignores_other_keys():
     """xpnet 0.1 named momentum buffers v_W.0, v_b.0, ...; they load as layers.0.W, ...
     Keys of no buffer, with or without an index (another optimizer's step.0), are ignored
