@@ -9,7 +9,9 @@ need), ``cupy`` (skipped cleanly without a CUDA device) or ``all``.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -50,6 +52,22 @@ def pytest_configure(config):
         import jax
 
         jax.config.update("jax_enable_x64", True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under mutmut, a mutant's tests run fastest first, so a killed mutant stops early.
+
+    mutmut's fork server hands each mutant its tests in no particular order, so a mutant a
+    one-second test kills could first sit through the command-line and kernel-emulation
+    tests, which take minutes. The durations are those mutmut measured; its run of the
+    tests without a mutant (``MUTANT_UNDER_TEST`` empty) runs them in this order too, so
+    a test that needs another to run first would fail there, before any mutant.
+    """
+    stats = Path("mutmut-stats.json")  # the run's working folder is mutants/
+    if "MUTANT_UNDER_TEST" not in os.environ or not stats.is_file():
+        return
+    duration = json.loads(stats.read_text()).get("duration_by_test", {})
+    items.sort(key=lambda item: duration.get(item.nodeid, 0.0))
 
 
 def pytest_generate_tests(metafunc):
