@@ -55,13 +55,10 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under mutmut, a mutant's tests run fastest first, so a killed mutant stops early.
+    """Under mutmut, a mutant's tests run fastest first, by the durations mutmut measured.
 
-    mutmut's fork server hands each mutant its tests in no particular order, so a mutant a
-    one-second test kills could first sit through the command-line and kernel-emulation
-    tests, which take minutes. The durations are those mutmut measured; its run of the
-    tests without a mutant (``MUTANT_UNDER_TEST`` empty) runs them in this order too, so
-    a test that needs another to run first would fail there, before any mutant.
+    Its fork server hands them over unordered; see "Mutation testing" in the contributing
+    docs for why the order matters and how its run without a mutant checks it.
     """
     stats = Path("mutmut-stats.json")  # the run's working folder is mutants/
     if "MUTANT_UNDER_TEST" not in os.environ or not stats.is_file():
