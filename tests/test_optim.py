@@ -70,6 +70,22 @@ def test_fast_paths_equal_the_assignment_path(xp, device, monkeypatch, path, opt
         np.testing.assert_array_equal(fast[key], generic[key], err_msg=key)
 
 
+def test_the_flat_path_takes_models_of_at_most_flat_limit_values():
+    """MLP([255, 256]) holds 256 * 256 = FLAT_LIMIT values, MLP([65536, 1]) one more."""
+    for sizes, flat in (([255, 256], True), ([sgd.FLAT_LIMIT, 1], False)):
+        model = MLP(sizes)
+        n = sum(int(np.prod(p.shape)) for p in model.parameters())
+        assert n - sgd.FLAT_LIMIT == (0 if flat else 1)
+        assert (SGD(model, momentum=0.9)._flat is not None) is flat
+
+
+def test_sgd_defaults_are_the_handouts():
+    """``SGD(model)`` is the handout's ``SGD(model, lr=0.1, momentum=0)``, without weight
+    decay or Nesterov momentum."""
+    opt = SGD(MLP([2, 3]))
+    assert (opt.lr, opt.mu, opt.weight_decay, opt.nesterov) == (0.1, 0.0, 0.0, False)
+
+
 def test_path_choice():
     xp = backend.get("numpy")
     assert backend.inplace_updates(xp) and backend.flat_views(xp)

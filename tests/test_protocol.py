@@ -12,7 +12,7 @@ from tests.helpers import asarray, assert_close
 from xpnet import backend
 from xpnet.models import MLP
 from xpnet.nn import CrossEntropyLoss, Linear, Module, Param
-from xpnet.optim import SGD
+from xpnet.optim import SGD, Adam, AdamW
 
 
 class Scale(Module):
@@ -89,6 +89,19 @@ def test_a_new_layer_needs_no_optimizer_change(xp, device):
         opt.step()
         assert_close(net.parts[1].s, s - 0.5 * g, xp=xp, dtype="float64", rtol=0, atol=1e-15)
         assert "parts.1.s" in opt.state_dict() or "1" in opt.state_dict()
+
+
+@pytest.mark.parametrize("make", [SGD, Adam, AdamW], ids=lambda c: c.__name__)
+def test_an_optimizer_over_a_single_parameter(xp, device, make):
+    """A layer with one parameter is a model an optimizer takes on its own: each one's
+    first step moves ``s`` against its gradient (Adam's by lr per element)."""
+    layer = Scale(asarray(xp, device, [[1.0, 2.0]]))
+    opt = make(layer, lr=0.5)
+    layer.forward(asarray(xp, device, [[3.0, -1.0]]))
+    layer.backward_unchecked(asarray(xp, device, [[1.0, 1.0]]), xp)
+    opt.step()
+    want = {SGD: [[1.0 - 1.5, 2.0 + 0.5]], Adam: [[0.5, 2.5]], AdamW: [[0.5 - 0.005, 2.5 - 0.01]]}
+    assert_close(layer.s, want[make], xp=xp, dtype="float64", rtol=1e-7)
 
 
 def test_parameters_keep_their_identity_across_steps(xp, device):
