@@ -109,6 +109,10 @@ def test_batchnorm_example(xp, device):
     bn = _bn(xp, device)
     BZ = bn.forward(asarray(xp, device, BN_IN))
     assert_close(BZ, [[-3, 7], [1, -3], [-3, -3], [1, 7]], xp=xp, dtype="float64", rtol=1e-8)
+    # the handout's attributes: the input, its normalised form and the output
+    assert_close(bn.Z, BN_IN, xp=xp, dtype="float64", rtol=0)
+    assert_close(bn.NZ, [[-1, 1], [1, -1], [-1, -1], [1, 1]], xp=xp, dtype="float64", rtol=1e-8)
+    assert bn.BZ is BZ
     dLdZ = bn.backward(asarray(xp, device, [[-6, 2], [-12, 16], [-12, 20], [-6, 2]]))
     assert_close(dLdZ, [[2, 0], [-2, -5], [-2, 5], [2, 0]], xp=xp, rtol=1e-8, atol=1e-7)
     assert_close(bn.dLdBW, [[0, -32]], xp=xp, rtol=1e-8, atol=1e-7)
@@ -124,6 +128,9 @@ def test_batchnorm_eval_example(xp, device):
     out = bn.forward(asarray(xp, device, BN_IN), eval=True)
     # running statistics at their initial zeros/ones: BZ = BW*Z/sqrt(1+eps) + Bb
     assert_close(out, [[1, 22], [13, 2], [1, 2], [13, 22]], xp=xp, rtol=1e-8)
+    assert_close(bn.Z, BN_IN, xp=xp, dtype="float64", rtol=0)
+    assert_close(bn.M, [[0, 0]], xp=xp)  # the statistics it normalised with
+    assert_close(bn.V, [[1, 1]], xp=xp)
     assert_close(bn.running_M, [[0, 0]], xp=xp)
     assert_close(bn.running_V, [[1, 1]], xp=xp)
 

@@ -136,6 +136,10 @@ def test_unchecked_entries_compute_what_forward_and_backward_compute(xp, device)
     np.testing.assert_array_equal(backend.to_numpy(out), checked[0])
     np.testing.assert_array_equal(backend.to_numpy(dX), checked[1])
     assert model.backward_unchecked(dY, model_xp, input_grad=False) is None
+    grads = [backend.to_numpy(p.grad).copy() for _, p in model.named_parameters()]
+    assert model.backward(dY, input_grad=False) is None  # the checked entry passes it on
+    for (_, p), want in zip(model.named_parameters(), grads, strict=True):
+        np.testing.assert_array_equal(backend.to_numpy(p.grad), want)
 
 
 def test_sgd_rejects_what_has_no_parameters():
