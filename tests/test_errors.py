@@ -22,7 +22,7 @@ from xpnet.nn import (
     Standardize,
     Tanh,
 )
-from xpnet.optim import SGD
+from xpnet.optim import SGD, Adam, AdamW
 
 ACTIVATIONS = [Identity, Sigmoid, Tanh, ReLU, GELU, Softmax]
 
@@ -243,6 +243,51 @@ def test_sgd_step_before_backward(xp, device):
     opt = SGD(MLP([2, 3], xp=xp, device=device))
     with pytest.raises(RuntimeError, match=r"layers.0.dLdW is None; call model.backward"):
         opt.step()
+
+
+@pytest.mark.parametrize("opt_cls", [SGD, Adam, AdamW], ids=lambda c: c.__name__)
+def test_every_optimizer_names_itself_in_its_refusals(opt_cls):
+    """What every optimizer inherits (finding the parameters, the step's checks), each
+    refusal as its whole message, naming the optimizer that refused."""
+    name = opt_cls.__name__
+
+    def refused(call, kind):
+        with pytest.raises(kind) as info:
+            call()
+        return str(info.value)
+
+    assert refused(lambda: opt_cls(42), TypeError) == (
+        f"{name}: expected a model, an object with a 'layers' list, or an iterable of "
+        "parameters (model.named_parameters()), got int"
+    )
+    assert refused(lambda: opt_cls([np.zeros(3)]), TypeError) == (
+        f"{name}: parameter 0 must be an xpnet.nn.Param or a (name, Param) pair as "
+        "named_parameters() yields, got ndarray"
+    )
+    assert refused(lambda: opt_cls([]), ValueError) == (
+        f"{name}: list has no parameters to optimise; pass a model with layers or a "
+        "non-empty iterable of parameters"
+    )
+    handout_style = type("PseudoModel", (), {"layers": [1]})()
+    assert refused(lambda: opt_cls(handout_style), TypeError) == (
+        f"{name}: model.layers[0] (1) is not an xpnet layer with parameters"
+    )
+    model = MLP([2, 3])
+    after = "is None; call model.backward(...) before step()"
+    assert refused(opt_cls(model).step, RuntimeError) == f"{name}.step(): layers.0.dLdW {after}"
+    handles = [p for _, p in model.named_parameters()]  # named 0, 1: no module in the name
+    assert refused(opt_cls(handles).step, RuntimeError) == f"{name}.step(): dLdW {after}"
+    opt = opt_cls(model)
+    model.to("array_api_strict")
+    loss = CrossEntropyLoss()
+    strict = backend.get("array_api_strict")
+    loss.forward(model.forward(strict.ones((2, 2))), strict.asarray([0, 1]))
+    model.backward(loss.backward())
+    message = refused(opt.step, TypeError)
+    assert message.startswith(
+        f"{name}.step(): the model's parameters and this optimizer's buffers live apart ("
+    )
+    assert message.endswith("); create the optimizer after moving the model with .to()")
 
 
 _SIZES = "sizes must be a sequence of at least two layer widths [C_in, ..., C_out], got"
