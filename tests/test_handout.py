@@ -158,6 +158,22 @@ def test_sgd_pseudo_model(xp, device, momentum, expected):
         assert_close(layer.b, np.full((2, 1), value), xp=xp, dtype="float64")
 
 
+def test_sgd_takes_a_pseudo_model_with_and_without_bn_layers(xp, device):
+    """A handout-style object is read by its ``layers`` and, where it has them, its
+    ``bn_layers``; the handout's buffer lists follow (empty without BatchNorm)."""
+    model = PseudoModel(xp, device)
+    opt = SGD(model, momentum=0.9)
+    assert [name for name, _ in opt.params] == ["layers.0.W", "layers.0.b"]
+    assert (len(opt.v_W), len(opt.v_b), opt.v_BW, opt.v_Bb) == (1, 1, [], [])
+    model.bn_layers = [BatchNorm1d(2, xp=xp, device=device, dtype="float64")]
+    opt = SGD(model, momentum=0.9)
+    assert [name for name, _ in opt.params] == [
+        "layers.0.W", "layers.0.b", "bn_layers.0.BW", "bn_layers.0.Bb"
+    ]  # fmt: skip
+    assert opt.v_BW[0] is opt.velocity["bn_layers.0.BW"]
+    assert opt.v_Bb[0] is opt.velocity["bn_layers.0.Bb"]
+
+
 @pytest.mark.parametrize(
     ("cls", "shapes"),
     [

@@ -126,7 +126,7 @@ class Optimizer:
             buffers[name] = xp.asarray(moved, copy=True) if moved is new else moved
 
 
-def _named_params(source, who="SGD"):
+def _named_params(source, who):
     """``[(name, Param)]`` from a model, a handout-style object with ``layers``, or an
     iterable of Param handles or ``(name, Param)`` pairs."""
     if callable(getattr(source, "named_parameters", None)):
