@@ -104,6 +104,25 @@ def test_an_optimizer_over_a_single_parameter(xp, device, make):
     assert_close(layer.s, want[make], xp=xp, dtype="float64", rtol=1e-7)
 
 
+def test_bare_parameter_handles_are_named_by_position(xp, device):
+    """An iterable of Param handles (no names) gives names "0", "1", ... in its order, and
+    steps as the model itself does."""
+    models = [MLP([3, 4, 2], xp=xp, device=device, dtype="float64", seed=5) for _ in range(2)]
+    by_model = SGD(models[0], lr=0.5, momentum=0.9)
+    by_handle = SGD([p for _, p in models[1].named_parameters()], lr=0.5, momentum=0.9)
+    assert [name for name, _ in by_handle.params] == ["0", "1", "2", "3"]
+    X = asarray(xp, device, np.random.default_rng(6).standard_normal((4, 3)))
+    y = asarray(xp, device, [0, 1, 1, 0], "int64")
+    for _ in range(2):
+        for model, opt in zip(models, (by_model, by_handle), strict=True):
+            loss = CrossEntropyLoss()
+            loss.forward(model.forward(X), y)
+            model.backward(loss.backward())
+            opt.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        np.testing.assert_array_equal(backend.to_numpy(a), backend.to_numpy(b))
+
+
 def test_parameters_keep_their_identity_across_steps(xp, device):
     if not backend.inplace_updates(xp):
         pytest.skip(f"{backend.library_name(xp)}'s arrays are immutable: a step assigns new ones")
