@@ -1,8 +1,9 @@
-"""The same rules for every module that holds arrays, checked module by module: a float
-input of another precision is cast, a non-float one refused naming the module, arrays
-of another library or device refused naming the module and both places, a wrong upstream
-gradient refused naming the gradient, an input of the wrong shape refused naming the
-module, and the module's arrays made on its device.
+"""The same rules for every module, checked module by module: a float input of another
+precision is cast, a non-float one refused naming the module, arrays of another library
+or device refused naming the module and both places, a wrong upstream gradient refused
+naming the gradient (the activations' too), an input of the wrong shape refused naming
+the module, the module's arrays made on its device, every declared cache None until
+``forward`` and after ``to()``, and the losses' own refusals as whole messages.
 
 Mutation testing showed that these rules were tested for Linear and MLP but not for
 every layer (a new layer could drop its own arrays from the namespace check, or create
