@@ -264,6 +264,12 @@ def test_every_optimizer_names_itself_in_its_refusals(opt_cls):
         f"{name}: parameter 0 must be an xpnet.nn.Param or a (name, Param) pair as "
         "named_parameters() yields, got ndarray"
     )
+    param = next(iter(MLP([2, 3]).named_parameters()))[1]
+    for not_a_pair in (("W", param, "extra"), ["W", param]):  # a pair is a 2-tuple
+        assert refused(lambda item=not_a_pair: opt_cls([item]), TypeError) == (
+            f"{name}: parameter 0 must be an xpnet.nn.Param or a (name, Param) pair as "
+            f"named_parameters() yields, got {type(not_a_pair).__name__}"
+        )
     assert refused(lambda: opt_cls([]), ValueError) == (
         f"{name}: list has no parameters to optimise; pass a model with layers or a "
         "non-empty iterable of parameters"

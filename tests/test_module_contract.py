@@ -240,3 +240,22 @@ def test_a_loss_refuses_bad_predictions_naming_itself_and_them(loss_cls, xp, dev
     other = _other_library(xp)
     message = refused(_ones(xp, device, (4, 2)), other.ones((4, 2)), TypeError)
     assert message.startswith(f"{name}(): A and Y must be arrays of one library on one device: ")
+
+
+_INTEGER_DTYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"]
+
+
+@pytest.mark.parametrize("dtype", _INTEGER_DTYPES)
+@pytest.mark.parametrize("library", ["session", "array_api_strict"])
+def test_cross_entropy_takes_labels_of_every_integer_dtype(dtype, library, xp, device):
+    """Class labels of any integer dtype give the int64 labels' loss, in the session's
+    library and in array-api-strict, which refuses to compare uint64 with int64 (so the
+    classes the labels are compared with must take the labels' dtype)."""
+    if library != "session":
+        xp, device = backend.get(library), None
+    if not hasattr(xp, dtype):
+        pytest.skip(f"{backend.library_name(xp)} has no {dtype}")
+    A = xp.asarray([[0.5, -1.0, 2.0], [1.0, 0.0, -2.0]], device=device)
+    want = CrossEntropyLoss().forward(A, xp.asarray([2, 0], dtype=xp.int64, device=device))
+    got = CrossEntropyLoss().forward(A, xp.asarray([2, 0], dtype=getattr(xp, dtype), device=device))
+    assert float(got) == float(want)
