@@ -234,17 +234,6 @@ def test_sgd_hyperparameters(xp, device, kwargs, exc, match):
         SGD(model, **kwargs)
 
 
-def test_sgd_needs_layers():
-    with pytest.raises(TypeError, match="'layers' list"):
-        SGD(object())
-
-
-def test_sgd_step_before_backward(xp, device):
-    opt = SGD(MLP([2, 3], xp=xp, device=device))
-    with pytest.raises(RuntimeError, match=r"layers.0.dLdW is None; call model.backward"):
-        opt.step()
-
-
 @pytest.mark.parametrize("opt_cls", [SGD, Adam, AdamW], ids=lambda c: c.__name__)
 def test_every_optimizer_names_itself_in_its_refusals(opt_cls):
     """What every optimizer inherits (finding the parameters, the step's checks), each

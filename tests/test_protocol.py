@@ -159,12 +159,3 @@ def test_unchecked_entries_compute_what_forward_and_backward_compute(xp, device)
     assert model.backward(dY, input_grad=False) is None  # the checked entry passes it on
     for (_, p), want in zip(model.named_parameters(), grads, strict=True):
         np.testing.assert_array_equal(backend.to_numpy(p.grad), want)
-
-
-def test_sgd_rejects_what_has_no_parameters():
-    with pytest.raises(TypeError, match="iterable of parameters"):
-        SGD(42)
-    with pytest.raises(TypeError, match=r"must be an xpnet\.nn\.Param"):
-        SGD([np.zeros(3)])
-    with pytest.raises(ValueError, match="no parameters to optimise"):
-        SGD([])
