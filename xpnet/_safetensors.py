@@ -199,8 +199,8 @@ def decode(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str], bytes]:
     data = blob[8 + n :]
     tensors, end = {}, 0
     # by both offsets: a tensor of no elements ([k, k]) comes before one starting at k
-    for name, info in sorted(header.items(), key=lambda item: tuple(_offsets(item))):
-        begin, stop = _offsets((name, info))
+    spans = sorted(((tuple(_offsets(item)), item) for item in header.items()), key=lambda s: s[0])
+    for (begin, stop), (name, info) in spans:
         code = info.get("dtype")
         shape = info.get("shape")
         if code not in _FROM_CODE:
