@@ -77,7 +77,7 @@ def mutants(session):
     only its mutants: ``nox -s mutants -- "xpnet.nn.*"``. The survivors are listed at the
     end; ``mutmut show NAME`` prints one.
     """
-    session.install(".[test,sklearn,onnx]", "mutmut==3.8.1")
+    session.install(".[test,plot,sklearn,onnx]", "mutmut==3.8.1")
     session.env["SCIPY_ARRAY_API"] = "1"
     session.run("mutmut", "run", "--max-children", "2", *session.posargs)
     session.run("mutmut", "results")
