@@ -243,7 +243,8 @@ def load(path: str | os.PathLike, *, xp: Namespace = "numpy", device: Device = N
     is checked field by field and compared with the shapes of the stored arrays, so a
     crafted file cannot make loading allocate more than a small multiple of its own size.
     The arrays keep their saved dtype. After loading, the probe inputs are run and the
-    outputs compared with the saved ones (tolerances :data:`PROBE_TOLERANCE`).
+    outputs compared with the saved ones as :func:`numpy.allclose` compares them, with the
+    tolerances of :data:`PROBE_TOLERANCE`.
 
     Parameters
     ----------
@@ -320,7 +321,6 @@ def _architecture(info, tensors, path):
     ):
         raise _bad("architecture.dropout", f"must be a number in [0, 1), got {dropout!r}")
     kwargs.update(init=init, dropout=float(dropout))
-    sizes = None
     if cls is MLP:
         sizes = arch.get("sizes")
         if (
@@ -427,16 +427,13 @@ def load_all(
     tensors, info = _read(path)
     cls, kwargs, dtype, shapes, sizes = _architecture(info, tensors, path)
     inputs, expected = _probe(info, sizes, dtype, path)
-    if cls is MLP:
-        model = MLP(kwargs.pop("sizes"), xp=xp, device=device, dtype=dtype, **kwargs)
-    else:
-        model = cls(xp=xp, device=device, dtype=dtype, **kwargs)
+    model = cls(xp=xp, device=device, dtype=dtype, **kwargs)  # an MLP's sizes are in kwargs
     model.load_state_dict({k: tensors[k] for k in shapes})
     model.eval()
     with backend.quiet_float_errors(model.xp):  # an overflowing probe fails the comparison
         got = _run_probe(model, inputs)
     rtol, atol = PROBE_TOLERANCE[dtype]
-    if not np.all(np.abs(got - expected) <= atol + rtol * np.abs(expected)):
+    if not np.allclose(got, expected, rtol=rtol, atol=atol):
         diff = np.max(np.abs(got - expected))
         raise CheckpointError(
             f"{path}: the model's outputs on the saved probe batch differ from the recorded "
