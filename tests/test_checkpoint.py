@@ -69,6 +69,31 @@ def test_round_trip_across_backends(tmp_path, xp, device, dtype, target):
     assert {"python", "numpy", "array-api-compat"} <= set(meta["versions"])
 
 
+@pytest.mark.parametrize("lib", ["numpy", "array_api_strict"])
+def test_save_records_the_versions_it_ran_with(tmp_path, lib):
+    """The versions recorded are exactly Python's, array-api-compat's, NumPy's and the
+    model's library's, under its distribution name (array-api-strict, with a hyphen)."""
+    from importlib.metadata import version
+    from platform import python_version
+
+    pytest.importorskip(lib)
+    meta = read_metadata(save(MLP([3, 2], xp=lib), tmp_path / "m.safetensors"))
+    expected = {
+        "python": python_version(),
+        "array-api-compat": version("array-api-compat"),
+        "numpy": version("numpy"),
+    }
+    expected[lib.replace("_", "-")] = version(lib.replace("_", "-"))
+    assert meta["versions"] == expected
+
+
+def test_saving_a_model_twice_writes_the_same_bytes(tmp_path):
+    """Nothing in a checkpoint varies between saves: the default probe rows are seeded."""
+    model = MLP([6, 10, 4], batchnorm=True, seed=1)
+    first = save(model, tmp_path / "a.safetensors").read_bytes()
+    assert save(model, tmp_path / "b.safetensors").read_bytes() == first
+
+
 def test_handout_model_round_trip(tmp_path):
     model = MLP4(dtype="float64", seed=5)
     restored = load(save(model, tmp_path / "m4.safetensors"))
