@@ -71,13 +71,17 @@ def test_round_trip_across_backends(tmp_path, xp, device, dtype, target):
 
 @pytest.mark.parametrize("lib", ["numpy", "array_api_strict"])
 def test_save_records_the_versions_it_ran_with(tmp_path, lib):
-    """The versions recorded are exactly Python's, array-api-compat's, NumPy's and the
-    model's library's, under its distribution name (array-api-strict, with a hyphen)."""
+    """The versions recorded are xpnet's, and exactly Python's, array-api-compat's, NumPy's
+    and the model's library's, under its distribution name (array-api-strict, with a
+    hyphen)."""
     from importlib.metadata import version
     from platform import python_version
 
+    import xpnet
+
     pytest.importorskip(lib)
     meta = read_metadata(save(MLP([3, 2], xp=lib), tmp_path / "m.safetensors"))
+    assert meta["xpnet_version"] == xpnet.__version__
     expected = {
         "python": python_version(),
         "array-api-compat": version("array-api-compat"),
