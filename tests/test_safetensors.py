@@ -103,3 +103,23 @@ def test_the_header_length_is_read_unsigned():
     with pytest.raises(FormatError) as info:
         decode((2**63 + 2).to_bytes(8, "little") + b"{}" + bytes(6))
     assert str(info.value) == "header length 9223372036854775810 does not fit a file of 16 bytes"
+
+
+def test_arrays_of_any_layout_and_byte_order_are_written_as_safetensors_reads_them():
+    """A transposed (Fortran-order) array, a big-endian one and a 0-d one are written in
+    C order, little-endian, with their shapes: the safetensors library reads them back
+    equal, and so does :func:`decode`."""
+    st = pytest.importorskip("safetensors.numpy")
+    from xpnet._safetensors import assemble, pack
+
+    tensors = {
+        "transposed": np.arange(6, dtype=np.float32).reshape(2, 3).T,
+        "big_endian": np.arange(4, dtype=">f8").reshape(2, 2),
+        "scalar": np.array(2.5),
+    }
+    blob = assemble(*pack(tensors), {})
+    theirs, (ours, _, _) = st.load(blob), decode(blob)
+    for key, value in tensors.items():
+        assert theirs[key].shape == ours[key].shape == value.shape, key
+        np.testing.assert_array_equal(theirs[key], value)
+        np.testing.assert_array_equal(ours[key], value)

@@ -96,9 +96,8 @@ def pack(tensors: dict[str, np.ndarray]) -> tuple[dict[str, dict], bytes]:
     entries = layout(tensors)
     chunks = []
     for array in tensors.values():
-        shape = np.shape(array)  # ascontiguousarray would make a 0-d array 1-d
-        array = np.ascontiguousarray(array, dtype=np.asarray(array).dtype.newbyteorder("<"))
-        chunks.append(array.reshape(shape).tobytes())
+        little = np.asarray(array).dtype.newbyteorder("<")
+        chunks.append(np.asarray(array, dtype=little).tobytes())  # in C order, whatever the strides
     return entries, b"".join(chunks)
 
 
