@@ -98,6 +98,20 @@ def test_a_header_of_the_most_bytes_is_read_and_no_byte_after_it():
     assert str(info.value) == "data section has 1 trailing bytes"
 
 
+def test_a_header_of_the_most_bytes_is_written_and_not_one_more():
+    """The writer's header is compact JSON: metadata that makes it exactly MAX_HEADER
+    bytes is written and read back; one character more is refused before writing."""
+    from xpnet._safetensors import MAX_HEADER, assemble
+
+    room = MAX_HEADER - len(b'{"__metadata__":{"k":""}}')
+    blob = assemble({}, b"", {"k": "x" * room})
+    assert int.from_bytes(blob[:8], "little") == MAX_HEADER
+    assert decode(blob)[1] == {"k": "x" * room}
+    with pytest.raises(FormatError) as info:
+        assemble({}, b"", {"k": "x" * (room + 1)})
+    assert str(info.value) == f"a header of {MAX_HEADER + 1} bytes, more than the {MAX_HEADER} read"
+
+
 def test_the_header_length_is_read_unsigned():
     """A length with its top bit set is a huge length, not a negative one."""
     with pytest.raises(FormatError) as info:
