@@ -137,3 +137,16 @@ def test_arrays_of_any_layout_and_byte_order_are_written_as_safetensors_reads_th
         assert theirs[key].shape == ours[key].shape == value.shape, key
         np.testing.assert_array_equal(theirs[key], value)
         np.testing.assert_array_equal(ours[key], value)
+
+
+@pytest.mark.parametrize("extra", range(8))
+def test_the_data_section_starts_at_a_multiple_of_8_bytes(extra):
+    """Whatever the header's length, it is padded with spaces so that the data section
+    starts 8-byte aligned, as the safetensors format asks."""
+    from xpnet._safetensors import assemble, pack
+
+    tensors = {"w": np.arange(3, dtype=np.float64)}
+    blob = assemble(*pack(tensors), {"k": "x" * extra})
+    n = int.from_bytes(blob[:8], "little")
+    assert n % 8 == 0 and blob[8 + n - 1 : 8 + n] in (b" ", b"}")
+    np.testing.assert_array_equal(decode(blob)[0]["w"], tensors["w"])
