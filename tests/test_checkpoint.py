@@ -91,6 +91,18 @@ def test_save_records_the_versions_it_ran_with(tmp_path, lib):
     assert meta["versions"] == expected
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_save_leaves_the_model_in_its_mode_and_its_statistics_alone(tmp_path, training):
+    """The probe runs in eval mode; afterwards the model is back in the mode it was in,
+    and BatchNorm's running statistics have not moved."""
+    model = MLP([6, 10, 4], batchnorm=True, seed=1).train(training)
+    before = {k: np.array(v) for k, v in model.state_dict().items()}
+    save(model, tmp_path / "m.safetensors")
+    assert model.training is training
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+
+
 def test_saving_a_model_twice_writes_the_same_bytes(tmp_path):
     """Nothing in a checkpoint varies between saves: the default probe rows are seeded."""
     model = MLP([6, 10, 4], batchnorm=True, seed=1)
