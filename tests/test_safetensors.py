@@ -112,6 +112,21 @@ def test_a_header_of_the_most_bytes_is_written_and_not_one_more():
     assert str(info.value) == f"a header of {MAX_HEADER + 1} bytes, more than the {MAX_HEADER} read"
 
 
+def test_every_key_and_every_value_counts_toward_the_most_values():
+    """The count of JSON values adds the colons (one per key) to the commas and brackets:
+    600,000 one-key entries are 1,199,999 values, refused unparsed, though they hold
+    fewer commas than the limit."""
+    from xpnet._safetensors import MAX_HEADER_VALUES
+
+    n = 600_000
+    assert n - 1 < MAX_HEADER_VALUES < 2 * n - 1
+    with pytest.raises(FormatError) as info:
+        decode(_blob(b"{" + b'"a":0,' * (n - 1) + b'"a":0}'))
+    assert str(info.value) == (
+        f"a header of about {2 * n - 1} JSON values, more than the {MAX_HEADER_VALUES} read"
+    )
+
+
 def test_the_header_length_is_read_unsigned():
     """A length with its top bit set is a huge length, not a negative one."""
     with pytest.raises(FormatError) as info:
@@ -150,3 +165,17 @@ def test_the_data_section_starts_at_a_multiple_of_8_bytes(extra):
     n = int.from_bytes(blob[:8], "little")
     assert n % 8 == 0 and blob[8 + n - 1 : 8 + n] in (b" ", b"}")
     np.testing.assert_array_equal(decode(blob)[0]["w"], tensors["w"])
+
+
+@pytest.mark.parametrize("dtype", ["int64", "float16", "bool"])
+def test_an_array_neither_float32_nor_float64_is_refused_by_name(tmp_path, dtype):
+    """Only float32 and float64 are written: another array, such as an integer one among
+    a checkpoint's extra arrays, is refused by its name before a file is written."""
+    from xpnet.checkpoint import save
+    from xpnet.models import MLP
+
+    path = tmp_path / "m.safetensors"
+    with pytest.raises(TypeError) as info:
+        save(MLP([3, 2]), path, extra_tensors={"optimizer.step": np.zeros(3, dtype=dtype)})
+    assert str(info.value) == f"tensor 'optimizer.step': dtype {dtype} is not float32/float64"
+    assert not path.exists()
