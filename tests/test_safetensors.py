@@ -127,6 +127,26 @@ def test_every_key_and_every_value_counts_toward_the_most_values():
     )
 
 
+def test_a_header_of_the_most_values_is_parsed_and_not_one_more():
+    """A list of MAX_HEADER_VALUES numbers (one bracket and a comma before each number
+    after the first) is parsed, and refused for what it is; one number more is refused
+    unparsed."""
+    from xpnet._safetensors import MAX_HEADER_VALUES
+
+    def listed(count):
+        return _blob(b"[" + b"0," * (count - 1) + b"0]")
+
+    with pytest.raises(FormatError) as info:
+        decode(listed(MAX_HEADER_VALUES))
+    assert str(info.value) == "header is not a JSON object"
+    with pytest.raises(FormatError) as info:
+        decode(listed(MAX_HEADER_VALUES + 1))
+    assert str(info.value) == (
+        f"a header of about {MAX_HEADER_VALUES + 1} JSON values, more than the "
+        f"{MAX_HEADER_VALUES} read"
+    )
+
+
 def test_the_header_length_is_read_unsigned():
     """A length with its top bit set is a huge length, not a negative one."""
     with pytest.raises(FormatError) as info:
