@@ -368,6 +368,30 @@ def test_a_csv_line_longer_than_any_row_is_refused_unread(tmp_path):
         read_arrays(path)
 
 
+@pytest.mark.parametrize("row", [0, 1, 2], ids=["first line", "second line", "third line"])
+@pytest.mark.parametrize("newline", [True, False], ids=["last line ended", "last line open"])
+def test_a_csv_line_of_the_most_characters_is_read_and_not_one_more(tmp_path, row, newline):
+    """The bound counts a line's characters with its newline (a last line without one, its
+    characters): a line of exactly MAX_CSV_LINE is read, one character more is refused,
+    among the first rows (read as text) or later (checked a block of bytes at a time)."""
+    from xpnet.data import MAX_CSV_LINE
+
+    k = MAX_CSV_LINE // 2 - 1  # "1," * k + "0\n" is MAX_CSV_LINE characters
+    rows = ["1," * k + "0\n", "1," * k + "1\n", "1," * k + ("0\n" if newline else "00")]
+    path = tmp_path / "d.csv"
+    path.write_text("".join(rows))
+    X, y = read_arrays(path)
+    assert X.shape == (3, k) and y.tolist() == [0, 1, 0]
+    rows[row] = "1" + rows[row]
+    path.write_text("".join(rows))
+    with pytest.raises(DataError) as info:
+        read_arrays(path)
+    assert str(info.value) == (
+        f"{path}, line {row + 1}: longer than {MAX_CSV_LINE} characters, more than a CSV row "
+        "xpnet reads; store data this wide as X.npy and y.npy"
+    )
+
+
 def test_complex_features_are_refused_not_truncated_to_their_real_part(tmp_path):
     from xpnet.data import read_features
 

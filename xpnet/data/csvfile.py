@@ -132,16 +132,22 @@ def _check_widths(path, width, first_line):
             line = _check_block(path, data, line, width, first_line)
             if len(tail) > MAX_CSV_LINE:  # bytes, at least as many as characters
                 raise DataError(_too_long(path, line + 1))
-    if tail:
-        _check_block(path, tail + b"\n", line, width, first_line)
+    if tail:  # the last line has no newline: the one added here is not the file's
+        _check_block(path, tail + b"\n", line, width, first_line, longest=MAX_CSV_LINE + 1)
 
 
-def _check_block(path, data, line, width, first_line):
-    """:func:`_check_widths` on whole lines ``data`` after ``line`` lines; returns the count."""
+def _check_block(path, data, line, width, first_line, longest=MAX_CSV_LINE):
+    """:func:`_check_widths` on whole lines ``data`` after ``line`` lines; returns the count.
+
+    A line longer than ``longest`` bytes with its newline is refused first.
+    """
     if not data:
         return line
     buf = np.frombuffer(data, dtype=np.uint8)
     ends = np.flatnonzero(buf == ord("\n"))
+    too_long = np.flatnonzero(np.diff(ends, prepend=-1) > longest)
+    if too_long.size:
+        raise DataError(_too_long(path, line + int(too_long[0]) + 1))
     suspect = np.diff(np.searchsorted(np.flatnonzero(buf == ord(",")), ends), prepend=0)
     suspect = suspect != width - 1
     if b'"' in data:  # a quoted cell may hold commas: its line is parsed
