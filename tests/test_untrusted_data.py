@@ -155,3 +155,49 @@ def test_fuzz_idx_header_values(tmp_path, code, dims, target, gz):
         bytes([0, 0, code, len(dims)]) + struct.pack(f">{len(dims)}I", *dims) + body[4 + 4 * ndim :]
     )
     _attempt(tmp_path, files, name, ".", gzip.compress(blob, mtime=0) if gz else blob)
+
+
+def test_each_bound_of_the_input_policy_accepts_its_edge_and_refuses_one_byte_more(
+    monkeypatch,
+):
+    """``check_claim``, which every reader calls before allocating: a claim equal to what
+    the file holds, to the memory budget, to MAX_EXPANSION times the compressed bytes and
+    to BOMB_FLOOR passes; one byte more is refused with its whole message."""
+    from xpnet._io import BOMB_FLOOR, MAX_EXPANSION
+    from xpnet.data._files import check_claim
+    from xpnet.errors import DataError
+
+    monkeypatch.setenv("XPNET_MAX_INPUT_BYTES", str(4 * BOMB_FLOOR))
+    packed = 2 * BOMB_FLOOR // MAX_EXPANSION  # expands to twice the floor at the limit
+    for claim in ({"claimed": 10, "holds": 10}, {"claimed": 4 * BOMB_FLOOR},
+                  {"claimed": MAX_EXPANSION * packed, "compressed": packed},
+                  {"claimed": BOMB_FLOOR, "compressed": 1}):  # fmt: skip
+        check_claim("f", **claim)
+    refusals = [
+        ({"claimed": 11, "holds": 10}, "f: the header claims 11 bytes of data, the file holds 10"),
+        (
+            {"claimed": 4 * BOMB_FLOOR + 1},
+            f"f: {4 * BOMB_FLOOR + 1} bytes of data would not fit the memory budget of "
+            f"{4 * BOMB_FLOOR} bytes (this machine's memory, or XPNET_MAX_INPUT_BYTES); for "
+            "data larger than memory use a folder of X.npy and y.npy, which is memory-mapped",
+        ),
+        (
+            {"claimed": MAX_EXPANSION * packed + 1, "compressed": packed},
+            f"f: {packed} compressed bytes claim {MAX_EXPANSION * packed + 1} bytes of data, "
+            f"more than {MAX_EXPANSION} times as many; refused as a decompression bomb "
+            "(decompress it first if it is genuine: an uncompressed file is checked against "
+            "its size instead)",
+        ),
+        (
+            {"claimed": BOMB_FLOOR + 1, "compressed": 1},
+            f"f: 1 compressed bytes claim {BOMB_FLOOR + 1} bytes of data, more than "
+            f"{MAX_EXPANSION} times as many; refused as a decompression bomb (decompress it "
+            "first if it is genuine: an uncompressed file is checked against its size "
+            "instead)",
+        ),
+    ]
+    for claim, message in refusals:
+        with pytest.raises(DataError) as info:
+            check_claim("f", **claim)
+        assert str(info.value) == message
+    check_claim("f", claimed=4 * BOMB_FLOOR + 1, in_memory=False)  # mapped, not held
