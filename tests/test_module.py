@@ -268,3 +268,17 @@ def test_a_loaded_state_is_the_module_s_own(xp, device):
     SGD(model, lr=0.5).step()
     for key, value in given.items():
         np.testing.assert_array_equal(to_numpy(value), before[key], err_msg=key)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda **kw: MLP([4, 8, 3], batchnorm=True, dropout=0.5, **kw), MLP0, MLP1, MLP4],
+    ids=["MLP", "MLP0", "MLP1", "MLP4"],
+)
+def test_a_model_without_a_seed_is_seeded_with_0(make):
+    """The documented default ``seed=0``: a model built without a seed has the weights of
+    ``seed=0``, not of another seed."""
+    default, zero, one = (make(**kw).state_dict() for kw in ({}, {"seed": 0}, {"seed": 1}))
+    for key, value in default.items():
+        np.testing.assert_array_equal(value, zero[key], err_msg=key)
+    assert any(not np.array_equal(value, one[key]) for key, value in default.items())
