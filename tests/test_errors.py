@@ -316,6 +316,11 @@ _BACKENDS = "numpy, cupy, torch, array_api_strict, jax or the module name of an 
         (lambda: MLP([3, -4]), ValueError, "MLP: sizes[1] must be positive, got -4"),
         (lambda: MLP([3, 4], activation="swish"), ValueError,
          "MLP: unknown activation 'swish'; expected one of relu, sigmoid, tanh, gelu, identity"),
+        (lambda: MLP([3, 4], init="he"), ValueError,
+         "MLP: unknown init 'he'; expected default or one of kaiming_uniform, kaiming_normal, "
+         "xavier_uniform, xavier_normal"),
+        (lambda: MLP([3, 4], dropout=1.0), ValueError,
+         "MLP: dropout must lie in [0.0, 1.0), got 1.0"),
         (lambda: MLP0(dtype="float16"), ValueError,
          "dtype must be one of float32, float64, got 'float16'"),
         (lambda: SGD(MLP([2, 2]), lr=0), ValueError, "SGD: lr must lie in (0.0, inf), got 0.0"),
