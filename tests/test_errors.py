@@ -321,6 +321,8 @@ _BACKENDS = "numpy, cupy, torch, array_api_strict, jax or the module name of an 
          "xavier_uniform, xavier_normal"),
         (lambda: MLP([3, 4], dropout=1.0), ValueError,
          "MLP: dropout must lie in [0.0, 1.0), got 1.0"),
+        (lambda: MLP([3, 4], dropout=-0.1), ValueError,
+         "MLP: dropout must lie in [0.0, 1.0), got -0.1"),
         (lambda: MLP0(dtype="float16"), ValueError,
          "dtype must be one of float32, float64, got 'float16'"),
         (lambda: SGD(MLP([2, 2]), lr=0), ValueError, "SGD: lr must lie in (0.0, inf), got 0.0"),
