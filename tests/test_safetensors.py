@@ -8,7 +8,14 @@ import json
 import numpy as np
 import pytest
 
-from xpnet._safetensors import FormatError, decode
+from xpnet._safetensors import (
+    MAX_HEADER,
+    MAX_HEADER_VALUES,
+    FormatError,
+    assemble,
+    decode,
+    pack,
+)
 
 
 def _blob(header, data=b""):
@@ -90,8 +97,6 @@ def test_an_empty_tensor_has_equal_offsets():
 def test_a_header_of_the_most_bytes_is_read_and_no_byte_after_it():
     """A header of exactly MAX_HEADER bytes is parsed, and its checks look at the header
     alone: a data byte after it that looks like JSON is not counted with it."""
-    from xpnet._safetensors import MAX_HEADER
-
     header = b"{" + b" " * (MAX_HEADER - 2) + b"}"
     with pytest.raises(FormatError) as info:
         decode(_blob(header, b"["))
@@ -101,8 +106,6 @@ def test_a_header_of_the_most_bytes_is_read_and_no_byte_after_it():
 def test_a_header_of_the_most_bytes_is_written_and_not_one_more():
     """The writer's header is compact JSON: metadata that makes it exactly MAX_HEADER
     bytes is written and read back; one character more is refused before writing."""
-    from xpnet._safetensors import MAX_HEADER, assemble
-
     room = MAX_HEADER - len(b'{"__metadata__":{"k":""}}')
     blob = assemble({}, b"", {"k": "x" * room})
     assert int.from_bytes(blob[:8], "little") == MAX_HEADER
@@ -116,8 +119,6 @@ def test_every_key_and_every_value_counts_toward_the_most_values():
     """The count of JSON values adds the colons (one per key) to the commas and brackets:
     600,000 one-key entries are 1,199,999 values, refused unparsed, though they hold
     fewer commas than the limit."""
-    from xpnet._safetensors import MAX_HEADER_VALUES
-
     n = 600_000
     assert n - 1 < MAX_HEADER_VALUES < 2 * n - 1
     with pytest.raises(FormatError) as info:
@@ -131,7 +132,6 @@ def test_a_header_of_the_most_values_is_parsed_and_not_one_more():
     """A list of MAX_HEADER_VALUES numbers (one bracket and a comma before each number
     after the first) is parsed, and refused for what it is; one number more is refused
     unparsed."""
-    from xpnet._safetensors import MAX_HEADER_VALUES
 
     def listed(count):
         return _blob(b"[" + b"0," * (count - 1) + b"0]")
@@ -159,8 +159,6 @@ def test_arrays_of_any_layout_and_byte_order_are_written_as_safetensors_reads_th
     C order, little-endian, with their shapes: the safetensors library reads them back
     equal, and so does :func:`decode`."""
     st = pytest.importorskip("safetensors.numpy")
-    from xpnet._safetensors import assemble, pack
-
     tensors = {
         "transposed": np.arange(6, dtype=np.float32).reshape(2, 3).T,
         "big_endian": np.arange(4, dtype=">f8").reshape(2, 2),
@@ -178,8 +176,6 @@ def test_arrays_of_any_layout_and_byte_order_are_written_as_safetensors_reads_th
 def test_the_data_section_starts_at_a_multiple_of_8_bytes(extra):
     """Whatever the header's length, it is padded with spaces so that the data section
     starts 8-byte aligned, as the safetensors format asks."""
-    from xpnet._safetensors import assemble, pack
-
     tensors = {"w": np.arange(3, dtype=np.float64)}
     blob = assemble(*pack(tensors), {"k": "x" * extra})
     n = int.from_bytes(blob[:8], "little")
