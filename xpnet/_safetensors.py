@@ -96,8 +96,9 @@ def pack(tensors: dict[str, np.ndarray]) -> tuple[dict[str, dict], bytes]:
     entries = layout(tensors)
     chunks = []
     for array in tensors.values():
-        little = np.asarray(array).dtype.newbyteorder("<")
-        chunks.append(np.asarray(array, dtype=little).tobytes())  # in C order, whatever the strides
+        array = np.asarray(array)
+        little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+        chunks.append(little.tobytes())  # in C order, whatever the strides
     return entries, b"".join(chunks)
 
 

@@ -145,14 +145,14 @@ def _check_block(path, data, line, width, first_line, longest=MAX_CSV_LINE):
         return line
     buf = np.frombuffer(data, dtype=np.uint8)
     ends = np.flatnonzero(buf == ord("\n"))
-    too_long = np.flatnonzero(np.diff(ends, prepend=-1) > longest)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    too_long = np.flatnonzero(ends - starts + 1 > longest)
     if too_long.size:
         raise DataError(_too_long(path, line + int(too_long[0]) + 1))
     suspect = np.diff(np.searchsorted(np.flatnonzero(buf == ord(",")), ends), prepend=0)
     suspect = suspect != width - 1
     if b'"' in data:  # a quoted cell may hold commas: its line is parsed
         suspect |= np.diff(np.searchsorted(np.flatnonzero(buf == ord('"')), ends), prepend=0) > 0
-    starts = np.concatenate([[0], ends[:-1] + 1])
     for k in np.flatnonzero(suspect):
         number = line + int(k) + 1
         if number < first_line:
