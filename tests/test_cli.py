@@ -16,22 +16,31 @@ def _backend_args(backend_case):
     return ["--backend", lib] + (["--device", dev] if dev else [])
 
 
+@pytest.fixture(scope="module")
+def runs():
+    """The training runs of this module by backend case: each case trains once."""
+    return {}
+
+
 @pytest.fixture
-def trained(tmp_path_factory, xp, backend_case):
-    out = tmp_path_factory.mktemp("run")
-    result = run_cli(
-        "train",
-        "--epochs",
-        4,
-        "--hidden",
-        "32",
-        "--out",
-        out,
-        "--json",
-        *_backend_args(backend_case),
-    )
-    assert result.returncode == 0, result.stderr
-    return out, json.loads(result.stdout)
+def trained(runs, tmp_path_factory, xp, backend_case):
+    """A run folder and its ``--json`` report; the tests that take it only read them."""
+    if backend_case not in runs:
+        out = tmp_path_factory.mktemp("run")
+        result = run_cli(
+            "train",
+            "--epochs",
+            4,
+            "--hidden",
+            "32",
+            "--out",
+            out,
+            "--json",
+            *_backend_args(backend_case),
+        )
+        assert result.returncode == 0, result.stderr
+        runs[backend_case] = out, json.loads(result.stdout)
+    return runs[backend_case]
 
 
 def test_train_writes_checkpoint_and_metrics(trained, backend_case):
