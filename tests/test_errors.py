@@ -57,8 +57,13 @@ def test_empty_batch(xp, device):
 )
 def test_non_float_input(xp, device, make):
     module = make(xp, device)
-    with pytest.raises(TypeError, match=r"must be a floating array.*got dtype"):
-        module.forward(xp.ones((4, 2), dtype=xp.int32, device=device))
+    x = xp.ones((4, 2), dtype=xp.int32, device=device)
+    with pytest.raises(TypeError) as info:
+        module.forward(x)
+    assert str(info.value) == (
+        f"{module._label()}: input must be a floating array (float32 or float64), got dtype "
+        f"{x.dtype}; convert it with xp.astype(x, xp.float32)"
+    )
 
 
 @pytest.mark.parametrize("loss_cls", [MSELoss, CrossEntropyLoss])
@@ -478,6 +483,15 @@ def test_linear_backward_with_another_batch_names_both_sizes(xp, device):
     layer.forward(asarray(xp, device, np.ones((4, 3)), dtype="float32"))
     with pytest.raises(ValueError, match=r"dLdZ has 5 rows but the forward batch had 4$"):
         layer.backward(asarray(xp, device, np.ones((5, 2)), dtype="float32"))
+
+
+def test_an_input_of_the_parameters_dtype_is_kept_as_given_and_another_is_cast(xp, device):
+    layer = Linear(2, 3, xp=xp, device=device)
+    A = asarray(xp, device, np.ones((4, 2)), dtype="float32")
+    layer.forward(A)
+    assert layer.A is A
+    layer.forward(asarray(xp, device, np.ones((4, 2)), dtype="float64"))
+    assert layer.A.dtype == xp.float32
 
 
 def test_mse_casts_targets_of_another_precision(xp, device):
