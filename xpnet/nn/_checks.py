@@ -8,6 +8,7 @@ cost next to nothing on the hot path.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 from .. import backend
@@ -179,7 +180,7 @@ def check_size(value, name, where):
     return int(value)
 
 
-def check_real(value, name, where, *, low=None, high=None, low_open=False, high_open=False):
+def check_real(value, name, where, *, low, high=None, low_open=False, high_open=False):
     """A finite real number within bounds.
 
     Parameters
@@ -190,8 +191,10 @@ def check_real(value, name, where, *, low=None, high=None, low_open=False, high_
         Its name in the message.
     where : str
         Who received it.
-    low, high : float, optional
-        The bounds (None: unbounded).
+    low : float
+        The lower bound (every argument checked here has one).
+    high : float, optional
+        The upper bound (None: unbounded).
     low_open, high_open : bool
         Whether the bounds are excluded.
 
@@ -212,16 +215,14 @@ def check_real(value, name, where, *, low=None, high=None, low_open=False, high_
             f"{where}: {name} must be a number, got {type(value).__name__} {value!r}"
         )
     value = float(value)
-    bad = value != value or value in (float("inf"), float("-inf"))
-    if low is not None:
-        bad |= value <= low if low_open else value < low
+    bad = not math.isfinite(value)
+    bad |= value <= low if low_open else value < low
     if high is not None:
         bad |= value >= high if high_open else value > high
     if bad:
-        lo = "-inf" if low is None else f"{low}"
         hi = "inf" if high is None else f"{high}"
-        left = "(" if low_open or low is None else "["
+        left = "(" if low_open else "["
         right = ")" if high_open or high is None else "]"
-        interval = f"{left}{lo}, {hi}{right}"
+        interval = f"{left}{low}, {hi}{right}"
         raise XpnetValueError(f"{where}: {name} must lie in {interval}, got {value}")
     return value
