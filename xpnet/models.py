@@ -160,7 +160,7 @@ class MLP(Module):
             if self.standardize
             else []
         )
-        pairs = list(zip(self.sizes[:-1], self.sizes[1:], strict=True))
+        pairs = list(itertools.pairwise(self.sizes))
         self.layers = [Linear(i, o, xp=xp, device=device, dtype=dtype, seed=rng) for i, o in pairs]
         activated = len(pairs) if self._activate_output else len(pairs) - 1
         make = ACTIVATIONS[activation]
