@@ -29,7 +29,10 @@ def tests(session, backend):
     session.install(f".[{extras}]")
     # scikit-learn's estimator checks include the Array API one only with this set
     session.env["SCIPY_ARRAY_API"] = "1"
-    session.run("pytest", f"--backend={backend}", *session.posargs)
+    # the CPU sessions spread the tests over every core (pytest-xdist; "-- -n 0" for one
+    # process); the GPU session runs in one process, which owns the device
+    workers = [] if backend == "cupy" else ["-n", "auto"]
+    session.run("pytest", f"--backend={backend}", *workers, *session.posargs)
 
 
 @nox.session
