@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import asarray, assert_close
 from xpnet import backend
-from xpnet.models import MLP
+from xpnet.models import INITS, MLP
 from xpnet.nn import CrossEntropyLoss, Dropout, init
 
 SHAPE = (600, 500)  # 300,000 draws: the sample std is within 0.3% of the true one
@@ -73,6 +73,15 @@ def test_mlp_init_option(xp, device):
     assert "init" not in MLP([2, 2]).config()  # the default keeps old checkpoints' format
     with pytest.raises(ValueError, match="unknown init 'he'"):
         MLP([2, 2], init="he")
+
+
+@pytest.mark.parametrize("name", sorted(INITS))
+def test_gelu_takes_relus_gain_under_every_init(name):
+    made = {a: MLP([6, 5, 3], activation=a, init=name, seed=3) for a in ("gelu", "relu", "tanh")}
+    for g, r in zip(made["gelu"].layers, made["relu"].layers, strict=True):
+        np.testing.assert_array_equal(g.W, r.W)
+    # the same draws with tanh's gain (5/3 against √2) are other weights
+    assert not np.array_equal(made["gelu"].layers[0].W, made["tanh"].layers[0].W)
 
 
 def test_dropout_is_inverted_and_evaluation_is_the_identity():

@@ -171,7 +171,7 @@ class MLP(Module):
             else []
         )
         if init != "default":  # drawn after the default ones, from the same generator
-            gain_of = {"gelu": "relu", "identity": "linear"}.get(activation, activation)
+            gain_of = "relu" if activation == "gelu" else activation  # GELU takes ReLU's gain
             for layer in self.layers:
                 options = {"seed": rng, "xp": xp, "device": device, "dtype": dtype}
                 if init.startswith("kaiming"):
