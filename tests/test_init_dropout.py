@@ -115,6 +115,28 @@ def test_dropout_masks_are_the_same_on_every_backend(xp, device):
     np.testing.assert_allclose(outputs[0], outputs[2], rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("p", [0.2, 0.7])
+def test_an_mlp_s_dropout_layers_drop_with_its_probability(p):
+    """Every Dropout of ``MLP(dropout=p)`` zeroes a share ``p`` and scales the rest by
+    ``1 / (1 - p)``; mutation testing showed the probability unchecked (0.5 passed)."""
+    model = MLP([50, 50, 50, 3], dropout=p, dtype="float64", seed=0)
+    model.forward(np.ones((400, 50)))
+    assert [d.p for d in model.dropout_layers] == [p, p]
+    for d in model.dropout_layers:
+        assert set(np.unique(d.mask)) == {0.0, 1 / (1 - p)}
+        assert np.mean(d.mask == 0) == pytest.approx(p, abs=0.015)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_each_dropout_layer_of_an_mlp_draws_its_own_masks(seed):
+    """The layers' generators are seeded apart: no two of forty equal layers share a mask
+    (seeds drawn from a small range would collide; the masks would then be equal)."""
+    model = MLP([4] * 41 + [2], dropout=0.5, dtype="float64", seed=seed)
+    model.forward(np.ones((8, 4)))
+    masks = {d.mask.tobytes() for d in model.dropout_layers}
+    assert len(model.dropout_layers) == 40 and len(masks) == 40
+
+
 def test_mlp_with_dropout_gradients_match_finite_differences():
     """With the masks held fixed (each Dropout's generator rewound before every forward),
     the network is a fixed function, and backward is its exact gradient."""
