@@ -93,6 +93,24 @@ def test_a_non_float_input_is_refused_naming_the_module(case, xp, device):
         module.forward(xp.ones((4, n_in), dtype=xp.int32, device=device))
 
 
+def test_a_non_array_is_refused_naming_the_module(any_case, xp, device):
+    """A list as input or gradient: the whole message, labelled with the module (a module
+    with arrays of its own must not skip the label on its way to compare placements)."""
+    _, module, n_in, n_out, _ = any_case
+    want = (
+        f"{module._label()}: expected an array of an Array API library (NumPy, CuPy, "
+        f"PyTorch, JAX, ...), got builtins.list; convert it first, e.g. with "
+        f"xpnet.backend.get('numpy').asarray(data)"
+    )
+    with pytest.raises(TypeError) as info:
+        module.forward([[1.0] * n_in] * 4)
+    assert str(info.value) == want
+    module.forward(_ones(xp, device, (4, n_in)))
+    with pytest.raises(TypeError) as info:
+        module.backward([[1.0] * n_out] * 4)
+    assert str(info.value) == want
+
+
 def _other_library(xp):
     return backend.get("array_api_strict" if backend.library_name(xp) == "numpy" else "numpy")
 

@@ -27,9 +27,10 @@ __all__ = ["GELU", "Identity", "ReLU", "Sigmoid", "Softmax", "Tanh"]
 class Activation(Module):
     """Base of the activations: validation, the output cache and the two forms of backward.
 
-    A subclass implements ``_activate(Z, xp)`` (returns ``A`` and caches what the
-    derivative needs) and ``_derivative(xp)`` (the elementwise ``dA/dZ``); Softmax, whose
-    Jacobian is not elementwise, overrides ``_chain(dLdA, xp)`` instead.
+    A subclass implements ``_activate(Z, xp)`` (returns ``A``, which
+    :meth:`forward_unchecked` caches, and caches anything else the derivative needs) and
+    ``_derivative(xp)`` (the elementwise ``dA/dZ``); Softmax, whose Jacobian is not
+    elementwise, overrides ``_chain(dLdA, xp)`` instead.
 
     Attributes
     ----------
@@ -139,7 +140,6 @@ class Identity(Activation):
     """``A = Z``; ``dA/dZ = 1``."""
 
     def _activate(self, Z, xp):
-        self.A = Z
         return Z
 
     def _derivative(self, xp):
@@ -159,8 +159,7 @@ class Sigmoid(Activation):
     def _activate(self, Z, xp):
         e = xp.exp(-xp.abs(Z))
         r = 1.0 / (1.0 + e)
-        self.A = xp.where(Z >= 0, r, e * r)
-        return self.A
+        return xp.where(Z >= 0, r, e * r)
 
     def _derivative(self, xp):
         return self.A * (1.0 - self.A)
@@ -170,8 +169,7 @@ class Tanh(Activation):
     """``A = tanh(Z)``; ``dA/dZ = 1 - A^2``."""
 
     def _activate(self, Z, xp):
-        self.A = xp.tanh(Z)
-        return self.A
+        return xp.tanh(Z)
 
     def _derivative(self, xp):
         return 1.0 - self.A * self.A
@@ -181,8 +179,7 @@ class ReLU(Activation):
     """``A = max(Z, 0)``; ``dA/dZ = 1`` where ``Z > 0``, else 0 (so ReLU'(0) = 0)."""
 
     def _activate(self, Z, xp):
-        self.A = xp.maximum(Z, 0.0)
-        return self.A
+        return xp.maximum(Z, 0.0)
 
     def _derivative(self, xp):
         return xp.astype(self.A > 0, self.A.dtype)
@@ -214,8 +211,7 @@ class GELU(Activation):
         self.cdf = 0.5 * backend.erfc(-_SQRT1_2 * Z, xp=xp)
         # Φ(Z) is exactly 0 below -40, so clipping there changes no value and keeps
         # -inf * 0 (NaN) out: GELU(-inf) = -0.
-        self.A = xp.clip(Z, min=-_CLIP) * self.cdf
-        return self.A
+        return xp.clip(Z, min=-_CLIP) * self.cdf
 
     def _derivative(self, xp):
         Zc = xp.clip(self.Z, min=-_CLIP, max=_CLIP)  # φ is exactly 0 beyond ±40
@@ -249,8 +245,7 @@ class Softmax(Activation):
 
     def _activate(self, Z, xp):
         e = xp.exp(Z - xp.max(Z, axis=1, keepdims=True))
-        self.A = e / xp.sum(e, axis=1, keepdims=True)
-        return self.A
+        return e / xp.sum(e, axis=1, keepdims=True)
 
     def _derivative(self, xp):
         raise XpnetTypeError(
