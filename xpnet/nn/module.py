@@ -390,10 +390,15 @@ class Module:
             if not own or not _is_array(data):
                 raise type(err)(f"{self._label()}: {err}") from None
             (lib, dev), (own_lib, own_dev) = backend.placement(data), backend.placement(own[0])
-            what = "parameters" if self.parameters() else "cached forward arrays"
+            if self.parameters():
+                what = "parameters"
+            elif self.state_dict():
+                what = "buffers"  # fitted state only (Standardize)
+            else:
+                what = "cached forward arrays"  # an activation's output
             if lib != own_lib:
                 raise XpnetTypeError(
-                    f"{self._label()}: the input is a {lib} array but the {what} are from "
+                    f"{self._label()}: the input is from {lib} but the {what} are from "
                     f"{own_lib}; move the model with .to({lib!r}) or the data with "
                     f"xpnet.backend.convert(data, {own_lib!r})"
                 ) from None
