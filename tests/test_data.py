@@ -109,22 +109,6 @@ def test_read_features(tmp_path):
         read_features(tmp_path / "bad.csv")
 
 
-def test_mnist1d_needs_its_package(monkeypatch, tmp_path):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_mnist1d(name, *args, **kwargs):
-        if name.startswith("mnist1d"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_mnist1d)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    with pytest.raises(DataError, match=r"pip install 'xpnet\[datasets\]'"):
-        load_dataset("mnist1d")
-
-
 def test_batches_cover_every_row_on_device(xp, device):
     X = asarray(xp, device, np.arange(20.0).reshape(10, 2))
     y = asarray(xp, device, np.arange(10), "int64")
@@ -143,22 +127,44 @@ def test_batches_cover_every_row_on_device(xp, device):
     assert sizes == [4, 4]
 
 
-def test_mnist1d_generated_once_then_cached(monkeypatch, tmp_path):
-    """The loader calls the package's generator once and reads the cache afterwards."""
+def test_mnist1d_needs_its_package(monkeypatch, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_mnist1d(name, *args, **kwargs):
+        if name.startswith("mnist1d"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_mnist1d)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist1d")
+    assert str(info.value) == (
+        "dataset 'mnist1d' needs the mnist1d package: pip install 'xpnet[datasets]'"
+    )
+
+
+@pytest.fixture
+def fake_mnist1d(monkeypatch):
+    """A stand-in for the mnist1d package: its calls, and the arrays it generates (labels
+    1, 3, ..., 9, so that class ids differ from labels)."""
     import sys
     import types
 
     calls = []
+    rng = np.random.default_rng(0)
+    data = {
+        "x": rng.standard_normal((40, 40)).astype(np.float32),
+        "y": 2 * (np.arange(40) % 5) + 1,
+        "x_test": rng.standard_normal((10, 40)).astype(np.float32),
+        "y_test": 2 * (np.arange(10) % 5) + 1,
+    }
 
     def make_dataset(args):
         calls.append(args)
-        rng = np.random.default_rng(0)
-        return {
-            "x": rng.standard_normal((40, 40)),
-            "y": np.arange(40) % 10,
-            "x_test": rng.standard_normal((10, 40)),
-            "y_test": np.arange(10),
-        }
+        return data
 
     package = types.ModuleType("mnist1d")
     module = types.ModuleType("mnist1d.data")
@@ -166,13 +172,78 @@ def test_mnist1d_generated_once_then_cached(monkeypatch, tmp_path):
     module.make_dataset = make_dataset
     monkeypatch.setitem(sys.modules, "mnist1d", package)
     monkeypatch.setitem(sys.modules, "mnist1d.data", module)
+    return calls, data
+
+
+def test_mnist1d_generated_once_then_cached(fake_mnist1d, monkeypatch, tmp_path):
+    """The loader calls the package's generator once and reads the cache afterwards; the
+    dataset is the official split, float64 features and class ids."""
+    calls, data = fake_mnist1d
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     first = load_dataset("mnist1d")
     second = load_dataset("mnist1d")
     assert calls == ["default-args"]
     assert (tmp_path / "xpnet" / "mnist1d.npz").is_file()
-    assert first.X_train.shape == (40, 40) and first.classes == list(range(10))
-    np.testing.assert_array_equal(first.X_test, second.X_test)
+    for d in (first, second):
+        assert d.name == "mnist1d" and d.split == {"official": True}
+        assert d.classes == [1, 3, 5, 7, 9]
+        assert d.X_train.dtype == d.X_test.dtype == np.float64
+        np.testing.assert_array_equal(d.X_train, data["x"])
+        np.testing.assert_array_equal(d.X_test, data["x_test"])
+        np.testing.assert_array_equal(d.y_train, (data["y"] - 1) // 2)
+        np.testing.assert_array_equal(d.y_test, (data["y_test"] - 1) // 2)
+
+
+@pytest.mark.parametrize("xdg", [None, ""])
+def test_mnist1d_is_cached_under_the_home_folder_without_xdg_cache_home(
+    fake_mnist1d, monkeypatch, tmp_path, xdg
+):
+    """``~/.cache/xpnet`` when XDG_CACHE_HOME is unset or empty, as the XDG rules say."""
+    if xdg is None:
+        monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    else:
+        monkeypatch.setenv("XDG_CACHE_HOME", xdg)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    load_dataset("mnist1d")
+    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.npz")] == [
+        ".cache/xpnet/mnist1d.npz"
+    ]
+
+
+def test_mnist1d_cache_dir_is_made_or_reused(fake_mnist1d, monkeypatch, tmp_path):
+    from xpnet.data import load_mnist1d
+
+    calls, _ = fake_mnist1d
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "unused"))
+    nested = tmp_path / "a" / "b"  # made with its parents
+    assert load_mnist1d(cache_dir=nested).classes == [1, 3, 5, 7, 9]
+    (tmp_path / "there").mkdir()  # an existing folder without the file
+    load_mnist1d(cache_dir=str(tmp_path / "there"))
+    assert len(calls) == 2 and not (tmp_path / "unused").exists()
+    assert (nested / "mnist1d.npz").is_file() and (tmp_path / "there" / "mnist1d.npz").is_file()
+
+
+def test_a_tampered_mnist1d_cache_is_refused_naming_it(fake_mnist1d, tmp_path):
+    """The cache is read as every data file is: an object array is never unpickled, and
+    a cache without its arrays says how to make it again."""
+    from xpnet.data import load_mnist1d
+
+    _, data = fake_mnist1d
+    cache = tmp_path / "mnist1d.npz"
+    np.savez(cache, **{**data, "y": np.array([object()] * 40)}, allow_pickle=True)
+    with pytest.raises(DataError) as info:
+        load_mnist1d(cache_dir=tmp_path)
+    assert str(info.value) == f"{cache} (y): holds Python objects, which are never unpickled"
+    np.savez(cache, x=data["x"], y=data["y"])
+    with pytest.raises(DataError) as info:
+        load_mnist1d(cache_dir=tmp_path)
+    assert str(info.value) == (
+        f"{cache}: the MNIST-1D cache lacks x_test, y_test; delete it to generate it again"
+    )
+    np.savez(cache, **{**data, "x_test": np.full((10, 40), np.nan)})
+    with pytest.raises(DataError) as info:
+        load_mnist1d(cache_dir=tmp_path)
+    assert str(info.value) == f"{cache} (test): X has a non-finite value at row 0, column 0"
 
 
 def test_missing_file_is_a_file_not_found_error(tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ._files import read_npz
 from .dataset import Dataset, _checked, _split
 
 __all__ = ["BUILTIN", "is_builtin", "load_digits", "load_mnist1d"]
@@ -37,6 +38,9 @@ def load_digits(*, seed=0) -> Dataset:
     return data
 
 
+_MNIST1D_ARRAYS = ("x", "y", "x_test", "y_test")
+
+
 def _cache_dir():
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(root) / "xpnet"
@@ -59,6 +63,13 @@ def load_mnist1d(*, seed=0, cache_dir=None) -> Dataset:
     -------
     Dataset
         The official split.
+
+    Raises
+    ------
+    DataError
+        The ``mnist1d`` package is needed and missing, or the cached file is unreadable
+        (it is read through the same checks as every data file: no pickles, sizes checked
+        before anything is inflated).
     """
     del seed
     cache = Path(cache_dir) if cache_dir is not None else _cache_dir()
@@ -73,18 +84,23 @@ def load_mnist1d(*, seed=0, cache_dir=None) -> Dataset:
         data = make_dataset(get_dataset_args())
         cache.mkdir(parents=True, exist_ok=True)
         tmp = file.with_suffix(".tmp.npz")
-        np.savez_compressed(
-            tmp, x=data["x"], y=data["y"], x_test=data["x_test"], y_test=data["y_test"]
-        )
+        np.savez_compressed(tmp, **{name: data[name] for name in _MNIST1D_ARRAYS})
         os.replace(tmp, file)
-    with np.load(file, allow_pickle=False) as d:
-        X, y, Xt, yt = d["x"], d["y"], d["x_test"], d["y_test"]
+    # the cache is a file on disk like any other: read through the input policy
+    arrays = read_npz(file, _MNIST1D_ARRAYS)
+    missing = [name for name in _MNIST1D_ARRAYS if name not in arrays]
+    if missing:
+        raise DataError(
+            f"{file}: the MNIST-1D cache lacks {', '.join(missing)}; delete it to generate it again"
+        )
+    X, y = _checked(arrays["x"], arrays["y"], f"{file} (training)")
+    Xt, yt = _checked(arrays["x_test"], arrays["y_test"], f"{file} (test)")
     classes = np.unique(np.concatenate([y, yt]))
     return Dataset(
         "mnist1d",
-        X.astype(np.float64),
+        X,
         np.searchsorted(classes, y),
-        Xt.astype(np.float64),
+        Xt,
         np.searchsorted(classes, yt),
         [c.item() for c in classes],
         {"official": True},
