@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import run_cli
 from xpnet.data import load_dataset
-from xpnet.data.idx import IDX_FILES, read_idx
+from xpnet.data.idx import IDX_FILES, read_idx, stores_bytes
 from xpnet.errors import DataError
 
 
@@ -118,3 +118,43 @@ def test_a_gzip_bomb_is_refused_before_it_is_inflated(tmp_path):
     (folder / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(bomb))
     with pytest.raises(DataError, match="refused as a decompression bomb"):
         read_idx(folder / "train-images-idx3-ubyte.gz")
+
+
+def _images_as(folder, array, code, *, gz):
+    name = IDX_FILES["train_images"] + (".gz" if gz else "")
+    blob = _idx(array, code)
+    (folder / name).write_bytes(gzip.compress(blob) if gz else blob)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_stores_bytes_reads_the_type_code_of_the_training_images(tmp_path, gz):
+    """8-bit images (type 0x08) are what a checkpoint of the old format divided by 255;
+    other types, a missing file and an unreadable one are not."""
+    folder = _write_folder(tmp_path / "idx", gz=gz)
+    assert stores_bytes(folder) and stores_bytes(str(folder))
+    _images_as(folder, np.zeros((120, 4, 4), np.int8), 0x09, gz=gz)
+    assert not stores_bytes(folder)
+    _images_as(folder, np.zeros((120, 4, 4), np.float32), 0x0D, gz=gz)
+    assert not stores_bytes(folder)
+    name = folder / (IDX_FILES["train_images"] + (".gz" if gz else ""))
+    name.write_bytes(gzip.compress(b"\x00\x00")[:-3] if gz else b"\x00\x00")  # cut short
+    assert not stores_bytes(folder)
+    if gz:
+        name.write_bytes(b"\x00\x00\x08\x03 not gzip")
+        assert not stores_bytes(folder)
+    name.unlink()
+    assert not stores_bytes(folder) and not stores_bytes(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_legacy_checkpoint_of_8_bit_idx_images_expects_them_divided_by_255(tmp_path, gz):
+    from xpnet.app.evaluation import legacy_input_scale
+    from xpnet.checkpoint import FORMAT, LEGACY_FORMATS
+
+    folder = _write_folder(tmp_path / "idx", gz=gz)
+    record = {"name": str(folder), "path": str(folder), "split": {"official": True}}
+    for fmt in LEGACY_FORMATS:
+        assert legacy_input_scale({"format": fmt, "user": {"data": record}}) == 255.0
+    assert legacy_input_scale({"format": FORMAT, "user": {"data": record}}) is None
+    _images_as(folder, np.zeros((120, 4, 4), np.float32), 0x0D, gz=gz)
+    assert legacy_input_scale({"format": LEGACY_FORMATS[0], "user": {"data": record}}) is None
