@@ -303,6 +303,7 @@ def test_fast_csv_reader_equals_the_row_reader(tmp_path, label_column, labels, h
     slow_X, slow_y = _read_csv_rows(path, index, header)
     np.testing.assert_array_equal(fast_X, slow_X)
     np.testing.assert_array_equal(fast_y, slow_y)
+    assert fast_y.dtype == slow_y.dtype  # the readers agree on the labels' type too
     assert fast_y.dtype.kind == {"ints": "i", "strings": "U", "floats": "f"}[labels]
     np.testing.assert_allclose(fast_X, X)
 
@@ -455,12 +456,13 @@ def test_a_csv_line_of_the_most_characters_is_read_and_not_one_more(tmp_path, ro
     assert X.shape == (3, k) and y.tolist() == [0, 1, 0]
     rows[row] = "1" + rows[row]
     path.write_text("".join(rows))
-    with pytest.raises(DataError) as info:
-        read_arrays(path)
-    assert str(info.value) == (
-        f"{path}, line {row + 1}: longer than {MAX_CSV_LINE} characters, more than a CSV row "
-        "xpnet reads; store data this wide as X.npy and y.npy"
-    )
+    for read in (read_arrays, read_features):  # training data, and features to predict
+        with pytest.raises(DataError) as info:
+            read(path)
+        assert str(info.value) == (
+            f"{path}, line {row + 1}: longer than {MAX_CSV_LINE} characters, more than a CSV "
+            "row xpnet reads; store data this wide as X.npy and y.npy"
+        )
 
 
 def test_complex_features_are_refused_not_truncated_to_their_real_part(tmp_path):
@@ -472,3 +474,58 @@ def test_complex_features_are_refused_not_truncated_to_their_real_part(tmp_path)
     np.save(tmp_path / "c.npy", np.ones((2, 2)) * 1j)
     with pytest.raises(DataError, match=r"expected a real-valued .* dtype complex128"):
         read_features(tmp_path / "c.npy")
+
+
+# -- CSV messages, read in this process (the command-line tests run in a child) ----------
+@pytest.mark.parametrize(
+    ("content", "n_features", "message"),
+    [
+        # the line in the file, blank lines and a header counted
+        ("a,b\n\n1,2\n\n3,x\n", None, "line 5, column 2: 'x' is not a number"),
+        ("1,2\n , \n3,4,5\n", None, "line 3: 3 columns, the first row has 2"),
+        ("a,b,y\n1,2,cat\n", 2, "line 2, column 3: 'cat' is not a number; is the label "
+                                "column still in the file? predict takes the features only"),
+        ("a,b,y\n1,2,cat\n", 3, "line 2, column 3: 'cat' is not a number"),
+        ("a,b,y\n1,2,cat\n", None, "line 2, column 3: 'cat' is not a number"),
+    ],
+)  # fmt: skip
+def test_a_features_csv_is_refused_naming_the_line_and_cell(tmp_path, content, n_features, message):
+    from xpnet.data import csvfile
+
+    path = tmp_path / "x.csv"
+    path.write_text(content)
+    with pytest.raises(DataError) as info:
+        csvfile.read_features(path, n_features)
+    assert str(info.value) == f"{path}, {message}"
+
+
+def test_a_features_csv_skips_blank_rows_and_a_byte_order_mark(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("\ufeff1,2\n\n , \n3,4\n")  # no header: the mark is not one
+    np.testing.assert_array_equal(read_features(path), [[1.0, 2.0], [3.0, 4.0]])
+
+
+@pytest.mark.parametrize("reader", ["features", "training"])
+def test_a_csv_that_is_not_utf8_is_refused_naming_it(tmp_path, reader):
+    """Past the first block the parser decodes, so that the row-by-row reader is the one
+    that meets the byte (the first rows are read on their own, before)."""
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"a,b,label\n" + b"1,2,0\n3,4,1\n" * 2000 + b"3,\xff,1\n")
+    with pytest.raises(DataError) as info:
+        read_features(path) if reader == "features" else load_file(path)
+    assert str(info.value).startswith(
+        f"{path}: cannot read CSV ('utf-8' codec can't decode byte 0xff in position "
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "line"),
+    [(" , \n\na,b,label\n1,2,0\n\n3,x,1\n4,y,1\n", 6), ("\ufeff1,2,0\n3,x,1\n", 2)],
+    ids=["blank rows and a header", "a byte-order mark"],
+)
+def test_a_training_csv_names_the_first_bad_cell(tmp_path, content, line):
+    path = tmp_path / "d.csv"
+    path.write_text(content)
+    with pytest.raises(DataError) as info:
+        load_file(path)
+    assert str(info.value) == f"{path}, line {line}: feature value 'x' is not a number"

@@ -55,10 +55,9 @@ def read_features(path, n_features=None):
         ``(N, F)`` float64.
     """
     rows = _csv_rows(path)
-    first_line = 1
-    if rows and not all(_is_number(c) for c in rows[0]):
-        rows, first_line = rows[1:], 2
-    return _numeric_rows(path, rows, first_line, n_features)
+    if rows and not all(_is_number(c) for c in rows[0][1]):
+        rows = rows[1:]  # a header row
+    return _numeric_rows(path, rows, n_features)
 
 
 def _is_number(text):
@@ -69,14 +68,22 @@ def _is_number(text):
     return True
 
 
-def _csv_rows(path):
+def _csv_rows(path, limit=None):
+    """``(line number, cells)`` of the first ``limit`` non-blank rows of a CSV file (every
+    one without a limit); a byte-order mark (Excel's "CSV UTF-8") is not part of the first
+    cell."""
+    rows = []
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:  # a byte-order mark dropped
-            return [
-                row for row in csv.reader(_lines(fh, path)) if row and any(c.strip() for c in row)
-            ]
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(_lines(fh, path))
+            for row in reader:
+                if any(cell.strip() for cell in row):
+                    rows.append((reader.line_num, row))
+                    if len(rows) == limit:
+                        break
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{path}: cannot read CSV ({err})") from None
+    return rows
 
 
 #: The longest CSV line read, in characters: 200,000 cells of 20 characters. Wider data
@@ -97,23 +104,6 @@ def _too_long(path, number):
         f"{path}, line {number}: longer than {MAX_CSV_LINE} characters, more than a CSV row "
         f"xpnet reads; store data this wide as X.npy and y.npy"
     )
-
-
-def _first_rows(path, n=2):
-    """``(line number, cells)`` of the first ``n`` non-blank rows of a CSV file (fewer in a
-    shorter file); a byte-order mark (Excel's "CSV UTF-8") is not part of the first cell."""
-    rows = []
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(_lines(fh, path))
-            for row in reader:
-                if row and any(c.strip() for c in row):
-                    rows.append((reader.line_num, row))
-                    if len(rows) == n:
-                        break
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"{path}: cannot read CSV ({err})") from None
-    return rows
 
 
 def _check_widths(path, width, first_line):
@@ -170,7 +160,7 @@ def _read_csv(path, label_column):
     """Features and labels of a CSV file through NumPy's C parser (``numpy.loadtxt``): one
     pass for numeric labels, two for string labels. A malformed file is read again row by
     row, only to name the line and the cell that is wrong."""
-    first_rows = _first_rows(path)
+    first_rows = _csv_rows(path, 2)
     if not first_rows:
         raise DataError(f"{path}: empty file")
     line_of_first, row = first_rows[0]
@@ -273,7 +263,7 @@ def _read_csv_rows(path, label_index, has_header):
     is named from a stream of rows; a file without one (widths are checked before) is read
     as Python values."""
     _first_bad_cell(path, label_index, has_header)
-    rows = _csv_rows(path)[1 if has_header else 0 :]
+    rows = [cells for _, cells in _csv_rows(path)][1 if has_header else 0 :]
     X = [[float(c) for i, c in enumerate(row) if i != label_index] for row in rows]
     labels = np.asarray([row[label_index].strip() for row in rows], dtype=str)
     n_features = len(rows[0]) - 1 if rows else 0
@@ -288,7 +278,7 @@ def _first_bad_cell(path, label_index, has_header):
             reader = csv.reader(_lines(fh, path))
             skipped = not has_header
             for row in reader:
-                if not row or not any(c.strip() for c in row):
+                if not any(cell.strip() for cell in row):
                     continue
                 if not skipped:
                     skipped = True
@@ -334,24 +324,19 @@ def _label_hint(width, n_features):
     return ""
 
 
-def _numeric_rows(path, rows, first_line, n_features):
-    """The CSV rows as a float array, or a DataError naming the first cell that is not a
-    number (and the label column, when that is what it is)."""
-    widths = {len(row) for row in rows}
-    if len(widths) > 1:
-        line = next(i for i, row in enumerate(rows, first_line) if len(row) != len(rows[0]))
-        raise DataError(
-            f"{path}, line {line}: {len(rows[line - first_line])} columns, the first row has "
-            f"{len(rows[0])}"
-        )
-    cells = (
-        (line, column, cell)
-        for line, row in enumerate(rows, first_line)
-        for column, cell in enumerate(row, 1)
-    )
-    bad = next((where for where in cells if not _is_number(where[2])), None)
-    if bad is None:
-        return np.asarray([[float(c) for c in row] for row in rows], dtype=np.float64)
-    line, column, cell = bad
-    hint = "" if n_features is None else _label_hint(len(rows[line - first_line]), n_features)
-    raise DataError(f"{path}, line {line}, column {column}: {cell!r} is not a number{hint}")
+def _numeric_rows(path, rows, n_features):
+    """The CSV rows, ``(line number, cells)``, as a float array, or a DataError naming the
+    first row of another width or the first cell that is not a number (and the label
+    column, when that is what it is)."""
+    width = len(rows[0][1]) if rows else 0
+    for line, cells in rows:
+        if len(cells) != width:
+            raise DataError(f"{path}, line {line}: {len(cells)} columns, the first row has {width}")
+    for line, cells in rows:
+        for column, cell in enumerate(cells, 1):
+            if not _is_number(cell):
+                hint = "" if n_features is None else _label_hint(width, n_features)
+                raise DataError(
+                    f"{path}, line {line}, column {column}: {cell!r} is not a number{hint}"
+                )
+    return np.asarray([[float(c) for c in cells] for _, cells in rows], dtype=np.float64)
