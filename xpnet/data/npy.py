@@ -138,7 +138,7 @@ def npy_folder_sha256(folder) -> str:
 
 def _features(path):
     X = read_npy(path, mmap=True)
-    if X.ndim != 2 or X.shape[0] < 1 or X.dtype not in (np.float32, np.float64):
+    if X.ndim != 2 or min(X.shape) < 1 or X.dtype not in (np.float32, np.float64):
         raise DataError(
             f"{path}: expected float32 or float64 features of shape (N, F), got {X.dtype} "
             f"of shape {X.shape}"

@@ -1,0 +1,192 @@
+"""The Dataset each source gives, read in this process: its arrays, class ids, split and
+record (name, path, SHA-256, label column, input scale), and the refusals of a folder of
+``.npy`` files as whole messages.
+
+The command-line tests cover the same sources in a child process, which mutation testing
+cannot see; these pin what the readers return.
+"""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+
+from tests.test_idx import _write_folder as _write_idx_folder
+from xpnet.data import DataError, data_sha256, load_dataset
+from xpnet.data import npy as npy_module
+from xpnet.data.npy import RowSubset, is_npy_folder
+from xpnet.errors import DataFileNotFoundError
+
+LABELS = np.array([5, 7, 9])  # class ids 0, 1, 2: the labels are not their ids
+
+
+def _xy(n, f=3, seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, f)).astype(dtype), LABELS[np.arange(n) % 3]
+
+
+def _npy_folder(folder, *, n=24, n_test=None, f=3):
+    folder.mkdir()
+    X, y = _xy(n, f)
+    np.save(folder / "X.npy", X)
+    np.save(folder / "y.npy", y)
+    if n_test is not None:
+        Xt, yt = _xy(n_test, f, seed=1)
+        np.save(folder / "X_test.npy", Xt)
+        np.save(folder / "y_test.npy", yt)
+    return folder
+
+
+def _ids(labels):
+    return np.searchsorted(LABELS, labels)
+
+
+def _assert_record(data, name, path, label_column=None, input_scale=None):
+    assert data.name == name and data.path == str(path.resolve())
+    assert data.sha256 == data_sha256(path) and len(data.sha256) == 64
+    assert data.label_column == label_column and data.input_scale == input_scale
+    record = data.record()
+    assert record["name"] == name and record["sha256"] == data.sha256
+    assert record["n_train"] == len(data.y_train) and record["n_test"] == len(data.y_test)
+
+
+@pytest.mark.parametrize("kind", ["npz", "csv", "csv by name"])
+def test_a_data_file_gives_a_seeded_stratified_split_and_its_record(tmp_path, kind):
+    X, y = _xy(24, dtype=np.float64)
+    if kind == "npz":
+        path, label_column = tmp_path / "d.npz", None
+        np.savez(path, X=X, y=y)
+    else:
+        path = tmp_path / "d.csv"
+        label_column = "label" if kind == "csv by name" else None
+        rows = [",".join([*(repr(float(v)) for v in x), str(t)]) for x, t in zip(X, y, strict=True)]
+        path.write_text("\n".join((["a,b,c,label"] if label_column else []) + rows) + "\n")
+    data = load_dataset(str(path), label_column=label_column, seed=3)
+    _assert_record(data, str(path), path, label_column)
+    assert data.classes == LABELS.tolist() and data.split == {"seed": 3, "test_fraction": 0.25}
+    rows = np.concatenate([np.flatnonzero((X == x).all(axis=1)) for x in data.X_train])
+    np.testing.assert_array_equal(data.y_train, _ids(y[rows]))
+    assert len(data.y_train) == 18 and len(data.y_test) == 6  # a quarter of each class
+    assert np.bincount(data.y_test).tolist() == [2, 2, 2]
+    assert data.X_train.dtype == np.float64
+
+
+def test_an_npy_folder_without_test_files_is_split_on_disk(tmp_path):
+    folder = _npy_folder(tmp_path / "f")
+    X, y = _xy(24)
+    data = load_dataset(str(folder), seed=2)
+    _assert_record(data, str(folder), folder)
+    assert isinstance(data.X_train, RowSubset) and isinstance(data.X_test, RowSubset)
+    assert data.X_train.dtype == np.float32  # as stored, read a batch at a time
+    np.testing.assert_array_equal(np.asarray(data.X_train), X[data.X_train.rows])
+    np.testing.assert_array_equal(data.y_train, _ids(y[data.X_train.rows]))
+    np.testing.assert_array_equal(data.y_test, _ids(y[data.X_test.rows]))
+    assert data.split == {"seed": 2, "test_fraction": 0.25} and data.classes == [5, 7, 9]
+    assert sorted([*data.X_train.rows, *data.X_test.rows]) == list(range(24))
+
+
+def test_an_npy_folder_with_test_files_is_the_official_split(tmp_path):
+    folder = _npy_folder(tmp_path / "f", n_test=7)
+    X, y = _xy(24)
+    Xt, yt = _xy(7, seed=1)
+    data = load_dataset(str(folder))
+    _assert_record(data, str(folder), folder)
+    assert isinstance(data.X_train, np.memmap) and isinstance(data.X_test, np.memmap)
+    np.testing.assert_array_equal(data.X_train, X)
+    np.testing.assert_array_equal(data.X_test, Xt)
+    np.testing.assert_array_equal(data.y_train, _ids(y))
+    np.testing.assert_array_equal(data.y_test, _ids(yt))
+    assert data.y_train.dtype == data.y_test.dtype == np.int64
+    assert data.split == {"official": True} and data.classes == [5, 7, 9]
+
+
+def test_an_npy_folder_with_one_test_row_is_read(tmp_path):
+    data = load_dataset(str(_npy_folder(tmp_path / "f", n_test=1)))
+    assert data.X_test.shape == (1, 3) and data.y_test.tolist() == [0]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_an_idx_folder_gives_its_official_split_and_record(tmp_path, gz):
+    folder = _write_idx_folder(tmp_path / "idx", gz=gz)
+    data = load_dataset(str(folder))
+    _assert_record(data, str(folder), folder, input_scale=255.0)
+    assert data.split == {"official": True} and data.classes == [0, 1, 2, 3]
+    assert data.y_test.shape == (40,) and data.y_test.dtype == np.int64
+
+
+def _refusal(folder, change):
+    """The whole message that loading ``folder`` gives after ``change(folder)``."""
+    change(folder)
+    with pytest.raises(DataError) as info:
+        load_dataset(str(folder))
+    return str(info.value)
+
+
+def test_an_npy_folder_s_refusals_name_the_file(tmp_path):
+    def folder(name, n_test=5):
+        return _npy_folder(tmp_path / name, n_test=n_test)
+
+    f = folder("width")
+    assert _refusal(f, lambda f: np.save(f / "X_test.npy", np.zeros((5, 4), np.float32))) == (
+        f"{f}: X_test.npy has 4 features, X.npy 3"
+    )
+    f = folder("short")
+    assert _refusal(f, lambda f: np.save(f / "y_test.npy", np.zeros(4, np.int64))) == (
+        f"{f / 'y_test.npy'}: expected 5 labels of shape (5,), got shape (4,)"
+    )
+    f = folder("labels2d")
+    assert _refusal(f, lambda f: np.save(f / "y.npy", np.zeros((24, 1), np.int64))) == (
+        f"{f / 'y.npy'}: expected 24 labels of shape (24,), got shape (24, 1)"
+    )
+    for name, bad in [
+        ("ints", np.zeros((24, 3), np.int64)),
+        ("flat", np.zeros(24, np.float32)),
+        ("none", np.zeros((0, 3), np.float32)),
+        ("nofeatures", np.zeros((24, 0), np.float32)),
+    ]:
+        f = folder(name)
+        assert _refusal(f, lambda f, bad=bad: np.save(f / "X.npy", bad)) == (
+            f"{f / 'X.npy'}: expected float32 or float64 features of shape (N, F), got "
+            f"{bad.dtype} of shape {bad.shape}"
+        )
+    f = folder("one class", n_test=None)
+    assert _refusal(f, lambda f: np.save(f / "y.npy", np.full(24, 5))) == (
+        f"{f}: need at least 2 classes, found 1"
+    )
+    f = folder("one class official")
+    for name in ("y.npy", "y_test.npy"):
+        np.save(f / name, np.full(np.load(f / name).shape, 5))
+    assert _refusal(f, lambda f: None) == f"{f}: need at least 2 classes, found 1"
+    f = folder("fractional")
+    assert _refusal(f, lambda f: np.save(f / "y_test.npy", np.full(5, 0.5))) == (
+        f"{f}/y_test.npy: y must hold class labels; got non-integer values"
+    )
+    f = folder("no y_test")
+    (f / "y_test.npy").unlink()
+    with pytest.raises(DataFileNotFoundError) as info:
+        load_dataset(str(f))
+    assert str(info.value) == f"{f / 'y_test.npy'}: no such file"
+
+
+@pytest.mark.parametrize("where", ["X.npy", "X_test.npy"])
+def test_a_non_finite_feature_is_named_by_its_row_across_chunks(tmp_path, monkeypatch, where):
+    """The finiteness check reads a chunk of rows at a time; the row it names is the row
+    in the file, in any chunk."""
+    monkeypatch.setattr(npy_module, "_CHUNK_ROWS", 4)
+    f = _npy_folder(tmp_path / "f", n=24, n_test=10)
+    X = np.load(f / where)
+    X[9, 1] = np.inf
+    np.save(f / where, X)
+    assert _refusal(f, lambda f: None) == f"{f / where}: row 9 holds a NaN or infinite value"
+
+
+def test_is_npy_folder_needs_a_folder_holding_x_npy(tmp_path):
+    assert is_npy_folder(_npy_folder(tmp_path / "f")) and is_npy_folder(str(tmp_path / "f"))
+    (tmp_path / "empty").mkdir()
+    np.save(tmp_path / "X.npy", np.zeros((2, 2)))
+    assert not is_npy_folder(tmp_path / "empty") and not is_npy_folder(tmp_path / "X.npy")
+    (tmp_path / "gz").mkdir()
+    (tmp_path / "gz" / "X.npy.gz").write_bytes(gzip.compress(b""))
+    assert not is_npy_folder(tmp_path / "gz")
