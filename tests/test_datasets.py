@@ -13,9 +13,11 @@ import gzip
 import numpy as np
 import pytest
 
+from tests.test_idx import _idx
 from tests.test_idx import _write_folder as _write_idx_folder
 from xpnet.data import DataError, data_sha256, load_dataset
 from xpnet.data import npy as npy_module
+from xpnet.data.idx import IDX_FILES, read_idx
 from xpnet.data.npy import RowSubset, is_npy_folder
 from xpnet.errors import DataFileNotFoundError
 
@@ -190,3 +192,181 @@ def test_is_npy_folder_needs_a_folder_holding_x_npy(tmp_path):
     (tmp_path / "gz").mkdir()
     (tmp_path / "gz" / "X.npy.gz").write_bytes(gzip.compress(b""))
     assert not is_npy_folder(tmp_path / "gz")
+
+
+def test_labels_are_refused_naming_their_file(tmp_path):
+    """The label checks of every reader, each message naming the file it read."""
+    f = _npy_folder(tmp_path / "split")
+    assert _refusal(f, lambda f: np.save(f / "y.npy", np.full(24, 0.5))) == (
+        f"{f}/y.npy: y must hold class labels; got non-integer values"
+    )
+    path = tmp_path / "one.npz"
+    np.savez(path, X=np.zeros((4, 2)), y=np.zeros(4))
+    with pytest.raises(DataError) as info:
+        load_dataset(str(path))
+    assert str(info.value) == f"{path}: need at least 2 classes, found 1"
+    folder = _write_idx_folder(tmp_path / "idx", gz=False)
+    (folder / IDX_FILES["test_labels"]).write_bytes(_idx(np.full(40, 0.5, np.float32), 0x0D))
+    with pytest.raises(DataError) as info:
+        load_dataset(str(folder))
+    assert str(info.value) == (
+        f"{folder} (test labels): y must hold class labels; got non-integer values"
+    )
+
+
+@pytest.mark.parametrize("which", ["train_images", "test_images"])
+def test_an_idx_folder_of_other_than_8_bit_images_has_no_input_scale(tmp_path, which):
+    folder = _write_idx_folder(tmp_path / "idx", gz=False)
+    n = 120 if which == "train_images" else 40
+    (folder / IDX_FILES[which]).write_bytes(_idx(np.zeros((n, 4, 4), np.float32), 0x0D))
+    assert load_dataset(str(folder)).input_scale is None
+
+
+def test_an_idx_folder_s_refusals(tmp_path):
+    folder = _write_idx_folder(tmp_path / "idx", gz=False)
+    labels = folder / IDX_FILES["test_labels"]
+    labels.write_bytes(_idx(np.zeros(39, np.uint8)))
+    with pytest.raises(DataError) as info:
+        load_dataset(str(folder))
+    assert str(info.value) == f"{folder}: 40 test images but labels of shape (39,)"
+    labels.write_bytes(_idx(np.zeros((40, 1), np.uint8)))
+    with pytest.raises(DataError) as info:
+        load_dataset(str(folder))
+    assert str(info.value) == f"{folder}: 40 test images but labels of shape (40, 1)"
+    for held in (39, 42):  # an uncompressed file is checked against its size
+        labels.write_bytes(_idx(np.zeros(40, np.uint8))[: 8 + held].ljust(8 + held, b"\0"))
+        with pytest.raises(DataError) as info:
+            read_idx(labels)
+        assert str(info.value) == (
+            f"{labels} (shape (40,), uint8): the header claims 40 bytes of data, the file "
+            f"holds {held}"
+        )
+    gz = _write_idx_folder(tmp_path / "gz", gz=True)
+    path = gz / (IDX_FILES["test_labels"] + ".gz")
+    for body, word in ((_idx(np.zeros(40, np.uint8))[:-1], "fewer"),
+                       (_idx(np.zeros(40, np.uint8)) + b"\0", "more")):  # fmt: skip
+        path.write_bytes(gzip.compress(body))
+        with pytest.raises(DataError) as info:
+            read_idx(path)
+        assert str(info.value) == (
+            f"{path}: the header says (40,) values of uint8 (40 bytes), the stream holds {word}"
+        )
+    (folder / IDX_FILES["train_labels"]).unlink()
+    with pytest.raises(DataFileNotFoundError) as info:
+        load_dataset(str(folder))
+    stem = IDX_FILES["train_labels"]
+    assert info.value.filename == str(folder / stem)
+    assert str(info.value) == (
+        f"{folder}: no {stem} (or {stem}.gz); an IDX dataset folder holds "
+        f"{', '.join(IDX_FILES.values())}"
+    )
+
+
+def test_an_npz_with_its_own_test_split_is_refused(tmp_path):
+    X, y = _xy(8, dtype=np.float64)
+    cases = (({"y_test": y}, "y_test"), ({"X_test": X, "y_test": y}, "X_test and y_test"))
+    for extra, held in cases:
+        path = tmp_path / "d.npz"
+        np.savez(path, X=X, y=y, **extra)
+        with pytest.raises(DataError) as info:
+            load_dataset(str(path))
+        assert str(info.value) == (
+            f"{path}: holds {held}; xpnet splits X and y itself (stratified, seeded), so a "
+            f"file with its own test split is refused rather than read in part: use a folder "
+            f"of X.npy, y.npy, X_test.npy and y_test.npy for an official split"
+        )
+
+
+def test_a_row_subset_reads_its_rows_as_asked(tmp_path):
+    np.save(tmp_path / "X.npy", np.arange(24, dtype=np.float32).reshape(8, 3))
+    base = np.load(tmp_path / "X.npy", mmap_mode="r")
+    view = RowSubset(base, np.array([1, 4, 6], dtype=np.int32))
+    assert view.rows.dtype == np.int64 and view.shape == (3, 3) and len(view) == 3
+    assert view.dtype == np.float32 and view.ndim == 2
+    np.testing.assert_array_equal(view[np.array([2, 0])], base[[6, 1]])
+    np.testing.assert_array_equal(view[1:, ...].rows, [4, 6])
+    assert np.asarray(view).dtype == np.float32
+    as64 = np.asarray(view, dtype=np.float64)
+    assert as64.dtype == np.float64
+    np.testing.assert_array_equal(as64, base[[1, 4, 6]])
+    with pytest.raises(IndexError) as info:
+        view[1:, 0]
+    assert str(info.value) == "a RowSubset is indexed by rows only"
+
+
+@pytest.mark.parametrize("source", ["memmap", "subset", "memory"])
+def test_row_blocks_read_the_rows_in_order(tmp_path, source):
+    from xpnet.data.npy import row_blocks
+
+    X = np.arange(30, dtype=np.float64).reshape(10, 3)
+    np.save(tmp_path / "X.npy", X)
+    mapped = np.load(tmp_path / "X.npy", mmap_mode="r")
+    given, want = {
+        "memmap": (mapped, X),
+        "subset": (RowSubset(mapped, np.array([0, 2, 3, 5, 7, 9])), X[[0, 2, 3, 5, 7, 9]]),
+        "memory": (X, X),
+    }[source]
+    blocks = row_blocks(given, 4)
+    assert [b.rows for b in blocks] == [min(4, len(want) - s) for s in range(0, len(want), 4)]
+    np.testing.assert_array_equal(np.concatenate([b.read() for b in blocks]), want)
+
+
+def test_host_batches_of_a_subset_keep_the_labels_type(tmp_path):
+    from xpnet.data import host_batches
+
+    np.save(tmp_path / "X.npy", np.arange(20, dtype=np.float32).reshape(10, 2))
+    view = RowSubset(np.load(tmp_path / "X.npy", mmap_mode="r"), np.arange(1, 10, 2))
+    y = np.array([3, 1, 4, 1, 5], dtype=np.int64)
+    seen = list(host_batches(view, y, 2, lambda X, y: (X, y), rng=np.random.default_rng(0)))
+    assert all(yb.dtype == np.int64 for _, yb in seen)
+    pairs = sorted((float(x[0]), int(t)) for Xb, yb in seen for x, t in zip(Xb, yb, strict=True))
+    assert pairs == [(2.0, 3), (6.0, 1), (10.0, 4), (14.0, 1), (18.0, 5)]
+
+
+def test_standard_scaling_sums_float32_features_in_float64():
+    """3 * 2**24 + 1 has no float32: a float32 sum would lose the 1."""
+    from xpnet.data import standard_scaling
+
+    X = np.array([[2.0**24], [2.0**24], [2.0**24], [1.0]], dtype=np.float32)
+    mean, _ = standard_scaling(X)
+    assert mean.tolist() == [[(3 * 2**24 + 1) / 4]]
+
+
+def test_features_for_prediction_are_refused_naming_the_file(tmp_path):
+    from xpnet.data import read_features
+
+    def refusal(path, **kw):
+        with pytest.raises(DataError) as info:
+            read_features(path, **kw)
+        return str(info.value)
+
+    (tmp_path / "adir.npy").mkdir()
+    assert refusal(tmp_path / "adir.npy") == (
+        f"{tmp_path / 'adir.npy'}: is a directory; expected a features file (.npy or .csv)"
+    )
+    (tmp_path / "x.TXT").write_text("1,2\n")
+    assert refusal(tmp_path / "x.TXT") == (
+        f"{tmp_path / 'x.TXT'}: unsupported input type '.txt'; use .npy or .csv"
+    )
+    refused = {"empty": np.zeros((0, 3)), "narrow": np.zeros((3, 0)),
+               "cube": np.zeros((2, 2, 2)), "text": np.array([["a", "b"]])}  # fmt: skip
+    for name, array in refused.items():
+        np.save(tmp_path / f"{name}.npy", array)
+        assert refusal(tmp_path / f"{name}.npy") == (
+            f"{tmp_path / f'{name}.npy'}: expected a real-valued (N, F) array, got shape "
+            f"{array.shape}, dtype {array.dtype}"
+        )
+    np.save(tmp_path / "nan.npy", np.array([[1.0, np.nan]]))
+    assert refusal(tmp_path / "nan.npy") == (
+        f"{tmp_path / 'nan.npy'}: features contain NaN or infinite values"
+    )
+    (tmp_path / "labelled.csv").write_text("a,b,y\n1,2,cat\n")
+    assert refusal(tmp_path / "labelled.csv", n_features=2) == (
+        f"{tmp_path / 'labelled.csv'}, line 2, column 3: 'cat' is not a number; is the label "
+        f"column still in the file? predict takes the features only"
+    )
+    with pytest.raises(DataFileNotFoundError) as info:
+        read_features(tmp_path / "gone.npy")
+    assert str(info.value) == f"{tmp_path / 'gone.npy'}: no such file"
+    np.save(tmp_path / "one.npy", np.array([1.0, 2.0]))  # one sample, as a row
+    assert read_features(tmp_path / "one.npy").tolist() == [[1.0, 2.0]]

@@ -167,12 +167,7 @@ def read_features(path, *, n_features=None):
     X = reader(path, n_features)
     if X.ndim == 1:
         X = X[None, :]
-    if (
-        X.ndim != 2
-        or X.shape[0] == 0
-        or not np.issubdtype(X.dtype, np.number)
-        or X.dtype.kind == "c"
-    ):
+    if X.ndim != 2 or X.size == 0 or not np.issubdtype(X.dtype, np.number) or X.dtype.kind == "c":
         raise DataError(
             f"{path}: expected a real-valued (N, F) array, got shape {X.shape}, dtype {X.dtype}"
         )
