@@ -15,7 +15,7 @@ import pytest
 
 from tests.test_idx import _idx
 from tests.test_idx import _write_folder as _write_idx_folder
-from xpnet.data import DataError, data_sha256, load_dataset
+from xpnet.data import DataError, data_sha256, load_dataset, read_arrays
 from xpnet.data import npy as npy_module
 from xpnet.data.idx import IDX_FILES, read_idx
 from xpnet.data.npy import RowSubset, is_npy_folder
@@ -370,3 +370,71 @@ def test_features_for_prediction_are_refused_naming_the_file(tmp_path):
     assert str(info.value) == f"{tmp_path / 'gone.npy'}: no such file"
     np.save(tmp_path / "one.npy", np.array([1.0, 2.0]))  # one sample, as a row
     assert read_features(tmp_path / "one.npy").tolist() == [[1.0, 2.0]]
+
+
+def test_arrays_stored_in_fortran_order_read_as_saved(tmp_path):
+    """A ``.npy`` header may say Fortran order (``numpy.save`` of a transposed array):
+    the bytes are then column by column."""
+    from xpnet.data import read_features
+
+    X = np.asfortranarray(np.arange(12.0).reshape(4, 3))
+    np.savez(tmp_path / "d.npz", X=X, y=np.array([0, 1, 0, 1]))
+    np.save(tmp_path / "x.npy", X)
+    features, _ = read_arrays(tmp_path / "d.npz")
+    np.testing.assert_array_equal(features, X)
+    np.testing.assert_array_equal(read_features(tmp_path / "x.npy"), X)
+
+
+def test_npy_format_versions_1_and_2_are_read_and_3_is_refused(tmp_path):
+    from xpnet.data._files import read_npy
+
+    X = np.arange(6.0).reshape(2, 3)
+    for version in ((1, 0), (2, 0), (3, 0)):
+        path = tmp_path / f"v{version[0]}.npy"
+        with open(path, "wb") as fh:
+            np.lib.format.write_array(fh, X, version=version)
+        if version == (3, 0):
+            with pytest.raises(DataError) as info:
+                read_npy(path)
+            assert str(info.value) == (
+                f"{path}: not a readable .npy array (.npy format version (3, 0) is not read "
+                f"here (1.0 and 2.0 are))"
+            )
+        else:
+            np.testing.assert_array_equal(read_npy(path), X)
+
+
+def test_an_npz_missing_one_of_its_arrays_names_that_one(tmp_path):
+    for held, missing in (({"y": [0, 1]}, "['X']"), ({"X": np.zeros((2, 2))}, "['y']")):
+        np.savez(tmp_path / "d.npz", **held)
+        with pytest.raises(DataError) as info:
+            read_arrays(tmp_path / "d.npz")
+        assert str(info.value) == (
+            f"{tmp_path / 'd.npz'}: expected arrays 'X' and 'y', missing {missing}"
+        )
+
+
+def test_the_recorded_sha256_is_of_the_file_s_bytes(tmp_path):
+    """Against hashlib on the whole bytes, for a file larger than the 1 MiB blocks it is
+    read in, and for a folder (each name, then its bytes, in the folder's order)."""
+    import hashlib
+
+    path = tmp_path / "d.npz"
+    np.savez(path, X=np.random.default_rng(0).standard_normal((40000, 4)), y=np.arange(40000))
+    assert path.stat().st_size > 1 << 20
+    assert data_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    folder = _npy_folder(tmp_path / "f", n_test=3)
+    want = hashlib.sha256()
+    for name in ("X.npy", "y.npy", "X_test.npy", "y_test.npy"):
+        want.update(name.encode() + (folder / name).read_bytes())
+    assert data_sha256(folder) == want.hexdigest()
+
+
+@pytest.mark.parametrize("reader", ["npy", "npz", "idx"])
+def test_a_device_is_not_read_as_a_data_file(reader):
+    from xpnet.data._files import read_npy, read_npz
+
+    read = {"npy": read_npy, "npz": lambda p: read_npz(p, ("X",)), "idx": read_idx}[reader]
+    with pytest.raises(DataError) as info:
+        read("/dev/zero")
+    assert str(info.value) == "/dev/zero: not a regular file"
