@@ -158,3 +158,26 @@ def test_a_legacy_checkpoint_of_8_bit_idx_images_expects_them_divided_by_255(tmp
     assert legacy_input_scale({"format": FORMAT, "user": {"data": record}}) is None
     _images_as(folder, np.zeros((120, 4, 4), np.float32), 0x0D, gz=gz)
     assert legacy_input_scale({"format": LEGACY_FORMATS[0], "user": {"data": record}}) is None
+
+
+def test_a_gzip_stream_is_not_inflated_past_its_claim_to_find_a_tail(tmp_path):
+    """Data after the claimed values are refused after reading one byte of them: a small
+    gzip file whose tail inflates to 256 MiB is not inflated to find out."""
+    import tracemalloc
+
+    path = tmp_path / IDX_FILES["train_labels"]
+    path = path.with_name(path.name + ".gz")
+    with gzip.open(path, "wb") as fh:
+        fh.write(_idx(np.zeros(40, np.uint8)))
+        block = bytes(1 << 20)
+        for _ in range(256):
+            fh.write(block)
+    assert path.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"the stream holds more$"):
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
