@@ -15,7 +15,7 @@ import pytest
 
 from tests.test_idx import _idx
 from tests.test_idx import _write_folder as _write_idx_folder
-from xpnet.data import DataError, data_sha256, load_dataset, read_arrays
+from xpnet.data import DataError, data_sha256, load_dataset, load_file, load_npy, read_arrays
 from xpnet.data import npy as npy_module
 from xpnet.data.idx import IDX_FILES, read_idx
 from xpnet.data.npy import RowSubset, is_npy_folder
@@ -172,16 +172,35 @@ def test_an_npy_folder_s_refusals_name_the_file(tmp_path):
     assert str(info.value) == f"{f / 'y_test.npy'}: no such file"
 
 
+@pytest.mark.parametrize("row", [0, 9])
 @pytest.mark.parametrize("where", ["X.npy", "X_test.npy"])
-def test_a_non_finite_feature_is_named_by_its_row_across_chunks(tmp_path, monkeypatch, where):
+def test_a_non_finite_feature_is_named_by_its_row_across_chunks(tmp_path, monkeypatch, where, row):
     """The finiteness check reads a chunk of rows at a time; the row it names is the row
-    in the file, in any chunk."""
+    in the file, in any chunk (the first row included)."""
     monkeypatch.setattr(npy_module, "_CHUNK_ROWS", 4)
     f = _npy_folder(tmp_path / "f", n=24, n_test=10)
     X = np.load(f / where)
-    X[9, 1] = np.inf
+    X[row, 1] = np.inf
     np.save(f / where, X)
-    assert _refusal(f, lambda f: None) == f"{f / where}: row 9 holds a NaN or infinite value"
+    assert _refusal(f, lambda f: None) == f"{f / where}: row {row} holds a NaN or infinite value"
+
+
+def test_defaults_two_classes_and_the_official_split_s_own_labels(tmp_path):
+    """A split seeded 0 unless asked; two classes are enough; the training labels of an
+    official split are checked under their own file's name."""
+    path = tmp_path / "d.npz"
+    X, y = _xy(8, dtype=np.float64)
+    np.savez(path, X=X, y=(y // 2) % 2)
+    f = _npy_folder(tmp_path / "split")
+    for data in (load_dataset(str(path)), load_file(path), load_dataset(str(f)), load_npy(f)):
+        assert data.split == {"seed": 0, "test_fraction": 0.25}
+    f = _npy_folder(tmp_path / "official", n_test=5)
+    for name in ("y.npy", "y_test.npy"):
+        np.save(f / name, (np.load(f / name) // 2) % 2)
+    assert load_dataset(str(f)).classes == [0, 1]
+    assert _refusal(f, lambda f: np.save(f / "y.npy", np.full(24, 0.5))) == (
+        f"{f}/y.npy: y must hold class labels; got non-integer values"
+    )
 
 
 def test_is_npy_folder_needs_a_folder_holding_x_npy(tmp_path):
