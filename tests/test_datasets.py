@@ -457,3 +457,25 @@ def test_a_device_is_not_read_as_a_data_file(reader):
     with pytest.raises(DataError) as info:
         read("/dev/zero")
     assert str(info.value) == "/dev/zero: not a regular file"
+
+
+def test_read_npy_reads_into_memory_within_the_budget_and_maps_beyond_it(tmp_path, monkeypatch):
+    from xpnet.data._files import read_npy
+
+    path = tmp_path / "x.npy"
+    np.save(path, np.zeros((64, 4)))  # 2048 bytes of data
+    monkeypatch.setenv("XPNET_MAX_INPUT_BYTES", "2048")
+    held = read_npy(path)
+    assert type(held) is np.ndarray and held.flags.writeable
+    monkeypatch.setenv("XPNET_MAX_INPUT_BYTES", "2047")
+    with pytest.raises(DataError) as info:
+        read_npy(path)
+    assert str(info.value).startswith(
+        f"{path}: 2048 bytes of data would not fit the memory budget of 2047 bytes"
+    )
+    mapped = read_npy(path, mmap=True)  # a map is not held in memory: no budget
+    assert isinstance(mapped, np.memmap) and not mapped.flags.writeable
+    with pytest.raises(DataFileNotFoundError) as info:
+        read_npy(tmp_path / "gone.npy")
+    assert str(info.value) == f"{tmp_path / 'gone.npy'}: no such file"
+    assert info.value.filename == str(tmp_path / "gone.npy")
