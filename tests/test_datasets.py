@@ -479,3 +479,80 @@ def test_read_npy_reads_into_memory_within_the_budget_and_maps_beyond_it(tmp_pat
         read_npy(tmp_path / "gone.npy")
     assert str(info.value) == f"{tmp_path / 'gone.npy'}: no such file"
     assert info.value.filename == str(tmp_path / "gone.npy")
+
+
+def test_split_warnings_name_the_classes_missing_from_each_side():
+    from xpnet.data import Dataset
+
+    names = [f"c{k}" for k in range(12)]
+    X = np.zeros((12, 1))
+    data = Dataset("d", X, np.arange(12), X[:1], np.array([0]), names)
+    assert data.split_warnings() == [
+        "the test split has no rows of 11 of the 12 classes "
+        "(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10 ...)"
+    ]
+    data = Dataset("d", X, np.arange(11) % 11, X, np.arange(12) % 12, names)
+    assert data.split_warnings() == ["the training split has no rows of 1 of the 12 classes (c11)"]
+    ten = Dataset("d", X, np.arange(12), X[:2], np.array([0, 1]), names)
+    assert ten.split_warnings() == [
+        "the test split has no rows of 10 of the 12 classes "
+        "(c2, c3, c4, c5, c6, c7, c8, c9, c10, c11)"
+    ]
+    assert Dataset("d", X, np.arange(12), X, np.arange(12), names).split_warnings() == []
+
+
+def test_a_dataset_record_is_exactly_what_rebuilds_it(tmp_path):
+    path = tmp_path / "d.csv"
+    X, y = _xy(8, dtype=np.float64)
+    rows = [",".join([str(t), *(repr(float(v)) for v in x)]) for x, t in zip(X, y, strict=True)]
+    path.write_text("\n".join(rows) + "\n")
+    data = load_dataset(str(path), label_column=0, seed=5)
+    assert data.record() == {
+        "name": str(path),
+        "path": str(path.resolve()),
+        "sha256": data_sha256(path),
+        "label_column": 0,
+        "split": {"seed": 5, "test_fraction": 0.25},
+        "n_train": len(data.y_train),
+        "n_test": len(data.y_test),
+        "classes": [5, 7, 9],
+        "input_scale": None,
+    }
+
+
+def test_a_dataset_that_is_not_there_is_named_with_what_would_be(tmp_path):
+    kinds = (
+        "a built-in dataset (digits, mnist1d), a .npz or .csv file, or a folder of "
+        "MNIST-format IDX files or of X.npy and y.npy"
+    )
+    hint = "; MNIST itself is not bundled: put its four IDX files in a folder and pass the folder"
+    for spec in ("mnist", "Fashion-MNIST", "fashion_mnist", "KMNIST", "emnist", "gone.csv"):
+        with pytest.raises(DataFileNotFoundError) as info:
+            load_dataset(spec)
+        want_hint = "" if spec == "gone.csv" else hint
+        assert str(info.value) == f"{spec}: no such file or folder; expected {kinds}{want_hint}"
+        assert info.value.filename == spec
+    with pytest.raises(DataError) as info:
+        load_dataset(str(tmp_path))
+    assert str(info.value) == (
+        f"{tmp_path}: a folder without a dataset in it: expected MNIST's IDX files "
+        f"(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+        f"t10k-labels-idx1-ubyte, gzipped or not) or X.npy and y.npy"
+    )
+    np.savez(tmp_path / "d.npz", X=np.zeros((4, 2)), y=[0, 1, 0, 1])
+    for spec in (str(tmp_path / "d.npz"), "digits"):
+        with pytest.raises(DataError) as info:
+            load_dataset(spec, label_column=1)
+        assert str(info.value) == (
+            f"{spec}: a label column applies to CSV files only; this dataset stores its "
+            f"labels apart from its features"
+        )
+
+
+def test_batches_refuse_features_and_labels_of_two_libraries():
+    strict = pytest.importorskip("array_api_strict")
+    from xpnet.data import batches
+
+    for X, y in ((np.zeros((4, 2)), strict.zeros(4)), (strict.zeros((4, 2)), np.zeros(4))):
+        with pytest.raises(TypeError):
+            next(batches(X, y, 2))
