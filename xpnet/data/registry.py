@@ -154,7 +154,7 @@ def read_features(path, *, n_features=None):
     Raises
     ------
     DataFileNotFoundError, DataError
-        A missing, unreadable, non-numeric or non-finite file.
+        A missing, unreadable, empty, non-numeric or non-finite file.
     """
     path = Path(path)
     _check_file(path, "features file (.npy or .csv)")
