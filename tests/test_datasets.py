@@ -41,6 +41,13 @@ def _npy_folder(folder, *, n=24, n_test=None, f=3):
     return folder
 
 
+def _message(call, *args, **kwargs):
+    """The whole message of the DataError that ``call(*args, **kwargs)`` raises."""
+    with pytest.raises(DataError) as info:
+        call(*args, **kwargs)
+    return str(info.value)
+
+
 def _ids(labels):
     return np.searchsorted(LABELS, labels)
 
@@ -121,9 +128,7 @@ def test_an_idx_folder_gives_its_official_split_and_record(tmp_path, gz):
 def _refusal(folder, change):
     """The whole message that loading ``folder`` gives after ``change(folder)``."""
     change(folder)
-    with pytest.raises(DataError) as info:
-        load_dataset(str(folder))
-    return str(info.value)
+    return _message(load_dataset, str(folder))
 
 
 def test_an_npy_folder_s_refusals_name_the_file(tmp_path):
@@ -221,14 +226,10 @@ def test_labels_are_refused_naming_their_file(tmp_path):
     )
     path = tmp_path / "one.npz"
     np.savez(path, X=np.zeros((4, 2)), y=np.zeros(4))
-    with pytest.raises(DataError) as info:
-        load_dataset(str(path))
-    assert str(info.value) == f"{path}: need at least 2 classes, found 1"
+    assert _message(load_dataset, str(path)) == f"{path}: need at least 2 classes, found 1"
     folder = _write_idx_folder(tmp_path / "idx", gz=False)
     (folder / IDX_FILES["test_labels"]).write_bytes(_idx(np.full(40, 0.5, np.float32), 0x0D))
-    with pytest.raises(DataError) as info:
-        load_dataset(str(folder))
-    assert str(info.value) == (
+    assert _message(load_dataset, str(folder)) == (
         f"{folder} (test labels): y must hold class labels; got non-integer values"
     )
 
@@ -245,18 +246,16 @@ def test_an_idx_folder_s_refusals(tmp_path):
     folder = _write_idx_folder(tmp_path / "idx", gz=False)
     labels = folder / IDX_FILES["test_labels"]
     labels.write_bytes(_idx(np.zeros(39, np.uint8)))
-    with pytest.raises(DataError) as info:
-        load_dataset(str(folder))
-    assert str(info.value) == f"{folder}: 40 test images but labels of shape (39,)"
+    assert _message(load_dataset, str(folder)) == (
+        f"{folder}: 40 test images but labels of shape (39,)"
+    )
     labels.write_bytes(_idx(np.zeros((40, 1), np.uint8)))
-    with pytest.raises(DataError) as info:
-        load_dataset(str(folder))
-    assert str(info.value) == f"{folder}: 40 test images but labels of shape (40, 1)"
+    assert _message(load_dataset, str(folder)) == (
+        f"{folder}: 40 test images but labels of shape (40, 1)"
+    )
     for held in (39, 42):  # an uncompressed file is checked against its size
         labels.write_bytes(_idx(np.zeros(40, np.uint8))[: 8 + held].ljust(8 + held, b"\0"))
-        with pytest.raises(DataError) as info:
-            read_idx(labels)
-        assert str(info.value) == (
+        assert _message(read_idx, labels) == (
             f"{labels} (shape (40,), uint8): the header claims 40 bytes of data, the file "
             f"holds {held}"
         )
@@ -265,9 +264,7 @@ def test_an_idx_folder_s_refusals(tmp_path):
     for body, word in ((_idx(np.zeros(40, np.uint8))[:-1], "fewer"),
                        (_idx(np.zeros(40, np.uint8)) + b"\0", "more")):  # fmt: skip
         path.write_bytes(gzip.compress(body))
-        with pytest.raises(DataError) as info:
-            read_idx(path)
-        assert str(info.value) == (
+        assert _message(read_idx, path) == (
             f"{path}: the header says (40,) values of uint8 (40 bytes), the stream holds {word}"
         )
     (folder / IDX_FILES["train_labels"]).unlink()
@@ -287,9 +284,7 @@ def test_an_npz_with_its_own_test_split_is_refused(tmp_path):
     for extra, held in cases:
         path = tmp_path / "d.npz"
         np.savez(path, X=X, y=y, **extra)
-        with pytest.raises(DataError) as info:
-            load_dataset(str(path))
-        assert str(info.value) == (
+        assert _message(load_dataset, str(path)) == (
             f"{path}: holds {held}; xpnet splits X and y itself (stratified, seeded), so a "
             f"file with its own test split is refused rather than read in part: use a folder "
             f"of X.npy, y.npy, X_test.npy and y_test.npy for an official split"
@@ -354,33 +349,28 @@ def test_standard_scaling_sums_float32_features_in_float64():
 def test_features_for_prediction_are_refused_naming_the_file(tmp_path):
     from xpnet.data import read_features
 
-    def refusal(path, **kw):
-        with pytest.raises(DataError) as info:
-            read_features(path, **kw)
-        return str(info.value)
-
     (tmp_path / "adir.npy").mkdir()
-    assert refusal(tmp_path / "adir.npy") == (
+    assert _message(read_features, tmp_path / "adir.npy") == (
         f"{tmp_path / 'adir.npy'}: is a directory; expected a features file (.npy or .csv)"
     )
     (tmp_path / "x.TXT").write_text("1,2\n")
-    assert refusal(tmp_path / "x.TXT") == (
+    assert _message(read_features, tmp_path / "x.TXT") == (
         f"{tmp_path / 'x.TXT'}: unsupported input type '.txt'; use .npy or .csv"
     )
     refused = {"empty": np.zeros((0, 3)), "narrow": np.zeros((3, 0)),
                "cube": np.zeros((2, 2, 2)), "text": np.array([["a", "b"]])}  # fmt: skip
     for name, array in refused.items():
         np.save(tmp_path / f"{name}.npy", array)
-        assert refusal(tmp_path / f"{name}.npy") == (
+        assert _message(read_features, tmp_path / f"{name}.npy") == (
             f"{tmp_path / f'{name}.npy'}: expected a real-valued (N, F) array, got shape "
             f"{array.shape}, dtype {array.dtype}"
         )
     np.save(tmp_path / "nan.npy", np.array([[1.0, np.nan]]))
-    assert refusal(tmp_path / "nan.npy") == (
+    assert _message(read_features, tmp_path / "nan.npy") == (
         f"{tmp_path / 'nan.npy'}: features contain NaN or infinite values"
     )
     (tmp_path / "labelled.csv").write_text("a,b,y\n1,2,cat\n")
-    assert refusal(tmp_path / "labelled.csv", n_features=2) == (
+    assert _message(read_features, tmp_path / "labelled.csv", n_features=2) == (
         f"{tmp_path / 'labelled.csv'}, line 2, column 3: 'cat' is not a number; is the label "
         f"column still in the file? predict takes the features only"
     )
@@ -413,9 +403,7 @@ def test_npy_format_versions_1_and_2_are_read_and_3_is_refused(tmp_path):
         with open(path, "wb") as fh:
             np.lib.format.write_array(fh, X, version=version)
         if version == (3, 0):
-            with pytest.raises(DataError) as info:
-                read_npy(path)
-            assert str(info.value) == (
+            assert _message(read_npy, path) == (
                 f"{path}: not a readable .npy array (.npy format version (3, 0) is not read "
                 f"here (1.0 and 2.0 are))"
             )
@@ -426,9 +414,7 @@ def test_npy_format_versions_1_and_2_are_read_and_3_is_refused(tmp_path):
 def test_an_npz_missing_one_of_its_arrays_names_that_one(tmp_path):
     for held, missing in (({"y": [0, 1]}, "['X']"), ({"X": np.zeros((2, 2))}, "['y']")):
         np.savez(tmp_path / "d.npz", **held)
-        with pytest.raises(DataError) as info:
-            read_arrays(tmp_path / "d.npz")
-        assert str(info.value) == (
+        assert _message(read_arrays, tmp_path / "d.npz") == (
             f"{tmp_path / 'd.npz'}: expected arrays 'X' and 'y', missing {missing}"
         )
 
@@ -454,9 +440,7 @@ def test_a_device_is_not_read_as_a_data_file(reader):
     from xpnet.data._files import read_npy, read_npz
 
     read = {"npy": read_npy, "npz": lambda p: read_npz(p, ("X",)), "idx": read_idx}[reader]
-    with pytest.raises(DataError) as info:
-        read("/dev/zero")
-    assert str(info.value) == "/dev/zero: not a regular file"
+    assert _message(read, "/dev/zero") == "/dev/zero: not a regular file"
 
 
 def test_read_npy_reads_into_memory_within_the_budget_and_maps_beyond_it(tmp_path, monkeypatch):
@@ -532,18 +516,14 @@ def test_a_dataset_that_is_not_there_is_named_with_what_would_be(tmp_path):
         want_hint = "" if spec == "gone.csv" else hint
         assert str(info.value) == f"{spec}: no such file or folder; expected {kinds}{want_hint}"
         assert info.value.filename == spec
-    with pytest.raises(DataError) as info:
-        load_dataset(str(tmp_path))
-    assert str(info.value) == (
+    assert _message(load_dataset, str(tmp_path)) == (
         f"{tmp_path}: a folder without a dataset in it: expected MNIST's IDX files "
         f"(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
         f"t10k-labels-idx1-ubyte, gzipped or not) or X.npy and y.npy"
     )
     np.savez(tmp_path / "d.npz", X=np.zeros((4, 2)), y=[0, 1, 0, 1])
     for spec in (str(tmp_path / "d.npz"), "digits"):
-        with pytest.raises(DataError) as info:
-            load_dataset(spec, label_column=1)
-        assert str(info.value) == (
+        assert _message(load_dataset, spec, label_column=1) == (
             f"{spec}: a label column applies to CSV files only; this dataset stores its "
             f"labels apart from its features"
         )
