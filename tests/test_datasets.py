@@ -536,3 +536,25 @@ def test_batches_refuse_features_and_labels_of_two_libraries():
     for X, y in ((np.zeros((4, 2)), strict.zeros(4)), (strict.zeros((4, 2)), np.zeros(4))):
         with pytest.raises(TypeError):
             next(batches(X, y, 2))
+
+
+def test_load_dataset_gives_the_digits_by_default():
+    data = load_dataset()
+    assert data.name == "digits" and data.X_train.shape == (1347, 64)
+
+
+def test_shuffled_batches_stay_on_the_arrays_device_in_every_session():
+    """On array-api-strict's second device: the order moves to the data's device, not the
+    default one (the NumPy session, where mutants run, has one device)."""
+    from tests.helpers import strict_devices
+    from xpnet import backend
+    from xpnet.data import batches
+
+    strict, _, other = strict_devices()
+    X = strict.reshape(strict.arange(12.0, device=other), (6, 2))
+    y = strict.arange(6, device=other)
+    seen = []
+    for Xb, yb in batches(X, y, 4, rng=np.random.default_rng(0)):
+        assert backend.device(Xb) == backend.device(yb) == other
+        seen += backend.to_numpy(yb).tolist()
+    assert sorted(seen) == list(range(6))
