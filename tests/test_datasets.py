@@ -558,3 +558,33 @@ def test_shuffled_batches_stay_on_the_arrays_device_in_every_session():
         assert backend.device(Xb) == backend.device(yb) == other
         seen += backend.to_numpy(yb).tolist()
     assert sorted(seen) == list(range(6))
+
+
+def test_an_array_larger_than_a_read_chunk_is_read_whole(tmp_path):
+    """The body is read 16 MiB at a time into one buffer: 17 MiB takes two reads."""
+    import io
+
+    from xpnet.data._files import read_exactly, read_npy, read_npz
+
+    X = np.arange((17 << 20) // 8, dtype=np.float64).reshape(-1, 8)
+    np.save(tmp_path / "x.npy", X)
+    np.savez(tmp_path / "x.npz", X=X)
+    np.testing.assert_array_equal(read_npy(tmp_path / "x.npy"), X)
+    np.testing.assert_array_equal(read_npz(tmp_path / "x.npz", ("X",))["X"], X)
+    with pytest.raises(EOFError) as info:
+        read_exactly(io.BytesIO(b"abc"), 5)
+    assert str(info.value) == "the data end after 3 of the 5 bytes the header claims"
+
+
+def test_the_split_is_seeded_0_by_default_and_an_unknown_shuffle_is_refused():
+    from xpnet.data import batches, stratified_split
+    from xpnet.errors import XpnetValueError
+
+    y = np.arange(40) % 4
+    default = stratified_split(y)
+    for a, b in zip(default, stratified_split(y, seed=0), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(default[1], stratified_split(y, seed=1)[1])
+    with pytest.raises(XpnetValueError) as info:
+        next(batches(np.zeros((4, 2)), np.zeros(4), 2, rng=np.random.default_rng(0), shuffle="x"))
+    assert str(info.value) == "shuffle must be 'full' or 'blocks', got 'x'"
