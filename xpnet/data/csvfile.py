@@ -8,6 +8,7 @@ refused past :data:`MAX_CSV_LINE` characters before it is split into cells.
 from __future__ import annotations
 
 import csv
+import itertools
 import warnings
 
 import numpy as np
@@ -54,7 +55,7 @@ def read_features(path, n_features=None):
     numpy.ndarray
         ``(N, F)`` float64.
     """
-    rows = _csv_rows(path)
+    rows = list(_csv_rows(path))
     if rows and not all(_is_number(c) for c in rows[0][1]):
         rows = rows[1:]  # a header row
     return _numeric_rows(path, rows, n_features)
@@ -68,22 +69,17 @@ def _is_number(text):
     return True
 
 
-def _csv_rows(path, limit=None):
-    """``(line number, cells)`` of the first ``limit`` non-blank rows of a CSV file (every
-    one without a limit); a byte-order mark (Excel's "CSV UTF-8") is not part of the first
-    cell."""
-    rows = []
+def _csv_rows(path):
+    """``(line number, cells)`` of each non-blank row of a CSV file, read one at a time; a
+    byte-order mark (Excel's "CSV UTF-8") is not part of the first cell."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(_lines(fh, path))
             for row in reader:
                 if any(cell.strip() for cell in row):
-                    rows.append((reader.line_num, row))
-                    if len(rows) == limit:
-                        break
+                    yield reader.line_num, row
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{path}: cannot read CSV ({err})") from None
-    return rows
 
 
 #: The longest CSV line read, in characters: 200,000 cells of 20 characters. Wider data
@@ -160,7 +156,7 @@ def _read_csv(path, label_column):
     """Features and labels of a CSV file through NumPy's C parser (``numpy.loadtxt``): one
     pass for numeric labels, two for string labels. A malformed file is read again row by
     row, only to name the line and the cell that is wrong."""
-    first_rows = _csv_rows(path, 2)
+    first_rows = list(itertools.islice(_csv_rows(path), 2))
     if not first_rows:
         raise DataError(f"{path}: empty file")
     line_of_first, row = first_rows[0]
@@ -273,24 +269,13 @@ def _read_csv_rows(path, label_index, has_header):
 def _first_bad_cell(path, label_index, has_header):
     """Raise a DataError naming the first feature cell that is not a number, holding one
     row at a time; return when there is none."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(_lines(fh, path))
-            skipped = not has_header
-            for row in reader:
-                if not any(cell.strip() for cell in row):
-                    continue
-                if not skipped:
-                    skipped = True
-                    continue
-                for i, cell in enumerate(row):
-                    if i != label_index and not _is_number(cell):
-                        raise DataError(
-                            f"{path}, line {reader.line_num}: feature value {cell!r} is not a "
-                            f"number"
-                        )
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"{path}: cannot read CSV ({err})") from None
+    rows = _csv_rows(path)
+    if has_header:
+        next(rows, None)
+    for line, row in rows:
+        for i, cell in enumerate(row):
+            if i != label_index and not _is_number(cell):
+                raise DataError(f"{path}, line {line}: feature value {cell!r} is not a number")
 
 
 def check_width(source, width, n_features) -> None:
