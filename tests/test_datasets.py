@@ -15,6 +15,7 @@ import pytest
 
 from tests.test_idx import _idx
 from tests.test_idx import _write_folder as _write_idx_folder
+from tests.test_splits import _npy_folder as _write_npy_folder
 from xpnet.data import DataError, data_sha256, load_dataset, load_file, load_npy, read_arrays
 from xpnet.data import npy as npy_module
 from xpnet.data.idx import IDX_FILES, read_idx
@@ -30,15 +31,10 @@ def _xy(n, f=3, seed=0, dtype=np.float32):
 
 
 def _npy_folder(folder, *, n=24, n_test=None, f=3):
-    folder.mkdir()
-    X, y = _xy(n, f)
-    np.save(folder / "X.npy", X)
-    np.save(folder / "y.npy", y)
+    test = {}
     if n_test is not None:
-        Xt, yt = _xy(n_test, f, seed=1)
-        np.save(folder / "X_test.npy", Xt)
-        np.save(folder / "y_test.npy", yt)
-    return folder
+        test["X_test"], test["y_test"] = _xy(n_test, f, seed=1)
+    return _write_npy_folder(folder, *_xy(n, f), **test)
 
 
 def _message(call, *args, **kwargs):
