@@ -8,7 +8,9 @@ cannot see; these pin what the readers return.
 
 from __future__ import annotations
 
+import errno
 import gzip
+import os
 
 import numpy as np
 import pytest
@@ -437,6 +439,31 @@ def test_a_device_is_not_read_as_a_data_file(reader):
 
     read = {"npy": read_npy, "npz": lambda p: read_npz(p, ("X",)), "idx": read_idx}[reader]
     assert _message(read, "/dev/zero") == "/dev/zero: not a regular file"
+
+
+@pytest.mark.parametrize(
+    ("reader", "says"),
+    [
+        ("npy", "not a readable .npy array"),
+        ("npz", "not a readable .npz file"),
+        ("idx", "cannot read"),
+        ("csv", "cannot read CSV"),
+    ],
+)
+def test_a_path_that_cannot_be_opened_is_refused_with_the_reason(tmp_path, reader, says):
+    from xpnet.data._files import read_npy, read_npz
+    from xpnet.data.csvfile import read_arrays as read_csv
+
+    read = {
+        "npy": read_npy,
+        "npz": lambda p: read_npz(p, ("X",)),
+        "idx": read_idx,
+        "csv": read_csv,
+    }[reader]
+    (tmp_path / "file").write_bytes(b"")
+    path = tmp_path / "file" / "x"  # a path through a regular file: ENOTDIR
+    reason = f"[Errno {errno.ENOTDIR}] {os.strerror(errno.ENOTDIR)}: {str(path)!r}"
+    assert _message(read, path) == f"{path}: {says} ({reason})"
 
 
 def test_read_npy_reads_into_memory_within_the_budget_and_maps_beyond_it(tmp_path, monkeypatch):
