@@ -42,6 +42,13 @@ def block_order(rng, n, block):
     return np.concatenate([s + rng.permutation(min(block, n - s)) for s in starts])
 
 
+def _spans(n, batch_size, drop_last):
+    """``(start, stop)`` of each batch of ``n`` rows; ``drop_last`` leaves out a short
+    last batch, but never the only one (fewer rows than ``batch_size`` still train)."""
+    stop_at = n - n % batch_size if drop_last and n >= batch_size else n
+    return ((start, min(start + batch_size, n)) for start in range(0, stop_at, batch_size))
+
+
 def batches(X, y, batch_size, *, rng=None, drop_last=False, shuffle="full"):
     """Minibatches of arrays already on their device.
 
@@ -60,8 +67,8 @@ def batches(X, y, batch_size, *, rng=None, drop_last=False, shuffle="full"):
     rng : numpy.random.Generator, optional
         Shuffles the rows (None: in order).
     drop_last : bool
-        Drop a last batch smaller than ``batch_size`` (with shuffling, different rows each
-        epoch).
+        Drop a last batch smaller than ``batch_size``, unless it is the only one (with
+        shuffling, different rows each epoch).
     shuffle : str
         ``"full"`` or ``"blocks"`` (blocks of :data:`BLOCK_BATCHES` batches).
 
@@ -76,9 +83,7 @@ def batches(X, y, batch_size, *, rng=None, drop_last=False, shuffle="full"):
         order = _order(rng, n, batch_size, shuffle)
         perm = xp.asarray(order, device=backend.device(X))
         X, y = xp.take(X, perm, axis=0), xp.take(y, perm, axis=0)
-    stop_at = n - n % batch_size if drop_last and n >= batch_size else n
-    for start in range(0, stop_at, batch_size):
-        stop = min(start + batch_size, n)
+    for start, stop in _spans(n, batch_size, drop_last):
         yield X[start:stop, ...], y[start:stop, ...]
 
 
@@ -101,7 +106,7 @@ def host_batches(X, y, batch_size, convert, *, rng, drop_last=False, gather=None
     rng : numpy.random.Generator
         Draws the order.
     drop_last : bool
-        Drop a last batch smaller than ``batch_size``.
+        Drop a last batch smaller than ``batch_size``, unless it is the only one.
     gather : callable, optional
         ``gather(X, y, rows)`` reads and moves one batch itself, in place of
         ``convert(X[rows], y[rows])`` (:func:`xpnet.backend.prefetcher` gathers into
@@ -118,9 +123,8 @@ def host_batches(X, y, batch_size, convert, *, rng, drop_last=False, gather=None
         labels = np.zeros(X.base.shape[0], dtype=y.dtype)
         labels[X.rows] = y
         X, y, order = X.base, labels, X.rows[order]
-    stop_at = n - n % batch_size if drop_last and n >= batch_size else n
-    for start in range(0, stop_at, batch_size):
-        rows = order[start : min(start + batch_size, n)]
+    for start, stop in _spans(n, batch_size, drop_last):
+        rows = order[start:stop]
         yield convert(X[rows], y[rows]) if gather is None else gather(X, y, rows)
 
 
