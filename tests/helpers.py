@@ -122,3 +122,13 @@ def strict_devices():
     info = strict.__array_namespace_info__()
     default = info.default_device()
     return strict, default, next(d for d in info.devices() if d != default)
+
+
+def other_library(xp):
+    """A second Array API library beside ``xp``'s, for the refusals of mixed libraries:
+    array-api-strict beside NumPy, NumPy beside any other (skips if it is missing)."""
+    import pytest
+
+    other = "array_api_strict" if backend.library_name(xp) == "numpy" else "numpy"
+    pytest.importorskip(other)
+    return backend.get(other)

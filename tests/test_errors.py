@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers import asarray
+from tests.helpers import asarray, other_library
 from xpnet import backend
 from xpnet.models import MLP, MLP0
 from xpnet.nn import (
@@ -155,16 +155,9 @@ def test_float_labels_rejected(xp, device):
         )
 
 
-def _other_library(xp):
-    name = backend.library_name(xp)
-    other = "array_api_strict" if name == "numpy" else "numpy"
-    pytest.importorskip(other)
-    return backend.get(other)
-
-
 def test_mixed_libraries_in_a_loss(xp, device):
     """(Every module's refusal of another library's arrays is in test_module_contract.py.)"""
-    other = _other_library(xp)
+    other = other_library(xp)
     with pytest.raises(TypeError, match="two libraries"):
         CrossEntropyLoss().forward(xp.ones((4, 2), device=device), other.ones((4, 2)))
 
@@ -380,7 +373,7 @@ def test_load_state_dict_not_strict_loads_every_key_it_knows(xp, device):
 
 
 def test_sgd_after_moving_the_model(xp, device):
-    other = _other_library(xp)
+    other = other_library(xp)
     model = MLP([2, 3], xp=xp, device=device)
     opt = SGD(model)
     model.to(backend.library_name(other))

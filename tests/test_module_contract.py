@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers import strict_devices
+from tests.helpers import other_library, strict_devices
 from xpnet import backend
 from xpnet.models import MLP, MLP0, MLP1, MLP4
 from xpnet.nn import (
@@ -111,10 +111,6 @@ def test_a_non_array_is_refused_naming_the_module(any_case, xp, device):
     assert str(info.value) == want
 
 
-def _other_library(xp):
-    return backend.get("array_api_strict" if backend.library_name(xp) == "numpy" else "numpy")
-
-
 def _what(name):
     """What a module compares a call's arrays with: Standardize holds buffers only, and an
     activation holds no state but the output it cached."""
@@ -134,7 +130,7 @@ def _another_library(module, name, xp, other):
 
 def test_another_librarys_input_is_refused_naming_the_module(case, xp, device):
     name, module, n_in, _, _ = case
-    other = _other_library(xp)
+    other = other_library(xp)
     with pytest.raises(TypeError) as info:
         module.forward(other.ones((4, n_in), dtype=other.float32))
     assert str(info.value) == _another_library(module, name, xp, other)
@@ -142,7 +138,7 @@ def test_another_librarys_input_is_refused_naming_the_module(case, xp, device):
 
 def test_another_librarys_gradient_is_refused_naming_the_module(any_case, xp, device):
     name, module, n_in, n_out, _ = any_case
-    other = _other_library(xp)
+    other = other_library(xp)
     module.forward(_ones(xp, device, (4, n_in)))
     with pytest.raises(TypeError) as info:
         module.backward(other.ones((4, n_out), dtype=other.float32))
@@ -283,7 +279,7 @@ def test_a_loss_refuses_bad_predictions_naming_itself_and_them(loss_cls, xp, dev
         f"{name}(): expected A of shape (N, C), got shape (4,) (batch first; reshape a single "
         "sample to (1, C))"
     )
-    other = _other_library(xp)
+    other = other_library(xp)
     message = refused(_ones(xp, device, (4, 2)), other.ones((4, 2)), TypeError)
     assert message.startswith(f"{name}(): A and Y must be arrays of one library on one device: ")
 
