@@ -101,6 +101,7 @@ def test_partial_fit_classes_given_unsorted_and_duplicated():
         ("validation_fraction", 0.0),
         ("learning_rate", 0.0),
         ("momentum", 1.5),
+        ("momentum", 1.0),
         ("weight_decay", -1e-4),
         ("dropout", 1.0),
         ("hidden_layer_sizes", 0),
@@ -135,3 +136,58 @@ def test_a_diverging_fit_raises_instead_of_returning_nan():
         TrainingDiverged, match=r"training loss became (nan|inf) at epoch \d+, step \d+"
     ):
         model.fit(X, y)
+
+
+def _non_defaults(device):
+    """A value other than the default for every parameter of both estimators."""
+    return {
+        "hidden_layer_sizes": (7, 5),
+        "activation": "tanh",
+        "batchnorm": True,
+        "dropout": 0.25,
+        "optimizer": "sgd",
+        "learning_rate": 0.05,
+        "momentum": 0.5,
+        "weight_decay": 0.0,
+        "batch_size": 16,
+        "epochs": 3,
+        "early_stopping": True,
+        "validation_fraction": 0.2,
+        "n_iter_no_change": 4,
+        "random_state": 3,
+        "backend": "array_api_strict",
+        "device": device,
+        "dtype": "float32",
+    }
+
+
+@pytest.mark.parametrize("estimator", [MLPClassifier, MLPRegressor])
+def test_every_parameter_given_is_kept_and_builds_the_model(estimator):
+    """Each parameter given at construction is what get_params returns and what the model
+    is built and trained with: array-api-strict's second device shows a dropped device in
+    every session."""
+    from tests.helpers import strict_devices
+    from xpnet import backend
+    from xpnet.nn import BatchNorm1d, Dropout, Tanh
+    from xpnet.optim import SGD
+
+    strict, _, second = strict_devices()
+    given = _non_defaults(second)
+    defaults = estimator().get_params()
+    assert set(given) == set(defaults)  # a new parameter is added here
+    assert all(given[name] != defaults[name] for name in given)
+    model = estimator(**given)
+    assert model.get_params() == given
+    X = np.random.default_rng(0).standard_normal((50, 6))
+    model.fit(X, np.arange(50) % 3)
+    net = model.model_
+    assert backend.library_name(net.xp) == "array_api_strict" and net.device == second
+    outputs = 3 if estimator is MLPClassifier else 1
+    assert net.dtype == strict.float32 and net.sizes == [6, 7, 5, outputs]
+    assert all(isinstance(f, Tanh) for f in net.f[:-1]) and len(net.bn_layers) == 2
+    assert all(isinstance(d, Dropout) and d.p == 0.25 for d in net.dropout_layers)
+    assert all(isinstance(bn, BatchNorm1d) for bn in net.bn_layers)
+    opt = model._optimizer
+    assert isinstance(opt, SGD) and (opt.lr, opt.mu, opt.weight_decay) == (0.05, 0.5, 0.0)
+    assert 1 <= model.n_iter_ <= 3 and len(model.validation_scores_) == model.n_iter_
+    assert model.predict(X).shape[0] == 50

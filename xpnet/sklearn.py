@@ -66,7 +66,7 @@ class _BaseMLP(BaseEstimator):
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "optimizer": [StrOptions(set(OPTIMIZERS))],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "momentum": [Interval(Real, 0, 1, closed="left")],  # as SGD's own check
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "epochs": [Interval(Integral, 1, None, closed="left")],
@@ -222,7 +222,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     learning_rate : float
         The optimizer's learning rate.
     momentum : float
-        SGD's momentum (other optimizers ignore it).
+        SGD's momentum, in [0, 1) (other optimizers ignore it).
     weight_decay : float
         L2 penalty (Adam, SGD: ``weight_decay * W`` added to each gradient) or decoupled
         decay (AdamW). The default, 1e-4, is scikit-learn's ``alpha``.
@@ -450,7 +450,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     learning_rate : float
         The optimizer's learning rate.
     momentum : float
-        SGD's momentum (other optimizers ignore it).
+        SGD's momentum, in [0, 1) (other optimizers ignore it).
     weight_decay : float
         L2 penalty (Adam, SGD: ``weight_decay * W`` added to each gradient) or decoupled
         decay (AdamW). The default, 1e-4, is scikit-learn's ``alpha``.
