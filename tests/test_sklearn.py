@@ -54,8 +54,9 @@ def test_partial_fit_and_early_stopping():
     X, y = load_digits(return_X_y=True)
     X = X / 16.0
     clf = MLPClassifier(hidden_layer_sizes=(32,), batch_size=32, random_state=0)
-    with pytest.raises(ValueError, match="classes must be given"):
+    with pytest.raises(ValueError) as info:
         clf.partial_fit(X, y)
+    assert str(info.value) == "partial_fit: classes must be given on the first call"
     for _ in range(3):
         clf.partial_fit(X, y, classes=np.arange(10))
     assert clf.n_iter_ == 3 and clf.loss_curve_[2] < clf.loss_curve_[0]
@@ -191,3 +192,112 @@ def test_every_parameter_given_is_kept_and_builds_the_model(estimator):
     assert isinstance(opt, SGD) and (opt.lr, opt.mu, opt.weight_decay) == (0.05, 0.5, 0.0)
     assert 1 <= model.n_iter_ <= 3 and len(model.validation_scores_) == model.n_iter_
     assert model.predict(X).shape[0] == 50
+
+
+def _blobs(n=60, classes=3, seed=0):
+    """``n`` rows of 4 features in ``classes`` separable groups, labelled 0, 1, ..."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    X = rng.standard_normal((n, 4))
+    X[np.arange(n), y % 4] += 4
+    return X, y
+
+
+def test_labels_outside_the_classes_are_refused_naming_them():
+    X, y = _blobs()
+    clf = MLPClassifier(hidden_layer_sizes=(4,), random_state=0)
+    clf.partial_fit(X, y * 2 + 1, classes=[1, 3, 5])
+    labels = np.array([1, 0, 3, 2, 5, 6] * 10)  # below, between and above the classes
+    with pytest.raises(ValueError) as info:
+        clf.partial_fit(X, labels)
+    assert str(info.value) == "labels [0, 2, 6] are not among the classes [1 3 5]"
+    with pytest.raises(ValueError) as info:
+        clf.partial_fit(X, np.full(60, 7))  # only above: past the last class's index
+    assert str(info.value) == "labels [7] are not among the classes [1 3 5]"
+
+
+def test_partial_fit_keeps_the_classes_given_when_a_batch_lacks_some():
+    """A later batch holding only some classes trains each label on its own column."""
+    X, y = _blobs()
+    clf = MLPClassifier(hidden_layer_sizes=(8,), learning_rate=0.02, random_state=0)
+    clf.partial_fit(X, y, classes=[0, 1, 2])
+    for _ in range(40):
+        clf.partial_fit(X[y > 0], y[y > 0])
+    assert clf.classes_.tolist() == [0, 1, 2] and clf.predict_proba(X).shape == (60, 3)
+    assert np.mean(clf.predict(X[y > 0]) == y[y > 0]) > 0.9
+
+
+def test_a_failed_first_partial_fit_leaves_the_estimator_unfitted():
+    from sklearn.exceptions import NotFittedError
+
+    X, y = _blobs()
+    clf = MLPClassifier(backend="no_such_library")
+    with pytest.raises(ValueError, match="unknown backend 'no_such_library'"):
+        clf.partial_fit(X, y, classes=[0, 1, 2])
+    with pytest.raises(NotFittedError):
+        clf.predict(X)
+    clf.set_params(backend="numpy", random_state=0).partial_fit(X, y, classes=[0, 1, 2])
+    assert clf.predict(X).shape == (60,) and clf.n_iter_ == 1
+
+
+def test_regressor_partial_fit_takes_several_outputs_one_epoch_a_call():
+    X, _ = _blobs()
+    Y = np.stack([X[:, 0] + X[:, 1], X[:, 2] - X[:, 3]], axis=1)
+    reg = MLPRegressor(hidden_layer_sizes=(8,), random_state=0)
+    for calls in (1, 2):
+        reg.partial_fit(X, Y)
+        assert reg.n_iter_ == calls and len(reg.loss_curve_) == calls
+    assert reg.predict(X).shape == (60, 2)
+    with pytest.raises(ValueError) as info:
+        reg.partial_fit(X, Y[:, :1])
+    assert str(info.value) == "partial_fit: y has 1 outputs, the model 2"
+
+
+def test_score_weighs_the_rows_with_sample_weight():
+    from sklearn.metrics import accuracy_score, r2_score
+
+    X, y = _blobs()
+    weights = np.linspace(0.1, 3.0, 60)
+    clf = MLPClassifier(hidden_layer_sizes=(4,), epochs=2, random_state=0).fit(X, y)
+    want = accuracy_score(y, clf.predict(X), sample_weight=weights)
+    assert clf.score(X, y, sample_weight=weights) == want != clf.score(X, y)
+    target = X @ np.array([1.0, -2.0, 0.5, 3.0])
+    reg = MLPRegressor(hidden_layer_sizes=(4,), epochs=2, random_state=0).fit(X, target)
+    want = r2_score(target, reg.predict(X), sample_weight=weights)
+    assert reg.score(X, target, sample_weight=weights) == want != reg.score(X, target)
+
+
+@pytest.mark.parametrize("estimator", [MLPClassifier, MLPRegressor])
+def test_a_random_state_instance_seeds_as_the_integer_it_draws(estimator):
+    X, y = _blobs()
+    drawn = int(np.random.RandomState(0).randint(2**31 - 1))
+    given = estimator(hidden_layer_sizes=(4,), epochs=2, random_state=np.random.RandomState(0))
+    seeded = estimator(hidden_layer_sizes=(4,), epochs=2, random_state=drawn)
+    np.testing.assert_array_equal(given.fit(X, y).predict(X), seeded.fit(X, y).predict(X))
+    assert given.loss_curve_ == seeded.loss_curve_
+
+
+@pytest.mark.parametrize(("n", "fraction", "held"), [(50, 0.1, 5), (50, 0.25, 12), (3, 0.1, 1)])
+def test_early_stopping_holds_out_its_fraction_of_the_rows(monkeypatch, n, fraction, held):
+    """``round(validation_fraction * n)`` rows, at least one, none of them trained on;
+    validation_scores_ is minus each epoch's validation loss."""
+    import xpnet.sklearn
+
+    seen = {}
+
+    def recording_fit(model, loss, optimizer, train_data, *, validation, **options):
+        seen["train"], seen["validation"] = train_data[0], validation[0]
+        seen["history"] = fit(model, loss, optimizer, train_data, validation=validation, **options)
+        return seen["history"]
+
+    fit = xpnet.sklearn.fit
+    monkeypatch.setattr(xpnet.sklearn, "fit", recording_fit)
+    X = np.arange(n * 2.0).reshape(n, 2)  # each row its own
+    clf = MLPClassifier(
+        hidden_layer_sizes=(4,), epochs=3, early_stopping=True, validation_fraction=fraction,
+        random_state=0,
+    ).fit(X, np.arange(n) % 2)  # fmt: skip
+    kept, validation = seen["train"][:, 0].tolist(), seen["validation"][:, 0].tolist()
+    assert len(validation) == held and len(kept) == n - held
+    assert sorted(kept + validation) == X[:, 0].tolist()
+    assert clf.validation_scores_ == [-record["val_loss"] for record in seen["history"]]

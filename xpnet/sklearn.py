@@ -239,7 +239,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     n_iter_no_change : int
         See ``early_stopping``.
     random_state : int, numpy.random.RandomState or None
-        Seeds the initial parameters, the shuffling and the dropout masks.
+        Seeds the initial parameters, the shuffling and the dropout masks; a
+        ``RandomState`` seeds each fit with the integer ``randint(2**31 - 1)`` it draws.
     backend : str
         The array library to train on: ``"numpy"``, ``"cupy"``, ``"torch"``,
         ``"array_api_strict"``; inputs and outputs are NumPy arrays regardless.
@@ -466,7 +467,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     n_iter_no_change : int
         See ``early_stopping``.
     random_state : int, numpy.random.RandomState or None
-        Seeds the initial parameters, the shuffling and the dropout masks.
+        Seeds the initial parameters, the shuffling and the dropout masks; a
+        ``RandomState`` seeds each fit with the integer ``randint(2**31 - 1)`` it draws.
     backend : str
         The array library to train on; inputs and outputs are NumPy arrays regardless.
     device : str, optional
