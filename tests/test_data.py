@@ -312,7 +312,7 @@ def test_fast_csv_reader_equals_the_row_reader(tmp_path, label_column, labels, h
     path = tmp_path / "d.csv"
     path.write_bytes(newline.join(lines).encode() + newline.encode())
     fast_X, fast_y = _read_csv(path, label_column)
-    slow_X, slow_y = _read_csv_rows(path, index, header)
+    slow_X, slow_y = _read_csv_rows(path, 5, index, header)
     np.testing.assert_array_equal(fast_X, slow_X)
     np.testing.assert_array_equal(fast_y, slow_y)
     assert fast_y.dtype == slow_y.dtype  # the readers agree on the labels' type too

@@ -367,6 +367,10 @@ def test_features_for_prediction_are_refused_naming_the_file(tmp_path):
     assert _message(read_features, tmp_path / "nan.npy") == (
         f"{tmp_path / 'nan.npy'}: features contain NaN or infinite values"
     )
+    for name, text, says in [("empty.csv", "", "empty file"), ("blank.csv", "\n \n", "empty file"),
+                             ("header.csv", "a,b\n\n", "no data rows")]:  # fmt: skip
+        (tmp_path / name).write_text(text)
+        assert _message(read_features, tmp_path / name) == f"{tmp_path / name}: {says}"
     (tmp_path / "labelled.csv").write_text("a,b,y\n1,2,cat\n")
     assert _message(read_features, tmp_path / "labelled.csv", n_features=2) == (
         f"{tmp_path / 'labelled.csv'}, line 2, column 3: 'cat' is not a number; is the label "

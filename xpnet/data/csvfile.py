@@ -56,8 +56,12 @@ def read_features(path, n_features=None):
         ``(N, F)`` float64.
     """
     rows = list(_csv_rows(path))
-    if rows and not all(_is_number(c) for c in rows[0][1]):
+    if not rows:
+        raise DataError(f"{path}: empty file")
+    if not all(_is_number(c) for c in rows[0][1]):
         rows = rows[1:]  # a header row
+    if not rows:
+        raise DataError(f"{path}: no data rows")
     return _numeric_rows(path, rows, n_features)
 
 
@@ -197,7 +201,7 @@ def _read_csv(path, label_column):
                     np.loadtxt(path, dtype=str, usecols=[label_index], **options).reshape(-1)
                 )
     except ValueError:
-        X, labels = _read_csv_rows(path, label_index, has_header)
+        X, labels = _read_csv_rows(path, width, label_index, has_header)
     if X.shape[0] == 0:
         raise DataError(f"{path}: no data rows")
     if labels.dtype.kind == "U" and np.any(labels == ""):
@@ -254,7 +258,7 @@ def _numeric_labels(values):
     return numeric.astype(np.int64) if np.all(numeric == np.round(numeric)) else numeric
 
 
-def _read_csv_rows(path, label_index, has_header):
+def _read_csv_rows(path, width, label_index, has_header):
     """The row-by-row reader, for a file NumPy's parser refused: the first malformed cell
     is named from a stream of rows; a file without one (widths are checked before) is read
     as Python values."""
@@ -262,8 +266,7 @@ def _read_csv_rows(path, label_index, has_header):
     rows = [cells for _, cells in _csv_rows(path)][1 if has_header else 0 :]
     X = [[float(c) for i, c in enumerate(row) if i != label_index] for row in rows]
     labels = np.asarray([row[label_index].strip() for row in rows], dtype=str)
-    n_features = len(rows[0]) - 1 if rows else 0
-    return np.asarray(X, dtype=np.float64).reshape(len(rows), n_features), _numeric_labels(labels)
+    return np.asarray(X, dtype=np.float64).reshape(len(rows), width - 1), _numeric_labels(labels)
 
 
 def _first_bad_cell(path, label_index, has_header):
@@ -310,10 +313,10 @@ def _label_hint(width, n_features):
 
 
 def _numeric_rows(path, rows, n_features):
-    """The CSV rows, ``(line number, cells)``, as a float array, or a DataError naming the
-    first row of another width or the first cell that is not a number (and the label
-    column, when that is what it is)."""
-    width = len(rows[0][1]) if rows else 0
+    """The CSV rows, ``(line number, cells)``, at least one, as a float array, or a
+    DataError naming the first row of another width or the first cell that is not a
+    number (and the label column, when that is what it is)."""
+    width = len(rows[0][1])
     for line, cells in rows:
         if len(cells) != width:
             raise DataError(f"{path}, line {line}: {len(cells)} columns, the first row has {width}")
