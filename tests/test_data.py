@@ -129,11 +129,13 @@ def test_batches_cover_every_row_on_device(xp, device):
 
 @pytest.mark.parametrize(("batch_size", "sizes"), [(4, [4, 4]), (5, [5, 5]), (16, [10])])
 def test_drop_last_leaves_out_a_short_last_batch_but_never_the_only_one(batch_size, sizes):
-    from xpnet.data.batching import host_batches
+    from xpnet.data.batching import batch_count, host_batches
 
     X, y = np.arange(20.0).reshape(10, 2), np.arange(10)
     got = [int(yb.shape[0]) for _, yb in batches(X, y, batch_size, drop_last=True)]
-    assert got == sizes
+    assert got == sizes and batch_count(10, batch_size, True) == len(sizes)
+    kept = [int(yb.shape[0]) for _, yb in batches(X, y, batch_size)]
+    assert sum(kept) == 10 and batch_count(10, batch_size, False) == len(kept)
     rng = np.random.default_rng(0)
     moved = host_batches(X, y, batch_size, lambda *a: a, rng=rng, drop_last=True)
     assert [int(yb.shape[0]) for _, yb in moved] == sizes

@@ -17,6 +17,7 @@ from ._typing import Array
 from .callbacks import Callback, ProgressBar
 from .compiled import compiled_step
 from .data import Dataset, batches, host_batches, on_disk
+from .data.batching import batch_count
 from .distributed import DataParallel
 from .errors import TrainingDiverged, XpnetTypeError, XpnetValueError
 from .executors import make_step
@@ -449,11 +450,8 @@ def fit(
     rng = np.random.default_rng(seed)
     if state.rng_state is not None:
         rng.bit_generator.state = state.rng_state
-    n_batches = (
-        X.shape[0] // batch_size
-        if model.bn_layers and X.shape[0] >= batch_size
-        else -(-X.shape[0] // batch_size)
-    )
+    drop_last = bool(model.bn_layers)  # a batch of one row has no BatchNorm statistics
+    n_batches = batch_count(X.shape[0], batch_size, drop_last)
     tf32_before = backend.set_tf32(xp, tf32)
     try:
         if parallel is not None:
@@ -469,7 +467,6 @@ def fit(
             steps, known = 0, {}  # steps taken; the running means as last read back
             for hook in begin_hooks:
                 hook(model, state, {"epoch": epoch, "epochs": epochs, "steps": n_batches})
-            drop_last = bool(model.bn_layers)
             if streaming:
                 source = host_batches(
                     X, y, batch_size, lambda a, b: to_model(model, a, b), rng=rng,

@@ -42,11 +42,33 @@ def block_order(rng, n, block):
     return np.concatenate([s + rng.permutation(min(block, n - s)) for s in starts])
 
 
+def batch_count(n, batch_size, drop_last) -> int:
+    """The number of batches in an epoch of ``n`` rows.
+
+    ``drop_last`` leaves out a short last batch, but never the only one: fewer rows than
+    ``batch_size`` still train.
+
+    Parameters
+    ----------
+    n, batch_size : int
+        Rows, and rows per batch.
+    drop_last : bool
+        Leave out a last batch smaller than ``batch_size``.
+
+    Returns
+    -------
+    int
+        The number of batches :func:`batches` and :func:`host_batches` give.
+    """
+    return n // batch_size if drop_last and n >= batch_size else -(-n // batch_size)
+
+
 def _spans(n, batch_size, drop_last):
-    """``(start, stop)`` of each batch of ``n`` rows; ``drop_last`` leaves out a short
-    last batch, but never the only one (fewer rows than ``batch_size`` still train)."""
-    stop_at = n - n % batch_size if drop_last and n >= batch_size else n
-    return ((start, min(start + batch_size, n)) for start in range(0, stop_at, batch_size))
+    """``(start, stop)`` of each of the :func:`batch_count` batches of ``n`` rows."""
+    return (
+        (start, min(start + batch_size, n))
+        for start in range(0, batch_count(n, batch_size, drop_last) * batch_size, batch_size)
+    )
 
 
 def batches(X, y, batch_size, *, rng=None, drop_last=False, shuffle="full"):
