@@ -277,27 +277,59 @@ def test_a_random_state_instance_seeds_as_the_integer_it_draws(estimator):
     assert given.loss_curve_ == seeded.loss_curve_
 
 
-@pytest.mark.parametrize(("n", "fraction", "held"), [(50, 0.1, 5), (50, 0.25, 12), (3, 0.1, 1)])
-def test_early_stopping_holds_out_its_fraction_of_the_rows(monkeypatch, n, fraction, held):
-    """``round(validation_fraction * n)`` rows, at least one, none of them trained on;
-    validation_scores_ is minus each epoch's validation loss."""
+@pytest.fixture
+def fit_calls(monkeypatch):
+    """The calls the estimators make to xpnet.train.fit, each recorded as its keyword
+    arguments with ``X`` (the training features) and ``history`` (what fit returned)."""
     import xpnet.sklearn
 
-    seen = {}
+    calls, real_fit = [], xpnet.sklearn.fit
 
-    def recording_fit(model, loss, optimizer, train_data, *, validation, **options):
-        seen["train"], seen["validation"] = train_data[0], validation[0]
-        seen["history"] = fit(model, loss, optimizer, train_data, validation=validation, **options)
-        return seen["history"]
+    def recording_fit(model, loss, optimizer, train_data, **options):
+        history = real_fit(model, loss, optimizer, train_data, **options)
+        calls.append({**options, "X": train_data[0], "history": history})
+        return history
 
-    fit = xpnet.sklearn.fit
     monkeypatch.setattr(xpnet.sklearn, "fit", recording_fit)
+    return calls
+
+
+@pytest.mark.parametrize(("n", "fraction", "held"), [(50, 0.1, 5), (50, 0.25, 12), (3, 0.1, 1)])
+def test_early_stopping_holds_out_its_fraction_of_the_rows(fit_calls, n, fraction, held):
+    """``round(validation_fraction * n)`` rows, at least one, none of them trained on;
+    validation_scores_ is minus each epoch's validation loss."""
     X = np.arange(n * 2.0).reshape(n, 2)  # each row its own
     clf = MLPClassifier(
         hidden_layer_sizes=(4,), epochs=3, early_stopping=True, validation_fraction=fraction,
         random_state=0,
     ).fit(X, np.arange(n) % 2)  # fmt: skip
-    kept, validation = seen["train"][:, 0].tolist(), seen["validation"][:, 0].tolist()
+    (call,) = fit_calls
+    kept, validation = call["X"][:, 0].tolist(), call["validation"][0][:, 0].tolist()
     assert len(validation) == held and len(kept) == n - held
     assert sorted(kept + validation) == X[:, 0].tolist()
-    assert clf.validation_scores_ == [-record["val_loss"] for record in seen["history"]]
+    assert clf.validation_scores_ == [-record["val_loss"] for record in call["history"]]
+
+
+@pytest.mark.parametrize(("n", "batch_size", "used"), [(250, "auto", 200), (50, "auto", 50),
+                                                       (50, 16, 16), (50, 64, 64)])  # fmt: skip
+def test_batch_size_auto_is_200_rows_at_most(fit_calls, n, batch_size, used):
+    X, y = _blobs(n)
+    MLPClassifier(hidden_layer_sizes=(4,), epochs=1, batch_size=batch_size).fit(X, y)
+    assert fit_calls[0]["batch_size"] == used
+
+
+def test_the_estimators_show_no_progress_bar_even_on_a_terminal(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    X, y = _blobs()
+    MLPClassifier(hidden_layer_sizes=(4,), epochs=2, random_state=0).fit(X, y)
+    MLPRegressor(hidden_layer_sizes=(4,), epochs=2, random_state=0).fit(X, y)
+    assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize("width", [5, np.int64(5)])
+def test_one_hidden_width_may_be_given_as_an_integer(width):
+    X, y = _blobs()
+    clf = MLPClassifier(hidden_layer_sizes=width, epochs=1, random_state=0).fit(X, y)
+    assert clf.model_.sizes == [4, 5, 3]

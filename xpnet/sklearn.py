@@ -168,13 +168,13 @@ class _BaseMLP(BaseEstimator):
         With ``validation``, stops early as :class:`~xpnet.callbacks.EarlyStopping` does
         and ends with the best epoch's parameters. Returns fit's history.
         """
-        n = X.shape[0]
-        size = min(200, n) if self.batch_size == "auto" else int(self.batch_size)
+        # a batch larger than the data is one batch of all rows, as in fit
+        size = min(200, X.shape[0]) if self.batch_size == "auto" else int(self.batch_size)
         callbacks = [] if validation is None else [EarlyStopping(self.n_iter_no_change)]
         with _backend.quiet_float_errors(self.model_.xp):  # fit raises on a non-finite loss
             history = fit(
                 self.model_, self._loss(), self._optimizer, (X, T),
-                epochs=self.n_iter_ + epochs, batch_size=max(1, min(size, n)),
+                epochs=self.n_iter_ + epochs, batch_size=size,
                 validation=validation, seed=int(self._rng.integers(2**63 - 1)),
                 progress=False, callbacks=callbacks, state=FitState(epoch=self.n_iter_),
             )  # fmt: skip
