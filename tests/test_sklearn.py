@@ -186,7 +186,7 @@ def test_every_parameter_given_is_kept_and_builds_the_model(estimator):
     outputs = 3 if estimator is MLPClassifier else 1
     assert net.dtype == strict.float32 and net.sizes == [6, 7, 5, outputs]
     assert all(isinstance(f, Tanh) for f in net.f[:-1]) and len(net.bn_layers) == 2
-    assert all(isinstance(d, Dropout) and d.p == 0.25 for d in net.dropout_layers)
+    assert [(type(d), d.p) for d in net.dropout_layers] == [(Dropout, 0.25)] * 2
     assert all(isinstance(bn, BatchNorm1d) for bn in net.bn_layers)
     opt = model._optimizer
     assert isinstance(opt, SGD) and (opt.lr, opt.mu, opt.weight_decay) == (0.05, 0.5, 0.0)
@@ -333,3 +333,35 @@ def test_one_hidden_width_may_be_given_as_an_integer(width):
     X, y = _blobs()
     clf = MLPClassifier(hidden_layer_sizes=width, epochs=1, random_state=0).fit(X, y)
     assert clf.model_.sizes == [4, 5, 3]
+
+
+@pytest.mark.parametrize("estimator", [MLPClassifier, MLPRegressor])
+def test_the_defaults_build_scikit_learn_s_model(estimator):
+    """One hidden layer of 100 ReLUs in float64, trained by Adam with lr 1e-3 and an L2
+    penalty of 1e-4, without BatchNorm or dropout, on NumPy."""
+    from xpnet import backend
+    from xpnet.nn import ReLU
+    from xpnet.optim import Adam
+
+    X, y = _blobs()
+    model = estimator(epochs=1).fit(X, y)
+    net, opt = model.model_, model._optimizer
+    assert backend.library_name(net.xp) == "numpy" and net.dtype == np.float64
+    assert net.sizes == [4, 100, 3 if estimator is MLPClassifier else 1]
+    assert isinstance(net.f[0], ReLU) and not net.bn_layers and not net.dropout_layers
+    assert type(opt) is Adam and (opt.lr, opt.weight_decay) == (1e-3, 1e-4)
+
+
+def test_random_state_seeds_the_initial_parameters():
+    """Two seeds, two initialisations: after one step of a learning rate too small to
+    move them, the first layers still differ by the size of the weights."""
+    X, y = _blobs()
+    weights = [
+        MLPClassifier(
+            hidden_layer_sizes=(8,), epochs=1, optimizer="sgd", learning_rate=1e-12,
+            momentum=0.0, batch_size=60, random_state=seed,
+        ).fit(X, y).model_.layers[0].W
+        for seed in (0, 1, 0)
+    ]  # fmt: skip
+    np.testing.assert_array_equal(weights[0], weights[2])
+    assert np.abs(weights[0] - weights[1]).max() > 0.1

@@ -81,25 +81,25 @@ class _BaseMLP(BaseEstimator):
 
     def __init__(
         self,
-        hidden_layer_sizes=(100,),
-        activation="relu",
+        hidden_layer_sizes,
+        activation,
         *,
-        batchnorm=False,
-        dropout=0.0,
-        optimizer="adam",
-        learning_rate=1e-3,
-        momentum=0.9,
-        weight_decay=1e-4,
-        batch_size="auto",
-        epochs=200,
-        early_stopping=False,
-        validation_fraction=0.1,
-        n_iter_no_change=10,
-        random_state=None,
-        backend="numpy",
-        device=None,
-        dtype="float64",
-    ):
+        batchnorm,
+        dropout,
+        optimizer,
+        learning_rate,
+        momentum,
+        weight_decay,
+        batch_size,
+        epochs,
+        early_stopping,
+        validation_fraction,
+        n_iter_no_change,
+        random_state,
+        backend,
+        device,
+        dtype,
+    ):  # the defaults are each estimator's own, in its documented signature
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.batchnorm = batchnorm
