@@ -289,6 +289,8 @@ def test_split_is_recorded(tmp_path):
         ("label", "strings", True, "\r\n"),
         (1, "floats", True, "\n"),
         (0, "strings", False, "\n"),
+        (0, "ints", False, "\n"),  # numeric labels: one pass, then a column taken out
+        (3, "floats", False, "\n"),
     ],
 )
 def test_fast_csv_reader_equals_the_row_reader(tmp_path, label_column, labels, header, newline):
@@ -303,7 +305,7 @@ def test_fast_csv_reader_equals_the_row_reader(tmp_path, label_column, labels, h
         "strings": rng.choice(["cat", "dog", "owl"], 50),
         "floats": rng.choice(["0.5", "1.5"], 50),
     }[labels]
-    index = {None: 4, "label": 2, 1: 1, 0: 0}[label_column]
+    index = {None: 4, "label": 2, 3: 3, 1: 1, 0: 0}[label_column]
     lines = ["a,b,label,c,d" if label_column == "label" else "a,label,b,c,d"] if header else []
     for k in range(50):
         cells = [f"{v:.5f}" for v in X[k]]

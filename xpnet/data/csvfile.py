@@ -187,21 +187,22 @@ def _read_csv(path, label_column):
         "ndmin": 2,
         "encoding": "utf-8-sig",
     }
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
+        try:
+            data = np.loadtxt(path, dtype=np.float64, **options)
+        except ValueError:  # string labels, or a malformed row
+            data = None
+        if data is not None and data.shape[1] == width:  # no data rows: (0, 1)
+            X, labels = _without_column(data, label_index), data[:, label_index]
+        else:
             try:
-                data = np.loadtxt(path, dtype=np.float64, **options)
-                if data.shape[1] != width:
-                    raise ValueError("column count")
-                X, labels = _without_column(data, label_index), data[:, label_index]
-            except ValueError:  # string labels, or a malformed row (found below)
                 X = np.loadtxt(path, dtype=np.float64, usecols=features, **options)
                 labels = np.char.strip(
                     np.loadtxt(path, dtype=str, usecols=[label_index], **options).reshape(-1)
                 )
-    except ValueError:
-        X, labels = _read_csv_rows(path, width, label_index, has_header)
+            except ValueError:  # a malformed row: named from the rows one at a time
+                X, labels = _read_csv_rows(path, width, label_index, has_header)
     if X.shape[0] == 0:
         raise DataError(f"{path}: no data rows")
     if labels.dtype.kind == "U" and np.any(labels == ""):
