@@ -116,3 +116,16 @@ def test_a_class_missing_from_one_side_is_reported(tmp_path):
         "the test split has no rows of 3 of the 5 classes (0, 1, 2)",
         "the training split has no rows of 1 of the 5 classes (7)",
     ]
+
+
+def test_the_share_of_each_class_is_rounded_and_capped_to_keep_one_row_in_training():
+    """Half of two rows is one row of each class; 0.6 of one row rounds to that row, which
+    stays in training; a share of 0 holds out nothing."""
+    y = np.array([0, 0, 1, 1, 2, 2])
+    train, test = stratified_split(y, test_fraction=0.5, seed=0)
+    assert sorted(y[test].tolist()) == [0, 1, 2] and sorted(y[train].tolist()) == [0, 1, 2]
+    y = np.array([0, 0, 0, 0, 0, 1])
+    train, test = stratified_split(y, test_fraction=0.6, seed=0)
+    assert y[test].tolist() == [0, 0, 0] and sorted(y[train].tolist()) == [0, 0, 1]
+    train, test = stratified_split(y, test_fraction=0, seed=0)
+    assert train.tolist() == list(range(6)) and test.tolist() == []

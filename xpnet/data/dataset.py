@@ -138,7 +138,8 @@ def stratified_split(y, *, test_fraction=TEST_FRACTION, seed=0):
     test_fraction : float
         The share of every class held out (rounded; at least one sample of each class stays
         in train). When rounding holds out no row at all, one row of the largest class is
-        held out, so that a test split of at least two rows is never empty.
+        held out, so that a test split of at least two rows is never empty. 0 holds out
+        nothing.
     seed : int
         Seeds the draw.
 
