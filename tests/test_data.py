@@ -456,6 +456,24 @@ def test_a_csv_line_longer_than_any_row_is_refused_unread(tmp_path):
         read_arrays(path)
 
 
+def test_a_csv_line_of_64_mib_is_refused_holding_a_few_mib(tmp_path):
+    """The widths pass reads 1 MiB at a time and holds at most one line's bound of a line
+    it has not finished: a file is never read whole to find its lines."""
+    import tracemalloc
+
+    path = tmp_path / "d.csv"
+    with open(path, "wb") as fh:
+        fh.write(b"1,2,0\n3,4,1\n" + b"5" * (64 << 20) + b",6,1\n")
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"line 3: longer than"):
+            read_arrays(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak / 2**20
+
+
 @pytest.mark.parametrize("row", [0, 1, 2], ids=["first line", "second line", "third line"])
 @pytest.mark.parametrize("newline", [True, False], ids=["last line ended", "last line open"])
 def test_a_csv_line_of_the_most_characters_is_read_and_not_one_more(tmp_path, row, newline):
