@@ -539,12 +539,14 @@ def test_a_features_csv_skips_blank_rows_and_a_byte_order_mark(tmp_path):
     np.testing.assert_array_equal(read_features(path), [[1.0, 2.0], [3.0, 4.0]])
 
 
+@pytest.mark.parametrize("row", [b"3,\xff,1\n", b'3,"\xff",1\n'], ids=["plain", "quoted"])
 @pytest.mark.parametrize("reader", ["features", "training"])
-def test_a_csv_that_is_not_utf8_is_refused_naming_it(tmp_path, reader):
+def test_a_csv_that_is_not_utf8_is_refused_naming_it(tmp_path, reader, row):
     """Past the first block the parser decodes, so that the row-by-row reader is the one
-    that meets the byte (the first rows are read on their own, before)."""
+    that meets the byte (the first rows are read on their own, before); the widths check,
+    which parses a quoted row, reads the byte as a replacement character and goes on."""
     path = tmp_path / "x.csv"
-    path.write_bytes(b"a,b,label\n" + b"1,2,0\n3,4,1\n" * 2000 + b"3,\xff,1\n")
+    path.write_bytes(b"a,b,label\n" + b"1,2,0\n3,4,1\n" * 2000 + row)
     with pytest.raises(DataError) as info:
         read_features(path) if reader == "features" else load_file(path)
     assert str(info.value).startswith(
@@ -563,3 +565,39 @@ def test_a_training_csv_names_the_first_bad_cell(tmp_path, content, line):
     with pytest.raises(DataError) as info:
         load_file(path)
     assert str(info.value) == f"{path}, line {line}: feature value 'x' is not a number"
+
+
+@pytest.mark.parametrize("where", ["early", "across a 1 MiB block"])
+@pytest.mark.parametrize(
+    ("row", "cells"), [("1,2,cat,9", 4), ('1,"2,5"', 2), ('"1,2,cat', 1)],
+    ids=["an extra cell", "a quoted comma", "an open quote"],
+)  # fmt: skip
+def test_a_ragged_row_is_named_wherever_it_falls(tmp_path, where, row, cells):
+    """Lines are checked 1 MiB at a time by their commas, and every line with a quote is
+    parsed: each ragged row is named, after a blank first line or on the line that crosses
+    a block's end. With string labels NumPy's parser reads only the columns it is given,
+    so a row of four cells would otherwise be read as its first three."""
+    k = 3 if where == "early" else ((1 << 20) - 11) // 8  # 11 + 8k < 1 MiB < 11 + 8k + 9
+    path = tmp_path / "d.csv"
+    path.write_text("\na,b,label\n" + "1,2,cat\n" * k + row + "\n" + "5,6,dog\n")
+    with pytest.raises(DataError) as info:
+        load_file(path)
+    assert str(info.value) == f"{path}, line {k + 3}: {cells} columns, the first row has 3"
+
+
+def test_a_long_row_then_short_rows_are_read(tmp_path):
+    """Lines are measured from their own start, wherever they lie in a block: a row of
+    3 MiB (under the bound) followed by short ones is read."""
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,label\n1,2,cat\n" + " " * (3 << 20) + "3,4,dog\n" + "5,6,cat\n" * 8)
+    data = load_file(path)
+    assert data.X_train.shape[0] + data.X_test.shape[0] == 10
+
+
+def test_a_csv_of_many_blocks_of_short_rows_is_read(tmp_path):
+    """6 MiB of 8-byte rows: each 1 MiB block is checked whole, its last partial line
+    carried to the next."""
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,label\n" + "1,2,cat\n3,4,dog\n" * (6 << 16))
+    X, y = read_arrays(path)
+    assert X.shape == (12 << 16, 2) and y[:2].tolist() == ["cat", "dog"]
