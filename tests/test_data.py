@@ -90,6 +90,31 @@ def test_malformed_files(tmp_path, name, content, match):
         load_file(path, label_column=label_column)
 
 
+@pytest.mark.parametrize(
+    ("sep", "name"), [(";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars"), (" ", "spaces")]
+)
+def test_a_csv_of_one_column_holding_another_separator_is_named(tmp_path, sep, name):
+    path = tmp_path / "d.csv"
+    path.write_text(f"\n1{sep}2{sep}0\n3{sep}1{sep}1\n")
+    with pytest.raises(DataError) as info:
+        load_file(path)
+    assert str(info.value) == (
+        f"{path}: line 2 has one column and contains {name}; xpnet reads comma-separated "
+        "files: save the file with commas between the columns"
+    )
+    path.write_text("1\n0\n")
+    with pytest.raises(DataError) as info:
+        load_file(path)
+    assert str(info.value) == f"{path}: need at least one feature column and a label column"
+
+
+def test_a_csv_of_one_feature_and_its_label_is_read(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("x,y\n0.5,0\n1.5,1\n2.5,0\n3.5,1\n")
+    X, y = read_arrays(path)
+    assert X.tolist() == [[0.5], [1.5], [2.5], [3.5]] and y.tolist() == [0, 1, 0, 1]
+
+
 def test_npz_missing_arrays_and_pickled_objects(tmp_path):
     np.savez(tmp_path / "a.npz", features=np.zeros((4, 2)))
     with pytest.raises(DataError, match=r"expected arrays 'X' and 'y', missing \['X', 'y'\]"):
