@@ -611,6 +611,36 @@ def test_a_ragged_row_is_named_wherever_it_falls(tmp_path, where, row, cells):
     assert str(info.value) == f"{path}, line {k + 4}: {cells} columns, the first row has 3"
 
 
+@pytest.mark.parametrize(
+    ("text", "calls"),
+    [("\n\n1,2,0\n3,4,1\n", 1), ("\na,b,y\n1,2,0\n3,4,1\n", 1), ("a,b,y\n1,2,no\n3,4,yes\n", 3)],
+    ids=["numbers after blank lines", "numbers under a header", "text labels"],
+)
+def test_a_well_formed_csv_is_read_by_numpys_parser_alone(tmp_path, monkeypatch, text, calls):
+    """One numpy.loadtxt call for numeric labels; for text labels, the call that meets the
+    text, then the features and the labels: the row-by-row reader, ten times slower, is
+    kept for a malformed file."""
+    import xpnet.data.csvfile as csvfile
+
+    seen, loadtxt = [], np.loadtxt
+
+    def counted(*args, **kwargs):
+        seen.append(kwargs.get("usecols"))
+        return loadtxt(*args, **kwargs)
+
+    def no_row_reader(*args):
+        raise AssertionError("the row-by-row reader read a well-formed file")
+
+    monkeypatch.setattr(np, "loadtxt", counted)
+    monkeypatch.setattr(csvfile, "_read_csv_rows", no_row_reader)
+    path = tmp_path / "d.csv"
+    path.write_text(text)
+    X, y = read_arrays(path)
+    assert X.tolist() == [[1.0, 2.0], [3.0, 4.0]] and len(seen) == calls
+    assert y.tolist() == ([0, 1] if calls == 1 else ["no", "yes"])
+    assert seen[1:] == ([] if calls == 1 else [[0, 1], [2]])
+
+
 def test_a_label_column_by_index_counts_from_either_end_or_by_name(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("X0,X1,y\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n")
@@ -625,6 +655,13 @@ def test_a_label_column_by_index_counts_from_either_end_or_by_name(tmp_path):
         with pytest.raises(DataError) as info:
             read_arrays(path, label_column=column)
         assert str(info.value) == f"{path}: label column {column} out of range for 3 columns"
+    with pytest.raises(DataError) as info:
+        read_arrays(path, label_column="z")
+    assert str(info.value) == f"{path}: no column named 'z' in header ['X0', 'X1', 'y']"
+    path.write_text("X0,y,y\n1,2,0\n3,4,1\n")
+    with pytest.raises(DataError) as info:
+        read_arrays(path, label_column="y")
+    assert str(info.value) == f"{path}: 2 columns are named 'y'"
 
 
 def test_a_long_row_then_short_rows_are_read(tmp_path):
