@@ -581,8 +581,12 @@ def test_a_csv_that_is_not_utf8_is_refused_naming_it(tmp_path, reader, row):
 
 @pytest.mark.parametrize(
     ("content", "line"),
-    [(" , \n\na,b,label\n1,2,0\n\n3,x,1\n4,y,1\n", 6), ("\ufeff1,2,0\n3,x,1\n", 2)],
-    ids=["blank rows and a header", "a byte-order mark"],
+    [
+        (" , \n\na,b,label\n1,2,0\n\n3,x,1\n4,y,1\n", 6),
+        ("\ufeff1,2,0\n3,x,1\n", 2),
+        ("a,b,label\n1,2,cat\n3,x,dog\n", 3),
+    ],
+    ids=["blank rows and a header", "a byte-order mark", "text labels"],
 )
 def test_a_training_csv_names_the_first_bad_cell(tmp_path, content, line):
     path = tmp_path / "d.csv"
@@ -639,6 +643,15 @@ def test_a_well_formed_csv_is_read_by_numpys_parser_alone(tmp_path, monkeypatch,
     assert X.tolist() == [[1.0, 2.0], [3.0, 4.0]] and len(seen) == calls
     assert y.tolist() == ([0, 1] if calls == 1 else ["no", "yes"])
     assert seen[1:] == ([] if calls == 1 else [[0, 1], [2]])
+
+
+def test_labels_written_as_python_reads_numbers_stay_numbers(tmp_path):
+    """NumPy's parser refuses "1_0" and the Arabic-Indic digit one; Python's float reads
+    them, so they are the classes 10, 20 and 1, not text."""
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,label\n1,2,1_0\n3,4,2_0\n5,6,\u0661\n7,8,1_0\n")
+    _, y = read_arrays(path)
+    assert y.dtype == np.int64 and y.tolist() == [10, 20, 1, 10]
 
 
 def test_a_label_column_by_index_counts_from_either_end_or_by_name(tmp_path):

@@ -615,3 +615,41 @@ def test_the_split_is_seeded_0_by_default_and_an_unknown_shuffle_is_refused():
     with pytest.raises(XpnetValueError) as info:
         next(batches(np.zeros((4, 2)), np.zeros(4), 2, rng=np.random.default_rng(0), shuffle="x"))
     assert str(info.value) == "shuffle must be 'full' or 'blocks', got 'x'"
+
+
+@pytest.mark.parametrize(
+    ("X", "y", "says"),
+    [
+        (np.zeros(4), [0, 1, 0, 1], "X must be a 2-D array (samples, features) of at least 2 "
+         "samples and 1 feature, got shape (4,)"),
+        (np.zeros((1, 2)), [0], "X must be a 2-D array (samples, features) of at least 2 "
+         "samples and 1 feature, got shape (1, 2)"),
+        (np.zeros((3, 0)), [0, 1, 0], "X must be a 2-D array (samples, features) of at least "
+         "2 samples and 1 feature, got shape (3, 0)"),
+        (np.zeros((4, 2)), [0, 1, 0], "y must be 1-D with one label per row of X (4), got "
+         "shape (3,)"),
+        (np.zeros((4, 2)), [[0], [1], [0], [1]], "y must be 1-D with one label per row of X "
+         "(4), got shape (4, 1)"),
+        (np.full((4, 2), "a"), [0, 1, 0, 1], "X must be real numbers, got dtype <U1"),
+        (np.array([[0, 1], [2, 3], [4, np.inf], [6, 7]]), [0, 1, 0, 1],
+         "X has a non-finite value at row 2, column 1"),
+        (np.zeros((4, 2)), [0, np.nan, 0, 1], "y holds a NaN or infinite label"),
+        (np.zeros((4, 2)), [0, 1j, 0, 1], "y must hold class labels (integers or strings), "
+         "got dtype complex128"),
+    ],
+)  # fmt: skip
+def test_an_npz_s_arrays_are_checked_before_the_split(tmp_path, X, y, says):
+    path = tmp_path / "d.npz"
+    np.savez(path, X=X, y=np.asarray(y))
+    assert _message(load_file, path) == f"{path}: {says}"
+
+
+def test_a_csv_of_one_row_is_refused_for_its_shape(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,label\n1,2,0\n")
+    assert _message(load_file, path) == (
+        f"{path}: X must be a 2-D array (samples, features) of at least 2 samples and 1 "
+        "feature, got shape (1, 2)"
+    )
+    path.write_text("a,b,label\n")
+    assert _message(load_file, path) == f"{path}: no data rows"

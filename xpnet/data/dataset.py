@@ -183,7 +183,10 @@ def _checked(X, labels, source):
     X = np.asarray(X)
     labels = np.asarray(labels)
     if X.ndim != 2 or X.shape[0] < 2 or X.shape[1] < 1:
-        raise DataError(f"{source}: X must be a 2-D array (samples, features), got {X.shape}")
+        raise DataError(
+            f"{source}: X must be a 2-D array (samples, features) of at least 2 samples and "
+            f"1 feature, got shape {X.shape}"
+        )
     if labels.ndim != 1 or labels.shape[0] != X.shape[0]:
         raise DataError(
             f"{source}: y must be 1-D with one label per row of X ({X.shape[0]}), "
