@@ -653,3 +653,23 @@ def test_a_csv_of_one_row_is_refused_for_its_shape(tmp_path):
     )
     path.write_text("a,b,label\n")
     assert _message(load_file, path) == f"{path}: no data rows"
+
+
+def test_read_arrays_refusals_name_the_file_and_what_it_takes(tmp_path):
+    (tmp_path / "adir.npz").mkdir()
+    assert _message(read_arrays, tmp_path / "adir.npz") == (
+        f"{tmp_path / 'adir.npz'}: is a directory; expected a data file (.npz or .csv)"
+    )
+    (tmp_path / "d.txt").write_text("1,2,0\n")
+    assert _message(read_arrays, tmp_path / "d.txt") == (
+        f"{tmp_path / 'd.txt'}: unsupported data file type '.txt'; use .npz or .csv"
+    )
+    np.savez(tmp_path / "d.npz", X=np.zeros((4, 2)), y=[0, 1, 0, 1])
+    assert _message(read_arrays, tmp_path / "d.npz", label_column=1) == (
+        f"{tmp_path / 'd.npz'}: a label column applies to CSV files only; this dataset "
+        "stores its labels apart from its features"
+    )
+    np.savez(tmp_path / "d.npz", X=np.zeros(4), y=[0, 1, 0, 1])
+    assert _message(read_arrays, tmp_path / "d.npz").startswith(
+        f"{tmp_path / 'd.npz'}: X must be a 2-D array"
+    )
