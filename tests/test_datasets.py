@@ -673,3 +673,11 @@ def test_read_arrays_refusals_name_the_file_and_what_it_takes(tmp_path):
     assert _message(read_arrays, tmp_path / "d.npz").startswith(
         f"{tmp_path / 'd.npz'}: X must be a 2-D array"
     )
+    assert _message(read_arrays, "/dev/zero") == (
+        "/dev/zero: not a regular file; expected a data file (.npz or .csv)"
+    )
+    from xpnet.data import read_features
+
+    assert _message(read_features, "/dev/zero") == (
+        "/dev/zero: not a regular file; expected a features file (.npy or .csv)"
+    )

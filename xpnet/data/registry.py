@@ -81,7 +81,7 @@ def load_file(path, *, label_column=None, seed=0) -> Dataset:
     )
 
 
-def _check_file(path, kind="data file"):
+def _check_file(path, kind):
     """Raise a DataError that names the real problem unless ``path`` is a readable file."""
     if path.is_dir():
         raise DataError(f"{path}: is a directory; expected a {kind}")
