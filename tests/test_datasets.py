@@ -681,3 +681,10 @@ def test_read_arrays_refusals_name_the_file_and_what_it_takes(tmp_path):
     assert _message(read_features, "/dev/zero") == (
         "/dev/zero: not a regular file; expected a features file (.npy or .csv)"
     )
+
+
+def test_whole_number_float_labels_are_the_integer_classes(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, X=np.arange(8.0).reshape(4, 2), y=np.array([0.0, 1.0, 0.0, 1.0]))
+    data = load_file(path)
+    assert data.classes == [0, 1] and all(type(c) is int for c in data.classes)
