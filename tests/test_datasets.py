@@ -344,17 +344,35 @@ def test_standard_scaling_sums_float32_features_in_float64():
     assert mean.tolist() == [[(3 * 2**24 + 1) / 4]]
 
 
+@pytest.mark.parametrize(
+    ("reader", "kind", "suffixes"),
+    [
+        ("read_arrays", "data file", ".npz or .csv"),
+        ("read_features", "features file", ".npy or .csv"),
+    ],
+)
+def test_a_reader_names_a_directory_a_device_and_an_unknown_suffix(
+    tmp_path, reader, kind, suffixes
+):
+    import xpnet.data
+
+    read = getattr(xpnet.data, reader)
+    (tmp_path / "adir.csv").mkdir()
+    assert _message(read, tmp_path / "adir.csv") == (
+        f"{tmp_path / 'adir.csv'}: is a directory; expected a {kind} ({suffixes})"
+    )
+    assert _message(read, "/dev/zero") == (
+        f"/dev/zero: not a regular file; expected a {kind} ({suffixes})"
+    )
+    (tmp_path / "x.TXT").write_text("1,2\n")
+    assert _message(read, tmp_path / "x.TXT") == (
+        f"{tmp_path / 'x.TXT'}: unsupported {kind} type '.txt'; use {suffixes}"
+    )
+
+
 def test_features_for_prediction_are_refused_naming_the_file(tmp_path):
     from xpnet.data import read_features
 
-    (tmp_path / "adir.npy").mkdir()
-    assert _message(read_features, tmp_path / "adir.npy") == (
-        f"{tmp_path / 'adir.npy'}: is a directory; expected a features file (.npy or .csv)"
-    )
-    (tmp_path / "x.TXT").write_text("1,2\n")
-    assert _message(read_features, tmp_path / "x.TXT") == (
-        f"{tmp_path / 'x.TXT'}: unsupported input type '.txt'; use .npy or .csv"
-    )
     refused = {"empty": np.zeros((0, 3)), "narrow": np.zeros((3, 0)),
                "cube": np.zeros((2, 2, 2)), "text": np.array([["a", "b"]])}  # fmt: skip
     for name, array in refused.items():
@@ -655,15 +673,7 @@ def test_a_csv_of_one_row_is_refused_for_its_shape(tmp_path):
     assert _message(load_file, path) == f"{path}: no data rows"
 
 
-def test_read_arrays_refusals_name_the_file_and_what_it_takes(tmp_path):
-    (tmp_path / "adir.npz").mkdir()
-    assert _message(read_arrays, tmp_path / "adir.npz") == (
-        f"{tmp_path / 'adir.npz'}: is a directory; expected a data file (.npz or .csv)"
-    )
-    (tmp_path / "d.txt").write_text("1,2,0\n")
-    assert _message(read_arrays, tmp_path / "d.txt") == (
-        f"{tmp_path / 'd.txt'}: unsupported data file type '.txt'; use .npz or .csv"
-    )
+def test_read_arrays_refuses_a_label_column_for_an_npz_and_names_the_file(tmp_path):
     np.savez(tmp_path / "d.npz", X=np.zeros((4, 2)), y=[0, 1, 0, 1])
     assert _message(read_arrays, tmp_path / "d.npz", label_column=1) == (
         f"{tmp_path / 'd.npz'}: a label column applies to CSV files only; this dataset "
@@ -672,14 +682,6 @@ def test_read_arrays_refusals_name_the_file_and_what_it_takes(tmp_path):
     np.savez(tmp_path / "d.npz", X=np.zeros(4), y=[0, 1, 0, 1])
     assert _message(read_arrays, tmp_path / "d.npz").startswith(
         f"{tmp_path / 'd.npz'}: X must be a 2-D array"
-    )
-    assert _message(read_arrays, "/dev/zero") == (
-        "/dev/zero: not a regular file; expected a data file (.npz or .csv)"
-    )
-    from xpnet.data import read_features
-
-    assert _message(read_features, "/dev/zero") == (
-        "/dev/zero: not a regular file; expected a features file (.npy or .csv)"
     )
 
 

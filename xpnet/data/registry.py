@@ -81,14 +81,20 @@ def load_file(path, *, label_column=None, seed=0) -> Dataset:
     )
 
 
-def _check_file(path, kind):
-    """Raise a DataError that names the real problem unless ``path`` is a readable file."""
+def _reader(path, readers, kind):
+    """The reader for ``path``'s suffix among ``readers``, once ``path`` is known to be a
+    regular file; a DataError naming the real problem otherwise."""
+    suffixes = " or ".join(readers)
     if path.is_dir():
-        raise DataError(f"{path}: is a directory; expected a {kind}")
+        raise DataError(f"{path}: is a directory; expected a {kind} ({suffixes})")
     if not path.exists():
         raise DataFileNotFoundError(f"{path}: no such file", filename=str(path))
     if not path.is_file():
-        raise DataError(f"{path}: not a regular file; expected a {kind}")
+        raise DataError(f"{path}: not a regular file; expected a {kind} ({suffixes})")
+    reader = readers.get(path.suffix.lower())
+    if reader is None:
+        raise DataError(f"{path}: unsupported {kind} type {path.suffix.lower()!r}; use {suffixes}")
+    return reader
 
 
 def _label_column_applies(spec, label_column):
@@ -123,14 +129,8 @@ def read_arrays(path, *, label_column=None):
         As for :func:`load_file`.
     """
     path = Path(path)
-    _check_file(path, "data file (.npz or .csv)")
+    reader = _reader(path, DATA_FILES, "data file")
     _label_column_applies(path, label_column)
-    reader = DATA_FILES.get(path.suffix.lower())
-    if reader is None:
-        raise DataError(
-            f"{path}: unsupported data file type {path.suffix.lower()!r}; use "
-            f"{' or '.join(DATA_FILES)}"
-        )
     return _checked(*reader(path, label_column), str(path))
 
 
@@ -157,14 +157,7 @@ def read_features(path, *, n_features=None):
         A missing, unreadable, empty, non-numeric or non-finite file.
     """
     path = Path(path)
-    _check_file(path, "features file (.npy or .csv)")
-    reader = FEATURE_FILES.get(path.suffix.lower())
-    if reader is None:
-        raise DataError(
-            f"{path}: unsupported input type {path.suffix.lower()!r}; use "
-            f"{' or '.join(FEATURE_FILES)}"
-        )
-    X = reader(path, n_features)
+    X = _reader(path, FEATURE_FILES, "features file")(path, n_features)
     if X.ndim == 1:
         X = X[None, :]
     if X.ndim != 2 or X.size == 0 or not np.issubdtype(X.dtype, np.number) or X.dtype.kind == "c":
