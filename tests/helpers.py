@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+import tracemalloc
+import types
 
 import numpy as np
 
@@ -132,3 +135,16 @@ def other_library(xp):
     other = "array_api_strict" if backend.library_name(xp) == "numpy" else "numpy"
     pytest.importorskip(other)
     return backend.get(other)
+
+
+@contextlib.contextmanager
+def traced_peak():
+    """Trace the allocations of the ``with`` block (Python's and NumPy's); after it,
+    ``peak.bytes`` is the most held at once."""
+    peak = types.SimpleNamespace(bytes=None)
+    tracemalloc.start()
+    try:
+        yield peak
+        peak.bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.helpers import asarray
+from tests.helpers import asarray, traced_peak
 from xpnet import backend
 from xpnet.data import (
     DataError,
@@ -484,19 +484,12 @@ def test_a_csv_line_longer_than_any_row_is_refused_unread(tmp_path):
 def test_a_csv_line_of_64_mib_is_refused_holding_a_few_mib(tmp_path):
     """The widths pass reads 1 MiB at a time and holds at most one line's bound of a line
     it has not finished: a file is never read whole to find its lines."""
-    import tracemalloc
-
     path = tmp_path / "d.csv"
     with open(path, "wb") as fh:
         fh.write(b"1,2,0\n3,4,1\n" + b"5" * (64 << 20) + b",6,1\n")
-    tracemalloc.start()
-    try:
-        with pytest.raises(DataError, match=r"line 3: longer than"):
-            read_arrays(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 16 << 20, peak / 2**20
+    with traced_peak() as peak, pytest.raises(DataError, match=r"line 3: longer than"):
+        read_arrays(path)
+    assert peak.bytes < 16 << 20, peak.bytes / 2**20
 
 
 @pytest.mark.parametrize("row", [0, 1, 2], ids=["first line", "second line", "third line"])
@@ -698,14 +691,8 @@ def test_a_csv_of_many_blocks_of_short_rows_is_read(tmp_path):
 def test_a_csv_is_read_in_a_few_times_its_size(tmp_path):
     """NumPy's parser reads the rows (8.3 MiB at the peak for these 1.5 MiB, measured);
     only the first two rows are read as Python lists, which would take 53 MiB for all."""
-    import tracemalloc
-
     path = tmp_path / "d.csv"
     path.write_text("a,b,label\n" + "1,2,0\n3,4,1\n" * (2 << 16))
-    tracemalloc.start()
-    try:
+    with traced_peak() as peak:
         X, _ = read_arrays(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert X.shape == (4 << 16, 2) and peak < 24 << 20, peak / 2**20
+    assert X.shape == (4 << 16, 2) and peak.bytes < 24 << 20, peak.bytes / 2**20

@@ -10,7 +10,7 @@ import struct
 import numpy as np
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli, traced_peak
 from xpnet.data import load_dataset
 from xpnet.data.idx import IDX_FILES, read_idx, stores_bytes
 from xpnet.errors import DataError
@@ -163,8 +163,6 @@ def test_a_legacy_checkpoint_of_8_bit_idx_images_expects_them_divided_by_255(tmp
 def test_a_gzip_stream_is_not_inflated_past_its_claim_to_find_a_tail(tmp_path):
     """Data after the claimed values are refused after reading one byte of them: a small
     gzip file whose tail inflates to 256 MiB is not inflated to find out."""
-    import tracemalloc
-
     path = tmp_path / IDX_FILES["train_labels"]
     path = path.with_name(path.name + ".gz")
     with gzip.open(path, "wb") as fh:
@@ -173,11 +171,6 @@ def test_a_gzip_stream_is_not_inflated_past_its_claim_to_find_a_tail(tmp_path):
         for _ in range(256):
             fh.write(block)
     assert path.stat().st_size < 1 << 20
-    tracemalloc.start()
-    try:
-        with pytest.raises(DataError, match=r"the stream holds more$"):
-            read_idx(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 8 << 20, peak
+    with traced_peak() as peak, pytest.raises(DataError, match=r"the stream holds more$"):
+        read_idx(path)
+    assert peak.bytes < 8 << 20, peak.bytes
