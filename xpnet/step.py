@@ -15,6 +15,7 @@ from typing import Any
 from . import backend
 from ._typing import Array
 from .errors import XpnetValueError
+from .nn import Module
 
 __all__ = ["Step", "count_correct", "cuda_graph_refusal", "graph_step"]
 
@@ -51,8 +52,10 @@ class Step:
     model : MLP
         The model, in the mode it should train in.
     loss : Module
-        A loss with ``forward(A, y)`` and ``backward()``. Its ``forward_unchecked`` is used
-        where it has one: the labels are checked once per dataset, not per step.
+        A loss with ``forward(A, y)`` and ``backward()``. Its ``forward_unchecked(A, y, xp)``
+        is used where it has one of its own (xpnet's losses): the labels are checked once
+        per dataset, not per step. A loss of one's own, a :class:`~xpnet.nn.Module` or any
+        object with the two methods, runs its ``forward``.
     optimizer : Optimizer
         Updates the model's parameters from their gradients.
 
@@ -73,7 +76,10 @@ class Step:
     def __init__(self, model: Any, loss: Any, optimizer: Any) -> None:
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self._xp = model.xp
-        self._unchecked = getattr(loss, "forward_unchecked", None)
+        # a loss's own forward_unchecked(A, y, xp); not a layer's (X, xp), which a loss
+        # written as a Module inherits and would be called with one argument too many
+        unchecked = getattr(type(loss), "forward_unchecked", Module.forward_unchecked)
+        self._unchecked = None if unchecked is Module.forward_unchecked else loss.forward_unchecked
 
     def forward(self, X: Array, y: Array) -> tuple[Array, Array]:
         """The model's output and the loss.
