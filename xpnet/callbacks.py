@@ -195,7 +195,7 @@ class ProgressBar(Callback):
     Parameters
     ----------
     refresh : int
-        Steps between two updates of the numbers shown; positive.
+        Steps between two updates of the numbers shown; positive (10 by default).
     """
 
     def __init__(self, refresh: int = 10) -> None:
