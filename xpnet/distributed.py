@@ -187,7 +187,8 @@ def init() -> MPICommunicator | None:
     Raises
     ------
     BackendNotInstalledError
-        Started by an MPI launcher but mpi4py is not installed.
+        Started by an MPI launcher with several processes but mpi4py is not installed
+        (one process started by a launcher trains alone without it).
     """
     import os
 
@@ -200,10 +201,13 @@ def init() -> MPICommunicator | None:
     try:
         from mpi4py import MPI
     except ImportError:
-        if os.environ.get("PMI_SIZE", "1") == "1" and "OMPI_COMM_WORLD_SIZE" not in os.environ:
+        # the launcher's count of processes (MPICH's, Open MPI's); one needs no MPI
+        size = os.environ.get("PMI_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE") or "1"
+        if size.strip() == "1":
             return None
         raise BackendNotInstalledError(
-            "started under MPI but mpi4py is not installed: pip install 'xpnet[mpi]'"
+            f"started under MPI with {size.strip()} processes but mpi4py is not installed: "
+            "pip install 'xpnet[mpi]'"
         ) from None
     if MPI.COMM_WORLD.Get_size() == 1:
         return None
@@ -471,7 +475,7 @@ class DataParallel:
             )
         self.model, self.comm = model, comm
         self.params = [p for _, p in model.named_parameters()]
-        self._plain: list = []
+        self._plain: list | None = None  # the model's own dropout layers while open
 
     def open(self) -> DataParallel:
         """Put :class:`ShardedDropout` layers in place of the model's dropout layers.
@@ -481,14 +485,20 @@ class DataParallel:
         DataParallel
             Itself.
         """
-        drops = self.model.dropout_layers
-        self._plain = list(drops)
-        drops[:] = [ShardedDropout.from_module(d) for d in drops]
+        if self._plain is None:  # opening what is open changes nothing
+            drops = self.model.dropout_layers
+            self._plain = list(drops)
+            drops[:] = [ShardedDropout.from_module(d) for d in drops]
         return self
 
     def close(self) -> None:
-        """Put the model's own dropout layers back (their generators have moved on)."""
-        self.model.dropout_layers[:] = self._plain
+        """Put the model's own dropout layers back (their generators have moved on).
+
+        Closing what is not open changes nothing.
+        """
+        if self._plain is not None:
+            self.model.dropout_layers[:] = self._plain
+            self._plain = None
 
     def __enter__(self) -> DataParallel:
         return self.open()
