@@ -99,6 +99,117 @@ class OneProcess:
         return x * 1
 
 
+class ThreadedProcesses:
+    """An MPI job of ``size`` processes as threads of this one, for what mpiexec runs.
+
+    :meth:`run` calls ``fn(world)`` in one thread per process, where ``world`` is a
+    stand-in for mpi4py's ``COMM_WORLD`` with the calls xpnet makes (``Get_rank``,
+    ``Get_size``, ``Split_type``, ``allreduce``, ``bcast``, ``Allreduce``, ``Abort``);
+    every collective waits for all the threads and reduces their values in rank order.
+    :attr:`module` stands in for the ``mpi4py`` package (``sys.modules["mpi4py"]``), its
+    ``MPI.COMM_WORLD`` the calling thread's world (rank 0's outside :meth:`run`).
+    Processes are ``per_machine`` to a machine, so their local ranks differ from their
+    ranks. ``aborted`` lists each ``Abort``'s ``(rank, code)``, ``freed`` the ranks whose
+    machine communicator was freed.
+    """
+
+    SUM, LAND, COMM_TYPE_SHARED = "MPI.SUM", "MPI.LAND", "MPI.COMM_TYPE_SHARED"
+
+    def __init__(self, size, *, per_machine=None):
+        import threading
+
+        self.size, self.per_machine = size, per_machine or size
+        self.aborted, self.freed = [], []
+        self._barrier = threading.Barrier(size, timeout=120)
+        self._values = [None] * size
+        self._local = threading.local()
+        processes = self
+
+        class MPI:
+            SUM, LAND, COMM_TYPE_SHARED = self.SUM, self.LAND, self.COMM_TYPE_SHARED
+
+            @property
+            def COMM_WORLD(self):
+                return processes.world(processes.current_rank())
+
+        self.module = types.SimpleNamespace(MPI=MPI())
+
+    def current_rank(self):
+        """The rank of the calling thread (0 outside :meth:`run`)."""
+        return getattr(self._local, "rank", 0)
+
+    def _exchange(self, rank, value):
+        """Every process's value, in rank order, once all have given theirs."""
+        self._values[rank] = value
+        self._barrier.wait()
+        values = list(self._values)
+        self._barrier.wait()  # all have read before anyone writes again
+        return values
+
+    def _reduce(self, values, op):
+        if op == self.LAND:
+            return all(values)
+        assert op == self.SUM, op
+        total = values[0]
+        for value in values[1:]:
+            total = total + value
+        return total
+
+    def world(self, rank):
+        """The stand-in ``COMM_WORLD`` of process ``rank``."""
+        processes = self
+
+        class Comm:
+            def Get_rank(self):
+                return rank
+
+            def Get_size(self):
+                return processes.size
+
+            def Split_type(self, kind):
+                assert kind == processes.COMM_TYPE_SHARED, kind
+                local = types.SimpleNamespace(Get_rank=lambda: rank % processes.per_machine)
+                local.Free = lambda: processes.freed.append(rank)
+                return local
+
+            def allreduce(self, value, op):
+                return processes._reduce(processes._exchange(rank, value), op)
+
+            def bcast(self, value, root=0):
+                return processes._exchange(rank, value)[root]
+
+            def Allreduce(self, send, recv, op):
+                recv[...] = processes._reduce(processes._exchange(rank, send.copy()), op)
+
+            def Abort(self, code):
+                processes.aborted.append((rank, code))
+
+        return Comm()
+
+    def run(self, fn):
+        """``[fn(world) for each process]``; the first error of any thread is raised."""
+        import threading
+
+        results, errors = [None] * self.size, []
+
+        def target(rank):
+            self._local.rank = rank
+            try:
+                results[rank] = fn(self.world(rank))
+            except BaseException as err:  # the others must not wait for this one
+                errors.append(err)
+                self._barrier.abort()
+
+        threads = [threading.Thread(target=target, args=(r,)) for r in range(self.size)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        return results
+
+
 def rst_python_blocks(path):
     """The ``.. code-block:: python`` blocks of a reStructuredText page, dedented."""
     import textwrap

@@ -4,17 +4,21 @@ one process with a stand-in communicator (tests/mpi runs them under mpiexec)."""
 
 from __future__ import annotations
 
+import sys
+import time
+
 import numpy as np
 import pytest
 
-from tests.helpers import OneProcess, asarray, to_numpy
+from tests.helpers import OneProcess, ThreadedProcesses, asarray, to_numpy
 from xpnet.distributed import (
     DataParallel,
+    MPICommunicator,
     ShardedDropout,
     SyncBatchNorm1d,
     convert_sync_batchnorm,
 )
-from xpnet.errors import XpnetValueError
+from xpnet.errors import BackendNotInstalledError, XpnetValueError
 from xpnet.models import MLP
 from xpnet.nn import BatchNorm1d, CrossEntropyLoss, Dropout
 from xpnet.optim import SGD
@@ -112,3 +116,291 @@ def test_the_wrapper_sums_gradients_and_loss_in_one_call(xp, device):
     assert float(total) == pytest.approx(2 * float(L), rel=1e-15)
     for g, (_, p) in zip(grads, model.named_parameters(), strict=True):
         np.testing.assert_array_equal(to_numpy(p.grad), 2 * g)
+
+
+@pytest.fixture
+def job(monkeypatch):
+    """``job(size)``: a ThreadedProcesses of ``size`` processes, its stand-in mpi4py the one
+    imported; no launcher's variables set; the excepthook and the communicator init()
+    makes restored afterwards."""
+    from xpnet import distributed
+
+    for key in LAUNCHERS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(distributed, "_ACTIVE", [])
+
+    def make(size, **kwargs):
+        processes = ThreadedProcesses(size, **kwargs)
+        monkeypatch.setitem(sys.modules, "mpi4py", processes.module)
+        return processes
+
+    return make
+
+
+LAUNCHERS = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "SLURM_PROCID")
+
+
+def _fit(xp, device, X, y, comm, *, batchnorm, batch_size=50):
+    model = MLP([5, 16, 3], batchnorm=batchnorm, dropout=0.3, xp=xp, device=device,
+                dtype="float64", seed=1)  # fmt: skip
+    if comm is not None:
+        convert_sync_batchnorm(model, comm)
+    history = fit(model, CrossEntropyLoss(), SGD(model, lr=0.05, momentum=0.9), (X, y),
+                  epochs=2, batch_size=batch_size, comm=comm, seed=3)  # fmt: skip
+    return {k: to_numpy(v) for k, v in model.state_dict().items()}, history
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+@pytest.mark.parametrize("size", [2, 3])
+def test_n_processes_compute_what_one_computes(xp, device, job, batchnorm, size):
+    """Threads for processes: each takes its shard of every global batch (of 50 rows and
+    a last of 46: 17, 17, 16 and 16, 15, 15 rows for three), draws its rows of the global
+    dropout masks and sums its statistics and gradients with the others through
+    MPICommunicator; the parameters, running statistics and history are those of one
+    process on the whole batches."""
+    rng = np.random.default_rng(0)
+    X = asarray(xp, device, rng.standard_normal((96, 5)) * 3 + 1)
+    y = asarray(xp, device, rng.integers(0, 3, 96), dtype="int64")
+    alone, h1 = _fit(xp, device, X, y, None, batchnorm=batchnorm)
+    runs = job(size).run(
+        lambda world: _fit(xp, device, X, y, MPICommunicator(world), batchnorm=batchnorm)
+    )
+    for state, history in runs:  # every process ends with the same model
+        assert state.keys() == alone.keys()
+        for key, value in alone.items():
+            np.testing.assert_allclose(state[key], value, rtol=1e-10, atol=1e-12, err_msg=key)
+        for got, want in zip(history, h1, strict=True):
+            assert got["loss"] == pytest.approx(want["loss"], rel=1e-12)
+            assert got["accuracy"] == want["accuracy"]
+
+
+def test_the_communicator_knows_its_place_and_sums_on_the_host(job):
+    """Ranks, local ranks (two processes to a machine), and sums of host arrays of any
+    dtype: the same shape and dtype back, a new array, the input left alone."""
+    processes = job(4, per_machine=2)
+
+    def process(world):
+        comm = MPICommunicator(world)
+        x = np.arange(6, dtype="int64").reshape(2, 3) * (comm.rank + 1)
+        total = comm.allreduce_sum(x)
+        assert total is not x and total.dtype == x.dtype and total.shape == (2, 3)
+        np.testing.assert_array_equal(x, np.arange(6).reshape(2, 3) * (comm.rank + 1))
+        half = comm.allreduce_sum(np.full(3, 0.5, dtype="float32"))
+        assert half.dtype == np.float32
+        return comm.rank, comm.size, comm.local_rank, comm.transport, to_numpy(total), half
+
+    reports = processes.run(process)
+    assert [r[:4] for r in reports] == [(r, 4, r % 2, "mpi") for r in range(4)]
+    for r in reports:
+        np.testing.assert_array_equal(r[4], np.arange(6).reshape(2, 3) * 10)
+        np.testing.assert_array_equal(r[5], np.full(3, 2.0))
+    assert sorted(processes.freed) == [0, 1, 2, 3]  # the machine communicators freed
+
+
+@pytest.mark.parametrize("usable", ["all", "first"])
+def test_device_sums_bootstrap_once_per_device_and_agree(job, monkeypatch, usable):
+    """Arrays that are not NumPy's: NCCL (a stand-in) where every process can load it, made
+    once per device with the id process 0 alone makes; else, or for a dtype it does not
+    sum, every process stages through the host."""
+    import array_api_strict as xps
+
+    from xpnet import backend
+
+    processes = job(3)
+    made, ids = [], []
+
+    class StandIn:
+        def __init__(self, unique_id, rank, size, like):
+            made.append((unique_id, rank, size, str(like.device)))
+
+        def supports(self, x):
+            return x.dtype == xps.float64
+
+        def __call__(self, x):
+            return x * 10  # told apart from the host's sum
+
+    def unique_id():
+        ids.append(processes.current_rank())
+        return "id", processes.current_rank()
+
+    monkeypatch.setattr(backend, "nccl_usable",
+                        lambda x: usable == "all" or processes.current_rank() == 0)  # fmt: skip
+    monkeypatch.setattr(backend, "nccl_unique_id", unique_id)
+    monkeypatch.setattr(backend, "NCCLSum", StandIn)
+    devices = [xps.Device("CPU_DEVICE"), xps.Device("device1")]
+
+    def process(world):
+        comm = MPICommunicator(world)
+        sums = []
+        for device in (*devices, devices[0]):
+            x = xps.asarray([1.0, float(comm.rank)], device=device)
+            total = comm.allreduce_sum(x)
+            assert total.device == device and total.dtype == xps.float64
+            sums.append(([float(v) for v in total], comm.transport))
+        counts = comm.allreduce_sum(xps.asarray([1, comm.rank], device=devices[0]))
+        assert counts.dtype == xps.int64  # not summed by the stand-in: through the host
+        return sums, ([int(v) for v in counts], comm.transport)
+
+    reports = processes.run(process)
+    staged = "mpi, staged through the host"
+    for rank, (sums, counts) in enumerate(reports):
+        assert counts == ([3, 3], staged)
+        if usable == "all":
+            assert sums == [([10.0, 10.0 * rank], "nccl")] * 3
+        else:  # one process cannot: all stage through the host
+            assert sums == [([3.0, 3.0], staged)] * 3
+    if usable == "all":
+        assert ids == [0, 0]  # one id per device, by process 0 alone
+        assert sorted(made) == sorted((("id", 0), r, 3, str(d)) for r in range(3) for d in devices)
+    else:
+        assert made == [] and ids == []
+
+
+def test_broadcast_gives_every_process_the_root_s_value(job):
+    processes = job(3)
+    got = processes.run(lambda world: MPICommunicator(world).broadcast({"r": world.Get_rank()}, 2))
+    assert got == [{"r": 2}] * 3
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{}, {"PMI_RANK": "0"}, {"PMI_SIZE": "1"}, {"OMPI_COMM_WORLD_SIZE": "1"},
+     {"SLURM_PROCID": "0"}, {"PMIX_RANK": "0"}],
+    ids=["no launcher", "PMI_RANK", "PMI_SIZE=1", "OMPI_COMM_WORLD_SIZE=1", "SLURM_PROCID",
+         "PMIX_RANK"],
+)  # fmt: skip
+def test_init_without_mpi4py_is_one_process_unless_launched_with_several(job, monkeypatch, env):
+    from xpnet import distributed
+
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # "import mpi4py" raises ImportError
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    before = sys.excepthook
+    assert distributed.init() is None
+    assert distributed.active() is None and sys.excepthook is before
+
+
+@pytest.mark.parametrize("env", [{"PMI_SIZE": "2"}, {"OMPI_COMM_WORLD_SIZE": "3"}])
+def test_init_without_mpi4py_refuses_several_processes(job, monkeypatch, env):
+    from xpnet import distributed
+
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    processes = next(iter(env.values()))
+    message = rf"with {processes} processes.*'xpnet\[mpi\]'"
+    with pytest.raises(BackendNotInstalledError, match=message):
+        distributed.init()
+
+
+@pytest.mark.parametrize("key", LAUNCHERS)
+def test_init_is_none_for_one_process_under_a_launcher(job, monkeypatch, key):
+    from xpnet import distributed
+
+    processes = job(1)
+    monkeypatch.setenv(key, "0")
+    before = sys.excepthook
+    assert distributed.init() is None and distributed.active() is None
+    assert processes.freed == [] and sys.excepthook is before  # no communicator made
+
+
+@pytest.mark.parametrize("key", LAUNCHERS)
+def test_init_under_a_launcher_makes_the_world_s_communicator(job, monkeypatch, key):
+    """Several processes: the world's communicator, and an excepthook that ends the whole
+    job after the usual report."""
+    from xpnet import distributed
+
+    processes = job(4)
+    monkeypatch.setenv(key, "0")
+    monkeypatch.setattr(MPICommunicator, "abort_grace", 0.0)
+    reported = []
+    monkeypatch.setattr(sys, "excepthook", lambda *exc: reported.append(exc))
+    comm = distributed.init()
+    assert isinstance(comm, MPICommunicator) and distributed.active() is comm
+    assert (comm.rank, comm.size, comm.transport) == (0, 4, None)
+    error = RuntimeError("on process 0")
+    sys.excepthook(RuntimeError, error, None)
+    assert reported == [(RuntimeError, error, None)]  # the usual report, then
+    assert processes.aborted == [(0, 1)]  # the end of every process
+
+
+def test_synchronised_batchnorm_takes_what_batchnorm_takes():
+    comm = OneProcess()
+    for args in ((), (0.7, 1e-3)):
+        sync, plain = SyncBatchNorm1d(4, *args, comm=comm), BatchNorm1d(4, *args)
+        assert (sync.alpha, sync.eps) == (plain.alpha, plain.eps)
+        assert sync.comm is comm
+
+
+def test_a_sharded_dropout_without_a_shard_draws_as_the_plain_layer(xp, device):
+    X = asarray(xp, device, np.ones((6, 5)))
+    twin = ShardedDropout.from_module(Dropout(0.4, seed=7))
+    assert twin.shard is None
+    np.testing.assert_array_equal(
+        to_numpy(twin.forward(X)), to_numpy(Dropout(0.4, seed=7).forward(X))
+    )
+
+
+def test_opening_and_closing_twice_keeps_the_model_s_dropout_layers():
+    model = MLP([4, 6, 3], dropout=0.2, seed=0)
+    drops = list(model.dropout_layers)
+    parallel = DataParallel(model, OneProcess())
+    parallel.close()  # not open: nothing to put back
+    assert model.dropout_layers == drops
+    parallel.open()
+    twins = list(model.dropout_layers)
+    parallel.open()
+    assert model.dropout_layers == twins and all(type(d) is ShardedDropout for d in twins)
+    parallel.close()
+    parallel.close()
+    assert model.dropout_layers == drops
+    with parallel:  # and open again
+        assert all(type(d) is ShardedDropout for d in model.dropout_layers)
+    assert model.dropout_layers == drops
+
+
+@pytest.mark.parametrize(("rows", "trains"), [(98, True), (97, False)])
+def test_a_last_batch_of_fewer_rows_than_processes_is_skipped_by_all(job, rows, trains):
+    """Three processes, batches of 19: a last batch of 3 rows (one each) trains as one
+    process trains it; one of 2 rows is skipped by every process alike."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((rows, 5)), rng.integers(0, 3, rows)
+    xp = np
+    alone, _ = _fit(xp, None, X, y, None, batchnorm=False, batch_size=19)
+    runs = job(3).run(
+        lambda world: _fit(xp, None, X, y, MPICommunicator(world), batchnorm=False, batch_size=19)
+    )
+    for state, _ in runs:
+        for key, value in runs[0][0].items():  # every process ends with the same model
+            np.testing.assert_array_equal(state[key], value, err_msg=key)
+        same = all(np.allclose(state[k], alone[k], rtol=1e-10, atol=1e-12) for k in alone)
+        assert same == trains
+
+
+def test_abort_flushes_and_waits_before_ending_the_job(monkeypatch):
+    """mpiexec stops forwarding output when MPI_Abort ends the job: the error message must
+    be out of this process, and given a moment to travel, before the abort."""
+    events = []
+
+    class Stream:
+        def __init__(self, name):
+            self.name = name
+
+        def flush(self):
+            events.append(("flush", self.name, time.perf_counter()))
+
+    class World:
+        def Abort(self, code):  # mpi4py's name
+            events.append(("abort", code, time.perf_counter()))
+
+    monkeypatch.setattr(sys, "stdout", Stream("stdout"))
+    monkeypatch.setattr(sys, "stderr", Stream("stderr"))
+    comm = MPICommunicator.__new__(MPICommunicator)  # no MPI: only abort is exercised
+    comm.comm, comm.abort_grace = World(), 0.3
+    comm.abort(7)
+    assert [e[:2] for e in events] == [("flush", "stdout"), ("flush", "stderr"), ("abort", 7)]
+    assert events[2][2] - events[1][2] >= 0.3
+    comm.abort_grace = 0.0
+    comm.abort()  # an error's status by default
+    assert events[-1][:2] == ("abort", 1)
