@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import types
+from typing import ClassVar
+
 import numpy as np
 import pytest
 
@@ -10,7 +13,7 @@ from xpnet.callbacks import Callback, EarlyStopping, LambdaCallback, ProgressBar
 from xpnet.data import load_digits
 from xpnet.errors import XpnetValueError
 from xpnet.models import MLP
-from xpnet.nn import CrossEntropyLoss, MSELoss
+from xpnet.nn import CrossEntropyLoss, Module, MSELoss
 from xpnet.optim import SGD
 from xpnet.step import Step
 from xpnet.train import FitState, evaluate, fit
@@ -215,3 +218,145 @@ def test_progress_is_a_callback_of_ones_own(monkeypatch, capsys):
     assert len(opened) == 4
     with pytest.raises(ValueError, match=r"^ProgressBar: refresh must be positive, got 0"):
         ProgressBar(refresh=0)
+
+
+class _Bar:
+    """A stand-in for tqdm that keeps what the progress bar asked of it."""
+
+    made: ClassVar[list] = []
+
+    def __init__(self, **kwargs):
+        self.kwargs, self.steps, self.shown, self.closed = kwargs, 0, [], 0
+        _Bar.made.append(self)
+
+    def update(self, n):
+        self.steps += n
+
+    def set_postfix(self, shown):
+        self.shown.append((self.steps, shown))
+
+    def close(self):
+        self.closed += 1
+
+
+@pytest.mark.parametrize(
+    ("refresh", "check_every", "loss", "shown_at"),
+    [
+        (3, 1, CrossEntropyLoss, [3, 6, 9]),  # every refresh steps once the losses are known
+        (3, 4, CrossEntropyLoss, [4, 7, 10]),  # known from step 4 on; refresh steps apart
+        (None, 1, CrossEntropyLoss, [10]),  # 10 by default
+        (3, 1, MSELoss, [3, 6, 9]),  # no accuracy for float targets
+    ],
+)  # fmt: skip
+def test_progress_bar_counts_steps_and_shows_the_running_means(
+    monkeypatch, refresh, check_every, loss, shown_at
+):
+    """One transient bar per epoch on stderr counting its steps, showing the running loss
+    (and accuracy, for class labels) as last read back, every ``refresh`` steps."""
+    import sys
+
+    import tqdm.auto
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", _Bar)
+    monkeypatch.setattr(_Bar, "made", [])
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((160, 4))
+    y = rng.integers(0, 3, 160) if loss is CrossEntropyLoss else rng.standard_normal((160, 3))
+    model = MLP([4, 8, 3], seed=0)
+    batches = []
+
+    class Watch(Callback):
+        def on_batch_end(self, model, state, batch):
+            batches.append(dict(batch))
+
+    bar = ProgressBar() if refresh is None else ProgressBar(refresh=refresh)
+    fit(model, loss(), SGD(model, lr=0.1), (X, y), epochs=2, batch_size=16,
+        check_every=check_every, callbacks=[bar, Watch()])  # fmt: skip
+    assert len(_Bar.made) == 2
+    for epoch, made in enumerate(_Bar.made, 1):
+        expected = dict(total=10, desc=f"epoch {epoch}/2", leave=False, unit="batch",
+                        file=sys.stderr, dynamic_ncols=True)  # fmt: skip
+        assert made.kwargs == expected
+        assert made.steps == 10 and made.closed == 1
+        assert [at for at, _ in made.shown] == shown_at
+        for at, shown in made.shown:
+            known = batches[(epoch - 1) * 10 + at - 1]
+            want = {"loss": f"{known['loss']:.4f}"}
+            if loss is CrossEntropyLoss:
+                want["acc"] = f"{known['accuracy']:.4f}"
+            assert shown == want
+
+
+def test_early_stopping_counts_a_tie_as_no_progress():
+    """Only a lower val_loss is progress: the best epoch stays the first of equals."""
+    model = MLP([4, 8, 3], seed=0)
+    state, stop = FitState(), EarlyStopping(2)
+    stop.on_epoch_end(model, state, {"epoch": 1, "val_loss": 0.5})
+    first = state.best_state
+    for epoch, waited in ((2, 1), (3, 2)):
+        stop.on_epoch_end(model, state, {"epoch": epoch, "val_loss": 0.5})
+        assert (state.best_epoch, state.waited) == (1, waited)
+        assert state.best_state is first
+    assert state.stopped_early
+
+
+def test_lambda_callback_passes_its_hooks_what_fit_passes():
+    calls = []
+
+    class Record(Callback):
+        def on_epoch_end(self, model, state, record):
+            calls.append(("record", model, state, record))
+
+        def on_fit_end(self, model, state):
+            calls.append(("record end", model, state))
+
+    hooks = LambdaCallback(
+        on_epoch_end=lambda *args: calls.append(("lambda", *args)),
+        on_fit_end=lambda *args: calls.append(("lambda end", *args)),
+    )
+    model = MLP([4, 8, 3], seed=0)
+    X, y = np.ones((8, 4)), np.arange(8) % 3
+    fit(model, CrossEntropyLoss(), SGD(model), (X, y), epochs=2, batch_size=4,
+        callbacks=[Record(), hooks, LambdaCallback()])  # fmt: skip
+    kinds = [c[0] for c in calls]
+    assert kinds == ["record", "lambda"] * 2 + ["record end", "lambda end"]
+    for mine, theirs in zip(calls[::2], calls[1::2], strict=True):  # the same objects
+        assert all(a is b for a, b in zip(mine[1:], theirs[1:], strict=True))
+
+
+class _OwnLoss(Module):
+    """A loss of one's own: CrossEntropyLoss's numbers through its checked forward only."""
+
+    def __init__(self):
+        self.inner, self.forwards = CrossEntropyLoss(), 0
+
+    def forward(self, A, Y):
+        self.forwards += 1
+        return self.inner.forward(A, Y)
+
+    def backward(self):
+        return self.inner.backward()
+
+
+@pytest.mark.parametrize("kind", ["module", "object"])
+def test_a_loss_of_one_s_own_trains_through_its_forward(kind):
+    """A loss written as a Module (which has a layer's forward_unchecked) or as any object
+    with forward and backward: fit calls its forward every step and trains as xpnet's
+    own loss does."""
+    loss = _OwnLoss() if kind == "module" else types.SimpleNamespace()
+    if kind == "object":
+        inner = _OwnLoss()
+        loss.forward, loss.backward = inner.forward, inner.backward
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 4)), rng.integers(0, 3, 40)
+    results = []
+    for each in (CrossEntropyLoss(), loss):
+        model = MLP([4, 8, 3], seed=0)
+        history = fit(model, each, SGD(model, lr=0.1), (X, y), epochs=2, batch_size=8)
+        results.append(([backend.to_numpy(p.value) for _, p in model.named_parameters()],
+                        [r["loss"] for r in history]))  # fmt: skip
+    (want, want_losses), (got, got_losses) = results
+    assert (loss if kind == "module" else inner).forwards == 10
+    assert got_losses == want_losses
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
