@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import OneProcess, ThreadedProcesses, asarray, to_numpy
+from xpnet import distributed
 from xpnet.distributed import (
     DataParallel,
     MPICommunicator,
@@ -118,13 +119,15 @@ def test_the_wrapper_sums_gradients_and_loss_in_one_call(xp, device):
         np.testing.assert_array_equal(to_numpy(p.grad), 2 * g)
 
 
+# the variables by which distributed.init() knows a launcher started it
+LAUNCHERS = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "SLURM_PROCID")
+
+
 @pytest.fixture
 def job(monkeypatch):
     """``job(size)``: a ThreadedProcesses of ``size`` processes, its stand-in mpi4py the one
     imported; no launcher's variables set; the excepthook and the communicator init()
     makes restored afterwards."""
-    from xpnet import distributed
-
     for key in LAUNCHERS:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)
@@ -136,9 +139,6 @@ def job(monkeypatch):
         return processes
 
     return make
-
-
-LAUNCHERS = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "SLURM_PROCID")
 
 
 def _fit(xp, device, X, y, comm, *, batchnorm, batch_size=50):
@@ -271,8 +271,6 @@ def test_broadcast_gives_every_process_the_root_s_value(job):
          "PMIX_RANK"],
 )  # fmt: skip
 def test_init_without_mpi4py_is_one_process_unless_launched_with_several(job, monkeypatch, env):
-    from xpnet import distributed
-
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # "import mpi4py" raises ImportError
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -283,8 +281,6 @@ def test_init_without_mpi4py_is_one_process_unless_launched_with_several(job, mo
 
 @pytest.mark.parametrize("env", [{"PMI_SIZE": "2"}, {"OMPI_COMM_WORLD_SIZE": "3"}])
 def test_init_without_mpi4py_refuses_several_processes(job, monkeypatch, env):
-    from xpnet import distributed
-
     monkeypatch.setitem(sys.modules, "mpi4py", None)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -296,8 +292,6 @@ def test_init_without_mpi4py_refuses_several_processes(job, monkeypatch, env):
 
 @pytest.mark.parametrize("key", LAUNCHERS)
 def test_init_is_none_for_one_process_under_a_launcher(job, monkeypatch, key):
-    from xpnet import distributed
-
     processes = job(1)
     monkeypatch.setenv(key, "0")
     before = sys.excepthook
@@ -309,8 +303,6 @@ def test_init_is_none_for_one_process_under_a_launcher(job, monkeypatch, key):
 def test_init_under_a_launcher_makes_the_world_s_communicator(job, monkeypatch, key):
     """Several processes: the world's communicator, and an excepthook that ends the whole
     job after the usual report."""
-    from xpnet import distributed
-
     processes = job(4)
     monkeypatch.setenv(key, "0")
     monkeypatch.setattr(MPICommunicator, "abort_grace", 0.0)
