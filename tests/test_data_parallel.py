@@ -224,8 +224,11 @@ def test_device_sums_bootstrap_once_per_device_and_agree(job, monkeypatch, usabl
         ids.append(processes.current_rank())
         return "id", processes.current_rank()
 
-    monkeypatch.setattr(backend, "nccl_usable",
-                        lambda x: usable == "all" or processes.current_rank() == 0)  # fmt: skip
+    def nccl_usable(x):
+        assert x.device in devices  # asked of the array to sum
+        return usable == "all" or processes.current_rank() == 0
+
+    monkeypatch.setattr(backend, "nccl_usable", nccl_usable)
     monkeypatch.setattr(backend, "nccl_unique_id", unique_id)
     monkeypatch.setattr(backend, "NCCLSum", StandIn)
     devices = [xps.Device("CPU_DEVICE"), xps.Device("device1")]
@@ -285,9 +288,20 @@ def test_init_without_mpi4py_refuses_several_processes(job, monkeypatch, env):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     processes = next(iter(env.values()))
-    message = rf"with {processes} processes.*'xpnet\[mpi\]'"
+    message = (
+        rf"^started under MPI with {processes} processes but mpi4py is not installed: "
+        r"pip install 'xpnet\[mpi\]'$"
+    )
     with pytest.raises(BackendNotInstalledError, match=message):
         distributed.init()
+
+
+def test_init_started_alone_leaves_mpi_alone(job):
+    """No launcher's variables: one process, whatever MPI would say."""
+    processes = job(4)
+    before = sys.excepthook
+    assert distributed.init() is None and distributed.active() is None
+    assert processes.freed == [] and sys.excepthook is before  # no communicator made
 
 
 @pytest.mark.parametrize("key", LAUNCHERS)
@@ -311,9 +325,12 @@ def test_init_under_a_launcher_makes_the_world_s_communicator(job, monkeypatch, 
     comm = distributed.init()
     assert isinstance(comm, MPICommunicator) and distributed.active() is comm
     assert (comm.rank, comm.size, comm.transport) == (0, 4, None)
-    error = RuntimeError("on process 0")
-    sys.excepthook(RuntimeError, error, None)
-    assert reported == [(RuntimeError, error, None)]  # the usual report, then
+    try:
+        raise RuntimeError("on process 0")
+    except RuntimeError as caught:
+        error = caught
+    sys.excepthook(RuntimeError, error, error.__traceback__)
+    assert reported == [(RuntimeError, error, error.__traceback__)]  # the usual report, then
     assert processes.aborted == [(0, 1)]  # the end of every process
 
 

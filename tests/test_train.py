@@ -360,3 +360,27 @@ def test_a_loss_of_one_s_own_trains_through_its_forward(kind):
     assert got_losses == want_losses
     for a, b in zip(got, want, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_step_s_backward_scales_and_gives_the_input_gradient_when_asked(xp, device):
+    """backward() sets the gradients and returns nothing (training needs no dLdX);
+    backward(scale) scales the loss's gradient; input_grad=True returns dLdX as the
+    model's own backward does."""
+    rng = np.random.default_rng(0)
+    X = backend.convert(rng.standard_normal((6, 4)), xp, device=device)
+    y = backend.convert(rng.integers(0, 3, 6), xp, device=device)
+    model = MLP([4, 8, 3], dtype="float64", xp=xp, device=device, seed=0)
+    loss = CrossEntropyLoss()
+    loss.forward(model.forward(X), y)
+    dLdX = backend.to_numpy(model.backward(loss.backward()))
+    grads = [backend.to_numpy(p.grad).copy() for _, p in model.named_parameters()]
+    step = Step(model, loss, SGD(model))
+    for scale, asked in ((None, False), (0.5, False), (None, True)):
+        step.forward(X, y)
+        got = step.backward(scale, input_grad=asked) if asked else step.backward(scale)
+        assert (got is None) != asked
+        if asked:
+            np.testing.assert_allclose(backend.to_numpy(got), dLdX, rtol=1e-12)
+        factor = 1.0 if scale is None else scale
+        for g, (_, p) in zip(grads, model.named_parameters(), strict=True):
+            np.testing.assert_allclose(backend.to_numpy(p.grad), factor * g, rtol=1e-12)
