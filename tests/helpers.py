@@ -181,8 +181,9 @@ class ThreadedProcesses:
             def Allreduce(self, send, recv, op):
                 recv[...] = processes._reduce(processes._exchange(rank, send.copy()), op)
 
-            def Abort(self, code):
+            def Abort(self, code):  # the others stop waiting, as MPI_Abort ends them
                 processes.aborted.append((rank, code))
+                processes._barrier.abort()
 
         return Comm()
 

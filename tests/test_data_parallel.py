@@ -4,6 +4,7 @@ one process with a stand-in communicator (tests/mpi runs them under mpiexec)."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
@@ -413,3 +414,82 @@ def test_abort_flushes_and_waits_before_ending_the_job(monkeypatch):
     comm.abort_grace = 0.0
     comm.abort()  # an error's status by default
     assert events[-1][:2] == ("abort", 1)
+
+
+TRAIN = ["train", "--dtype", "float64", "--epochs", "2", "--hidden", "32,16"]
+
+
+@pytest.fixture(scope="module")
+def one_process_run(tmp_path_factory):
+    """``xpnet train`` of 2 epochs in one process, the reference of the runs below."""
+    from xpnet.app.cli import main
+
+    out = tmp_path_factory.mktemp("alone") / "run"
+    assert main([*TRAIN, "--quiet", "--out", str(out)]) == 0
+    return out
+
+
+def _run_arrays(folder):
+    from xpnet._safetensors import decode
+
+    return decode((folder / "model.safetensors").read_bytes())[0]
+
+
+def _assert_same_model(folder, reference):
+    got, want = _run_arrays(folder), _run_arrays(reference)
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-10, atol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_the_command_line_under_a_launcher_trains_as_one_process(
+    job, monkeypatch, capsys, tmp_path, one_process_run, size
+):
+    """``mpiexec -n N xpnet train`` as threads: the first process alone prints and writes
+    the run folder, which records N processes; the model is the one process's."""
+    from xpnet.app.cli import main
+    from xpnet.checkpoint import read_metadata
+
+    processes = job(size)
+    monkeypatch.setenv("PMI_RANK", "0")
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert processes.run(lambda world: main([*TRAIN, "--out", str(out)])) == [0] * size
+    printed = capsys.readouterr()
+    assert printed.out.count("test accuracy:") == 1
+    assert f"on numpy (cpu, {size} processes), float64" in printed.out
+    assert printed.err.count("epoch   2/2") == 1
+    _assert_same_model(out, one_process_run)
+    assert json.loads((out / "metrics.json").read_text())["config"]["world_size"] == size
+    assert read_metadata(out / "model.safetensors")["user"]["config"]["world_size"] == size
+
+
+def test_the_command_line_resumes_under_a_launcher(job, monkeypatch, tmp_path, one_process_run):
+    from xpnet.app.cli import main
+
+    processes = job(2)
+    monkeypatch.setenv("PMI_RANK", "0")
+    out = str(tmp_path / "run")
+    first = [a if a != "2" else "1" for a in TRAIN]  # one epoch of the two
+    assert processes.run(lambda world: main([*first, "--quiet", "--out", out])) == [0, 0]
+    resumed = ["train", "--resume", out, "--epochs", "2", "--quiet"]
+    assert processes.run(lambda world: main(resumed)) == [0, 0]
+    _assert_same_model(tmp_path / "run", one_process_run)
+
+
+def test_the_command_line_ends_the_job_when_a_run_fails(job, monkeypatch, capsys, tmp_path):
+    """A run that fails under a launcher says why and ends every process (MPI_Abort with
+    its exit status), rather than leave the others waiting in their next sum."""
+    from xpnet.app.cli import main
+
+    processes = job(2)
+    monkeypatch.setenv("PMI_RANK", "0")
+    monkeypatch.setattr(MPICommunicator, "abort_grace", 0.0)
+    missing = tmp_path / "missing.csv"
+    command = ["train", "--dataset", str(missing), "--out", str(tmp_path / "run")]
+    assert processes.run(lambda world: main(command)) == [2, 2]
+    # each process aborts with its status (through the communicator init() made last:
+    # the threads share the one that a process holds alone)
+    assert [code for _, code in processes.aborted] == [2, 2]
+    assert f"xpnet train: error: {missing}" in capsys.readouterr().err
