@@ -493,3 +493,28 @@ def test_the_command_line_ends_the_job_when_a_run_fails(job, monkeypatch, capsys
     # the threads share the one that a process holds alone)
     assert [code for _, code in processes.aborted] == [2, 2]
     assert f"xpnet train: error: {missing}" in capsys.readouterr().err
+
+
+def test_fit_refuses_a_batch_smaller_than_the_processes(job):
+    """A global batch of fewer rows than processes would leave one without a row in
+    every step: refused before anything trains."""
+    model = MLP([4, 6, 3], seed=0)
+    start = to_numpy(model.layers[0].W).copy()
+    X, y = np.ones((8, 4)), np.arange(8) % 3
+
+    def process(world):
+        with pytest.raises(XpnetValueError) as refused:
+            fit(model, CrossEntropyLoss(), SGD(model), (X, y), epochs=1, batch_size=2,
+                comm=MPICommunicator(world))  # fmt: skip
+        return str(refused.value)
+
+    assert job(3).run(process) == ["fit: batch_size 2 is smaller than the 3 processes"] * 3
+    np.testing.assert_array_equal(to_numpy(model.layers[0].W), start)
+
+    def one_row_each(world):  # a batch of as many rows as processes trains
+        own = MLP([4, 6, 3], seed=0)
+        fit(own, CrossEntropyLoss(), SGD(own), (X, y), epochs=1, batch_size=3,
+            comm=MPICommunicator(world))  # fmt: skip
+        return to_numpy(own.layers[0].W)
+
+    assert all(not np.array_equal(W, start) for W in job(3).run(one_row_each))
