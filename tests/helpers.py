@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import threading
 import tracemalloc
 import types
 
@@ -116,8 +117,6 @@ class ThreadedProcesses:
     SUM, LAND, COMM_TYPE_SHARED = "MPI.SUM", "MPI.LAND", "MPI.COMM_TYPE_SHARED"
 
     def __init__(self, size, *, per_machine=None):
-        import threading
-
         self.size, self.per_machine = size, per_machine or size
         self.aborted, self.freed = [], []
         self._barrier = threading.Barrier(size, timeout=120)
@@ -189,8 +188,7 @@ class ThreadedProcesses:
 
     def run(self, fn):
         """``[fn(world) for each process]``; the first error of any thread is raised."""
-        import threading
-
+        self._barrier.reset()  # after an Abort of an earlier run
         results, errors = [None] * self.size, []
 
         def target(rank):

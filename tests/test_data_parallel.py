@@ -155,11 +155,11 @@ def _fit(xp, device, X, y, comm, *, batchnorm, batch_size=50):
 @pytest.mark.parametrize("batchnorm", [False, True])
 @pytest.mark.parametrize("size", [2, 3])
 def test_n_processes_compute_what_one_computes(xp, device, job, batchnorm, size):
-    """Threads for processes: each takes its shard of every global batch (of 50 rows and
-    a last of 46: 17, 17, 16 and 16, 15, 15 rows for three), draws its rows of the global
-    dropout masks and sums its statistics and gradients with the others through
-    MPICommunicator; the parameters, running statistics and history are those of one
-    process on the whole batches."""
+    """Threads for processes: each takes its shard of every global batch (of 50 rows and,
+    without BatchNorm, a last of 46: 17, 17, 16 and 16, 15, 15 rows for three), draws its
+    rows of the global dropout masks and sums its statistics and gradients with the
+    others through MPICommunicator; the parameters, running statistics and history are
+    those of one process on the whole batches."""
     rng = np.random.default_rng(0)
     X = asarray(xp, device, rng.standard_normal((96, 5)) * 3 + 1)
     y = asarray(xp, device, rng.integers(0, 3, 96), dtype="int64")
