@@ -9,6 +9,7 @@ import sys
 import threading
 import tracemalloc
 import types
+from pathlib import Path
 
 import numpy as np
 
@@ -100,6 +101,53 @@ class OneProcess:
         return x * 1
 
 
+class _StandInMPI:
+    """The ``mpi4py.MPI`` of a :class:`ThreadedProcesses` job: its constants, and a
+    ``COMM_WORLD`` that is the calling thread's."""
+
+    SUM, LAND, COMM_TYPE_SHARED = "MPI.SUM", "MPI.LAND", "MPI.COMM_TYPE_SHARED"
+
+    def __init__(self, job):
+        self._job = job
+
+    @property
+    def COMM_WORLD(self):
+        return _StandInWorld(self._job, self._job.current_rank())
+
+
+class _StandInWorld:
+    """Process ``rank``'s ``COMM_WORLD``: the calls xpnet makes of mpi4py's."""
+
+    def __init__(self, job, rank):
+        self._job, self._rank = job, rank
+
+    def Get_rank(self):
+        return self._rank
+
+    def Get_size(self):
+        return self._job.size
+
+    def Split_type(self, kind):
+        assert kind == _StandInMPI.COMM_TYPE_SHARED, kind
+        job, rank = self._job, self._rank
+        return types.SimpleNamespace(
+            Get_rank=lambda: rank % job.per_machine, Free=lambda: job.freed.append(rank)
+        )
+
+    def allreduce(self, value, op):
+        return self._job.reduce(self._job.exchange(self._rank, value), op)
+
+    def bcast(self, value, root=0):
+        return self._job.exchange(self._rank, value)[root]
+
+    def Allreduce(self, send, recv, op):
+        recv[...] = self._job.reduce(self._job.exchange(self._rank, send.copy()), op)
+
+    def Abort(self, code):  # the others stop waiting, as MPI_Abort ends them
+        self._job.aborted.append((self._rank, code))
+        self._job.barrier.abort()
+
+
 class ThreadedProcesses:
     """An MPI job of ``size`` processes as threads of this one, for what mpiexec runs.
 
@@ -114,90 +162,49 @@ class ThreadedProcesses:
     machine communicator was freed.
     """
 
-    SUM, LAND, COMM_TYPE_SHARED = "MPI.SUM", "MPI.LAND", "MPI.COMM_TYPE_SHARED"
-
     def __init__(self, size, *, per_machine=None):
         self.size, self.per_machine = size, per_machine or size
         self.aborted, self.freed = [], []
-        self._barrier = threading.Barrier(size, timeout=120)
+        self.barrier = threading.Barrier(size, timeout=120)
         self._values = [None] * size
         self._local = threading.local()
-        processes = self
-
-        class MPI:
-            SUM, LAND, COMM_TYPE_SHARED = self.SUM, self.LAND, self.COMM_TYPE_SHARED
-
-            @property
-            def COMM_WORLD(self):
-                return processes.world(processes.current_rank())
-
-        self.module = types.SimpleNamespace(MPI=MPI())
+        self.module = types.SimpleNamespace(MPI=_StandInMPI(self))
 
     def current_rank(self):
         """The rank of the calling thread (0 outside :meth:`run`)."""
         return getattr(self._local, "rank", 0)
 
-    def _exchange(self, rank, value):
+    def exchange(self, rank, value):
         """Every process's value, in rank order, once all have given theirs."""
         self._values[rank] = value
-        self._barrier.wait()
+        self.barrier.wait()
         values = list(self._values)
-        self._barrier.wait()  # all have read before anyone writes again
+        self.barrier.wait()  # all have read before anyone writes again
         return values
 
-    def _reduce(self, values, op):
-        if op == self.LAND:
+    @staticmethod
+    def reduce(values, op):
+        """``values`` reduced by the stand-in ``MPI.SUM`` (in order) or ``MPI.LAND``."""
+        if op == _StandInMPI.LAND:
             return all(values)
-        assert op == self.SUM, op
+        assert op == _StandInMPI.SUM, op
         total = values[0]
         for value in values[1:]:
             total = total + value
         return total
 
-    def world(self, rank):
-        """The stand-in ``COMM_WORLD`` of process ``rank``."""
-        processes = self
-
-        class Comm:
-            def Get_rank(self):
-                return rank
-
-            def Get_size(self):
-                return processes.size
-
-            def Split_type(self, kind):
-                assert kind == processes.COMM_TYPE_SHARED, kind
-                local = types.SimpleNamespace(Get_rank=lambda: rank % processes.per_machine)
-                local.Free = lambda: processes.freed.append(rank)
-                return local
-
-            def allreduce(self, value, op):
-                return processes._reduce(processes._exchange(rank, value), op)
-
-            def bcast(self, value, root=0):
-                return processes._exchange(rank, value)[root]
-
-            def Allreduce(self, send, recv, op):
-                recv[...] = processes._reduce(processes._exchange(rank, send.copy()), op)
-
-            def Abort(self, code):  # the others stop waiting, as MPI_Abort ends them
-                processes.aborted.append((rank, code))
-                processes._barrier.abort()
-
-        return Comm()
-
     def run(self, fn):
         """``[fn(world) for each process]``; the first error of any thread is raised."""
-        self._barrier.reset()  # after an Abort of an earlier run
+        self.barrier.reset()  # after an Abort of an earlier run
         results, errors = [None] * self.size, []
 
         def target(rank):
             self._local.rank = rank
             try:
-                results[rank] = fn(self.world(rank))
+                results[rank] = fn(_StandInWorld(self, rank))
             except BaseException as err:  # the others must not wait for this one
                 errors.append(err)
-                self._barrier.abort()
+                self.barrier.abort()
 
         threads = [threading.Thread(target=target, args=(r,)) for r in range(self.size)]
         for thread in threads:
@@ -207,6 +214,13 @@ class ThreadedProcesses:
         if errors:
             raise errors[0]
         return results
+
+
+def saved_arrays(path):
+    """The arrays of a safetensors file (a run's ``model.safetensors``), by name."""
+    from xpnet._safetensors import decode
+
+    return decode(Path(path).read_bytes())[0]
 
 
 def rst_python_blocks(path):

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import OneProcess, ThreadedProcesses, asarray, to_numpy
+from tests.helpers import OneProcess, ThreadedProcesses, asarray, saved_arrays, to_numpy
 from xpnet import distributed
 from xpnet.distributed import (
     DataParallel,
@@ -376,10 +376,9 @@ def test_a_last_batch_of_fewer_rows_than_processes_is_skipped_by_all(job, rows, 
     process trains it; one of 2 rows is skipped by every process alike."""
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((rows, 5)), rng.integers(0, 3, rows)
-    xp = np
-    alone, _ = _fit(xp, None, X, y, None, batchnorm=False, batch_size=19)
+    alone, _ = _fit(np, None, X, y, None, batchnorm=False, batch_size=19)
     runs = job(3).run(
-        lambda world: _fit(xp, None, X, y, MPICommunicator(world), batchnorm=False, batch_size=19)
+        lambda world: _fit(np, None, X, y, MPICommunicator(world), batchnorm=False, batch_size=19)
     )
     for state, _ in runs:
         for key, value in runs[0][0].items():  # every process ends with the same model
@@ -429,14 +428,8 @@ def one_process_run(tmp_path_factory):
     return out
 
 
-def _run_arrays(folder):
-    from xpnet._safetensors import decode
-
-    return decode((folder / "model.safetensors").read_bytes())[0]
-
-
 def _assert_same_model(folder, reference):
-    got, want = _run_arrays(folder), _run_arrays(reference)
+    got, want = (saved_arrays(f / "model.safetensors") for f in (folder, reference))
     assert got.keys() == want.keys()
     for key, value in want.items():
         np.testing.assert_allclose(got[key], value, rtol=1e-10, atol=1e-12, err_msg=key)

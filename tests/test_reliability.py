@@ -9,12 +9,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers import asarray, assert_close, run_cli
+from tests.helpers import asarray, assert_close, run_cli, saved_arrays
 from xpnet import backend
 from xpnet import checkpoint as ckpt
 from xpnet.app.folders import RESUME_FILE
@@ -146,12 +145,6 @@ def _config(**changes):
     return config
 
 
-def _arrays(path):
-    from xpnet._safetensors import decode
-
-    return decode(Path(path).read_bytes())[0]
-
-
 @pytest.mark.parametrize(
     "changes",
     [{}, {"dtype": "float64", "early_stopping": 2, "epochs": 8}, {"batchnorm": False}],
@@ -172,8 +165,8 @@ def test_resumed_run_is_bit_identical(tmp_path, changes):
     )
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
     a, b = (
-        _arrays(tmp_path / "whole" / "model.safetensors"),
-        _arrays(tmp_path / "parts" / "model.safetensors"),
+        saved_arrays(tmp_path / "whole" / "model.safetensors"),
+        saved_arrays(tmp_path / "parts" / "model.safetensors"),
     )
     assert a.keys() == b.keys()
     for key in a:
@@ -215,8 +208,8 @@ def test_resumed_run_with_adam_dropout_and_schedule_is_bit_identical(
     assert [h["lr"] for h in resumed["history"]] == [h["lr"] for h in whole["history"]]
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
     a, b = (
-        _arrays(tmp_path / "whole" / "model.safetensors"),
-        _arrays(tmp_path / "parts" / "model.safetensors"),
+        saved_arrays(tmp_path / "whole" / "model.safetensors"),
+        saved_arrays(tmp_path / "parts" / "model.safetensors"),
     )
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
@@ -256,8 +249,8 @@ def test_ctrl_c_leaves_a_resumable_run(tmp_path):
     assert whole.returncode == 0, whole.stderr
     assert json.loads(done.stdout)["test_accuracy"] == json.loads(whole.stdout)["test_accuracy"]
     a, b = (
-        _arrays(tmp_path / "a" / "model.safetensors"),
-        _arrays(tmp_path / "b" / "model.safetensors"),
+        saved_arrays(tmp_path / "a" / "model.safetensors"),
+        saved_arrays(tmp_path / "b" / "model.safetensors"),
     )
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xpnet._safetensors import decode
+from tests.helpers import saved_arrays
 from xpnet.checkpoint import read_metadata
 
 MPIEXEC = shutil.which("mpiexec")
@@ -30,7 +30,7 @@ def _run(*args, n=None, cwd=None, timeout=300):
 
 
 def _arrays(folder):
-    return decode((Path(folder) / "model.safetensors").read_bytes())[0]
+    return saved_arrays(Path(folder) / "model.safetensors")
 
 
 def _worst(a, b):
