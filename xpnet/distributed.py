@@ -202,11 +202,11 @@ def init() -> MPICommunicator | None:
         from mpi4py import MPI
     except ImportError:
         # the launcher's count of processes (MPICH's, Open MPI's); one needs no MPI
-        size = os.environ.get("PMI_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE") or "1"
-        if size.strip() == "1":
+        size = (os.environ.get("PMI_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE") or "1").strip()
+        if size == "1":
             return None
         raise BackendNotInstalledError(
-            f"started under MPI with {size.strip()} processes but mpi4py is not installed: "
+            f"started under MPI with {size} processes but mpi4py is not installed: "
             "pip install 'xpnet[mpi]'"
         ) from None
     if MPI.COMM_WORLD.Get_size() == 1:
