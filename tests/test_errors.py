@@ -247,6 +247,7 @@ def test_every_optimizer_names_itself_in_its_refusals(opt_cls):
 
 _SIZES = "sizes must be a sequence of at least two layer widths [C_in, ..., C_out], got"
 _BACKENDS = "numpy, cupy, torch, array_api_strict, jax or the module name of an Array API library"
+_MLP23 = "MLP(sizes=[2, 3], activation='relu', batchnorm=False)"
 
 
 @pytest.mark.parametrize(
@@ -257,12 +258,26 @@ _BACKENDS = "numpy, cupy, torch, array_api_strict, jax or the module name of an 
         (lambda: Linear(2.5, 3), TypeError, "Linear: in_features must be an int, got float 2.5"),
         (lambda: Linear(True, 3), TypeError, "Linear: in_features must be an int, got bool True"),
         (lambda: Linear(2, 3, dtype="int32"), ValueError,
-         "dtype must be one of float32, float64, got 'int32'"),
+         "Linear: dtype must be one of float32, float64, got 'int32'"),
         (lambda: Linear(2, 3, xp="nosuchlib"), ValueError,
-         f"unknown backend 'nosuchlib': no module of that name is installed; expected one of "
-         f"{_BACKENDS}"),
+         f"Linear: unknown backend 'nosuchlib': no module of that name is installed; expected "
+         f"one of {_BACKENDS}"),
         (lambda: Linear(2, 3, device="cuda"), ValueError,
-         "NumPy arrays live on 'cpu' only, got device 'cuda'"),
+         "Linear: NumPy arrays live on 'cpu' only, got device 'cuda'"),
+        (lambda: BatchNorm1d(3, dtype="float16"), ValueError,
+         "BatchNorm1d: dtype must be one of float32, float64, got 'float16'"),
+        (lambda: Standardize(3, device="cuda"), ValueError,
+         "Standardize: NumPy arrays live on 'cpu' only, got device 'cuda'"),
+        (lambda: MLP([2, 3], xp="nosuchlib"), ValueError,
+         f"MLP: unknown backend 'nosuchlib': no module of that name is installed; expected one "
+         f"of {_BACKENDS}"),
+        (lambda: MLP([2, 3]).to("numpy", dtype="int8"), ValueError,
+         f"{_MLP23}.to(): dtype must be one of float32, float64, got 'int8'"),
+        (lambda: MLP([2, 3]).to("nosuchlib"), ValueError,
+         f"{_MLP23}.to(): unknown backend 'nosuchlib': no module of that name is installed; "
+         f"expected one of {_BACKENDS}"),
+        (lambda: MLP([2, 3]).to("numpy", device="gpu"), ValueError,
+         f"{_MLP23}.to(): NumPy arrays live on 'cpu' only, got device 'gpu'"),
         (lambda: BatchNorm1d(0), ValueError, "BatchNorm1d: num_features must be positive, got 0"),
         (lambda: BatchNorm1d(3, alpha=1.5), ValueError,
          "BatchNorm1d: alpha must lie in [0.0, 1.0], got 1.5"),
@@ -284,7 +299,7 @@ _BACKENDS = "numpy, cupy, torch, array_api_strict, jax or the module name of an 
         (lambda: MLP([3, 4], dropout=-0.1), ValueError,
          "MLP: dropout must lie in [0.0, 1.0), got -0.1"),
         (lambda: MLP0(dtype="float16"), ValueError,
-         "dtype must be one of float32, float64, got 'float16'"),
+         "MLP0: dtype must be one of float32, float64, got 'float16'"),
         (lambda: SGD(MLP([2, 2]), lr=0), ValueError, "SGD: lr must lie in (0.0, inf), got 0.0"),
         (lambda: SGD(MLP([2, 2]), lr=float("inf")), ValueError,
          "SGD: lr must lie in (0.0, inf), got inf"),

@@ -19,6 +19,7 @@ from .nn._checks import (
     check_same_shape,
     check_size,
     require_forward,
+    resolve_placement,
 )
 from .nn.module import Module
 
@@ -151,9 +152,7 @@ class MLP(Module):
         self.standardize = bool(standardize)
         self.init = init
         self.dropout = check_real(dropout, "dropout", name, low=0.0, high=1.0, high_open=True)
-        xp = backend.get(xp)
-        device = backend.resolve_device(xp, device)
-        dtype = backend.resolve_dtype(xp, dtype)
+        xp, device, dtype = resolve_placement(xp, device, dtype, name)
         rng = backend.host_rng(seed)
         self.standardize_layers = (
             [Standardize(self.sizes[0], xp=xp, device=device, dtype=dtype)]

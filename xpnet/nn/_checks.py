@@ -12,7 +12,7 @@ import math
 import numbers
 
 from .. import backend
-from ..errors import CallOrderError, XpnetTypeError, XpnetValueError
+from ..errors import CallOrderError, XpnetError, XpnetTypeError, XpnetValueError
 
 
 def _name(where):
@@ -81,6 +81,40 @@ def check_2d(x, where, what="input", features=None, name="C"):
         raise XpnetValueError(
             f"{_name(where)}: {what} is an empty batch (shape {tuple(shape)}); pass N >= 1 rows"
         )
+
+
+def resolve_placement(xp, device, dtype, where):
+    """The library, device and dtype that ``xp``, ``device`` and ``dtype`` arguments name.
+
+    Parameters
+    ----------
+    xp : str, namespace or None
+        The library (None: NumPy).
+    device : optional
+        Its device (None: the library's default).
+    dtype : dtype, str or None
+        ``float32`` (None) or ``float64``.
+    where : Module, tuple or str
+        What a refusal names: a module, ``(module, ".to()")`` or a class name.
+
+    Returns
+    -------
+    tuple
+        ``(namespace, device, dtype)``, as :func:`xpnet.backend.get`,
+        :func:`xpnet.backend.resolve_device` and :func:`xpnet.backend.resolve_dtype`
+        return them.
+
+    Raises
+    ------
+    XpnetError
+        What those functions raise (an unknown or missing library, a device the library
+        lacks, another dtype), its message prefixed with ``where``.
+    """
+    try:
+        xp = backend.get(xp)
+        return xp, backend.resolve_device(xp, device), backend.resolve_dtype(xp, dtype)
+    except XpnetError as err:
+        raise type(err)(f"{_name(where)}: {err}") from None
 
 
 def as_dtype(x, dtype, xp):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .. import backend
 from .._typing import Array, Device, DType, Namespace
 from ..errors import XpnetValueError
 from ._checks import (
@@ -15,6 +14,7 @@ from ._checks import (
     check_same_shape,
     check_size,
     require_forward,
+    resolve_placement,
 )
 from .module import Module
 
@@ -102,9 +102,7 @@ class BatchNorm1d(Module):
         self.num_features = check_size(num_features, "num_features", "BatchNorm1d")
         self.alpha = check_real(alpha, "alpha", "BatchNorm1d", low=0.0, high=1.0)
         self.eps = check_real(eps, "eps", "BatchNorm1d", low=0.0, low_open=True)
-        xp = backend.get(xp)
-        device = backend.resolve_device(xp, device)
-        dtype = backend.resolve_dtype(xp, dtype)
+        xp, device, dtype = resolve_placement(xp, device, dtype, "BatchNorm1d")
         shape = (1, self.num_features)
         self.BW = xp.ones(shape, dtype=dtype, device=device)
         self.Bb = xp.zeros(shape, dtype=dtype, device=device)

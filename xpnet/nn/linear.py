@@ -8,7 +8,14 @@ from typing import ClassVar
 from .. import backend
 from .._typing import Array, Device, DType, Namespace, Seed
 from ..errors import XpnetValueError
-from ._checks import as_dtype, check_2d, check_float, check_size, require_forward
+from ._checks import (
+    as_dtype,
+    check_2d,
+    check_float,
+    check_size,
+    require_forward,
+    resolve_placement,
+)
 from .module import Module
 
 __all__ = ["Linear"]
@@ -75,9 +82,7 @@ class Linear(Module):
     ) -> None:
         self.in_features = check_size(in_features, "in_features", "Linear")
         self.out_features = check_size(out_features, "out_features", "Linear")
-        xp = backend.get(xp)
-        device = backend.resolve_device(xp, device)
-        dtype = backend.resolve_dtype(xp, dtype)
+        xp, device, dtype = resolve_placement(xp, device, dtype, "Linear")
         rng = backend.host_rng(seed)
         bound = 1.0 / math.sqrt(self.in_features)
         shape_W = (self.out_features, self.in_features)

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from .. import backend
 from .._typing import Device, DType, Namespace
 from ..errors import XpnetTypeError, XpnetValueError
+from ._checks import resolve_placement
 
 __all__ = ["Module", "Param"]
 
@@ -361,12 +362,10 @@ class Module:
         Module
             ``self``.
         """
-        xp = backend.get(xp)
-        device = backend.resolve_device(xp, device)
+        xp, device, resolved = resolve_placement(xp, device, dtype, (self, ".to()"))
         if device is None:
             device = backend.default_device(xp)
-        if dtype is not None:
-            dtype = backend.resolve_dtype(xp, dtype)
+        dtype = None if dtype is None else resolved  # None keeps each array's precision
         for _, m in self.named_modules():
             names = (*m.declared_parameters, *m.declared_parameters.values(), *m.declared_buffers)
             for name in names:

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .. import backend
 from .._typing import Array, Device, DType, Namespace
-from ._checks import as_dtype, check_2d, check_float, check_same_shape, check_size, require_forward
+from ._checks import (
+    as_dtype,
+    check_2d,
+    check_float,
+    check_same_shape,
+    check_size,
+    require_forward,
+    resolve_placement,
+)
 from .module import Module
 
 __all__ = ["Standardize"]
@@ -71,9 +78,7 @@ class Standardize(Module):
         dtype: DType = None,
     ) -> None:
         self.num_features = check_size(num_features, "num_features", "Standardize")
-        xp = backend.get(xp)
-        device = backend.resolve_device(xp, device)
-        dtype = backend.resolve_dtype(xp, dtype)
+        xp, device, dtype = resolve_placement(xp, device, dtype, "Standardize")
         self.mean = xp.zeros((1, self.num_features), dtype=dtype, device=device)
         self.scale = xp.ones((1, self.num_features), dtype=dtype, device=device)
         self._rows: int | None = None
