@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -203,6 +204,24 @@ def test_train_draws_curves_when_matplotlib_is_installed(tmp_path):
     png = (tmp_path / "r" / "curves.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 1000
     assert "curves.png" in result.stdout
+
+
+def test_train_without_matplotlib_says_how_to_draw_the_curves(tmp_path, monkeypatch, capsys):
+    """The base install has no matplotlib: the run trains and saves as ever, and the summary
+    says why there is no curves.png instead of leaving it out silently."""
+    from xpnet.app.cli import main
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib: ImportError
+    argv = ["train", "--epochs", "2", "--hidden", "8", "--out", str(tmp_path / "r")]
+    assert main([*argv, "--backend", "numpy"]) == 0
+    summary = capsys.readouterr().out.splitlines()[-2]
+    assert summary.endswith(
+        f"saved {tmp_path / 'r' / 'model.safetensors'} (no curves.png: pip install "
+        "'xpnet[plot]' to draw it)"
+    )
+    written = {p.name for p in (tmp_path / "r").iterdir()}
+    assert {"metrics.json", "model.safetensors", "resume.safetensors"} <= written
+    assert "curves.png" not in written
 
 
 @pytest.mark.parametrize(

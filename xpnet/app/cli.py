@@ -131,11 +131,12 @@ def _cmd_train(args):
             f"early stopping did not trigger; restored the best epoch, "
             f"{stopping['best_epoch']} (validation loss {stopping['best_val_loss']:.4f})",
         )
-    plot = metrics.get("curves")
+    plot = metrics.get("curves")  # None: matplotlib is not installed
     _echo(
         args,
         f"trained {metrics['epochs_run']} epochs in {metrics['train_seconds']:.1f} "
-        f"s; saved {metrics['checkpoint']}" + (f" and {plot}" if plot else ""),
+        f"s; saved {metrics['checkpoint']}"
+        + (f" and {plot}" if plot else " (no curves.png: pip install 'xpnet[plot]' to draw it)"),
     )
     print(f"test accuracy: {metrics['test_accuracy']:.4f}")
     return 0
