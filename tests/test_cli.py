@@ -206,6 +206,32 @@ def test_train_draws_curves_when_matplotlib_is_installed(tmp_path):
     assert "curves.png" in result.stdout
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--backend", "dask"],
+        ["evaluate", "model.safetensors", "--backend", "dask"],
+        ["predict", "model.safetensors", "x.npy", "--backend", "dask"],
+        ["parity", "--backends", "numpy,dask"],
+    ],
+    ids=["train", "evaluate", "predict", "parity"],
+)
+def test_a_library_that_is_not_installed_is_one_line_on_stderr(argv, monkeypatch, capsys):
+    """Where Dask is not installed (the base install), naming it is a usage error like any
+    other: one line that says what to install, exit status 2, no traceback."""
+    from xpnet.app.cli import main
+
+    monkeypatch.setitem(sys.modules, "dask", None)  # as where dask is not installed
+    try:
+        status = main(argv)
+    except SystemExit as exit_:  # argparse's own usage error
+        status = exit_.code
+    assert status == 2
+    said = "backend 'dask' is not installed: pip install 'xpnet[dask]'"
+    option = "--backends" if argv[0] == "parity" else "argument --backend"
+    assert capsys.readouterr().err.splitlines()[-1] == f"xpnet {argv[0]}: error: {option}: {said}"
+
+
 def test_train_without_matplotlib_says_how_to_draw_the_curves(tmp_path, monkeypatch, capsys):
     """The base install has no matplotlib: the run trains and saves as ever, and the summary
     says why there is no curves.png instead of leaving it out silently."""

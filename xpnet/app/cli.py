@@ -605,7 +605,8 @@ def _backend_name(name):
     if name not in BACKEND_CHOICES:
         try:
             backend.get(name)
-        except ValueError as err:  # not a module, or not an Array API library
+        except (ValueError, ImportError) as err:  # no module, no Array API library, or a
+            # library xpnet knows by name that is not installed here (dask)
             raise argparse.ArgumentTypeError(str(err)) from None
     return name
 

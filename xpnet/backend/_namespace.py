@@ -76,7 +76,7 @@ _INSTALL_HINT = {
     "torch": "pip install 'xpnet[torch]'",
     "array_api_strict": "pip install 'xpnet[array-api-strict]'",
     "jax": "pip install 'xpnet[jax]' (or 'jax[cuda12]' for a GPU)",
-    "dask": "pip install 'dask[array]'",
+    "dask": "pip install 'xpnet[dask]'",
 }
 
 # type(array) -> (library name, namespace, library has more than one device)
