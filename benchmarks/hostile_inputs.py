@@ -4,7 +4,9 @@ Each case builds its files in a temporary folder, then runs one ``xpnet`` comman
 in a child process (limited to 4 GB of address space and 30 s, so that a reader that
 would take more is stopped and shown as such). The table gives the files' size, the exit
 status, the wall time, the child's peak resident memory and the first line it printed on
-stderr. The input policy promises each case refused in under a second and under 200 MB.
+stderr. The input policy promises each case refused in under a second and under 200 MB
+(the options that size a model: refused before it is allocated, or in one line when an
+allocation fails).
 
     python benchmarks/hostile_inputs.py                  # this checkout
     python benchmarks/hostile_inputs.py --tree OTHER     # another checkout's xpnet, same files
@@ -254,6 +256,10 @@ def cases(tmp):
     case("checkpoint: 99 MB header of []", [long], "evaluate", long)
     many = _raw_checkpoint(tmp / "many.safetensors", b"[" + b"0," * 7_000_000 + b"0]")
     case("checkpoint: 14 MB header of numbers", [many], "evaluate", many)
+    # options that size the model: one far beyond any machine, one that passes the memory
+    # check (it needs at least 2.7 GB of the 4 GB) and then fails to allocate
+    case("option: --hidden 10000000000", [], "train", "--hidden", 10**10, "--out", tmp / "r11")
+    case("option: --hidden 3000000", [], "train", "--hidden", 3_000_000, "--out", tmp / "r12")
     return out
 
 

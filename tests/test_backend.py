@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -193,3 +196,51 @@ def test_fast_numpy_namespace_is_numpy():
     assert backend.library_name(xp) == "numpy"
     assert backend.namespace(np.ones(2)) is xp
     assert backend.get(xp) is xp
+
+
+def _meminfo_total():
+    """The machine's memory as Linux's /proc/meminfo says it (None elsewhere)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            line = next(ln for ln in fh if ln.startswith("MemTotal:"))
+    except (OSError, StopIteration):
+        return None
+    return int(line.split()[1]) * 1024  # in kB
+
+
+def test_memory_bytes_of_host_arrays_is_the_machines_memory(xp, device):
+    """The host's memory for arrays on the host, the card's for a CUDA device: checked
+    against /proc/meminfo on Linux, and to be a CUDA device's size (tens of GiB) on one."""
+    total = backend.memory_bytes(xp, device)
+    array = xp.zeros(1, device=device)
+    if backend.on_host(array):
+        if _meminfo_total() is None:
+            pytest.skip("no /proc/meminfo to compare with")
+        assert total == _meminfo_total()
+        assert backend.memory_bytes(xp) == total  # the default device: the host too
+    else:
+        assert total is not None and 2**30 < total < 2**40
+
+
+def test_memory_bytes_is_at_most_the_address_space_limit():
+    """Under ``ulimit -v`` (RLIMIT_AS) the host's memory is that limit, for the model's
+    memory check and the data readers' budget alike."""
+    pytest.importorskip("resource")
+    limit = 3 << 30
+    code = (
+        f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))\n"
+        "from xpnet import backend, _io\n"
+        "print(backend.memory_bytes(backend.get('numpy')), _io.max_input_bytes())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XPNET_MAX_INPUT_BYTES"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(limit), str(limit)]
+
+
+def test_out_of_memory_knows_each_librarys_allocation_failure():
+    assert backend.out_of_memory(MemoryError("Unable to allocate 8.0 GiB"))
+    assert not backend.out_of_memory(RuntimeError("a bug"))
+    assert not backend.out_of_memory(ValueError("bad value"))
+    torch = pytest.importorskip("torch")
+    assert backend.out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))

@@ -3,6 +3,7 @@ any seed and data file, from any folder; nothing given on the command line is ig
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -216,3 +217,122 @@ def test_resuming_a_finished_run_is_refused_and_writes_nothing(tmp_path):
     more = run_cli("train", "--resume", run, "--epochs", 3, "--json", "--quiet")
     assert more.returncode == 0, more.stderr
     assert len(__import__("json").loads(more.stdout)["history"]) == 3
+
+
+# -- a model too large for the machine -----------------------------------------------------
+def _train_in_process(tmp_path, *args):
+    """``xpnet train`` on the digits in this process: (exit status, last stderr line)."""
+    import contextlib
+    import io
+
+    from xpnet.app.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = main(["train", "--epochs", "1", "--out", str(tmp_path / "r"), "--quiet", *args])
+    lines = err.getvalue().splitlines()
+    return status, lines[-1] if lines else ""
+
+
+def _digits_need(hidden, *, buffers=1, itemsize=4):
+    """At least what training an MLP [64, *hidden, 10] on the digits holds, counted by hand:
+    W and b, BatchNorm's four arrays per hidden unit, the input scaling's two per feature,
+    then a gradient and the optimizer's buffers of each W and b."""
+    sizes = [64, *hidden, 10]
+    trained = sum(a * b + b for a, b in itertools.pairwise(sizes))
+    state = trained + 4 * sum(hidden) + 2 * 64
+    return trained, (state + (1 + buffers) * trained) * itemsize
+
+
+def test_a_model_larger_than_the_machine_is_refused_before_it_is_allocated(tmp_path):
+    """--hidden 10000000000 (a 2.5 TB weight matrix) is one line naming the sizes, the bytes
+    and the memory, with exit status 2; nothing sized by it is allocated (peak traced
+    memory, the digits' loading included, stays under 16 MiB) and no run folder is left."""
+    from tests.helpers import traced_peak
+    from xpnet import backend
+
+    trained, need = _digits_need([10_000_000_000])
+    have = backend.memory_bytes(backend.get("numpy"))
+    if have is None or have >= need:
+        pytest.skip("this machine would hold the model")
+    with traced_peak() as peak:
+        status, said = _train_in_process(tmp_path, "--hidden", "10000000000", "--backend", "numpy")
+    assert status == 2
+    assert said == (
+        f"xpnet train: error: a model of sizes [64, 10000000000, 10] does not fit: its "
+        f"{trained:,} parameters with their gradients and the optimizer's buffers need at "
+        f"least {need / 2**30:.1f} GiB in float32, more than the {have / 2**30:.1f} GiB of "
+        f"memory of numpy (cpu); choose narrower --hidden layers"
+    )
+    assert peak.bytes < 16 << 20
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "buffers", "itemsize"),
+    [((), 1, 4), (("--optimizer", "adam"), 2, 4), (("--dtype", "float64"), 1, 8)],
+    ids=["sgd", "adam", "float64"],
+)
+def test_a_model_that_fits_exactly_trains(tmp_path, monkeypatch, args, buffers, itemsize):
+    """The count is exact: with the memory the count says, the run trains; a byte less and
+    it is refused."""
+    from xpnet import backend
+
+    _, need = _digits_need([8], buffers=buffers, itemsize=itemsize)
+    for memory, expected in ((need - 1, 2), (need, 0)):
+        monkeypatch.setattr(backend, "memory_bytes", lambda xp, dev=None, m=memory: m)
+        status, said = _train_in_process(tmp_path / str(memory), "--hidden", "8", *args)
+        assert status == expected, said
+
+
+def test_the_initial_draw_must_fit_on_the_host(tmp_path, monkeypatch):
+    """On a device whose memory xpnet cannot ask about, the host must still hold the
+    largest layer's initial weights, drawn in float64."""
+    from xpnet import backend
+
+    draw = 8 * 64 * 8  # the [8, 64] first layer's W
+    for host, expected in ((draw - 1, 2), (draw, 0)):
+        # the host is asked without a device; the model's device answers None
+        monkeypatch.setattr(
+            backend, "memory_bytes", lambda xp, dev=None, h=host: h if dev is None else None
+        )
+        status, said = _train_in_process(tmp_path / str(host), "--hidden", "8")
+        assert status == expected, said
+        if expected:
+            assert said == (
+                "xpnet train: error: a model of sizes [64, 8, 10] does not fit: drawing its "
+                "largest layer's initial weights (in float64, on the host) needs 0.0 GiB, "
+                "more than the host's 0.0 GiB of memory; choose narrower --hidden layers"
+            )
+
+
+def test_each_optimizers_buffers_are_counted():
+    """The memory check's count of buffers per parameter is what each optimizer keeps."""
+    from xpnet.app.config import OPTIMIZER_BUFFERS
+    from xpnet.optim import OPTIMIZERS
+
+    for kind, cls in OPTIMIZERS.items():
+        model = MLP([3, 4, 2], batchnorm=True)
+        opt = cls(model)
+        arrays = [v for v in opt.state_dict().values() if v.ndim > 0]
+        assert len(arrays) == OPTIMIZER_BUFFERS[kind] * len(model.parameters()), kind
+
+
+@pytest.mark.parametrize("kind", ["numpy", "numpy-empty", "torch"])
+def test_an_allocation_that_fails_is_one_line(tmp_path, monkeypatch, kind):
+    """Out of memory past the check (a library's allocation failing) is one line on
+    stderr with exit status 2, not a traceback."""
+    import xpnet.app.runs
+
+    if kind == "torch":
+        error = pytest.importorskip("torch").OutOfMemoryError("CUDA out of memory.")
+    else:
+        error = MemoryError("Unable to allocate 8.00 GiB" if kind == "numpy" else "")
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(xpnet.app.runs, "MLP", fail)
+    status, said = _train_in_process(tmp_path, "--hidden", "8")
+    assert status == 2
+    assert said == f"xpnet train: error: out of memory: {str(error) or 'MemoryError'}"

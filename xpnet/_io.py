@@ -100,12 +100,35 @@ MAX_EXPANSION = 200
 BOMB_FLOOR = 64 * 1024 * 1024
 
 
+def host_memory_bytes() -> int | None:
+    """The memory this process can have on the host.
+
+    The machine's physical memory, or the process's address-space limit (``ulimit -v``)
+    where that is lower. A container's cgroup limit is not read, so inside one this may
+    say more than the process can use.
+
+    Returns
+    -------
+    int or None
+        Bytes; None where the system does not say (no POSIX ``sysconf``: Windows).
+    """
+    try:
+        import resource
+
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, AttributeError, ValueError, OSError):
+        return None
+    return total if soft == resource.RLIM_INFINITY else min(total, soft)
+
+
 def max_input_bytes() -> int:
     """The most bytes one array read from a data file may take in memory.
 
-    The physical memory of this machine, or the value of the environment variable
-    ``XPNET_MAX_INPUT_BYTES``. A file that claims more is refused before anything is
-    allocated; memory-mapped ``.npy`` features are not held in memory and not limited.
+    The memory this process can have (:func:`host_memory_bytes`), or the value of the
+    environment variable ``XPNET_MAX_INPUT_BYTES``. A file that claims more is refused
+    before anything is allocated; memory-mapped ``.npy`` features are not held in memory
+    and not limited.
 
     Returns
     -------
@@ -118,7 +141,5 @@ def max_input_bytes() -> int:
             return int(given)
         except ValueError:
             pass  # an unreadable setting falls back to the machine's memory
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): no bound but 2**40
-        return 2**40
+    memory = host_memory_bytes()
+    return 2**40 if memory is None else memory  # the system does not say: no bound but 2**40

@@ -394,7 +394,11 @@ def build_parser():
         "data files standard",
     )
     p.add_argument(
-        "--hidden", type=_hidden, default=None, help="hidden layer widths (default: 128,64)"
+        "--hidden",
+        type=_hidden,
+        default=None,
+        help="hidden layer widths (default: 128,64); a model that cannot fit in the memory of "
+        "its device is refused before it is built",
     )
     p.add_argument(
         "--activation",
@@ -642,9 +646,10 @@ def _add_block_options(p):
 def main(argv=None):
     """Run the ``xpnet`` command.
 
-    User errors (any :class:`~xpnet.errors.XpnetError`, and files that cannot be read or
-    written) are reported in one line on stderr with exit status 2; anything else is a bug
-    and keeps its traceback.
+    User errors (any :class:`~xpnet.errors.XpnetError`, files that cannot be read or
+    written, and an allocation that fails: :func:`xpnet.backend.out_of_memory`) are
+    reported in one line on stderr with exit status 2; anything else is a bug and keeps
+    its traceback.
 
     Parameters
     ----------
@@ -671,6 +676,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"xpnet {args.command}: interrupted", file=sys.stderr)
         status = 130
+    except Exception as err:
+        if not backend.out_of_memory(err):  # anything else is a bug: its traceback shows
+            raise
+        said = str(err) or type(err).__name__  # NumPy's says what it could not allocate
+        print(f"xpnet {args.command}: error: out of memory: {said}", file=sys.stderr)
+        status = EXIT_USAGE
     if status:
         _end_other_processes(status)
     return status

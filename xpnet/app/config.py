@@ -8,6 +8,7 @@ objects.
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from ..checkpoint import read_metadata
 from ..compiled import compile_refusal
 from ..data import SCALINGS, is_builtin
 from ..errors import RunError, XpnetValueError
-from ..models import ACTIVATIONS
+from ..models import ACTIVATIONS, MLP
 from ..optim import OPTIMIZERS
 from ..optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR, StepLR
 from ..step import cuda_graph_refusal
@@ -29,6 +30,7 @@ __all__ = [
     "SCHEDULES",
     "WEIGHT_DECAYS",
     "UsageError",
+    "check_model_fits",
     "config_of_run",
     "make_optimizer",
     "make_scheduler",
@@ -276,6 +278,69 @@ def _check_fields(path, where, record, fields, *, required=()):
             raise RunError(
                 f"{path}: metadata field '{where}.{name}' must be {ok.text}, got {shown}"
             )
+
+
+#: Arrays of a parameter's shape that each optimizer keeps (SGD's velocity, Adam's two
+#: moment estimates).
+OPTIMIZER_BUFFERS = {"sgd": 1, "adam": 2, "adamw": 2}
+
+
+def _gib(n):
+    return f"{n / 2**30:.1f} GiB"
+
+
+def check_model_fits(sizes, config, xp, device):
+    """Refuse a model too large for the memory it would live in, before allocating it.
+
+    Training holds at least the model's state, a gradient of each layer's ``W`` and
+    ``b`` and the optimizer's buffers of them (:data:`OPTIMIZER_BUFFERS`), in the run's
+    dtype, in the memory of the device (:func:`xpnet.backend.memory_bytes`). The initial
+    weights are drawn on the host in float64, one layer at a time, so the host holds
+    the largest ``W`` at 8 bytes a value once too. A size that exceeds the memory that
+    exists is refused; one that fits may still fail when other work holds memory.
+
+    Parameters
+    ----------
+    sizes : list of int
+        The model's layer widths.
+    config : dict
+        The run's configuration (``batchnorm``, ``scale``, ``optimizer``, ``dtype``).
+    xp : namespace
+        The library the model is built on.
+    device : device
+        Its device.
+
+    Raises
+    ------
+    RunError
+        The model cannot fit, with the sizes and the memory named.
+    """
+    shapes = MLP.state_shapes(
+        sizes, batchnorm=config["batchnorm"], standardize=config["scale"] != "none"
+    )
+    state = sum(math.prod(shape) for shape in shapes.values())
+    trained = sum(n_in * n_out + n_out for n_in, n_out in itertools.pairwise(sizes))
+    buffers = OPTIMIZER_BUFFERS[config["optimizer"]]
+    itemsize = 8 if config["dtype"] == "float64" else 4
+    need = (state + (1 + buffers) * trained) * itemsize
+    draw = 8 * max(n_in * n_out for n_in, n_out in itertools.pairwise(sizes))
+    device = backend.default_device(xp) if device is None else device
+    host = backend.memory_bytes(backend.get("numpy"))
+    have = backend.memory_bytes(xp, device)
+    if have is not None and need > have:
+        where = f"{backend.library_name(xp)} ({backend.device_name(device)})"
+        raise RunError(
+            f"a model of sizes {sizes} does not fit: its {trained:,} parameters with their "
+            f"gradients and the optimizer's buffers need at least {_gib(need)} in "
+            f"{config['dtype']}, more than the {_gib(have)} of memory of {where}; choose "
+            f"narrower --hidden layers"
+        )
+    if host is not None and draw > host:
+        raise RunError(
+            f"a model of sizes {sizes} does not fit: drawing its largest layer's initial "
+            f"weights (in float64, on the host) needs {_gib(draw)}, more than the host's "
+            f"{_gib(host)} of memory; choose narrower --hidden layers"
+        )
 
 
 def make_optimizer(model, config):

@@ -31,7 +31,7 @@ from ..errors import RunError, XpnetError
 from ..models import MLP
 from ..nn import CrossEntropyLoss
 from ..train import FitState, evaluate, fit
-from .config import _resolved_scaling, make_optimizer, make_scheduler
+from .config import _resolved_scaling, check_model_fits, make_optimizer, make_scheduler
 from .folders import RESUME_FILE
 from .plots import plot_curves
 from .resume import restore as _restore
@@ -96,6 +96,7 @@ def _setup(config, folder, resume, root=True, comm=None):
     else:
         config["scale"] = _resolved_scaling(config.get("scale", "auto"), data)
         sizes = [data.n_features, *config["hidden"], data.n_classes]
+        check_model_fits(sizes, config, xp, device)
         model = MLP(
             sizes,
             activation=config["activation"],

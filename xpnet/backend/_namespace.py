@@ -10,9 +10,11 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import sys
 
 import array_api_compat
 
+from .._io import host_memory_bytes
 from ..errors import (
     BackendNotInstalledError,
     BackendUnavailableError,
@@ -33,8 +35,10 @@ __all__ = [
     "get",
     "library_name",
     "library_version",
+    "memory_bytes",
     "namespace",
     "on_host",
+    "out_of_memory",
     "placement",
     "report",
     "resolve_device",
@@ -510,6 +514,68 @@ def default_device(xp):
     """
     dev = xp.__array_namespace_info__().default_device()
     return dev if dev is not None else array_api_compat.device(xp.empty(0))
+
+
+def memory_bytes(xp, dev=None) -> int | None:
+    """The memory that the arrays of a library on a device live in, in bytes.
+
+    A CUDA device's own memory (CuPy, PyTorch), the host's for arrays on the host (NumPy,
+    array-api-strict, Dask, PyTorch and JAX on the CPU): the machine's physical memory, or
+    the process's address-space limit (``ulimit -v``) where that is lower. It is the
+    total, not what is free now: a size that exceeds it cannot fit at all. A container's
+    cgroup limit is not read, so inside one this may say more than the process can use.
+
+    Parameters
+    ----------
+    xp : namespace
+        An Array API namespace.
+    dev : device, optional
+        One of its devices (None: its default device).
+
+    Returns
+    -------
+    int or None
+        Bytes; None for a device whose memory xpnet cannot ask about (JAX's accelerators,
+        another library's).
+    """
+    name = library_name(xp)
+    dev = default_device(xp) if dev is None else dev
+    if name == "cupy":
+        import cupy
+
+        with cupy.cuda.Device(getattr(dev, "id", dev)):
+            return int(cupy.cuda.runtime.memGetInfo()[1])
+    if name == "torch" and dev.type != "cpu":
+        import torch
+
+        return int(torch.cuda.mem_get_info(dev)[1]) if dev.type == "cuda" else None
+    if name == "jax" and dev.platform != "cpu":
+        return None
+    if name in ("torch", "jax", "numpy", "array_api_strict", "dask"):
+        return host_memory_bytes()
+    return None
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether an exception says that an allocation failed.
+
+    NumPy and CuPy raise :class:`MemoryError`; PyTorch raises ``torch.OutOfMemoryError``,
+    a :class:`RuntimeError`.
+
+    Parameters
+    ----------
+    err : BaseException
+        The exception.
+
+    Returns
+    -------
+    bool
+        True for those exceptions.
+    """
+    if isinstance(err, MemoryError):
+        return True
+    torch = sys.modules.get("torch")  # only if imported: an error of it cannot come otherwise
+    return torch is not None and isinstance(err, getattr(torch, "OutOfMemoryError", ()))
 
 
 def device(x):
