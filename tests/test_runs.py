@@ -288,14 +288,13 @@ def test_a_model_that_fits_exactly_trains(tmp_path, monkeypatch, args, buffers, 
 def test_the_initial_draw_must_fit_on_the_host(tmp_path, monkeypatch):
     """On a device whose memory xpnet cannot ask about, the host must still hold the
     largest layer's initial weights, drawn in float64."""
+    import xpnet.app.config
     from xpnet import backend
 
     draw = 8 * 64 * 8  # the [8, 64] first layer's W
+    monkeypatch.setattr(backend, "memory_bytes", lambda xp, dev=None: None)
     for host, expected in ((draw - 1, 2), (draw, 0)):
-        # the host is asked without a device; the model's device answers None
-        monkeypatch.setattr(
-            backend, "memory_bytes", lambda xp, dev=None, h=host: h if dev is None else None
-        )
+        monkeypatch.setattr(xpnet.app.config, "host_memory_bytes", lambda h=host: h)
         status, said = _train_in_process(tmp_path / str(host), "--hidden", "8")
         assert status == expected, said
         if expected:

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from .. import backend
+from .._io import host_memory_bytes
 from ..checkpoint import read_metadata
 from ..compiled import compile_refusal
 from ..data import SCALINGS, is_builtin
@@ -325,7 +326,7 @@ def check_model_fits(sizes, config, xp, device):
     need = (state + (1 + buffers) * trained) * itemsize
     draw = 8 * max(n_in * n_out for n_in, n_out in itertools.pairwise(sizes))
     device = backend.default_device(xp) if device is None else device
-    host = backend.memory_bytes(backend.get("numpy"))
+    host = host_memory_bytes()
     have = backend.memory_bytes(xp, device)
     if have is not None and need > have:
         where = f"{backend.library_name(xp)} ({backend.device_name(device)})"

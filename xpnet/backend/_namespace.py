@@ -519,11 +519,10 @@ def default_device(xp):
 def memory_bytes(xp, dev=None) -> int | None:
     """The memory that the arrays of a library on a device live in, in bytes.
 
-    A CUDA device's own memory (CuPy, PyTorch), the host's for arrays on the host (NumPy,
-    array-api-strict, Dask, PyTorch and JAX on the CPU): the machine's physical memory, or
-    the process's address-space limit (``ulimit -v``) where that is lower. It is the
-    total, not what is free now: a size that exceeds it cannot fit at all. A container's
-    cgroup limit is not read, so inside one this may say more than the process can use.
+    A CUDA device's own memory (CuPy, PyTorch), or for arrays on the host (NumPy,
+    array-api-strict, Dask, PyTorch and JAX on the CPU) what this process can have there
+    (``xpnet._io.host_memory_bytes``: physical memory, or ``ulimit -v`` where lower). It
+    is the total, not what is free now: a size that exceeds it cannot fit at all.
 
     Parameters
     ----------
