@@ -321,7 +321,7 @@ def check_model_fits(sizes, config, xp, device):
     )
     state = sum(math.prod(shape) for shape in shapes.values())
     trained = sum(n_in * n_out + n_out for n_in, n_out in itertools.pairwise(sizes))
-    buffers = OPTIMIZER_BUFFERS[config["optimizer"]]
+    buffers = OPTIMIZER_BUFFERS[config.get("optimizer", "sgd")]  # as make_optimizer reads it
     itemsize = 8 if config["dtype"] == "float64" else 4
     need = (state + (1 + buffers) * trained) * itemsize
     draw = 8 * max(n_in * n_out for n_in, n_out in itertools.pairwise(sizes))
