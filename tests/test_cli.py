@@ -1,4 +1,5 @@
-"""The ``xpnet`` command end to end, through subprocesses."""
+"""The ``xpnet`` command end to end, through subprocesses (in this process where a test
+hides an installed library from it)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from tests.helpers import run_cli
 from xpnet import backend
+from xpnet.app.cli import main
 
 
 def _backend_args(backend_case):
@@ -219,8 +221,6 @@ def test_train_draws_curves_when_matplotlib_is_installed(tmp_path):
 def test_a_library_that_is_not_installed_is_one_line_on_stderr(argv, monkeypatch, capsys):
     """Where Dask is not installed (the base install), naming it is a usage error like any
     other: one line that says what to install, exit status 2, no traceback."""
-    from xpnet.app.cli import main
-
     monkeypatch.setitem(sys.modules, "dask", None)  # as where dask is not installed
     try:
         status = main(argv)
@@ -235,8 +235,6 @@ def test_a_library_that_is_not_installed_is_one_line_on_stderr(argv, monkeypatch
 def test_train_without_matplotlib_says_how_to_draw_the_curves(tmp_path, monkeypatch, capsys):
     """The base install has no matplotlib: the run trains and saves as ever, and the summary
     says why there is no curves.png instead of leaving it out silently."""
-    from xpnet.app.cli import main
-
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib: ImportError
     argv = ["train", "--epochs", "2", "--hidden", "8", "--out", str(tmp_path / "r")]
     assert main([*argv, "--backend", "numpy"]) == 0

@@ -1,21 +1,29 @@
 """Runs as a user meets them: ``xpnet evaluate`` reports what ``xpnet train`` measured, for
-any seed and data file, from any folder; nothing given on the command line is ignored."""
+any seed and data file, from any folder; nothing given on the command line is ignored; a
+model too large for the machine is refused before it is built."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import json
 
 import numpy as np
 import pytest
 
-from tests.helpers import run_cli
+import xpnet.app.config
+import xpnet.app.runs
+from tests.helpers import run_cli, traced_peak
+from xpnet import backend
+from xpnet.app.cli import main
+from xpnet.app.config import OPTIMIZER_BUFFERS
 from xpnet.app.folders import LOCK_FILE
 from xpnet.callbacks import LambdaCallback
 from xpnet.errors import TrainingDiverged
 from xpnet.models import MLP
 from xpnet.nn import CrossEntropyLoss
-from xpnet.optim import SGD
+from xpnet.optim import OPTIMIZERS, SGD
 from xpnet.train import fit
 
 
@@ -222,11 +230,6 @@ def test_resuming_a_finished_run_is_refused_and_writes_nothing(tmp_path):
 # -- a model too large for the machine -----------------------------------------------------
 def _train_in_process(tmp_path, *args):
     """``xpnet train`` on the digits in this process: (exit status, last stderr line)."""
-    import contextlib
-    import io
-
-    from xpnet.app.cli import main
-
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         status = main(["train", "--epochs", "1", "--out", str(tmp_path / "r"), "--quiet", *args])
@@ -248,9 +251,6 @@ def test_a_model_larger_than_the_machine_is_refused_before_it_is_allocated(tmp_p
     """--hidden 10000000000 (a 2.5 TB weight matrix) is one line naming the sizes, the bytes
     and the memory, with exit status 2; nothing sized by it is allocated (peak traced
     memory, the digits' loading included, stays under 16 MiB) and no run folder is left."""
-    from tests.helpers import traced_peak
-    from xpnet import backend
-
     trained, need = _digits_need([10_000_000_000])
     have = backend.memory_bytes(backend.get("numpy"))
     if have is None or have >= need:
@@ -276,8 +276,6 @@ def test_a_model_larger_than_the_machine_is_refused_before_it_is_allocated(tmp_p
 def test_a_model_that_fits_exactly_trains(tmp_path, monkeypatch, args, buffers, itemsize):
     """The count is exact: with the memory the count says, the run trains; a byte less and
     it is refused."""
-    from xpnet import backend
-
     _, need = _digits_need([8], buffers=buffers, itemsize=itemsize)
     for memory, expected in ((need - 1, 2), (need, 0)):
         monkeypatch.setattr(backend, "memory_bytes", lambda xp, dev=None, m=memory: m)
@@ -288,9 +286,6 @@ def test_a_model_that_fits_exactly_trains(tmp_path, monkeypatch, args, buffers, 
 def test_the_initial_draw_must_fit_on_the_host(tmp_path, monkeypatch):
     """On a device whose memory xpnet cannot ask about, the host must still hold the
     largest layer's initial weights, drawn in float64."""
-    import xpnet.app.config
-    from xpnet import backend
-
     draw = 8 * 64 * 8  # the [8, 64] first layer's W
     monkeypatch.setattr(backend, "memory_bytes", lambda xp, dev=None: None)
     for host, expected in ((draw - 1, 2), (draw, 0)):
@@ -307,9 +302,6 @@ def test_the_initial_draw_must_fit_on_the_host(tmp_path, monkeypatch):
 
 def test_each_optimizers_buffers_are_counted():
     """The memory check's count of buffers per parameter is what each optimizer keeps."""
-    from xpnet.app.config import OPTIMIZER_BUFFERS
-    from xpnet.optim import OPTIMIZERS
-
     for kind, cls in OPTIMIZERS.items():
         model = MLP([3, 4, 2], batchnorm=True)
         opt = cls(model)
@@ -321,8 +313,6 @@ def test_each_optimizers_buffers_are_counted():
 def test_an_allocation_that_fails_is_one_line(tmp_path, monkeypatch, kind):
     """Out of memory past the check (a library's allocation failing) is one line on
     stderr with exit status 2, not a traceback."""
-    import xpnet.app.runs
-
     if kind == "torch":
         error = pytest.importorskip("torch").OutOfMemoryError("CUDA out of memory.")
     else:
