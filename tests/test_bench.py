@@ -113,6 +113,25 @@ def test_bench_command_prints_a_table():
     assert bad.returncode == 2 and "unknown sizes or peers ['huge']" in bad.stderr
 
 
+@pytest.mark.parametrize("seconds", ["-1", "0", "nan", "inf", "two"])
+def test_bench_refuses_a_timing_window_that_is_not_a_positive_time(seconds, capsys):
+    """A window of no time, of negative time or of infinite time would run the whole
+    benchmark at its least, or forever: each is a usage error, as the other options'."""
+    from xpnet.app.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--seconds", seconds])
+    assert exit_.value.code == 2
+    expected = (
+        f"expected a number of seconds, got {seconds!r}"
+        if seconds == "two"
+        else f"expected a finite number of seconds above 0, got {seconds}"
+    )
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"xpnet bench: error: argument --seconds: {expected}"
+    )
+
+
 def test_gpu_benchmark_code_path_on_the_cpu():
     """``xpnet bench --gpu`` measures on CuPy and CUDA; here its code runs with NumPy and
     PyTorch's CPU standing in, at small sizes, so that a GPU session spends its time

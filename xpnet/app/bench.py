@@ -405,6 +405,17 @@ def describe_machine():
     return ", ".join(parts)
 
 
+def _seconds(text):
+    """``--seconds``: a finite number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0.0 < value < float("inf"):  # NaN fails both comparisons
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds above 0, got {text}")
+    return value
+
+
 def build_parser(parser=None):
     """The options of ``xpnet bench``.
 
@@ -428,7 +439,7 @@ def build_parser(parser=None):
         "--peers", default=",".join(PEERS), help=f"comma-separated, from {', '.join(PEERS)}"
     )
     parser.add_argument(
-        "--seconds", type=float, default=2.0, help="timing window per measurement (default 2)"
+        "--seconds", type=_seconds, default=2.0, help="timing window per measurement (default 2)"
     )
     parser.add_argument(
         "--train",
@@ -439,8 +450,9 @@ def build_parser(parser=None):
         "--gpu",
         action="store_true",
         help="time on a CUDA GPU instead: xpnet on CuPy (fused kernels, as a CUDA graph, "
-        "and the array code alone), PyTorch eager on CUDA and the GEMM floor, at mnist-b128, "
-        "mnist-b4096, wide, wide+bn and big (float32)",
+        "and the array code alone), PyTorch on CUDA (eager, and torch.compile with "
+        "mode='reduce-overhead') and the GEMM floor, at mnist-b128, mnist-b4096, wide, "
+        "wide+bn and big (float32)",
     )
     parser.add_argument(
         "--tf32",
