@@ -26,6 +26,7 @@ from .folders import RESUME_FILE
 
 __all__ = [
     "LEARNING_RATES",
+    "OPTIMIZER_BUFFERS",
     "RUN_DEFAULTS",
     "RUN_OPTIONS",
     "SCHEDULES",
