@@ -8,7 +8,6 @@ objects.
 
 from __future__ import annotations
 
-import itertools
 import math
 from pathlib import Path
 
@@ -321,11 +320,12 @@ def check_model_fits(sizes, config, xp, device):
         sizes, batchnorm=config["batchnorm"], standardize=config["scale"] != "none"
     )
     state = sum(math.prod(shape) for shape in shapes.values())
-    trained = sum(n_in * n_out + n_out for n_in, n_out in itertools.pairwise(sizes))
+    linear = {key: math.prod(shape) for key, shape in shapes.items() if key.startswith("layers.")}
+    trained = sum(linear.values())  # each layer's W and b
     buffers = OPTIMIZER_BUFFERS[config.get("optimizer", "sgd")]  # as make_optimizer reads it
     itemsize = 8 if config["dtype"] == "float64" else 4
     need = (state + (1 + buffers) * trained) * itemsize
-    draw = 8 * max(n_in * n_out for n_in, n_out in itertools.pairwise(sizes))
+    draw = 8 * max(n for key, n in linear.items() if key.endswith(".W"))
     device = backend.default_device(xp) if device is None else device
     host = host_memory_bytes()
     have = backend.memory_bytes(xp, device)
